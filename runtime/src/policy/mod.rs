@@ -1,0 +1,421 @@
+//! The policy: the governance contract an agent runs under.
+//!
+//! A policy file (TOML, see `policies/README.md`) declares the agent's states and
+//! transitions, the tools and models each state may use, confidence gates, review states
+//! and budgets. This module upholds one invariant: **a [`Policy`] value exists only if its
+//! file passed every rule**, so enforcement never has to ask whether a state, capability
+//! or gate it finds in the policy is coherent. Every problem found in a file is reported
+//! at once, each with its file, line, column and field, by [`PolicyError::Invalid`].
+//!
+//! [`Policy::hash`] names the contract: the same rules give the same hash whatever the
+//! formatting, comments or order of the file, and any change of meaning changes it.
+
+mod decode;
+mod diagnostic;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use diagnostic::{CapabilityKind, Diagnostic, Problem};
+
+/// A validated policy. Built only by [`Policy::parse`], [`Policy::parse_with_caps`] or
+/// [`Policy::from_file`], so every reference in it (initial state, transition targets,
+/// capabilities, gate states and models) resolves, and every budget is within the caps.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Policy {
+    /// Name of the policy, e.g. `consumer-loan-underwriting`. Never empty.
+    pub name: String,
+    /// Version chosen by its authors, e.g. `1.0.0`. Never empty.
+    pub version: String,
+    /// Free text for people.
+    pub description: Option<String>,
+    /// The state every run starts in: declared, and not terminal.
+    pub initial: String,
+    /// Every tool any state may call.
+    pub tools: BTreeSet<String>,
+    /// Every model any state may run an inference of.
+    pub models: BTreeSet<String>,
+    /// The states, by name.
+    pub states: BTreeMap<String, State>,
+    /// Confidence gates, sorted by `to`, at most one per target state.
+    pub gates: Vec<ConfidenceGate>,
+    /// Limits of a run: the file's budgets, defaults for those it omits.
+    pub budgets: Budgets,
+}
+
+/// One state of the agent's state machine.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct State {
+    /// Working, terminal or review.
+    pub kind: StateKind,
+    /// Tools a run may call while in this state (all declared in [`Policy::tools`]).
+    pub tools: BTreeSet<String>,
+    /// Models a run may infer with while in this state (all in [`Policy::models`]).
+    pub models: BTreeSet<String>,
+    /// States this one may move to. Empty for a terminal state. For a review state: what
+    /// a reviewer may decide.
+    pub transitions: BTreeSet<String>,
+}
+
+/// What a state is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StateKind {
+    /// The agent works here: calls tools and models, then moves on.
+    Working,
+    /// The run ends here with an outcome. No transitions, no capabilities.
+    Terminal,
+    /// A human decides: a run that enters it stops as awaiting review.
+    Review,
+}
+
+/// A confidence gate: guards every transition into `to`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ConfidenceGate {
+    /// The guarded state.
+    pub to: String,
+    /// The model whose inference must carry the confidence (declared in
+    /// [`Policy::models`]).
+    pub model: String,
+    /// The lowest confidence that lets the transition through: finite, in `[0, 1]`.
+    pub min_confidence: f64,
+    /// The review state the run goes to instead when the gate is not met.
+    pub otherwise: String,
+}
+
+/// Limits of one run under a policy. See `policies/README.md` for what each stops and
+/// does not stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Budgets {
+    /// Wasmtime fuel units one step may consume.
+    pub fuel_per_step: u64,
+    /// Ceiling of the guest's linear memory, in bytes.
+    pub memory_bytes: u64,
+    /// Steps in one run.
+    pub max_steps: u32,
+    /// Host calls in one run.
+    pub max_host_calls: u32,
+    /// Size of one encoded host-call request.
+    pub max_request_bytes: u32,
+    /// Size of one encoded host-call response.
+    pub max_response_bytes: u32,
+    /// Wall-clock safety stop for one step, in milliseconds.
+    pub wall_clock_ms: u64,
+    /// Size of all journal records of one run.
+    pub max_journal_bytes: u64,
+    /// A checkpoint is taken every this many steps.
+    pub checkpoint_every: u32,
+}
+
+impl Budgets {
+    /// The budgets of a policy that sets none.
+    pub const DEFAULT: Budgets = Budgets {
+        fuel_per_step: 500_000_000,
+        memory_bytes: 64 * 1024 * 1024,
+        max_steps: 100,
+        max_host_calls: 1_000,
+        max_request_bytes: 1024 * 1024,
+        max_response_bytes: 1024 * 1024,
+        wall_clock_ms: 30_000,
+        max_journal_bytes: 64 * 1024 * 1024,
+        checkpoint_every: 1,
+    };
+}
+
+impl Default for Budgets {
+    fn default() -> Self {
+        Budgets::DEFAULT
+    }
+}
+
+/// Host-wide ceilings: no policy may set a budget above them. A deployment chooses
+/// them; [`HostCaps::DEFAULT`] is what [`Policy::parse`] applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostCaps {
+    /// Ceiling of [`Budgets::fuel_per_step`].
+    pub fuel_per_step: u64,
+    /// Ceiling of [`Budgets::memory_bytes`].
+    pub memory_bytes: u64,
+    /// Ceiling of [`Budgets::max_steps`].
+    pub max_steps: u32,
+    /// Ceiling of [`Budgets::max_host_calls`].
+    pub max_host_calls: u32,
+    /// Ceiling of [`Budgets::max_request_bytes`].
+    pub max_request_bytes: u32,
+    /// Ceiling of [`Budgets::max_response_bytes`].
+    pub max_response_bytes: u32,
+    /// Ceiling of [`Budgets::wall_clock_ms`].
+    pub wall_clock_ms: u64,
+    /// Ceiling of [`Budgets::max_journal_bytes`].
+    pub max_journal_bytes: u64,
+    /// Ceiling of [`Budgets::checkpoint_every`].
+    pub checkpoint_every: u32,
+}
+
+impl HostCaps {
+    /// The ceilings of a host that configures none.
+    pub const DEFAULT: HostCaps = HostCaps {
+        fuel_per_step: 10_000_000_000,
+        memory_bytes: 4 * 1024 * 1024 * 1024,
+        max_steps: 100_000,
+        max_host_calls: 1_000_000,
+        max_request_bytes: 16 * 1024 * 1024,
+        max_response_bytes: 16 * 1024 * 1024,
+        wall_clock_ms: 3_600_000,
+        max_journal_bytes: 1024 * 1024 * 1024,
+        checkpoint_every: 100_000,
+    };
+}
+
+impl Default for HostCaps {
+    fn default() -> Self {
+        HostCaps::DEFAULT
+    }
+}
+
+/// The names of the budget fields, in the order of [`Budgets`]; the order is part of the
+/// canonical form hashed by [`Policy::hash`].
+const BUDGET_FIELDS: [&str; 9] = [
+    "fuel_per_step",
+    "memory_bytes",
+    "max_steps",
+    "max_host_calls",
+    "max_request_bytes",
+    "max_response_bytes",
+    "wall_clock_ms",
+    "max_journal_bytes",
+    "checkpoint_every",
+];
+
+impl Budgets {
+    fn to_array(self) -> [u64; 9] {
+        [
+            self.fuel_per_step,
+            self.memory_bytes,
+            self.max_steps.into(),
+            self.max_host_calls.into(),
+            self.max_request_bytes.into(),
+            self.max_response_bytes.into(),
+            self.wall_clock_ms,
+            self.max_journal_bytes,
+            self.checkpoint_every.into(),
+        ]
+    }
+
+    /// Values of the `u32` fields saturate; validation keeps them within [`HostCaps`],
+    /// whose matching fields are `u32`, so nothing saturates in practice.
+    fn from_array(values: [u64; 9]) -> Budgets {
+        let small = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+        Budgets {
+            fuel_per_step: values[0],
+            memory_bytes: values[1],
+            max_steps: small(values[2]),
+            max_host_calls: small(values[3]),
+            max_request_bytes: small(values[4]),
+            max_response_bytes: small(values[5]),
+            wall_clock_ms: values[6],
+            max_journal_bytes: values[7],
+            checkpoint_every: small(values[8]),
+        }
+    }
+}
+
+impl HostCaps {
+    fn to_array(self) -> [u64; 9] {
+        [
+            self.fuel_per_step,
+            self.memory_bytes,
+            self.max_steps.into(),
+            self.max_host_calls.into(),
+            self.max_request_bytes.into(),
+            self.max_response_bytes.into(),
+            self.wall_clock_ms,
+            self.max_journal_bytes,
+            self.checkpoint_every.into(),
+        ]
+    }
+}
+
+/// The canonical hash of a policy, recorded in every run. Displays as lowercase hex.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PolicyHash(pub [u8; 32]);
+
+impl fmt::Display for PolicyHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for byte in self.0 {
+            write!(f, "{byte:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for PolicyHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PolicyHash({self})")
+    }
+}
+
+/// Why a policy could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// The file could not be read.
+    #[error("cannot read policy {}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// The file was read but breaks one or more rules. Never empty; sorted by position.
+    #[error("{}", diagnostic::render_all(diagnostics))]
+    Invalid {
+        /// Every problem found, each with its position and field.
+        diagnostics: Vec<Diagnostic>,
+    },
+}
+
+/// The domain tag hashed before the canonical form, so that a policy hash can never
+/// equal the hash of anything else Warden names.
+const HASH_DOMAIN: &str = "warden-policy-v1";
+
+impl Policy {
+    /// Reads and validates the policy file at `path` against [`HostCaps::DEFAULT`].
+    /// Diagnostics name the file as `path.display()`.
+    pub fn from_file(path: &Path) -> Result<Policy, PolicyError> {
+        let bytes = std::fs::read(path).map_err(|source| PolicyError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let origin = path.display().to_string();
+        match std::str::from_utf8(&bytes) {
+            Ok(text) => Policy::parse(text, &origin),
+            Err(error) => Err(diagnostic::not_utf8(&bytes, error, &origin)),
+        }
+    }
+
+    /// Parses and validates policy text against [`HostCaps::DEFAULT`]. `origin` names the
+    /// text in diagnostics (usually its path).
+    pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
+        Policy::parse_with_caps(text, origin, &HostCaps::DEFAULT)
+    }
+
+    /// Parses and validates policy text; every budget must be at most `caps`. A budget
+    /// the file omits takes its default from [`Budgets::DEFAULT`], lowered to the cap
+    /// when the cap is smaller.
+    pub fn parse_with_caps(
+        text: &str,
+        origin: &str,
+        caps: &HostCaps,
+    ) -> Result<Policy, PolicyError> {
+        let mut report = diagnostic::Report::new(text, origin);
+        // A syntax error leaves no trustworthy document to check the rules against.
+        if let Some(draft) = decode::decode(text, &mut report) {
+            let policy = validate::validate(draft, caps, &mut report);
+            if report.is_clean() {
+                return Ok(policy);
+            }
+        }
+        Err(report.into_error())
+    }
+
+    /// The canonical hash: blake3 of the domain tag `warden-policy-v1` and the postcard
+    /// encoding of the policy's meaning (sets sorted, gates sorted by target, defaults
+    /// filled in). Formatting, comments and the order of tables and lists do not change
+    /// it; any change of meaning, including the description, does.
+    pub fn hash(&self) -> PolicyHash {
+        let canonical = CanonicalPolicy {
+            name: &self.name,
+            version: &self.version,
+            description: self.description.as_deref(),
+            initial: &self.initial,
+            tools: &self.tools,
+            models: &self.models,
+            states: self
+                .states
+                .iter()
+                .map(|(name, state)| CanonicalState {
+                    name,
+                    kind: match state.kind {
+                        StateKind::Working => 0,
+                        StateKind::Terminal => 1,
+                        StateKind::Review => 2,
+                    },
+                    tools: &state.tools,
+                    models: &state.models,
+                    transitions: &state.transitions,
+                })
+                .collect(),
+            gates: self
+                .gates
+                .iter()
+                .map(|gate| CanonicalGate {
+                    to: &gate.to,
+                    model: &gate.model,
+                    // +0.0 and -0.0 mean the same threshold.
+                    min_confidence: (gate.min_confidence + 0.0).to_bits(),
+                    otherwise: &gate.otherwise,
+                })
+                .collect(),
+            budgets: self.budgets.to_array(),
+        };
+        let encoded = postcard::to_allocvec(&canonical)
+            .expect("strings, integers and sequences always encode with postcard");
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(HASH_DOMAIN.as_bytes());
+        hasher.update(&[0]);
+        hasher.update(&encoded);
+        PolicyHash(*hasher.finalize().as_bytes())
+    }
+
+    /// The state called `name`, if declared.
+    pub fn state(&self, name: &str) -> Option<&State> {
+        self.states.get(name)
+    }
+
+    /// The confidence gate guarding transitions into `to`, if any.
+    pub fn gate(&self, to: &str) -> Option<&ConfidenceGate> {
+        self.gates
+            .binary_search_by(|gate| gate.to.as_str().cmp(to))
+            .ok()
+            .map(|index| &self.gates[index])
+    }
+}
+
+/// What [`Policy::hash`] encodes. Spelled out field by field, apart from [`Policy`], so
+/// that adding a convenience field to `Policy` cannot silently change every hash.
+#[derive(Serialize)]
+struct CanonicalPolicy<'a> {
+    name: &'a str,
+    version: &'a str,
+    description: Option<&'a str>,
+    initial: &'a str,
+    tools: &'a BTreeSet<String>,
+    models: &'a BTreeSet<String>,
+    states: Vec<CanonicalState<'a>>,
+    gates: Vec<CanonicalGate<'a>>,
+    budgets: [u64; 9],
+}
+
+#[derive(Serialize)]
+struct CanonicalState<'a> {
+    name: &'a str,
+    kind: u8,
+    tools: &'a BTreeSet<String>,
+    models: &'a BTreeSet<String>,
+    transitions: &'a BTreeSet<String>,
+}
+
+#[derive(Serialize)]
+struct CanonicalGate<'a> {
+    to: &'a str,
+    model: &'a str,
+    min_confidence: u64,
+    otherwise: &'a str,
+}

@@ -1,0 +1,326 @@
+//! A step: one call of the agent's `warden_step` export, metered and classified.
+//!
+//! [`Execution`] owns one short-lived store and instance. Each step gets a fresh fuel
+//! budget and a wall-clock safety deadline; whatever the guest does, the step ends as a
+//! typed [`StepEnd`] (invariant 6). Fuel, never wall-clock time, decides anything that
+//! reaches the journal (invariant 3): the deadline only ends a run as a failure.
+
+use std::sync::OnceLock;
+
+use wasmtime::{InstancePre, Linker, Memory, Store, Trap, TypedFunc};
+
+use crate::agent::Agent;
+use crate::checkpoint::{self, Capture, Checkpoint, PageTracker};
+use crate::digest::Digest;
+use crate::engine;
+use crate::host_call::{Halt, HostState, host_call};
+use crate::journal::RecordBody;
+use crate::outcome::FailureReason;
+use crate::policy::StateKind;
+use crate::replay::Divergence;
+use warden_guest::wire;
+
+/// How a step ended.
+#[derive(Debug, Clone)]
+pub enum StepEnd {
+    /// The run goes on.
+    Continue,
+    /// The agent finished in a terminal state.
+    Completed,
+    /// The run entered a review state.
+    AwaitingReview,
+    /// The run failed.
+    Failed(FailureReason),
+    /// Replay found a departure from the recording.
+    Diverged(Box<Divergence>),
+}
+
+/// The process's one linker: the host-call import and nothing else.
+fn linker() -> Result<&'static Linker<HostState>, String> {
+    static LINKER: OnceLock<Result<Linker<HostState>, String>> = OnceLock::new();
+    LINKER
+        .get_or_init(|| {
+            let engine = engine::engine().map_err(|e| format!("{e:#}"))?;
+            let mut linker = Linker::new(engine);
+            linker
+                .func_wrap(wire::IMPORT_MODULE, wire::IMPORT_NAME, host_call)
+                .map_err(|e| format!("{e:#}"))?;
+            Ok(linker)
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// Prepares an agent for fast instantiation (imports resolved once).
+pub fn prepare(agent: &Agent) -> Result<InstancePre<HostState>, String> {
+    linker()?
+        .instantiate_pre(&agent.module)
+        .map_err(|e| format!("{e:#}"))
+}
+
+/// A live instance of an agent and the host state around it.
+pub struct Execution {
+    store: Store<HostState>,
+    instance: wasmtime::Instance,
+    step_fn: TypedFunc<(), i32>,
+    memory: Memory,
+    globals: Vec<String>,
+    tracker: PageTracker,
+}
+
+impl std::fmt::Debug for Execution {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Execution")
+            .field("host", self.store.data())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Execution {
+    /// Instantiates `agent` around `host`. A module whose initial memory is over budget
+    /// (or that otherwise cannot start) is a run failure, not a host error.
+    pub fn instantiate(agent: &Agent, host: HostState) -> Result<Execution, FailureReason> {
+        let instantiation = |message: String| FailureReason::Instantiation { message };
+        let pre = prepare(agent).map_err(instantiation)?;
+        let fuel = host.policy.budgets.fuel_per_step;
+        let ticks = engine::deadline_ticks(host.policy.budgets.wall_clock_ms);
+        let mut store = Store::new(agent.module.engine(), host);
+        store.limiter(|host| &mut host.limiter);
+        store
+            .set_fuel(fuel)
+            .map_err(|e| instantiation(format!("{e:#}")))?;
+        store.set_epoch_deadline(ticks);
+        let instance = match pre.instantiate(&mut store) {
+            Ok(instance) => instance,
+            Err(e) => {
+                let limiter = &store.data().limiter;
+                return Err(match limiter.refused {
+                    Some(requested) => FailureReason::MemoryLimit {
+                        step: 0,
+                        requested_bytes: requested,
+                        limit_bytes: limiter.limit,
+                    },
+                    None => instantiation(format!("{e:#}")),
+                });
+            }
+        };
+        let step_fn = instance
+            .get_typed_func::<(), i32>(&mut store, wire::STEP_EXPORT)
+            .map_err(|e| instantiation(format!("{e:#}")))?;
+        let memory = instance
+            .get_memory(&mut store, wire::MEMORY_EXPORT)
+            .ok_or_else(|| instantiation("no exported memory".into()))?;
+        store.data_mut().memory = Some(memory);
+        Ok(Execution {
+            store,
+            instance,
+            step_fn,
+            memory,
+            globals: agent.globals.clone(),
+            tracker: PageTracker::default(),
+        })
+    }
+
+    /// The host state.
+    pub fn host(&self) -> &HostState {
+        self.store.data()
+    }
+
+    /// The host state, mutably (to switch effects when a resume catches up).
+    pub fn host_mut(&mut self) -> &mut HostState {
+        self.store.data_mut()
+    }
+
+    /// Adds a record to the step in flight.
+    pub fn push(&mut self, body: RecordBody) -> Result<(), Halt> {
+        self.store.data_mut().push(body)
+    }
+
+    /// Takes the records of the step in flight, for committing or discarding.
+    pub fn take_records(&mut self) -> Vec<RecordBody> {
+        std::mem::take(&mut self.store.data_mut().journal.records)
+    }
+
+    /// Runs step number `step` to its end.
+    pub fn run_step(&mut self, step: u32) -> StepEnd {
+        let budgets = self.host().policy.budgets;
+        {
+            let host = self.store.data_mut();
+            host.step = step;
+            host.transitioned = false;
+            host.halt = None;
+            host.pending = None;
+            host.limiter.refused = None;
+        }
+        let state = self.host().state.clone();
+        if let Err(halt) = self.push(RecordBody::StepStarted {
+            step,
+            state: state.clone(),
+        }) {
+            return halt_end(halt);
+        }
+        let was_terminal = self.state_kind() == Some(StateKind::Terminal);
+        if let Err(e) = self.store.set_fuel(budgets.fuel_per_step) {
+            return StepEnd::Failed(FailureReason::Trap {
+                step,
+                trap: format!("cannot set fuel: {e:#}"),
+            });
+        }
+        self.store
+            .set_epoch_deadline(engine::deadline_ticks(budgets.wall_clock_ms));
+        let result = self.step_fn.call(&mut self.store, ());
+        let used = budgets
+            .fuel_per_step
+            .saturating_sub(self.store.get_fuel().unwrap_or(0));
+        self.store.data_mut().fuel += used;
+        let value = match result {
+            Ok(value) => value,
+            Err(error) => return self.classify(step, &error),
+        };
+        if value != 0 {
+            return StepEnd::Failed(FailureReason::BadStepResult { step, value });
+        }
+        if let Err(halt) = self.push(RecordBody::StepCommitted {
+            step,
+            fuel: used,
+            state: self.host().state.clone(),
+        }) {
+            return halt_end(halt);
+        }
+        if self.host().finished.is_some() {
+            return StepEnd::Completed;
+        }
+        match self.state_kind() {
+            Some(StateKind::Review) => StepEnd::AwaitingReview,
+            Some(StateKind::Terminal) if was_terminal => StepEnd::Failed(FailureReason::NoFinish {
+                step,
+                state: self.host().state.clone(),
+            }),
+            _ => StepEnd::Continue,
+        }
+    }
+
+    fn state_kind(&self) -> Option<StateKind> {
+        let host = self.host();
+        host.policy.state(&host.state).map(|s| s.kind)
+    }
+
+    fn classify(&mut self, step: u32, error: &wasmtime::Error) -> StepEnd {
+        if let Some(halt) = self.store.data_mut().halt.take() {
+            return halt_end(halt);
+        }
+        let budgets = self.host().policy.budgets;
+        let refused = self.host().limiter.refused;
+        let reason = match (error.downcast_ref::<Trap>(), refused) {
+            (Some(Trap::OutOfFuel), _) => FailureReason::FuelExhausted {
+                step,
+                limit: budgets.fuel_per_step,
+            },
+            (Some(Trap::Interrupt), _) => FailureReason::DeadlineExceeded {
+                step,
+                limit_ms: budgets.wall_clock_ms,
+            },
+            (_, Some(requested)) => FailureReason::MemoryLimit {
+                step,
+                requested_bytes: requested,
+                limit_bytes: budgets.memory_bytes,
+            },
+            (Some(trap), None) => FailureReason::Trap {
+                step,
+                trap: trap.to_string(),
+            },
+            (None, None) => FailureReason::Trap {
+                step,
+                trap: format!("{error:#}"),
+            },
+        };
+        StepEnd::Failed(reason)
+    }
+
+    /// Captures the guest's whole state after the step just run.
+    pub fn checkpoint(&mut self) -> Result<(Checkpoint, Capture), String> {
+        let capture = self.tracker.capture(self.memory.data(&self.store));
+        let globals = checkpoint::read_globals(&mut self.store, &self.instance, &self.globals)?;
+        let host = self.store.data();
+        let checkpoint = Checkpoint {
+            step: host.step,
+            state: host.state.clone(),
+            host_calls: host.host_calls,
+            fuel: host.fuel,
+            journal_bytes: host.journal.bytes,
+            inferences: host.inferences.clone(),
+            memory_bytes: self.memory.data_size(&self.store) as u64,
+            pages: capture.pages.clone(),
+            globals,
+        };
+        Ok((checkpoint, capture))
+    }
+
+    /// Restores a checkpoint into this fresh instance. `page` fetches a page by digest;
+    /// each page is checked against its digest before use.
+    pub fn restore(
+        &mut self,
+        checkpoint: &Checkpoint,
+        mut page: impl FnMut(&Digest) -> Result<Vec<u8>, String>,
+    ) -> Result<(), String> {
+        let wasm_page = checkpoint::PAGE_SIZE as u64;
+        let current = self.memory.data_size(&self.store) as u64;
+        if checkpoint.memory_bytes > current {
+            self.memory
+                .grow(
+                    &mut self.store,
+                    (checkpoint.memory_bytes - current) / wasm_page,
+                )
+                .map_err(|e| {
+                    format!(
+                        "cannot grow memory to {} bytes: {e:#}",
+                        checkpoint.memory_bytes
+                    )
+                })?;
+        }
+        let mut image = vec![0u8; checkpoint.memory_bytes as usize];
+        for (index, (digest, dst)) in checkpoint
+            .pages
+            .iter()
+            .zip(image.chunks_mut(checkpoint::PAGE_SIZE))
+            .enumerate()
+        {
+            let bytes = page(digest)?;
+            if bytes.len() != dst.len() || Digest::of("warden-page-v1", &bytes) != *digest {
+                return Err(format!(
+                    "memory page {index} ({}) does not match its digest",
+                    digest.short()
+                ));
+            }
+            dst.copy_from_slice(&bytes);
+        }
+        let data = self.memory.data_mut(&mut self.store);
+        match data.get_mut(..image.len()) {
+            Some(dst) => dst.copy_from_slice(&image),
+            None => return Err("memory is smaller than the checkpoint".into()),
+        }
+        checkpoint::write_globals(
+            &mut self.store,
+            &self.instance,
+            &self.globals,
+            &checkpoint.globals,
+        )?;
+        self.tracker = PageTracker::default();
+        self.tracker.capture(&image);
+        let host = self.store.data_mut();
+        host.step = checkpoint.step;
+        host.state.clone_from(&checkpoint.state);
+        host.host_calls = checkpoint.host_calls;
+        host.fuel = checkpoint.fuel;
+        host.journal.bytes = checkpoint.journal_bytes;
+        host.inferences.clone_from(&checkpoint.inferences);
+        Ok(())
+    }
+}
+
+fn halt_end(halt: Halt) -> StepEnd {
+    match halt {
+        Halt::Failed(reason) => StepEnd::Failed(reason),
+        Halt::Diverged(divergence) => StepEnd::Diverged(divergence),
+    }
+}

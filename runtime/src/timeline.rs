@@ -1,0 +1,134 @@
+//! A run's timeline as people and machines read it (`warden show`): every record decoded,
+//! with its digest and whether its predecessor digest checks out.
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::digest::Digest;
+use crate::journal::{Journal, JournalError, Record, RecordBody, RunMeta, Verification};
+
+/// One record, decoded.
+#[derive(Debug, Clone, Serialize)]
+pub struct Entry {
+    pub index: u64,
+    /// Commit time, RFC 3339.
+    pub at: String,
+    pub prev: Digest,
+    pub digest: Digest,
+    /// Whether `prev` equals the previous record's recomputed digest.
+    pub prev_ok: bool,
+    /// `run_started`, `step_started`, `host_call`, ...
+    pub kind: &'static str,
+    /// One line for people.
+    pub text: String,
+    /// The record's fields, with request and response bytes decoded.
+    pub body: Value,
+}
+
+/// A run's metadata, its records and the verification of its chain.
+#[derive(Debug, Clone, Serialize)]
+pub struct Timeline {
+    pub run: RunMeta,
+    pub records: Vec<Entry>,
+    pub verification: Verification,
+}
+
+impl Timeline {
+    /// Loads and decodes a run's journal.
+    ///
+    /// # Errors
+    /// Journal errors, or no such run.
+    pub fn load(journal: &Journal, run_id: &str) -> Result<Timeline, JournalError> {
+        let run = journal.run(run_id)?;
+        let verification = journal.verify(run_id)?;
+        let mut prev = Digest::ZERO;
+        let mut records = Vec::new();
+        for (record, _) in journal.stored_records(run_id)? {
+            let digest = record.digest();
+            records.push(entry(&record, digest, record.prev == prev));
+            prev = digest;
+        }
+        Ok(Timeline {
+            run,
+            records,
+            verification,
+        })
+    }
+}
+
+fn entry(record: &Record, digest: Digest, prev_ok: bool) -> Entry {
+    let at = humantime::format_rfc3339_millis(
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(record.at_ms),
+    );
+    Entry {
+        index: record.index,
+        at: at.to_string(),
+        prev: record.prev,
+        digest,
+        prev_ok,
+        kind: kind(&record.body),
+        text: record.body.describe(),
+        body: body_json(&record.body),
+    }
+}
+
+fn kind(body: &RecordBody) -> &'static str {
+    match body {
+        RecordBody::RunStarted { .. } => "run_started",
+        RecordBody::StepStarted { .. } => "step_started",
+        RecordBody::HostCall { .. } => "host_call",
+        RecordBody::HostResponse { .. } => "host_response",
+        RecordBody::Transition { .. } => "transition",
+        RecordBody::Checkpoint { .. } => "checkpoint",
+        RecordBody::StepCommitted { .. } => "step_committed",
+        RecordBody::Outcome { .. } => "outcome",
+    }
+}
+
+fn bytes_json<T: Serialize + for<'de> serde::Deserialize<'de>>(bytes: &[u8]) -> Value {
+    match postcard::from_bytes::<T>(bytes) {
+        Ok(value) => serde_json::to_value(value).unwrap_or(Value::Null),
+        Err(_) => json!({ "undecodable_bytes": bytes.len() }),
+    }
+}
+
+fn body_json(body: &RecordBody) -> Value {
+    match body {
+        RecordBody::HostCall {
+            step,
+            call,
+            state,
+            fuel,
+            request,
+            decision,
+        } => json!({
+            "step": step,
+            "call": call,
+            "state": state,
+            "fuel": fuel,
+            "request": bytes_json::<warden_guest::wire::Request>(request),
+            "request_bytes": request.len(),
+            "decision": {
+                "verdict": decision.verdict,
+                "rule": decision.rule,
+                "explanation": decision.rule.to_string(),
+            },
+        }),
+        RecordBody::HostResponse { call, response } => json!({
+            "call": call,
+            "response": bytes_json::<warden_guest::wire::Response>(response),
+            "response_bytes": response.len(),
+        }),
+        RecordBody::Outcome {
+            reason: Some(reason),
+            ..
+        } => {
+            let mut value = serde_json::to_value(body).unwrap_or(Value::Null);
+            if let Some(fields) = value.get_mut("Outcome").and_then(Value::as_object_mut) {
+                fields.insert("explanation".into(), Value::String(reason.to_string()));
+            }
+            value
+        }
+        other => serde_json::to_value(other).unwrap_or(Value::Null),
+    }
+}

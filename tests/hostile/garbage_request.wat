@@ -1,0 +1,7 @@
+;; Attacks: the decoder. Sixteen bytes of garbage as a request.
+(module
+  (import "warden" "host_call" (func $host_call (param i32 i32 i32) (result i64)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "\ff\ff\ff\ff\ff\ff\ff\ff\ff\ff\ff\ff\ff\ff\ff\ff")
+  (func (export "warden_step") (result i32)
+    (drop (call $host_call (i32.const 0) (i32.const 16) (i32.const 16))) i32.const 0))
