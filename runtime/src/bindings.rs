@@ -57,20 +57,7 @@ pub struct Bindings {
 
 /// The blake3 hash of a bindings file and the files it references (see [`Bindings::hash`]).
 /// Recorded in every run so that a journal says which deployment answered its calls.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
-pub struct BindingsHash(pub [u8; 32]);
-
-impl fmt::Display for BindingsHash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.iter().try_for_each(|byte| write!(f, "{byte:02x}"))
-    }
-}
-
-impl From<BindingsHash> for crate::digest::Digest {
-    fn from(hash: BindingsHash) -> Self {
-        crate::digest::Digest(hash.0)
-    }
-}
+pub type BindingsHash = crate::digest::Digest;
 
 /// Identifies one effectful call across crashes and re-runs: the run and the call's
 /// sequence number in it. A provider that sees a key twice applies the effect once.
@@ -475,7 +462,7 @@ fn hash_of(text: &str, hashed: &[(&'static str, String, Vec<u8>)]) -> BindingsHa
         part(&mut hasher, name.as_bytes());
         part(&mut hasher, bytes);
     }
-    BindingsHash(*hasher.finalize().as_bytes())
+    crate::digest::Digest(*hasher.finalize().as_bytes())
 }
 
 fn read_bytes(path: &Path) -> Result<Vec<u8>, BindingsError> {

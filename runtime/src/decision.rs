@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use warden_guest::InferenceId;
 use warden_guest::wire::Request;
 
+pub use crate::policy::CapabilityKind;
 use crate::policy::{Policy, StateKind};
 
 /// What enforcement says of a request.
@@ -30,24 +31,6 @@ pub struct Decision {
     pub verdict: Verdict,
     /// The rule of the policy (or of the run protocol) that decided.
     pub rule: Rule,
-}
-
-/// Tool or model.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum CapabilityKind {
-    /// A named tool.
-    Tool,
-    /// A named model.
-    Model,
-}
-
-impl fmt::Display for CapabilityKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            CapabilityKind::Tool => "tool",
-            CapabilityKind::Model => "model",
-        })
-    }
 }
 
 /// The rule behind a [`Decision`]. Journaled, so its fields are owned and stable.
@@ -105,6 +88,8 @@ pub enum Rule {
         model: String,
         expected: String,
     },
+    /// `finish` in a terminal state.
+    FinishInTerminal { state: String },
     /// `finish` is allowed only in a terminal state.
     FinishOutsideTerminal { state: String },
     /// The run already finished; only reads and logs remain possible.
@@ -196,6 +181,7 @@ impl fmt::Display for Rule {
                 "transition to `{to}` cites inference #{} of model `{model}`, but its gate needs `{expected}`",
                 inference.0
             ),
+            Rule::FinishInTerminal { state } => write!(f, "finish in terminal state `{state}`"),
             Rule::FinishOutsideTerminal { state } => {
                 write!(
                     f,
@@ -254,7 +240,12 @@ pub fn enforce(policy: &Policy, run: &RunView<'_>, request: &Request) -> Decisio
             transition(policy, run, to, *evidence)
         }
         Request::Finish { .. } if !run.finished => match policy.state(run.state).map(|s| s.kind) {
-            Some(StateKind::Terminal) => decide(Allow, Rule::RunProtocol),
+            Some(StateKind::Terminal) => decide(
+                Allow,
+                Rule::FinishInTerminal {
+                    state: run.state.to_string(),
+                },
+            ),
             _ => decide(
                 Deny,
                 Rule::FinishOutsideTerminal {

@@ -62,12 +62,6 @@ impl FromStr for Digest {
     }
 }
 
-impl From<crate::policy::PolicyHash> for Digest {
-    fn from(hash: crate::policy::PolicyHash) -> Digest {
-        Digest(hash.0)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -642,7 +642,7 @@ pub fn describe_request_bytes(bytes: &[u8]) -> String {
 pub fn describe_response_bytes(bytes: &[u8]) -> String {
     use warden_guest::wire::Response;
     match postcard::from_bytes::<Response>(bytes) {
-        Ok(Response::Input(json)) => format!("input {json}"),
+        Ok(Response::Input(json)) => format!("input {}", compact_json(&json)),
         Ok(Response::State(state)) => format!("state {state}"),
         Ok(Response::Tool(Ok(json))) => format!("ok {json}"),
         Ok(Response::Tool(Err(e))) => format!("tool error {:?}: {}", e.kind, e.message),
@@ -655,6 +655,11 @@ pub fn describe_response_bytes(bytes: &[u8]) -> String {
         Ok(Response::Ack) => "ok".into(),
         Err(_) => format!("{} undecodable bytes {}", bytes.len(), hex_prefix(bytes)),
     }
+}
+
+/// JSON text on one line (as given if it does not parse).
+fn compact_json(json: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(json).map_or_else(|_| json.to_string(), |v| v.to_string())
 }
 
 fn hex_prefix(bytes: &[u8]) -> String {

@@ -355,7 +355,10 @@ fn usage_if_missing<T, E: Into<anyhow::Error>>(result: Result<T, E>) -> Result<T
                 Some(warden::journal::JournalError::NoSuchRun(_))
             ) || matches!(
                 c.downcast_ref::<warden::run::RunError>(),
-                Some(warden::run::RunError::WrongStatus { .. })
+                Some(
+                    warden::run::RunError::WrongStatus { .. }
+                        | warden::run::RunError::Journal(warden::journal::JournalError::NoSuchRun(_))
+                )
             )
         });
         if missing {

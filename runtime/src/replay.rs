@@ -183,10 +183,10 @@ impl StoredRun {
         let policy_text = text(&meta.policy_text, "policy text")?;
         let input = text(&meta.input, "input")?;
         let policy = Policy::parse(&policy_text, &format!("<policy of run {run_id}>"))?;
-        if Digest::from(policy.hash()) != meta.policy {
+        if policy.hash() != meta.policy {
             return Err(stored(format!(
                 "stored policy parses to digest {}, recorded {}",
-                Digest::from(policy.hash()).short(),
+                policy.hash().short(),
                 meta.policy.short()
             )));
         }
@@ -304,6 +304,35 @@ pub fn replay(
     let stored = StoredRun::load(journal, run_id)?;
     let records = journal.records(run_id)?;
     let original = report_from(&stored.meta, &records);
+    // A journal that fails its own chain cannot be trusted as a recording.
+    let verification = journal.verify(run_id)?;
+    if let Some(problem) = verification.problem {
+        let record = verification.record.and_then(|i| records.get(i as usize));
+        return Ok(ReplayReport {
+            run_id: run_id.to_string(),
+            mode: if options.agent.is_some() || options.policy.is_some() { "counterfactual" } else { "exact" },
+            from_checkpoint: options.from_checkpoint,
+            identical: false,
+            steps: 0,
+            records_compared: 0,
+            checkpoints_compared: 0,
+            divergence: Some(Divergence {
+                record: verification.record,
+                step: record.and_then(|r| step_of(&r.body)),
+                call: record.and_then(|r| call_of(&r.body)),
+                expected: "a journal whose hash chain checks out".into(),
+                actual: match record {
+                    Some(r) => format!("{problem}; the record now reads: {}", r.body.describe()),
+                    None => problem,
+                },
+                unanswerable: false,
+            }),
+            original: summary(&original),
+            replayed: None,
+            outcome_changed: false,
+            could_not_replay: true,
+        });
+    }
     if options.agent.is_some() || options.policy.is_some() {
         return counterfactual(stored, &records, original, options);
     }

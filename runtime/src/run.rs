@@ -194,11 +194,11 @@ fn begin(
         status: Status::Running,
         state: new.policy.initial.clone(),
         agent: new.agent.hash,
-        policy: new.policy.hash().into(),
+        policy: new.policy.hash(),
         policy_text,
         policy_name: new.policy.name.clone(),
         policy_version: new.policy.version.clone(),
-        bindings: new.bindings.hash().into(),
+        bindings: new.bindings.hash(),
         bindings_path: new.bindings.source().map(|p| p.display().to_string()),
         input,
         created_ms: now,
@@ -318,13 +318,13 @@ pub fn resume(
         Some(path) => Bindings::from_file(&path)?,
         None => Bindings::empty(),
     };
-    if Digest::from(bindings.hash()) != meta.bindings {
+    if bindings.hash() != meta.bindings {
         return Err(RunError::Stored {
             run_id: run_id.to_string(),
             what: format!(
                 "bindings changed since the run started (recorded {}, now {}); resume needs the same tools and models",
                 meta.bindings.short(),
-                Digest::from(bindings.hash()).short()
+                bindings.hash().short()
             ),
         });
     }

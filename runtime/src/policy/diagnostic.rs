@@ -45,7 +45,7 @@ impl fmt::Display for Diagnostic {
 }
 
 /// A tool or a model: the two kinds of capability a policy declares.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub enum CapabilityKind {
     /// A tool, declared in `capabilities.tools`.
     Tool,

@@ -18,7 +18,6 @@ mod validate;
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -242,24 +241,8 @@ impl HostCaps {
     }
 }
 
-/// The canonical hash of a policy, recorded in every run. Displays as lowercase hex.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct PolicyHash(pub [u8; 32]);
-
-impl fmt::Display for PolicyHash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for byte in self.0 {
-            write!(f, "{byte:02x}")?;
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for PolicyHash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PolicyHash({self})")
-    }
-}
+/// The canonical hash of a policy, recorded in every run.
+pub type PolicyHash = crate::digest::Digest;
 
 /// Why a policy could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -371,7 +354,7 @@ impl Policy {
         hasher.update(HASH_DOMAIN.as_bytes());
         hasher.update(&[0]);
         hasher.update(&encoded);
-        PolicyHash(*hasher.finalize().as_bytes())
+        crate::digest::Digest(*hasher.finalize().as_bytes())
     }
 
     /// The state called `name`, if declared.

@@ -1,0 +1,320 @@
+//! Replay from the journal alone: tampering is caught at exactly the record it touches,
+//! replays from a checkpoint, determinism across processes and many varied runs,
+//! counterfactual replay that never invents an answer, and page sharing in storage.
+
+mod support;
+
+use redb::{Database, ReadableTable, TableDefinition};
+use serde_json::{Value, json};
+use support::{Sandbox, loan_example, policy_path};
+use warden::digest::Digest;
+use warden::journal::{Journal, Record, RecordBody, RunMeta};
+use warden::replay::{ReplayOptions, replay};
+use warden_guest::wire::{Request, Response};
+
+// The journal's tables, as documented in docs/journal.md.
+const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("runs");
+const RECORDS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("records");
+
+/// Stored values are a versioned envelope: the postcard variant index (0 = V1), then the value.
+fn decode<T: for<'de> serde::Deserialize<'de>>(bytes: &[u8]) -> T {
+    assert_eq!(bytes.first(), Some(&0), "format version 1");
+    postcard::from_bytes(&bytes[1..]).expect("decodes")
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    let mut bytes = vec![0];
+    bytes.extend(postcard::to_allocvec(value).expect("encodes"));
+    bytes
+}
+
+fn run_loan(sandbox: &Sandbox, file: &str) -> String {
+    let bindings = loan_example().join("bindings.toml");
+    let input = loan_example().join("applications").join(file);
+    let (_, report) = sandbox.warden_json(&[
+        "run",
+        warden_test_guests::LOAN_AGENT,
+        "--policy",
+        policy_path("loan-underwriting.toml").to_str().expect("utf-8"),
+        "--bindings",
+        bindings.to_str().expect("utf-8"),
+        "--input",
+        input.to_str().expect("utf-8"),
+    ]);
+    report["run_id"].as_str().expect("run id").to_string()
+}
+
+/// Rewrites the records of `run_id` in the database at `db` with `edit`, optionally
+/// re-sealing the hash chain (recomputing every digest after the edit and the run's head)
+/// the way a careful forger would.
+fn tamper(db: &std::path::Path, run_id: &str, reseal: bool, mut edit: impl FnMut(&mut Record) -> bool) -> u64 {
+    let database = Database::create(db).expect("open copy");
+    let tx = database.begin_write().expect("write");
+    let mut edited = None;
+    {
+        let mut table = tx.open_table(RECORDS).expect("records");
+        let mut records: Vec<(Record, Digest)> = table
+            .range((run_id, 0)..=(run_id, u64::MAX))
+            .expect("range")
+            .map(|entry| decode(entry.expect("entry").1.value()))
+            .collect();
+        let mut prev = Digest::ZERO;
+        for (record, digest) in &mut records {
+            if edited.is_none() && edit(record) {
+                edited = Some(record.index);
+                if reseal {
+                    *digest = record.digest();
+                }
+            } else if reseal && edited.is_some() {
+                record.prev = prev;
+                *digest = record.digest();
+            }
+            prev = *digest;
+            table
+                .insert((run_id, record.index), encode(&(&*record, *digest)).as_slice())
+                .expect("insert");
+        }
+        if reseal {
+            let mut runs = tx.open_table(RUNS).expect("runs");
+            let mut meta: RunMeta = decode(runs.get(run_id).expect("get").expect("run").value());
+            meta.head = prev;
+            runs.insert(run_id, encode(&meta).as_slice()).expect("insert meta");
+        }
+    }
+    tx.commit().expect("commit");
+    edited.expect("the edit found its record")
+}
+
+fn copy_db(sandbox: &Sandbox) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let copy = dir.path().join("copy.redb");
+    std::fs::copy(sandbox.db(), &copy).expect("copy");
+    (dir, copy)
+}
+
+fn warden_on(db: &std::path::Path, args: &[&str]) -> (i32, Value) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .arg("--json")
+        .output()
+        .expect("run warden");
+    let json = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|_| panic!("no JSON: {}", String::from_utf8_lossy(&output.stderr)));
+    (output.status.code().unwrap_or(-1), json)
+}
+
+#[test]
+fn an_edited_tool_response_fails_replay_at_exactly_that_call() {
+    let sandbox = Sandbox::new();
+    let run_id = run_loan(&sandbox, "01-prime-approve.json");
+    let (_dir, copy) = copy_db(&sandbox);
+    let mut bureau_call = None;
+    let edited = tamper(&copy, &run_id, false, |record| match &mut record.body {
+        RecordBody::HostCall { call, request, .. } => {
+            if matches!(postcard::from_bytes(request), Ok(Request::Tool { name, .. }) if name == "credit_bureau") {
+                bureau_call = Some(*call);
+            }
+            false
+        }
+        RecordBody::HostResponse { call, response } if Some(*call) == bureau_call => {
+            let Ok(Response::Tool(Ok(json))) = postcard::from_bytes::<Response>(response) else {
+                return false;
+            };
+            let mut value: Value = serde_json::from_str(&json).expect("json");
+            value["credit_score"] = json!(812);
+            *response = postcard::to_allocvec(&Response::Tool(Ok(value.to_string()))).expect("encode");
+            true
+        }
+        _ => false,
+    });
+    let (code, report) = warden_on(&copy, &["replay", &run_id]);
+    assert_eq!(code, 12, "{report:#}");
+    assert_eq!(report["identical"], false);
+    assert_eq!(report["divergence"]["record"], edited, "{report:#}");
+    assert_eq!(report["divergence"]["call"], json!(bureau_call.expect("bureau call")));
+    let actual = report["divergence"]["actual"].as_str().expect("actual");
+    assert!(actual.contains("altered") && actual.contains("812"), "{actual}");
+    // The original database is untouched and still replays.
+    let (code, _) = sandbox.warden_json(&["replay", &run_id]);
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn a_resealed_forgery_of_a_host_answer_fails_replay_at_exactly_that_call() {
+    let sandbox = Sandbox::new();
+    let run_id = run_loan(&sandbox, "01-prime-approve.json");
+    let (_dir, copy) = copy_db(&sandbox);
+    let edited = tamper(&copy, &run_id, true, |record| match &mut record.body {
+        RecordBody::HostResponse { response, .. } => {
+            if matches!(postcard::from_bytes(response), Ok(Response::State(s)) if s == "affordability") {
+                *response = postcard::to_allocvec(&Response::State("approved".into())).expect("encode");
+                true
+            } else {
+                false
+            }
+        }
+        _ => false,
+    });
+    let (code, verification) = warden_on(&copy, &["verify", &run_id]);
+    assert_eq!(code, 0, "a resealed chain verifies: {verification:#}");
+    let (code, report) = warden_on(&copy, &["replay", &run_id]);
+    assert_eq!(code, 12, "{report:#}");
+    let divergence = &report["divergence"];
+    assert_eq!(divergence["record"], edited, "{report:#}");
+    assert!(divergence["expected"].as_str().expect("expected").contains("state approved"));
+    assert!(divergence["actual"].as_str().expect("actual").contains("state affordability"));
+    let text = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+        .arg("--db")
+        .arg(&copy)
+        .args(["replay", &run_id])
+        .output()
+        .expect("run");
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains(&format!("DIVERGED at record {edited}")), "{text}");
+}
+
+#[test]
+fn replay_from_a_checkpoint_restores_it_and_compares_the_rest() {
+    let sandbox = Sandbox::new();
+    let report = sandbox.run(warden_test_guests::COUNTER, "test-basic.toml", &json!({"steps": 6, "amount": 3}));
+    let journal = sandbox.journal();
+    let full = replay(&journal, &report.run_id, ReplayOptions::default()).expect("replay");
+    assert!(full.identical, "{full:#?}");
+    let tail = replay(
+        &journal,
+        &report.run_id,
+        ReplayOptions {
+            from_checkpoint: Some(4),
+            ..ReplayOptions::default()
+        },
+    )
+    .expect("replay from checkpoint");
+    assert!(tail.identical, "{tail:#?}");
+    assert!(tail.records_compared < full.records_compared);
+    assert_eq!(tail.checkpoints_compared, 3, "checkpoints after steps 5, 6 and 7");
+}
+
+/// Records of a run as text, with its run id replaced, for comparing runs.
+fn normalized(journal: &Journal, run_id: &str) -> Vec<String> {
+    journal
+        .records(run_id)
+        .expect("records")
+        .iter()
+        .map(|r| r.body.describe().replace(run_id, "RUN"))
+        .collect()
+}
+
+#[test]
+fn the_same_run_in_different_processes_journals_identically() {
+    let sandbox = Sandbox::new();
+    let input = sandbox.input("floats.json", &json!({"seed": 0.25}));
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let (code, report) = sandbox.warden_json(&[
+            "run",
+            warden_test_guests::FLOATS,
+            "--policy",
+            policy_path("test-basic.toml").to_str().expect("utf-8"),
+            "--bindings",
+            sandbox.bindings().to_str().expect("utf-8"),
+            "--input",
+            input.to_str().expect("utf-8"),
+        ]);
+        assert_eq!(code, 0, "{report:#}");
+        ids.push(report["run_id"].as_str().expect("id").to_string());
+    }
+    let journal = sandbox.journal();
+    let (a, b) = (normalized(&journal, &ids[0]), normalized(&journal, &ids[1]));
+    assert!(a.iter().any(|line| line.starts_with("checkpoint after step 4")));
+    assert_eq!(a, b, "journals differ beyond run id and timestamps");
+    let (ra, rb) = (journal.run(&ids[0]).expect("a"), journal.run(&ids[1]).expect("b"));
+    assert_eq!(ra.output, rb.output);
+    for step in 0..=ra.steps {
+        let ca = journal.checkpoint(&ids[0], step).expect("read").expect("checkpoint");
+        let cb = journal.checkpoint(&ids[1], step).expect("read").expect("checkpoint");
+        assert_eq!(ca.pages, cb.pages, "page digests of checkpoint {step}");
+        assert_eq!(ca.globals, cb.globals);
+    }
+}
+
+#[test]
+fn many_varied_runs_replay_bit_for_bit() {
+    let sandbox = Sandbox::new();
+    let journal = sandbox.journal();
+    let mut ids = Vec::new();
+    for steps in 1..=6 {
+        let input = json!({"steps": steps, "amount": steps * 7});
+        ids.push(sandbox.run_in(&journal, warden_test_guests::COUNTER, "test-basic.toml", &input).run_id);
+    }
+    for seed in [0.0, 1.5, -3.0, 1e300] {
+        ids.push(sandbox.run_in(&journal, warden_test_guests::FLOATS, "test-basic.toml", &json!({"seed": seed})).run_id);
+    }
+    for x in [-4.0, 0.2, 2.5, 9.0] {
+        ids.push(sandbox.run_in(&journal, warden_test_guests::GATED, "test-basic.toml", &json!({"x": x})).run_id);
+    }
+    for agent in [warden_test_guests::SPIN, warden_test_guests::PANICKER, warden_test_guests::TRAP_AFTER_CALLS] {
+        ids.push(sandbox.run_in(&journal, agent, "test-basic.toml", &json!({"items": [1]})).run_id);
+    }
+    for id in &ids {
+        let report = replay(&journal, id, ReplayOptions::default()).expect("replay");
+        assert!(report.identical, "run {id} did not replay identically: {report:#?}");
+    }
+}
+
+#[test]
+fn counterfactual_replay_reports_what_the_recording_cannot_answer() {
+    let sandbox = Sandbox::new();
+    let journal = sandbox.journal();
+    // The trapping agent asked the ledger once, for {"amount":5,"n":1}.
+    let original = sandbox.run_in(
+        &journal,
+        warden_test_guests::TRAP_AFTER_CALLS,
+        "test-basic.toml",
+        &json!({"steps": 2, "amount": 5}),
+    );
+    let engine = warden::engine::engine().expect("engine");
+    let counter = warden::agent::Agent::from_file(engine, std::path::Path::new(warden_test_guests::COUNTER)).expect("load");
+    let report = replay(
+        &journal,
+        &original.run_id,
+        ReplayOptions {
+            agent: Some(counter),
+            ..ReplayOptions::default()
+        },
+    )
+    .expect("counterfactual");
+    assert!(report.could_not_replay, "{report:#?}");
+    let replayed = report.replayed.as_ref().expect("replayed outcome");
+    let reason = replayed.reason.as_deref().expect("why it stopped");
+    assert!(
+        reason.starts_with("could not replay") && reason.contains("tool disbursement") && reason.contains("\"n\":2"),
+        "{reason}"
+    );
+    let departure = report.divergence.expect("the first departure");
+    assert_eq!(departure.step, Some(1), "the new agent departs in step 1: {departure:#?}");
+    assert!(!report.outcome_changed, "an unanswerable run has no outcome to compare");
+}
+
+#[test]
+fn pages_are_shared_across_runs_and_grow_with_changed_pages_not_steps_times_memory() {
+    let sandbox = Sandbox::new();
+    let journal = sandbox.journal();
+    let first = sandbox.run_in(&journal, warden_test_guests::COUNTER, "test-basic.toml", &json!({"steps": 8, "amount": 1}));
+    let after_one = journal.page_count().expect("count");
+    let mut naive = 0u64;
+    for step in 0..=first.steps {
+        naive += journal.checkpoint(&first.run_id, step).expect("read").expect("checkpoint").pages.len() as u64;
+    }
+    assert!(after_one * 3 < naive, "one run stores {after_one} pages; steps x memory would be {naive}");
+    for _ in 0..9 {
+        sandbox.run_in(&journal, warden_test_guests::COUNTER, "test-basic.toml", &json!({"steps": 8, "amount": 1}));
+    }
+    let after_ten = journal.page_count().expect("count");
+    let per_run = (after_ten - after_one) / 9;
+    assert!(
+        per_run * 4 < after_one,
+        "ten runs of one agent share pages: {after_one} pages after one run, {after_ten} after ten"
+    );
+}

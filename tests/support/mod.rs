@@ -1,0 +1,123 @@
+//! Shared by the end-to-end tests: a sandbox directory with its own journal and a copy of
+//! the test bindings (so each test has its own ledger), and helpers to run the real
+//! `warden` binary or the library.
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use serde_json::Value;
+use warden::agent::Agent;
+use warden::bindings::Bindings;
+use warden::journal::Journal;
+use warden::policy::Policy;
+use warden::run::{self, NewRun, RunReport};
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A file under `policies/`.
+pub fn policy_path(name: &str) -> PathBuf {
+    workspace().join("policies").join(name)
+}
+
+/// The loan example directory.
+pub fn loan_example() -> PathBuf {
+    workspace().join("examples/loan-underwriting")
+}
+
+/// A temporary directory with a journal and a private copy of `tests/fixtures`.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for entry in std::fs::read_dir(workspace().join("tests/fixtures")).expect("fixtures") {
+            let entry = entry.expect("fixture entry");
+            std::fs::copy(entry.path(), dir.path().join(entry.file_name())).expect("copy fixture");
+        }
+        Sandbox { dir }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.path("warden.redb")
+    }
+
+    pub fn bindings(&self) -> PathBuf {
+        self.path("bindings.toml")
+    }
+
+    /// Writes `json` to a file in the sandbox and returns its path.
+    pub fn input(&self, name: &str, json: &Value) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, json.to_string()).expect("write input");
+        path
+    }
+
+    /// Runs the real `warden` binary with `--db` set to this sandbox's journal.
+    pub fn warden(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_warden"))
+            .arg("--db")
+            .arg(self.db())
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .expect("run warden")
+    }
+
+    /// Runs `warden ... --json` and parses its standard output.
+    pub fn warden_json(&self, args: &[&str]) -> (i32, Value) {
+        let mut args = args.to_vec();
+        args.push("--json");
+        let output = self.warden(&args);
+        let json = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+            panic!(
+                "warden {args:?} printed no JSON ({e}); stdout: {}; stderr: {}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+        (output.status.code().unwrap_or(-1), json)
+    }
+
+    /// Opens the journal (the binary must not be running).
+    pub fn journal(&self) -> Journal {
+        Journal::open(&self.db()).expect("open journal")
+    }
+
+    /// Runs `agent` (a module path or WAT file) on `input` under policy `policy` (a file
+    /// under `policies/`) through the library, with this sandbox's bindings.
+    pub fn run(&self, agent: &str, policy: &str, input: &Value) -> RunReport {
+        let journal = self.journal();
+        self.run_in(&journal, agent, policy, input)
+    }
+
+    /// As [`Sandbox::run`], on an already open journal.
+    pub fn run_in(&self, journal: &Journal, agent: &str, policy: &str, input: &Value) -> RunReport {
+        let engine = warden::engine::engine().expect("engine");
+        let agent = Agent::from_file(engine, Path::new(agent)).expect("agent loads");
+        let policy_text = std::fs::read_to_string(policy_path(policy)).expect("policy file");
+        let policy = Policy::parse(&policy_text, policy).expect("policy parses");
+        let bindings = Bindings::from_file(&self.bindings()).expect("bindings");
+        run::start(
+            journal,
+            NewRun {
+                agent: &agent,
+                policy: Arc::new(policy),
+                policy_text,
+                bindings: Arc::new(bindings),
+                input: input.to_string(),
+            },
+        )
+        .expect("warden runs the agent")
+    }
+}
