@@ -30,7 +30,10 @@ fn run_with_policy(sandbox: &Sandbox, text: &str) -> (i32, String) {
         "--input",
         input.to_str().expect("utf-8"),
     ]);
-    (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stderr).into_owned())
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -45,26 +48,69 @@ fn malformed_policies_are_refused_naming_file_line_and_field() {
     let sandbox = Sandbox::new();
     let cases = [
         // (edit, line, field, words the message must contain)
-        (VALID_POLICY.replace(r#"transitions = ["done"]"#, r#"transitions = ["finished"]"#), 7, "states.start.transitions", "finished"),
-        (VALID_POLICY.replace("terminal = true", "terminal = false"), 6, "states", "terminal"),
-        (format!("{VALID_POLICY}\n[states.orphan]\ntransitions = [\"done\"]\n"), 12, "states.orphan", "reached"),
         (
-            format!("{VALID_POLICY}\n[[gates]]\nto = \"done\"\nmodel = \"oracle\"\nmin_confidence = 0.9\notherwise = \"done\"\n"),
+            VALID_POLICY.replace(r#"transitions = ["done"]"#, r#"transitions = ["finished"]"#),
+            7,
+            "states.start.transitions",
+            "finished",
+        ),
+        (
+            VALID_POLICY.replace("terminal = true", "terminal = false"),
+            6,
+            "states",
+            "terminal",
+        ),
+        (
+            format!("{VALID_POLICY}\n[states.orphan]\ntransitions = [\"done\"]\n"),
+            12,
+            "states.orphan",
+            "reached",
+        ),
+        (
+            format!(
+                "{VALID_POLICY}\n[[gates]]\nto = \"done\"\nmodel = \"oracle\"\nmin_confidence = 0.9\notherwise = \"done\"\n"
+            ),
             14,
             "gates[0].model",
             "oracle",
         ),
-        (VALID_POLICY.replace("[states.start]", "[states.start]\ncolour = \"blue\""), 7, "states.start.colour", "colour"),
-        (format!("{VALID_POLICY}\n[budgets]\nmemory_bytes = 99_999_999_999\n"), 13, "budgets.memory_bytes", "99999999999"),
-        (VALID_POLICY.replace("initial = \"start\"\n", ""), 1, "policy.initial", "initial"),
-        (VALID_POLICY.replace("name = \"cli-test\"", "name = \"cli-test"), 2, "", "not valid TOML"),
+        (
+            VALID_POLICY.replace("[states.start]", "[states.start]\ncolour = \"blue\""),
+            7,
+            "states.start.colour",
+            "colour",
+        ),
+        (
+            format!("{VALID_POLICY}\n[budgets]\nmemory_bytes = 99_999_999_999\n"),
+            13,
+            "budgets.memory_bytes",
+            "99999999999",
+        ),
+        (
+            VALID_POLICY.replace("initial = \"start\"\n", ""),
+            1,
+            "policy.initial",
+            "initial",
+        ),
+        (
+            VALID_POLICY.replace("name = \"cli-test\"", "name = \"cli-test"),
+            2,
+            "",
+            "not valid TOML",
+        ),
     ];
     for (text, line, field, words) in cases {
         let (code, stderr) = run_with_policy(&sandbox, &text);
         assert_eq!(code, 2, "{stderr}");
         let location = format!("policy.toml:{line}:");
-        assert!(stderr.contains(&location), "expected {location} in: {stderr}");
-        assert!(stderr.contains(field), "expected field {field} in: {stderr}");
+        assert!(
+            stderr.contains(&location),
+            "expected {location} in: {stderr}"
+        );
+        assert!(
+            stderr.contains(field),
+            "expected field {field} in: {stderr}"
+        );
         assert!(stderr.contains(words), "expected {words:?} in: {stderr}");
     }
 }
@@ -81,10 +127,52 @@ fn configuration_mistakes_exit_with_code_2_and_say_what_to_do() {
     let good_json = sandbox.input("good.json", &json!({"fine": true}));
     let wasi = format!("{}/wasi_import.wat", warden_test_guests::HOSTILE_WAT_DIR);
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["run", warden_test_guests::ECHO, "--policy", policy, "--bindings", bindings, "--input", not_json.to_str().expect("utf-8")], "not valid JSON"),
-        (vec!["run", warden_test_guests::ECHO, "--input", not_json.to_str().expect("utf-8")], "--policy is required"),
-        (vec!["run", &wasi, "--policy", policy, "--bindings", bindings, "--input", not_json.to_str().expect("utf-8")], "wasi_snapshot_preview1.fd_write"),
-        (vec!["run", warden_test_guests::ECHO, "--policy", policy, "--input", good_json.to_str().expect("utf-8")], "disbursement"),
+        (
+            vec![
+                "run",
+                warden_test_guests::ECHO,
+                "--policy",
+                policy,
+                "--bindings",
+                bindings,
+                "--input",
+                not_json.to_str().expect("utf-8"),
+            ],
+            "not valid JSON",
+        ),
+        (
+            vec![
+                "run",
+                warden_test_guests::ECHO,
+                "--input",
+                not_json.to_str().expect("utf-8"),
+            ],
+            "--policy is required",
+        ),
+        (
+            vec![
+                "run",
+                &wasi,
+                "--policy",
+                policy,
+                "--bindings",
+                bindings,
+                "--input",
+                not_json.to_str().expect("utf-8"),
+            ],
+            "wasi_snapshot_preview1.fd_write",
+        ),
+        (
+            vec![
+                "run",
+                warden_test_guests::ECHO,
+                "--policy",
+                policy,
+                "--input",
+                good_json.to_str().expect("utf-8"),
+            ],
+            "disbursement",
+        ),
         (vec!["show", "no-such-run"], "no run `no-such-run`"),
         (vec!["replay", "no-such-run"], "no run `no-such-run`"),
         (vec!["runs", "--status", "sleeping"], "unknown status"),
@@ -93,7 +181,10 @@ fn configuration_mistakes_exit_with_code_2_and_say_what_to_do() {
         let output = sandbox.warden(&args);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
-        assert!(stderr.contains(words), "{args:?}: expected {words:?} in {stderr}");
+        assert!(
+            stderr.contains(words),
+            "{args:?}: expected {words:?} in {stderr}"
+        );
     }
 }
 
@@ -110,17 +201,29 @@ fn an_example_whose_agent_is_not_built_says_how_to_build_it() {
     let output = sandbox.warden(&["run", dir.to_str().expect("utf-8")]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("missing.wasm") && stderr.contains("cargo build -p missing"), "{stderr}");
+    assert!(
+        stderr.contains("missing.wasm") && stderr.contains("cargo build -p missing"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn help_teaches_the_exit_codes_and_runs_filters_by_status() {
     let sandbox = Sandbox::new();
     let help = String::from_utf8(sandbox.warden(&["--help"]).stdout).expect("utf-8");
-    for words in ["Exit codes", "awaiting human review", "warden replay", "WARDEN_DB"] {
+    for words in [
+        "Exit codes",
+        "awaiting human review",
+        "warden replay",
+        "WARDEN_DB",
+    ] {
         assert!(help.contains(words), "--help lacks {words:?}:\n{help}");
     }
-    sandbox.run(warden_test_guests::ECHO, "test-basic.toml", &json!({"ok": true}));
+    sandbox.run(
+        warden_test_guests::ECHO,
+        "test-basic.toml",
+        &json!({"ok": true}),
+    );
     sandbox.run(warden_test_guests::SPIN, "test-basic.toml", &json!({}));
     let (code, failed) = sandbox.warden_json(&["runs", "--status", "failed"]);
     assert_eq!(code, 0);

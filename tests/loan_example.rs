@@ -11,10 +11,30 @@ use support::{Sandbox, loan_example, policy_path, workspace};
 /// (application file, status, final state, decision in the output or failure text).
 const SAMPLES: &[(&str, &str, &str, &str)] = &[
     ("01-prime-approve.json", "completed", "approved", "approved"),
-    ("02-affordability-decline.json", "completed", "declined", "declined"),
-    ("03-high-pd-decline.json", "completed", "declined", "declined"),
-    ("04-mid-pd-review.json", "awaiting_review", "manual_review", ""),
-    ("05-gate-escalates.json", "awaiting_review", "manual_review", ""),
+    (
+        "02-affordability-decline.json",
+        "completed",
+        "declined",
+        "declined",
+    ),
+    (
+        "03-high-pd-decline.json",
+        "completed",
+        "declined",
+        "declined",
+    ),
+    (
+        "04-mid-pd-review.json",
+        "awaiting_review",
+        "manual_review",
+        "",
+    ),
+    (
+        "05-gate-escalates.json",
+        "awaiting_review",
+        "manual_review",
+        "",
+    ),
     ("06-thin-file.json", "awaiting_review", "manual_review", ""),
     (
         "07-co-applicant-denied.json",
@@ -22,10 +42,30 @@ const SAMPLES: &[(&str, &str, &str, &str)] = &[
         "scoring",
         "tool `credit_bureau` is not allowed in state `scoring`",
     ),
-    ("08-invalid-income.json", "failed", "intake", "annual_income must be a positive amount"),
-    ("09-bankruptcy-decline.json", "completed", "declined", "declined"),
-    ("10-near-prime-approve.json", "completed", "approved", "approved"),
-    ("11-amount-out-of-range.json", "completed", "declined", "declined"),
+    (
+        "08-invalid-income.json",
+        "failed",
+        "intake",
+        "annual_income must be a positive amount",
+    ),
+    (
+        "09-bankruptcy-decline.json",
+        "completed",
+        "declined",
+        "declined",
+    ),
+    (
+        "10-near-prime-approve.json",
+        "completed",
+        "approved",
+        "approved",
+    ),
+    (
+        "11-amount-out-of-range.json",
+        "completed",
+        "declined",
+        "declined",
+    ),
 ];
 
 fn expected_exit(status: &str) -> i32 {
@@ -68,10 +108,18 @@ fn run_all(sandbox: &Sandbox) -> Vec<Value> {
                     assert!(report["reason"].is_null());
                 }
                 "failed" => {
-                    let reason = report["reason"].as_str().expect("a failed run has a reason");
-                    assert!(reason.contains(detail), "{file}: reason {reason:?} lacks {detail:?}");
+                    let reason = report["reason"]
+                        .as_str()
+                        .expect("a failed run has a reason");
+                    assert!(
+                        reason.contains(detail),
+                        "{file}: reason {reason:?} lacks {detail:?}"
+                    );
                 }
-                _ => assert!(report["output"].is_null(), "{file}: review runs have no output yet"),
+                _ => assert!(
+                    report["output"].is_null(),
+                    "{file}: review runs have no output yet"
+                ),
             }
             assert!(report["host_calls"].as_u64().expect("host_calls") > 0);
             assert!(report["fuel"].as_u64().expect("fuel") > 0);
@@ -87,9 +135,17 @@ fn every_sample_application_reaches_its_documented_outcome() {
     let approved = &reports[0];
     assert_eq!(
         approved["path"],
-        serde_json::json!(["intake", "bureau_check", "affordability", "scoring", "approved"])
+        serde_json::json!([
+            "intake",
+            "bureau_check",
+            "affordability",
+            "scoring",
+            "approved"
+        ])
     );
-    let pd = approved["output"]["probability_of_default"].as_f64().expect("pd");
+    let pd = approved["output"]["probability_of_default"]
+        .as_f64()
+        .expect("pd");
     assert!(pd > 0.0 && pd < 0.05, "prime applicant PD {pd}");
     // The denied call is a recorded failure naming the capability and the state, typed.
     let failure = &reports[6]["failure"]["Denied"]["rule"]["CapabilityNotInState"];
@@ -125,22 +181,45 @@ fn show_lists_every_host_call_with_its_decision_and_the_chain_checks_out() {
     let (code, timeline) = sandbox.warden_json(&["show", run_id]);
     assert_eq!(code, 0);
     let records = timeline["records"].as_array().expect("records");
-    let calls: Vec<&Value> = records.iter().filter(|r| r["kind"] == "host_call").collect();
-    assert_eq!(calls.len() as u64, report["host_calls"].as_u64().expect("host_calls"));
+    let calls: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["kind"] == "host_call")
+        .collect();
+    assert_eq!(
+        calls.len() as u64,
+        report["host_calls"].as_u64().expect("host_calls")
+    );
     for call in &calls {
         assert_eq!(call["body"]["decision"]["verdict"], "Allow", "{call:#}");
-        assert!(call["body"]["decision"]["explanation"].as_str().is_some_and(|e| !e.is_empty()));
+        assert!(
+            call["body"]["decision"]["explanation"]
+                .as_str()
+                .is_some_and(|e| !e.is_empty())
+        );
     }
-    let responses = records.iter().filter(|r| r["kind"] == "host_response").count();
-    assert_eq!(responses, calls.len(), "every allowed call has its response recorded");
-    assert!(records.iter().all(|r| r["prev_ok"] == true), "every predecessor digest checks out");
+    let responses = records
+        .iter()
+        .filter(|r| r["kind"] == "host_response")
+        .count();
+    assert_eq!(
+        responses,
+        calls.len(),
+        "every allowed call has its response recorded"
+    );
+    assert!(
+        records.iter().all(|r| r["prev_ok"] == true),
+        "every predecessor digest checks out"
+    );
     for pair in records.windows(2) {
         assert_eq!(pair[1]["prev"], pair[0]["digest"]);
     }
     assert!(timeline["verification"]["problem"].is_null());
     let text = String::from_utf8(sandbox.warden(&["show", run_id]).stdout).expect("utf-8");
     assert!(text.contains("tool credit_bureau"), "{text}");
-    assert!(text.contains("every predecessor digest checks out"), "{text}");
+    assert!(
+        text.contains("every predecessor digest checks out"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -151,11 +230,22 @@ fn every_sample_replays_bit_for_bit_in_a_fresh_process_on_a_copied_database() {
     let copy = elsewhere.path().join("copied.redb");
     std::fs::copy(sandbox.db(), &copy).expect("copy the journal");
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(["--db", copy.to_str().expect("utf-8"), "replay", "--all", "--json"])
+        .args([
+            "--db",
+            copy.to_str().expect("utf-8"),
+            "replay",
+            "--all",
+            "--json",
+        ])
         .current_dir(elsewhere.path())
         .output()
         .expect("run warden replay");
-    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let reports: Vec<Value> = serde_json::from_slice(&output.stdout).expect("json");
     assert_eq!(reports.len(), SAMPLES.len());
     for report in &reports {
@@ -170,8 +260,16 @@ fn a_stricter_policy_changes_exactly_the_borderline_approval() {
     let sandbox = Sandbox::new();
     run_all(&sandbox);
     let strict = policy_path("loan-underwriting-strict.toml");
-    let (code, reports) = sandbox.warden_json(&["replay", "--all", "--policy", strict.to_str().expect("utf-8")]);
-    assert_eq!(code, 12, "a changed outcome is reported with the divergence exit code");
+    let (code, reports) = sandbox.warden_json(&[
+        "replay",
+        "--all",
+        "--policy",
+        strict.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(
+        code, 12,
+        "a changed outcome is reported with the divergence exit code"
+    );
     let changed: Vec<&Value> = reports
         .as_array()
         .expect("reports")
@@ -185,7 +283,9 @@ fn a_stricter_policy_changes_exactly_the_borderline_approval() {
     assert_eq!(change["replayed"]["status"], "awaiting_review");
     assert_eq!(change["replayed"]["state"], "manual_review");
     assert!(
-        change["divergence"]["actual"].as_str().is_some_and(|a| a.contains("Escalate")),
+        change["divergence"]["actual"]
+            .as_str()
+            .is_some_and(|a| a.contains("Escalate")),
         "the departure is the gate's decision: {change:#}"
     );
     for report in reports.as_array().expect("reports") {
@@ -193,11 +293,19 @@ fn a_stricter_policy_changes_exactly_the_borderline_approval() {
     }
     let table = String::from_utf8(
         sandbox
-            .warden(&["replay", "--all", "--policy", strict.to_str().expect("utf-8")])
+            .warden(&[
+                "replay",
+                "--all",
+                "--policy",
+                strict.to_str().expect("utf-8"),
+            ])
             .stdout,
     )
     .expect("utf-8");
-    assert!(table.contains("10 unchanged, 1 different outcome"), "{table}");
+    assert!(
+        table.contains("10 unchanged, 1 different outcome"),
+        "{table}"
+    );
 }
 
 #[test]

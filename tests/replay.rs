@@ -35,7 +35,9 @@ fn run_loan(sandbox: &Sandbox, file: &str) -> String {
         "run",
         warden_test_guests::LOAN_AGENT,
         "--policy",
-        policy_path("loan-underwriting.toml").to_str().expect("utf-8"),
+        policy_path("loan-underwriting.toml")
+            .to_str()
+            .expect("utf-8"),
         "--bindings",
         bindings.to_str().expect("utf-8"),
         "--input",
@@ -47,7 +49,12 @@ fn run_loan(sandbox: &Sandbox, file: &str) -> String {
 /// Rewrites the records of `run_id` in the database at `db` with `edit`, optionally
 /// re-sealing the hash chain (recomputing every digest after the edit and the run's head)
 /// the way a careful forger would.
-fn tamper(db: &std::path::Path, run_id: &str, reseal: bool, mut edit: impl FnMut(&mut Record) -> bool) -> u64 {
+fn tamper(
+    db: &std::path::Path,
+    run_id: &str,
+    reseal: bool,
+    mut edit: impl FnMut(&mut Record) -> bool,
+) -> u64 {
     let database = Database::create(db).expect("open copy");
     let tx = database.begin_write().expect("write");
     let mut edited = None;
@@ -71,14 +78,18 @@ fn tamper(db: &std::path::Path, run_id: &str, reseal: bool, mut edit: impl FnMut
             }
             prev = *digest;
             table
-                .insert((run_id, record.index), encode(&(&*record, *digest)).as_slice())
+                .insert(
+                    (run_id, record.index),
+                    encode(&(&*record, *digest)).as_slice(),
+                )
                 .expect("insert");
         }
         if reseal {
             let mut runs = tx.open_table(RUNS).expect("runs");
             let mut meta: RunMeta = decode(runs.get(run_id).expect("get").expect("run").value());
             meta.head = prev;
-            runs.insert(run_id, encode(&meta).as_slice()).expect("insert meta");
+            runs.insert(run_id, encode(&meta).as_slice())
+                .expect("insert meta");
         }
     }
     tx.commit().expect("commit");
@@ -113,7 +124,8 @@ fn an_edited_tool_response_fails_replay_at_exactly_that_call() {
     let mut bureau_call = None;
     let edited = tamper(&copy, &run_id, false, |record| match &mut record.body {
         RecordBody::HostCall { call, request, .. } => {
-            if matches!(postcard::from_bytes(request), Ok(Request::Tool { name, .. }) if name == "credit_bureau") {
+            if matches!(postcard::from_bytes(request), Ok(Request::Tool { name, .. }) if name == "credit_bureau")
+            {
                 bureau_call = Some(*call);
             }
             false
@@ -124,7 +136,8 @@ fn an_edited_tool_response_fails_replay_at_exactly_that_call() {
             };
             let mut value: Value = serde_json::from_str(&json).expect("json");
             value["credit_score"] = json!(812);
-            *response = postcard::to_allocvec(&Response::Tool(Ok(value.to_string()))).expect("encode");
+            *response =
+                postcard::to_allocvec(&Response::Tool(Ok(value.to_string()))).expect("encode");
             true
         }
         _ => false,
@@ -133,9 +146,15 @@ fn an_edited_tool_response_fails_replay_at_exactly_that_call() {
     assert_eq!(code, 12, "{report:#}");
     assert_eq!(report["identical"], false);
     assert_eq!(report["divergence"]["record"], edited, "{report:#}");
-    assert_eq!(report["divergence"]["call"], json!(bureau_call.expect("bureau call")));
+    assert_eq!(
+        report["divergence"]["call"],
+        json!(bureau_call.expect("bureau call"))
+    );
     let actual = report["divergence"]["actual"].as_str().expect("actual");
-    assert!(actual.contains("altered") && actual.contains("812"), "{actual}");
+    assert!(
+        actual.contains("altered") && actual.contains("812"),
+        "{actual}"
+    );
     // The original database is untouched and still replays.
     let (code, _) = sandbox.warden_json(&["replay", &run_id]);
     assert_eq!(code, 0);
@@ -148,8 +167,10 @@ fn a_resealed_forgery_of_a_host_answer_fails_replay_at_exactly_that_call() {
     let (_dir, copy) = copy_db(&sandbox);
     let edited = tamper(&copy, &run_id, true, |record| match &mut record.body {
         RecordBody::HostResponse { response, .. } => {
-            if matches!(postcard::from_bytes(response), Ok(Response::State(s)) if s == "affordability") {
-                *response = postcard::to_allocvec(&Response::State("approved".into())).expect("encode");
+            if matches!(postcard::from_bytes(response), Ok(Response::State(s)) if s == "affordability")
+            {
+                *response =
+                    postcard::to_allocvec(&Response::State("approved".into())).expect("encode");
                 true
             } else {
                 false
@@ -163,8 +184,18 @@ fn a_resealed_forgery_of_a_host_answer_fails_replay_at_exactly_that_call() {
     assert_eq!(code, 12, "{report:#}");
     let divergence = &report["divergence"];
     assert_eq!(divergence["record"], edited, "{report:#}");
-    assert!(divergence["expected"].as_str().expect("expected").contains("state approved"));
-    assert!(divergence["actual"].as_str().expect("actual").contains("state affordability"));
+    assert!(
+        divergence["expected"]
+            .as_str()
+            .expect("expected")
+            .contains("state approved")
+    );
+    assert!(
+        divergence["actual"]
+            .as_str()
+            .expect("actual")
+            .contains("state affordability")
+    );
     let text = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
         .arg("--db")
         .arg(&copy)
@@ -172,13 +203,20 @@ fn a_resealed_forgery_of_a_host_answer_fails_replay_at_exactly_that_call() {
         .output()
         .expect("run");
     let text = String::from_utf8_lossy(&text.stdout);
-    assert!(text.contains(&format!("DIVERGED at record {edited}")), "{text}");
+    assert!(
+        text.contains(&format!("DIVERGED at record {edited}")),
+        "{text}"
+    );
 }
 
 #[test]
 fn replay_from_a_checkpoint_restores_it_and_compares_the_rest() {
     let sandbox = Sandbox::new();
-    let report = sandbox.run(warden_test_guests::COUNTER, "test-basic.toml", &json!({"steps": 6, "amount": 3}));
+    let report = sandbox.run(
+        warden_test_guests::COUNTER,
+        "test-basic.toml",
+        &json!({"steps": 6, "amount": 3}),
+    );
     let journal = sandbox.journal();
     let full = replay(&journal, &report.run_id, ReplayOptions::default()).expect("replay");
     assert!(full.identical, "{full:#?}");
@@ -193,7 +231,10 @@ fn replay_from_a_checkpoint_restores_it_and_compares_the_rest() {
     .expect("replay from checkpoint");
     assert!(tail.identical, "{tail:#?}");
     assert!(tail.records_compared < full.records_compared);
-    assert_eq!(tail.checkpoints_compared, 3, "checkpoints after steps 5, 6 and 7");
+    assert_eq!(
+        tail.checkpoints_compared, 3,
+        "checkpoints after steps 5, 6 and 7"
+    );
 }
 
 /// Records of a run as text, with its run id replaced, for comparing runs.
@@ -227,13 +268,25 @@ fn the_same_run_in_different_processes_journals_identically() {
     }
     let journal = sandbox.journal();
     let (a, b) = (normalized(&journal, &ids[0]), normalized(&journal, &ids[1]));
-    assert!(a.iter().any(|line| line.starts_with("checkpoint after step 4")));
+    assert!(
+        a.iter()
+            .any(|line| line.starts_with("checkpoint after step 4"))
+    );
     assert_eq!(a, b, "journals differ beyond run id and timestamps");
-    let (ra, rb) = (journal.run(&ids[0]).expect("a"), journal.run(&ids[1]).expect("b"));
+    let (ra, rb) = (
+        journal.run(&ids[0]).expect("a"),
+        journal.run(&ids[1]).expect("b"),
+    );
     assert_eq!(ra.output, rb.output);
     for step in 0..=ra.steps {
-        let ca = journal.checkpoint(&ids[0], step).expect("read").expect("checkpoint");
-        let cb = journal.checkpoint(&ids[1], step).expect("read").expect("checkpoint");
+        let ca = journal
+            .checkpoint(&ids[0], step)
+            .expect("read")
+            .expect("checkpoint");
+        let cb = journal
+            .checkpoint(&ids[1], step)
+            .expect("read")
+            .expect("checkpoint");
         assert_eq!(ca.pages, cb.pages, "page digests of checkpoint {step}");
         assert_eq!(ca.globals, cb.globals);
     }
@@ -246,20 +299,58 @@ fn many_varied_runs_replay_bit_for_bit() {
     let mut ids = Vec::new();
     for steps in 1..=6 {
         let input = json!({"steps": steps, "amount": steps * 7});
-        ids.push(sandbox.run_in(&journal, warden_test_guests::COUNTER, "test-basic.toml", &input).run_id);
+        ids.push(
+            sandbox
+                .run_in(
+                    &journal,
+                    warden_test_guests::COUNTER,
+                    "test-basic.toml",
+                    &input,
+                )
+                .run_id,
+        );
     }
     for seed in [0.0, 1.5, -3.0, 1e300] {
-        ids.push(sandbox.run_in(&journal, warden_test_guests::FLOATS, "test-basic.toml", &json!({"seed": seed})).run_id);
+        ids.push(
+            sandbox
+                .run_in(
+                    &journal,
+                    warden_test_guests::FLOATS,
+                    "test-basic.toml",
+                    &json!({"seed": seed}),
+                )
+                .run_id,
+        );
     }
     for x in [-4.0, 0.2, 2.5, 9.0] {
-        ids.push(sandbox.run_in(&journal, warden_test_guests::GATED, "test-basic.toml", &json!({"x": x})).run_id);
+        ids.push(
+            sandbox
+                .run_in(
+                    &journal,
+                    warden_test_guests::GATED,
+                    "test-basic.toml",
+                    &json!({"x": x}),
+                )
+                .run_id,
+        );
     }
-    for agent in [warden_test_guests::SPIN, warden_test_guests::PANICKER, warden_test_guests::TRAP_AFTER_CALLS] {
-        ids.push(sandbox.run_in(&journal, agent, "test-basic.toml", &json!({"items": [1]})).run_id);
+    for agent in [
+        warden_test_guests::SPIN,
+        warden_test_guests::PANICKER,
+        warden_test_guests::TRAP_AFTER_CALLS,
+    ] {
+        ids.push(
+            sandbox
+                .run_in(&journal, agent, "test-basic.toml", &json!({"items": [1]}))
+                .run_id,
+        );
     }
     for id in &ids {
         let report = replay(&journal, id, ReplayOptions::default()).expect("replay");
-        assert!(report.identical, "run {id} did not replay identically: {report:#?}");
+        assert!(
+            report.identical,
+            "run {id} did not replay identically: {report:#?}"
+        );
     }
 }
 
@@ -275,7 +366,9 @@ fn counterfactual_replay_reports_what_the_recording_cannot_answer() {
         &json!({"steps": 2, "amount": 5}),
     );
     let engine = warden::engine::engine().expect("engine");
-    let counter = warden::agent::Agent::from_file(engine, std::path::Path::new(warden_test_guests::COUNTER)).expect("load");
+    let counter =
+        warden::agent::Agent::from_file(engine, std::path::Path::new(warden_test_guests::COUNTER))
+            .expect("load");
     let report = replay(
         &journal,
         &original.run_id,
@@ -289,27 +382,54 @@ fn counterfactual_replay_reports_what_the_recording_cannot_answer() {
     let replayed = report.replayed.as_ref().expect("replayed outcome");
     let reason = replayed.reason.as_deref().expect("why it stopped");
     assert!(
-        reason.starts_with("could not replay") && reason.contains("tool disbursement") && reason.contains("\"n\":2"),
+        reason.starts_with("could not replay")
+            && reason.contains("tool disbursement")
+            && reason.contains("\"n\":2"),
         "{reason}"
     );
     let departure = report.divergence.expect("the first departure");
-    assert_eq!(departure.step, Some(1), "the new agent departs in step 1: {departure:#?}");
-    assert!(!report.outcome_changed, "an unanswerable run has no outcome to compare");
+    assert_eq!(
+        departure.step,
+        Some(1),
+        "the new agent departs in step 1: {departure:#?}"
+    );
+    assert!(
+        !report.outcome_changed,
+        "an unanswerable run has no outcome to compare"
+    );
 }
 
 #[test]
 fn pages_are_shared_across_runs_and_grow_with_changed_pages_not_steps_times_memory() {
     let sandbox = Sandbox::new();
     let journal = sandbox.journal();
-    let first = sandbox.run_in(&journal, warden_test_guests::COUNTER, "test-basic.toml", &json!({"steps": 8, "amount": 1}));
+    let first = sandbox.run_in(
+        &journal,
+        warden_test_guests::COUNTER,
+        "test-basic.toml",
+        &json!({"steps": 8, "amount": 1}),
+    );
     let after_one = journal.page_count().expect("count");
     let mut naive = 0u64;
     for step in 0..=first.steps {
-        naive += journal.checkpoint(&first.run_id, step).expect("read").expect("checkpoint").pages.len() as u64;
+        naive += journal
+            .checkpoint(&first.run_id, step)
+            .expect("read")
+            .expect("checkpoint")
+            .pages
+            .len() as u64;
     }
-    assert!(after_one * 3 < naive, "one run stores {after_one} pages; steps x memory would be {naive}");
+    assert!(
+        after_one * 3 < naive,
+        "one run stores {after_one} pages; steps x memory would be {naive}"
+    );
     for _ in 0..9 {
-        sandbox.run_in(&journal, warden_test_guests::COUNTER, "test-basic.toml", &json!({"steps": 8, "amount": 1}));
+        sandbox.run_in(
+            &journal,
+            warden_test_guests::COUNTER,
+            "test-basic.toml",
+            &json!({"steps": 8, "amount": 1}),
+        );
     }
     let after_ten = journal.page_count().expect("count");
     let per_run = (after_ten - after_one) / 9;
@@ -317,4 +437,44 @@ fn pages_are_shared_across_runs_and_grow_with_changed_pages_not_steps_times_memo
         per_run * 4 < after_one,
         "ten runs of one agent share pages: {after_one} pages after one run, {after_ten} after ten"
     );
+}
+
+#[test]
+fn a_fork_starts_from_a_checkpoint_with_a_patched_input_and_replays() {
+    let sandbox = Sandbox::new();
+    let parent = sandbox.run(
+        warden_test_guests::COUNTER,
+        "test-basic.toml",
+        &json!({"steps": 4, "amount": 10}),
+    );
+    let (code, fork) = sandbox.warden_json(&[
+        "fork",
+        &parent.run_id,
+        "--at-step",
+        "2",
+        "--input-patch",
+        r#"{"amount": 100}"#,
+    ]);
+    assert_eq!(code, 0, "{fork:#}");
+    let fork_id = fork["run_id"].as_str().expect("id");
+    assert_ne!(fork_id, parent.run_id);
+    // Two steps were inherited from the parent at 10, two more run at 100.
+    assert_eq!(fork["output"]["total"], 400, "{fork:#}");
+    let receipts = fork["output"]["receipts"].as_array().expect("receipts");
+    assert!(
+        receipts[0]
+            .as_str()
+            .expect("receipt")
+            .starts_with(&parent.run_id)
+    );
+    assert!(receipts[3].as_str().expect("receipt").starts_with(fork_id));
+    let (_, shown) = sandbox.warden_json(&["show", fork_id]);
+    assert_eq!(shown["run"]["parent"]["run_id"], parent.run_id.as_str());
+    assert_eq!(shown["run"]["parent"]["step"], 2);
+    let (code, replayed) = sandbox.warden_json(&["replay", fork_id]);
+    assert_eq!(code, 0, "{replayed:#}");
+    assert_eq!(replayed["from_checkpoint"], 2);
+    let missing = sandbox.warden(&["fork", &parent.run_id, "--at-step", "99"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no checkpoint at step 99"));
 }

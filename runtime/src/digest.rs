@@ -74,4 +74,3 @@ mod tests {
         assert!("zz".parse::<Digest>().is_err());
     }
 }
-

@@ -23,3 +23,16 @@ pub mod replay;
 pub mod run;
 pub mod step;
 pub mod timeline;
+
+/// Shared by the property tests of every module.
+#[cfg(test)]
+pub(crate) mod test_support {
+    /// The number of generated cases for a property: `default` in the normal test run,
+    /// or `WARDEN_FUZZ_CASES` for the long job (`./x long`).
+    pub fn cases(default: u32) -> u32 {
+        std::env::var("WARDEN_FUZZ_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    }
+}

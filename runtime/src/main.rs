@@ -357,7 +357,10 @@ fn usage_if_missing<T, E: Into<anyhow::Error>>(result: Result<T, E>) -> Result<T
                 c.downcast_ref::<warden::run::RunError>(),
                 Some(
                     warden::run::RunError::WrongStatus { .. }
-                        | warden::run::RunError::Journal(warden::journal::JournalError::NoSuchRun(_))
+                        | warden::run::RunError::NoCheckpoint { .. }
+                        | warden::run::RunError::Journal(warden::journal::JournalError::NoSuchRun(
+                            _
+                        ))
                 )
             )
         });

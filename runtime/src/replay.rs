@@ -310,7 +310,11 @@ pub fn replay(
         let record = verification.record.and_then(|i| records.get(i as usize));
         return Ok(ReplayReport {
             run_id: run_id.to_string(),
-            mode: if options.agent.is_some() || options.policy.is_some() { "counterfactual" } else { "exact" },
+            mode: if options.agent.is_some() || options.policy.is_some() {
+                "counterfactual"
+            } else {
+                "exact"
+            },
             from_checkpoint: options.from_checkpoint,
             identical: false,
             steps: 0,
@@ -336,7 +340,11 @@ pub fn replay(
     if options.agent.is_some() || options.policy.is_some() {
         return counterfactual(stored, &records, original, options);
     }
-    let from = options.from_checkpoint.unwrap_or(0);
+    // A fork's history starts at the checkpoint it was forked from.
+    let from_checkpoint = options
+        .from_checkpoint
+        .or(stored.meta.parent.as_ref().map(|p| p.step));
+    let from = from_checkpoint.unwrap_or(0);
     let (expected, recording) = after_checkpoint(&records, from);
     let host = crate::run::host_state(
         run_id,
@@ -350,13 +358,14 @@ pub fn replay(
             what: format!("cannot instantiate the stored agent: {reason}"),
         })?;
     let mut checkpoints = 0u32;
-    if let Some(step) = options.from_checkpoint {
-        let checkpoint = journal
-            .checkpoint(run_id, step)?
-            .ok_or_else(|| RunError::Stored {
-                run_id: run_id.to_string(),
-                what: format!("has no checkpoint at step {step}"),
-            })?;
+    if let Some(step) = from_checkpoint {
+        let checkpoint =
+            journal
+                .checkpoint(run_id, step)?
+                .ok_or_else(|| RunError::NoCheckpoint {
+                    run_id: run_id.to_string(),
+                    step,
+                })?;
         restore_from(journal, &mut exec, &checkpoint, run_id)?;
         exec.host_mut().journal.expected = Some(Expected::new(expected));
     } else {
@@ -406,7 +415,7 @@ pub fn replay(
     Ok(ReplayReport {
         run_id: run_id.to_string(),
         mode: "exact",
-        from_checkpoint: options.from_checkpoint,
+        from_checkpoint,
         identical: divergence.is_none(),
         steps: host.step,
         records_compared: expected.compared,

@@ -54,6 +54,14 @@ pub enum RunError {
         /// What is missing or wrong.
         what: String,
     },
+    /// The run has no checkpoint at the step asked for.
+    #[error("run {run_id} has no checkpoint at step {step} (see `warden show {run_id}`)")]
+    NoCheckpoint {
+        /// The run.
+        run_id: String,
+        /// The step asked for.
+        step: u32,
+    },
     /// The run is not in a state this operation applies to.
     #[error("run {run_id} is {status}; {what}")]
     WrongStatus {
@@ -160,9 +168,9 @@ pub fn fork(
 ) -> Result<RunReport, RunError> {
     let checkpoint = journal
         .checkpoint(parent, step)?
-        .ok_or_else(|| RunError::Stored {
+        .ok_or_else(|| RunError::NoCheckpoint {
             run_id: parent.to_string(),
-            what: format!("has no checkpoint at step {step} (see `warden show {parent}`)"),
+            step,
         })?;
     begin(
         journal,
@@ -189,10 +197,15 @@ fn begin(
     let policy_text = Digest::of("warden-blob-v1", new.policy_text.as_bytes());
     let input = Digest::of("warden-blob-v1", new.input.as_bytes());
     let now = now_ms();
+    // A fork starts in the state of its parent's checkpoint.
+    let first_state = parent
+        .as_ref()
+        .map_or_else(|| new.policy.initial.clone(), |(_, c)| c.state.clone());
+    let first_step = parent.as_ref().map_or(0, |(p, _)| p.step);
     let meta = RunMeta {
         run_id: run_id.clone(),
         status: Status::Running,
-        state: new.policy.initial.clone(),
+        state: first_state.clone(),
         agent: new.agent.hash,
         policy: new.policy.hash(),
         policy_text,
@@ -222,7 +235,7 @@ fn begin(
         policy_version: meta.policy_version.clone(),
         bindings: meta.bindings,
         input,
-        state: new.policy.initial.clone(),
+        state: first_state,
         budgets: new.policy.budgets,
         parent: meta.parent.clone(),
         warden_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -270,10 +283,9 @@ fn begin(
                 run_id: run_id.clone(),
                 what,
             })?;
-        // A fork starts a new history: its own call numbering, fuel and journal size.
+        // A fork continues the parent's step and call numbering (so inference ids in the
+        // guest's memory stay unique) but has its own fuel and journal size.
         let host = exec.host_mut();
-        host.step = 0;
-        host.host_calls = 0;
         host.fuel = 0;
         host.journal.bytes = 0;
     }
@@ -286,7 +298,7 @@ fn begin(
     checkpoint_into(&mut exec, &mut commit, &run_id)?;
     commit.records.extend(exec.take_records());
     journal.commit(&run_id, commit, |_| {})?;
-    drive_live(journal, &run_id, &mut exec, 0)?;
+    drive_live(journal, &run_id, &mut exec, first_step)?;
     report(journal, &run_id)
 }
 

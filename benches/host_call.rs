@@ -1,0 +1,127 @@
+//! Host call cost: a raw wasmtime host function beside Warden's enforced, journaled host
+//! call, driven by the same guest loop, so the figure that matters is the ratio.
+//!
+//! The guest makes `CALLS` requests per step; each request is two crossings of the
+//! import (send the request, read the response), exactly as the guest SDK does.
+//! - `raw`: the import is a host function that returns at once.
+//! - `warden`: the import is Warden's: bounds-checked read, postcard decode, `enforce`,
+//!   two journal records, response encode and write-back (the step's redb commit is not
+//!   included; see the `step_commit` group for that).
+
+use std::sync::Arc;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use warden::agent::Agent;
+use warden::bindings::Bindings;
+use warden::effects::Effects;
+use warden::host_call::{HostState, MemoryLimiter, StepJournal};
+use warden::policy::Policy;
+use warden::step::Execution;
+use wasmtime::{Caller, Linker, Module, Store};
+
+const CALLS: u32 = 1_000;
+
+/// Sends `Request::State` (postcard byte 0x01) CALLS times, reading each response.
+fn guest() -> String {
+    format!(
+        r#"(module
+  (import "warden" "host_call" (func $host_call (param i32 i32 i32) (result i64)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "\01")
+  (func (export "warden_step") (result i32) (local $i i32)
+    (loop $again
+      (drop (call $host_call (i32.const 0) (i32.const 16) (i32.const 1)))
+      (drop (call $host_call (i32.const 1) (i32.const 1024) (i32.const 1024)))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $again (i32.lt_u (local.get $i) (i32.const {CALLS}))))
+    i32.const 0))"#
+    )
+}
+
+const POLICY: &str = r#"
+[policy]
+name = "bench"
+version = "1"
+initial = "start"
+[budgets]
+max_host_calls = 1_000_000
+max_journal_bytes = 1_073_741_824
+[states.start]
+transitions = ["done"]
+[states.done]
+terminal = true
+"#;
+
+fn host_calls(c: &mut Criterion) {
+    let engine = warden::engine::engine().expect("engine");
+    let wat = guest();
+    let mut group = c.benchmark_group("host_call");
+    group.throughput(Throughput::Elements(u64::from(CALLS)));
+
+    // Baseline: the same loop against a host function that does nothing.
+    let module = Module::new(engine, &wat).expect("module");
+    let mut linker: Linker<()> = Linker::new(engine);
+    linker
+        .func_wrap(
+            "warden",
+            "host_call",
+            |_: Caller<'_, ()>, _op: i32, _ptr: i32, _len: i32| -> i64 { 1 },
+        )
+        .expect("link");
+    let mut store = Store::new(engine, ());
+    store.set_epoch_deadline(u64::MAX / 2);
+    let instance = linker
+        .instantiate(&mut store, &module)
+        .expect("instantiate");
+    let step = instance
+        .get_typed_func::<(), i32>(&mut store, "warden_step")
+        .expect("step");
+    group.bench_function("raw", |b| {
+        b.iter(|| {
+            store.set_fuel(u64::MAX / 2).expect("fuel");
+            step.call(&mut store, ()).expect("step")
+        })
+    });
+
+    // Warden: decode, enforce, journal, respond, for every call.
+    let agent = Agent::from_bytes(engine, wat.as_bytes()).expect("agent");
+    let policy = Arc::new(Policy::parse(POLICY, "bench").expect("policy"));
+    let host = HostState {
+        run_id: "bench".into(),
+        state: policy.initial.clone(),
+        input: Arc::from("{}"),
+        effects: Effects::Live(Arc::new(Bindings::empty())),
+        step: 0,
+        host_calls: 0,
+        fuel: 0,
+        inferences: Vec::new(),
+        transitioned: false,
+        finished: None,
+        pending: None,
+        journal: StepJournal::default(),
+        halt: None,
+        limiter: MemoryLimiter {
+            limit: policy.budgets.memory_bytes,
+            refused: None,
+        },
+        memory: None,
+        policy,
+    };
+    let mut exec = Execution::instantiate(&agent, host).expect("instantiate");
+    group.bench_function("warden", |b| {
+        b.iter(|| {
+            {
+                let host = exec.host_mut();
+                host.host_calls = 0;
+                host.journal.bytes = 0;
+            }
+            let end = exec.run_step(1);
+            exec.take_records();
+            end
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, host_calls);
+criterion_main!(benches);
