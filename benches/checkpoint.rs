@@ -23,7 +23,7 @@ fn checkpoint(c: &mut Criterion) {
                     memory
                         .chunks(PAGE_SIZE)
                         .map(|p| Digest::of("warden-page-v1", p))
-                        .count()
+                        .collect::<Vec<_>>()
                 })
             },
         );

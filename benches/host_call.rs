@@ -14,7 +14,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use warden::agent::Agent;
 use warden::bindings::Bindings;
 use warden::effects::Effects;
-use warden::host_call::{HostState, MemoryLimiter, StepJournal};
+use warden::host_call::HostState;
 use warden::policy::Policy;
 use warden::step::Execution;
 use wasmtime::{Caller, Linker, Module, Store};
@@ -86,27 +86,12 @@ fn host_calls(c: &mut Criterion) {
     // Warden: decode, enforce, journal, respond, for every call.
     let agent = Agent::from_bytes(engine, wat.as_bytes()).expect("agent");
     let policy = Arc::new(Policy::parse(POLICY, "bench").expect("policy"));
-    let host = HostState {
-        run_id: "bench".into(),
-        state: policy.initial.clone(),
-        input: Arc::from("{}"),
-        effects: Effects::Live(Arc::new(Bindings::empty())),
-        step: 0,
-        host_calls: 0,
-        fuel: 0,
-        inferences: Vec::new(),
-        transitioned: false,
-        finished: None,
-        pending: None,
-        journal: StepJournal::default(),
-        halt: None,
-        limiter: MemoryLimiter {
-            limit: policy.budgets.memory_bytes,
-            refused: None,
-        },
-        memory: None,
+    let host = HostState::new(
+        "bench",
         policy,
-    };
+        "{}",
+        Effects::Live(Arc::new(Bindings::empty())),
+    );
     let mut exec = Execution::instantiate(&agent, host).expect("instantiate");
     group.bench_function("warden", |b| {
         b.iter(|| {

@@ -58,6 +58,16 @@ pub enum Error {
     Protocol(&'static str),
     /// The agent's own reason to stop (see [`Error::agent`]).
     Agent(String),
+    /// A confidence gate did not let the requested transition happen: the host moved the
+    /// run to a review state instead, and the run now waits for a human. Propagate it with
+    /// `?`: the step then ends normally (this is not a failure), and any further action in
+    /// the step would be refused.
+    Escalated {
+        /// The state the agent asked for.
+        requested: String,
+        /// The review state the run is in now.
+        state: String,
+    },
 }
 
 impl Error {
@@ -74,6 +84,10 @@ impl fmt::Display for Error {
             Error::Data { what, message } => write!(f, "{what}: {message}"),
             Error::Protocol(what) => write!(f, "unexpected response to {what}"),
             Error::Agent(reason) => f.write_str(reason),
+            Error::Escalated { requested, state } => write!(
+                f,
+                "the transition to `{requested}` was escalated: the run waits for review in `{state}`"
+            ),
         }
     }
 }
@@ -162,10 +176,11 @@ impl Warden {
         }
     }
 
-    /// Requests a transition to `to`. If a confidence gate guards `to`, the host judges it
-    /// on the latest inference of the gate's model in this run. Returns the new state:
-    /// usually `to`, but a gate that is not satisfied stops the run in a review state
-    /// instead (the agent does not get control back).
+    /// Requests a transition to `to` and returns the new state. If a confidence gate
+    /// guards `to`, the host judges it on the latest inference of the gate's model in this
+    /// run; a gate that is not met moves the run to its review state instead, and this
+    /// returns [`Error::Escalated`]: propagate it with `?` to end the step, and the run
+    /// waits for a human.
     pub fn transition(&mut self, to: &str) -> Result<String, Error> {
         self.transition_with(to, None)
     }
@@ -184,7 +199,11 @@ impl Warden {
             to: to.to_string(),
             evidence,
         })? {
-            Response::Transitioned(state) => Ok(state),
+            Response::Transitioned(state) if state == to => Ok(state),
+            Response::Transitioned(state) => Err(Error::Escalated {
+                requested: to.to_string(),
+                state,
+            }),
             _ => Err(Error::Protocol("transition")),
         }
     }
@@ -287,14 +306,15 @@ impl<A: Agent> AgentCell<A> {
         AgentCell(UnsafeCell::new(None))
     }
 
-    /// Runs one step. An agent error becomes an `Abort` request, which ends the run.
+    /// Runs one step. An agent error becomes an `Abort` request, which ends the run; an
+    /// escalation ends the step normally (the run waits for review).
     #[doc(hidden)]
     pub fn step(&self) -> i32 {
         // SAFETY: see the `Sync` impl: no other reference to the cell exists during a step.
         let slot = unsafe { &mut *self.0.get() };
         let agent = slot.get_or_insert_with(A::default);
         match agent.step(&mut Warden { _private: () }) {
-            Ok(()) => 0,
+            Ok(()) | Err(Error::Escalated { .. }) => 0,
             Err(e) => {
                 abort(&format!("{e}"));
                 1

@@ -343,3 +343,47 @@ fn check_exports(module: &Module) -> Result<(), LoadError> {
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(crate::test_support::cases(300)))]
+
+        /// Random valid modules (wasm-smith) and random bytes through the loader: it
+        /// answers Ok or a typed refusal, and never panics.
+        #[test]
+        fn the_loader_never_panics_on_generated_modules(seed in proptest::collection::vec(any::<u8>(), 0..4096)) {
+            let engine = crate::engine::engine().expect("engine");
+            let mut data = arbitrary::Unstructured::new(&seed);
+            if let Ok(module) = wasm_smith::Module::new(wasm_smith::Config::default(), &mut data) {
+                let bytes = module.to_bytes();
+                match Agent::from_bytes(engine, &bytes) {
+                    Ok(agent) => prop_assert!(!agent.bytes.is_empty()),
+                    Err(error) => prop_assert!(!error.to_string().is_empty()),
+                }
+            }
+            let _ = Agent::from_bytes(engine, &seed);
+        }
+    }
+
+    #[test]
+    fn mutable_globals_are_exported_for_checkpoints() {
+        let engine = crate::engine::engine().expect("engine");
+        let wat = r#"(module
+            (import "warden" "host_call" (func (param i32 i32 i32) (result i64)))
+            (global $sp (mut i32) (i32.const 1024))
+            (global $k i32 (i32.const 7))
+            (global $acc (mut i64) (i64.const 0))
+            (memory (export "memory") 1)
+            (func (export "warden_step") (result i32) i32.const 0))"#;
+        let agent = Agent::from_bytes(engine, wat.as_bytes()).expect("loads");
+        assert_eq!(
+            agent.globals,
+            vec!["__warden_global_0", "__warden_global_2"]
+        );
+        assert!(agent.module.get_export("__warden_global_2").is_some());
+    }
+}

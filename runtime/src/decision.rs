@@ -94,6 +94,8 @@ pub enum Rule {
     FinishOutsideTerminal { state: String },
     /// The run already finished; only reads and logs remain possible.
     AlreadyFinished,
+    /// A gate sent the run to review in this step; the agent may not act further.
+    AwaitingReview { state: String },
 }
 
 impl fmt::Display for Rule {
@@ -189,6 +191,10 @@ impl fmt::Display for Rule {
                 )
             }
             Rule::AlreadyFinished => f.write_str("the run already finished"),
+            Rule::AwaitingReview { state } => write!(
+                f,
+                "a confidence gate sent the run to review in `{state}` in this step; the agent may not act further"
+            ),
         }
     }
 }
@@ -212,6 +218,8 @@ pub struct RunView<'a> {
     pub state: &'a str,
     /// Whether this step already made a transition.
     pub transitioned_this_step: bool,
+    /// Whether a gate sent the run to review in this step.
+    pub escalated: bool,
     /// Whether the agent already called `finish`.
     pub finished: bool,
     /// Every inference the host computed in this run, in order.
@@ -226,6 +234,21 @@ fn decide(verdict: Verdict, rule: Rule) -> Decision {
 pub fn enforce(policy: &Policy, run: &RunView<'_>, request: &Request) -> Decision {
     use Verdict::{Allow, Deny};
     let finished_guard = || decide(Deny, Rule::AlreadyFinished);
+    let acts = matches!(
+        request,
+        Request::Tool { .. }
+            | Request::Model { .. }
+            | Request::Transition { .. }
+            | Request::Finish { .. }
+    );
+    if run.escalated && acts {
+        return decide(
+            Deny,
+            Rule::AwaitingReview {
+                state: run.state.to_string(),
+            },
+        );
+    }
     match request {
         Request::Input | Request::State | Request::Log { .. } | Request::Abort { .. } => {
             decide(Allow, Rule::RunProtocol)
@@ -370,3 +393,6 @@ fn transition(
         ),
     }
 }
+
+#[cfg(test)]
+mod tests;

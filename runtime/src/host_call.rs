@@ -12,7 +12,7 @@ use warden_guest::InferenceId;
 use warden_guest::wire::{self, Request, Response};
 use wasmtime::{Caller, Extern, Memory, ResourceLimiter};
 
-use crate::decision::{InferenceRecord, RunView, Verdict, enforce};
+use crate::decision::{InferenceRecord, Rule, RunView, Verdict, enforce};
 use crate::effects::Effects;
 use crate::journal::RecordBody;
 use crate::outcome::{FailureReason, GuestFault, Limit};
@@ -26,6 +26,9 @@ pub enum Halt {
     Failed(FailureReason),
     /// Replay found the run departing from its recording.
     Diverged(Box<Divergence>),
+    /// The agent tried to act after a gate sent the run to review: the step ends there and
+    /// the run waits for review.
+    AwaitingReview,
 }
 
 /// The error a host call returns to stop the guest; the reason is in [`HostState::halt`].
@@ -153,6 +156,8 @@ pub struct HostState {
     pub inferences: Vec<InferenceRecord>,
     /// Whether this step made a transition.
     pub transitioned: bool,
+    /// Whether a gate sent the run to review in this step.
+    pub escalated: bool,
     /// The output, once the agent finished.
     pub finished: Option<String>,
     /// The response held for the guest's read.
@@ -168,6 +173,33 @@ pub struct HostState {
 }
 
 impl HostState {
+    /// The host state of a fresh execution of run `run_id`, in the policy's initial state.
+    pub fn new(run_id: &str, policy: Arc<Policy>, input: &str, effects: Effects) -> HostState {
+        let limit = policy.budgets.memory_bytes;
+        HostState {
+            run_id: run_id.to_string(),
+            state: policy.initial.clone(),
+            policy,
+            input: Arc::from(input),
+            effects,
+            step: 0,
+            host_calls: 0,
+            fuel: 0,
+            inferences: Vec::new(),
+            transitioned: false,
+            escalated: false,
+            finished: None,
+            pending: None,
+            journal: StepJournal::default(),
+            halt: None,
+            limiter: MemoryLimiter {
+                limit,
+                refused: None,
+            },
+            memory: None,
+        }
+    }
+
     /// Adds a record to the step in flight (checked against replay's expectation).
     pub fn push(&mut self, body: RecordBody) -> Result<(), Halt> {
         let limit = self.policy.budgets.max_journal_bytes;
@@ -275,6 +307,7 @@ fn call(caller: &mut Caller<'_, HostState>, ptr: u32, len: u32) -> Result<i64, H
         &RunView {
             state: &state.state,
             transitioned_this_step: state.transitioned,
+            escalated: state.escalated,
             finished: state.finished.is_some(),
             inferences: &state.inferences,
         },
@@ -289,6 +322,9 @@ fn call(caller: &mut Caller<'_, HostState>, ptr: u32, len: u32) -> Result<i64, H
         decision: decision.clone(),
     })?;
     let response = match decision.verdict {
+        Verdict::Deny if matches!(decision.rule, Rule::AwaitingReview { .. }) => {
+            return Err(Halt::AwaitingReview);
+        }
         Verdict::Deny => {
             return Err(state.fail(|step| FailureReason::Denied {
                 step,
@@ -296,8 +332,9 @@ fn call(caller: &mut Caller<'_, HostState>, ptr: u32, len: u32) -> Result<i64, H
             }));
         }
         Verdict::Escalate => match &decision.rule {
-            crate::decision::Rule::GateNotMet { otherwise, .. } => {
+            Rule::GateNotMet { otherwise, .. } => {
                 state.move_to(otherwise.clone())?;
+                state.escalated = true;
                 Response::Transitioned(otherwise.clone())
             }
             // Only gates escalate; anything else would be a host bug, so it stops the run.
@@ -328,14 +365,22 @@ fn call(caller: &mut Caller<'_, HostState>, ptr: u32, len: u32) -> Result<i64, H
     Ok(len)
 }
 
-/// Decodes a request, refusing trailing bytes so that one encoding means one request.
+/// Decodes a request, refusing trailing bytes and non-canonical encodings, so that one
+/// request has exactly one encoding.
 fn decode_request(bytes: &[u8]) -> Result<Request, GuestFault> {
     let malformed = |error: String| GuestFault::MalformedRequest {
         len: bytes.len() as u32,
         error,
     };
     match postcard::take_from_bytes::<Request>(bytes) {
-        Ok((request, [])) => Ok(request),
+        // Over-long varints decode too; refuse them so the journal's bytes are the one
+        // encoding of the request that replay compares.
+        Ok((request, [])) if postcard::to_allocvec(&request).ok().as_deref() == Some(bytes) => {
+            Ok(request)
+        }
+        Ok((_, [])) => Err(malformed(
+            "non-canonical encoding (an over-long integer)".into(),
+        )),
         Ok((_, rest)) => Err(malformed(format!(
             "{} trailing bytes after the request",
             rest.len()
@@ -470,5 +515,111 @@ mod tests {
             decode_request(&[]),
             Err(GuestFault::MalformedRequest { .. })
         ));
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+        use warden_guest::InferenceId;
+        use warden_guest::wire::{LogLevel, Request};
+
+        use super::super::decode_request;
+        use crate::outcome::GuestFault;
+
+        fn text() -> impl Strategy<Value = String> {
+            any::<String>()
+        }
+
+        /// Every variant of [`Request`], with arbitrary Unicode in every string.
+        fn request() -> impl Strategy<Value = Request> {
+            let level = prop_oneof![
+                Just(LogLevel::Debug),
+                Just(LogLevel::Info),
+                Just(LogLevel::Warn)
+            ];
+            prop_oneof![
+                Just(Request::Input),
+                Just(Request::State),
+                (text(), text()).prop_map(|(name, args)| Request::Tool { name, args }),
+                (text(), text()).prop_map(|(name, features)| Request::Model { name, features }),
+                (text(), proptest::option::of(any::<u64>())).prop_map(|(to, evidence)| {
+                    Request::Transition {
+                        to,
+                        evidence: evidence.map(InferenceId),
+                    }
+                }),
+                (level, text()).prop_map(|(level, message)| Request::Log { level, message }),
+                text().prop_map(|output| Request::Finish { output }),
+                text().prop_map(|reason| Request::Abort { reason }),
+            ]
+        }
+
+        fn encode(request: &Request) -> Vec<u8> {
+            postcard::to_allocvec(request).expect("a request encodes")
+        }
+
+        /// Whatever the bytes, decoding returns a request or a malformed-request fault
+        /// that names their length; it never panics.
+        fn check_decodes_or_faults(bytes: &[u8]) -> Result<(), TestCaseError> {
+            match decode_request(bytes) {
+                Ok(request) => {
+                    prop_assert!(!encode(&request).is_empty());
+                }
+                Err(GuestFault::MalformedRequest { len, error }) => {
+                    prop_assert_eq!(len as usize, bytes.len());
+                    prop_assert!(!error.is_empty());
+                }
+                Err(other) => prop_assert!(false, "unexpected fault {other:?}"),
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1_000))]
+
+            #[test]
+            fn arbitrary_bytes_never_panic_the_decoder(
+                bytes in proptest::collection::vec(any::<u8>(), 0..2048),
+            ) {
+                check_decodes_or_faults(&bytes)?;
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(500))]
+
+            #[test]
+            fn every_request_round_trips(request in request()) {
+                let bytes = encode(&request);
+                prop_assert_eq!(decode_request(&bytes), Ok(request));
+            }
+
+            /// Random bytes rarely get past the variant tag; damaged real requests reach
+            /// the length prefixes, UTF-8 checks and option tags.
+            #[test]
+            fn damaged_requests_never_panic_the_decoder(
+                request in request(),
+                cut in any::<prop::sample::Index>(),
+                flip in any::<prop::sample::Index>(),
+                byte in any::<u8>(),
+                tail in proptest::collection::vec(any::<u8>(), 0..8),
+            ) {
+                let bytes = encode(&request);
+                let truncated = &bytes[..cut.index(bytes.len() + 1)];
+                check_decodes_or_faults(truncated)?;
+                if truncated.len() < bytes.len() {
+                    prop_assert!(decode_request(truncated).is_err(), "a strict prefix decoded");
+                }
+                let mut flipped = bytes.clone();
+                let at = flip.index(flipped.len());
+                flipped[at] = byte;
+                check_decodes_or_faults(&flipped)?;
+                let mut extended = bytes.clone();
+                extended.extend_from_slice(&tail);
+                check_decodes_or_faults(&extended)?;
+                if !tail.is_empty() {
+                    prop_assert!(decode_request(&extended).is_err(), "trailing bytes accepted");
+                }
+            }
+        }
     }
 }

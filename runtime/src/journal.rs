@@ -213,6 +213,46 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     postcard::to_allocvec(value).unwrap_or_default()
 }
 
+/// Creates a new, initialized journal at `path`, which did not exist, so that a process
+/// killed at any moment leaves either no journal there or a whole one.
+///
+/// redb sizes a new file before it writes its magic number (last, so that a half-made file
+/// is never taken for a database); a process killed in between used to leave at `path` a
+/// file that every later open refused ("Not a redb database"). So the journal is made
+/// under a temporary name beside `path` (`.NAME.PID.new`) and hard-linked into place once
+/// whole. A link never replaces a file: if another process created the journal meanwhile,
+/// that one is kept. A process killed before the link leaves only the temporary file,
+/// which holds no run and may be deleted. Where the journal cannot be made this way (no
+/// hard links, no write access to the directory), nothing is done and [`Journal::open`]
+/// creates it in place, reporting any error against `path` itself.
+fn create_atomically(path: &Path) {
+    let Some(name) = path.file_name() else {
+        return;
+    };
+    let temp = path.with_file_name(format!(
+        ".{}.{}.new",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    // Left by an earlier process with this pid that was killed: never the journal.
+    let _ = std::fs::remove_file(&temp);
+    let made = Journal::create_or_open(&temp).is_ok();
+    let linked = made
+        && match std::fs::hard_link(&temp, path) {
+            Ok(()) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::AlreadyExists,
+        };
+    let _ = std::fs::remove_file(&temp);
+    if linked {
+        // The new name is directory data: make it as durable as the runs it will hold.
+        let parent = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        let _ = std::fs::File::open(parent).and_then(|dir| dir.sync_all());
+    }
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -247,6 +287,13 @@ impl Journal {
     /// [`JournalError::InUse`] when another process has it open; otherwise redb's error
     /// or a format-version mismatch, naming the file.
     pub fn open(path: &Path) -> Result<Journal, JournalError> {
+        if !path.exists() {
+            create_atomically(path);
+        }
+        Journal::create_or_open(path)
+    }
+
+    fn create_or_open(path: &Path) -> Result<Journal, JournalError> {
         let db = Database::create(path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => JournalError::InUse {
                 path: path.to_path_buf(),
@@ -536,7 +583,11 @@ impl Journal {
             }
             Err(e) => return Err(e),
         };
-        let (record, problem) = match chain_problem(&meta, &records) {
+        let found = match chain_problem(&meta, &records) {
+            Some(found) => Some(found),
+            None => self.checkpoint_problem(run_id, &records)?,
+        };
+        let (record, problem) = match found {
             Some((record, problem)) => (record, Some(problem)),
             None => (None, None),
         };
@@ -547,6 +598,77 @@ impl Journal {
             problem,
             record,
         })
+    }
+}
+
+impl Journal {
+    /// Checks every checkpoint a chained `Checkpoint` record names: the stored checkpoint
+    /// must match the digest in the record, and each of its pages must be present and
+    /// match its own digest.
+    fn checkpoint_problem(
+        &self,
+        run_id: &str,
+        records: &[(Record, Digest)],
+    ) -> Result<Option<(Option<u64>, String)>, JournalError> {
+        let mut checked = std::collections::HashSet::new();
+        for (record, _) in records {
+            let RecordBody::Checkpoint { step, digest } = &record.body else {
+                continue;
+            };
+            let checkpoint = match self.checkpoint(run_id, *step) {
+                Ok(Some(checkpoint)) => checkpoint,
+                Ok(None) => {
+                    return Ok(Some((
+                        Some(record.index),
+                        format!("checkpoint {step} is missing"),
+                    )));
+                }
+                Err(JournalError::Corrupt { message, .. }) => {
+                    return Ok(Some((
+                        Some(record.index),
+                        format!("checkpoint {step} does not decode: {message}"),
+                    )));
+                }
+                Err(e) => return Err(e),
+            };
+            if checkpoint.digest() != *digest {
+                return Ok(Some((
+                    Some(record.index),
+                    format!(
+                        "checkpoint {step} does not match the digest {} in record {} (the checkpoint was altered)",
+                        digest.short(),
+                        record.index
+                    ),
+                )));
+            }
+            for page in &checkpoint.pages {
+                if !checked.insert(*page) {
+                    continue;
+                }
+                match self.page(page)? {
+                    Some(bytes) if Digest::of("warden-page-v1", &bytes) == *page => {}
+                    Some(_) => {
+                        return Ok(Some((
+                            Some(record.index),
+                            format!(
+                                "memory page {} of checkpoint {step} does not match its digest (the page was altered)",
+                                page.short()
+                            ),
+                        )));
+                    }
+                    None => {
+                        return Ok(Some((
+                            Some(record.index),
+                            format!(
+                                "memory page {} of checkpoint {step} is missing",
+                                page.short()
+                            ),
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(None)
     }
 }
 

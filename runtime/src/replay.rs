@@ -346,7 +346,7 @@ pub fn replay(
         .or(stored.meta.parent.as_ref().map(|p| p.step));
     let from = from_checkpoint.unwrap_or(0);
     let (expected, recording) = after_checkpoint(&records, from);
-    let host = crate::run::host_state(
+    let host = crate::host_call::HostState::new(
         run_id,
         stored.policy.clone(),
         &stored.input,
@@ -496,7 +496,7 @@ fn counterfactual(
     let run_id = stored.meta.run_id.clone();
     let agent = options.agent.unwrap_or(stored.agent);
     let policy = options.policy.unwrap_or(stored.policy);
-    let host = crate::run::host_state(
+    let host = crate::host_call::HostState::new(
         &run_id,
         policy,
         &stored.input,

@@ -16,7 +16,7 @@ use crate::bindings::{Bindings, BindingsError};
 use crate::checkpoint::Checkpoint;
 use crate::digest::Digest;
 use crate::effects::{Effects, Recording};
-use crate::host_call::{HostState, MemoryLimiter, StepJournal};
+use crate::host_call::HostState;
 use crate::journal::{Commit, Journal, JournalError, Parent, RecordBody, RunMeta, now_ms};
 use crate::outcome::{FailureReason, Limit, Status};
 use crate::policy::{Policy, PolicyError};
@@ -114,37 +114,6 @@ pub fn new_run_id() -> String {
     );
     let (date, time) = digits.split_at(digits.len().min(8));
     format!("{date}-{time}-{}", &nonce.to_string()[..6])
-}
-
-/// The host state of a fresh execution of a run.
-pub(crate) fn host_state(
-    run_id: &str,
-    policy: Arc<Policy>,
-    input: &str,
-    effects: Effects,
-) -> HostState {
-    let limit = policy.budgets.memory_bytes;
-    HostState {
-        run_id: run_id.to_string(),
-        state: policy.initial.clone(),
-        policy,
-        input: Arc::from(input),
-        effects,
-        step: 0,
-        host_calls: 0,
-        fuel: 0,
-        inferences: Vec::new(),
-        transitioned: false,
-        finished: None,
-        pending: None,
-        journal: StepJournal::default(),
-        halt: None,
-        limiter: MemoryLimiter {
-            limit,
-            refused: None,
-        },
-        memory: None,
-    }
 }
 
 /// Starts a new run and drives it to its outcome.
@@ -245,7 +214,7 @@ fn begin(
         (policy_text, new.policy_text.clone().into_bytes()),
         (input, new.input.clone().into_bytes()),
     ];
-    let host = host_state(
+    let host = HostState::new(
         &run_id,
         new.policy.clone(),
         &new.input,
@@ -316,6 +285,12 @@ pub fn resume(
 ) -> Result<RunReport, RunError> {
     let stored = crate::replay::StoredRun::load(journal, run_id)?;
     let meta = &stored.meta;
+    if let Some(problem) = journal.verify(run_id)?.problem {
+        return Err(RunError::Stored {
+            run_id: run_id.to_string(),
+            what: format!("its journal does not verify, so it cannot be continued: {problem}"),
+        });
+    }
     if meta.status != Status::Running {
         return Err(RunError::WrongStatus {
             run_id: run_id.to_string(),
@@ -357,7 +332,7 @@ pub fn resume(
         exact: true,
         ..recording
     });
-    let mut host = host_state(run_id, stored.policy.clone(), &stored.input, effects);
+    let mut host = HostState::new(run_id, stored.policy.clone(), &stored.input, effects);
     host.journal.expected = Some(Expected::new(expected));
     let mut exec =
         Execution::instantiate(&stored.agent, host).map_err(|reason| RunError::Stored {

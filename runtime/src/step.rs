@@ -148,6 +148,7 @@ impl Execution {
             let host = self.store.data_mut();
             host.step = step;
             host.transitioned = false;
+            host.escalated = false;
             host.halt = None;
             host.pending = None;
             host.limiter.refused = None;
@@ -175,7 +176,7 @@ impl Execution {
         self.store.data_mut().fuel += used;
         let value = match result {
             Ok(value) => value,
-            Err(error) => return self.classify(step, &error),
+            Err(error) => return self.classify(step, used, &error),
         };
         if value != 0 {
             return StepEnd::Failed(FailureReason::BadStepResult { step, value });
@@ -205,8 +206,16 @@ impl Execution {
         host.policy.state(&host.state).map(|s| s.kind)
     }
 
-    fn classify(&mut self, step: u32, error: &wasmtime::Error) -> StepEnd {
+    fn classify(&mut self, step: u32, fuel: u64, error: &wasmtime::Error) -> StepEnd {
         if let Some(halt) = self.store.data_mut().halt.take() {
+            if let Halt::AwaitingReview = halt {
+                // The agent was stopped at its first act after an escalation; the step
+                // ends there, as if it had returned.
+                let state = self.host().state.clone();
+                if let Err(halt) = self.push(RecordBody::StepCommitted { step, fuel, state }) {
+                    return halt_end(halt);
+                }
+            }
             return halt_end(halt);
         }
         let budgets = self.host().policy.budgets;
@@ -322,5 +331,6 @@ fn halt_end(halt: Halt) -> StepEnd {
     match halt {
         Halt::Failed(reason) => StepEnd::Failed(reason),
         Halt::Diverged(divergence) => StepEnd::Diverged(divergence),
+        Halt::AwaitingReview => StepEnd::AwaitingReview,
     }
 }

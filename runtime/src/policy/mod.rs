@@ -348,13 +348,9 @@ impl Policy {
                 .collect(),
             budgets: self.budgets.to_array(),
         };
-        let encoded = postcard::to_allocvec(&canonical)
-            .expect("strings, integers and sequences always encode with postcard");
-        let mut hasher = blake3::Hasher::new();
-        hasher.update(HASH_DOMAIN.as_bytes());
-        hasher.update(&[0]);
-        hasher.update(&encoded);
-        crate::digest::Digest(*hasher.finalize().as_bytes())
+        // Encoding plain strings, integers and sequences to a Vec cannot fail.
+        let encoded = postcard::to_allocvec(&canonical).unwrap_or_default();
+        crate::digest::Digest::of(HASH_DOMAIN, &encoded)
     }
 
     /// The state called `name`, if declared.

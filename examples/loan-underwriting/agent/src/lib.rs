@@ -322,8 +322,9 @@ impl Underwriter {
         warden.finish(&decision)
     }
 
-    /// Asks for a transition and remembers it. A confidence gate may stop the run in
-    /// review instead, in which case this step does not get control back.
+    /// Asks for a transition and remembers it. A confidence gate may send the run to
+    /// review instead: then this logs why and returns `Error::Escalated`, which ends the
+    /// step (the run waits for a human).
     fn propose(
         &mut self,
         warden: &mut Warden,
@@ -331,17 +332,17 @@ impl Underwriter {
         evidence: Option<InferenceId>,
     ) -> Result<(), Error> {
         self.proposed = Some(to.to_string());
-        let now = match evidence {
-            Some(id) => warden.transition_citing(to, id)?,
-            None => warden.transition(to)?,
+        let result = match evidence {
+            Some(id) => warden.transition_citing(to, id),
+            None => warden.transition(to),
         };
-        if now != to {
+        if let Err(Error::Escalated { state, .. }) = &result {
             warden.log(
                 LogLevel::Warn,
-                format!("proposed {to}; the policy moved the run to {now}"),
+                format!("proposed {to}; the confidence gate sent the run to {state}"),
             )?;
         }
-        Ok(())
+        result.map(|_| ())
     }
 
     fn application(&self) -> Result<&Application, Error> {

@@ -7,7 +7,7 @@ struct Huge;
 impl Agent for Huge {
     fn step(&mut self, warden: &mut Warden) -> Result<(), Error> {
         let _ = warden.state()?;
-        let big = vec![1u8; 1 << 30];
+        let big = std::hint::black_box(vec![1u8; 1 << 30]);
         warden.finish(&big.len())
     }
 }
