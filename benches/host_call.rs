@@ -59,7 +59,7 @@ fn host_calls(c: &mut Criterion) {
     group.throughput(Throughput::Elements(u64::from(CALLS)));
 
     // Baseline: the same loop against a host function that does nothing.
-    let module = Module::new(engine, &wat).expect("module");
+    let module = Module::new(engine, wat::parse_str(&wat).expect("wat")).expect("module");
     let mut linker: Linker<()> = Linker::new(engine);
     linker
         .func_wrap(

@@ -574,7 +574,7 @@ mod tests {
         }
 
         proptest! {
-            #![proptest_config(ProptestConfig::with_cases(1_000))]
+            #![proptest_config(ProptestConfig::with_cases(crate::test_support::cases(1_000)))]
 
             #[test]
             fn arbitrary_bytes_never_panic_the_decoder(
@@ -585,7 +585,7 @@ mod tests {
         }
 
         proptest! {
-            #![proptest_config(ProptestConfig::with_cases(500))]
+            #![proptest_config(ProptestConfig::with_cases(crate::test_support::cases(500)))]
 
             #[test]
             fn every_request_round_trips(request in request()) {

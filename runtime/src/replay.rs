@@ -50,7 +50,10 @@ impl Divergence {
             step: None,
             call: Some(call),
             expected: "a request the recording can answer".into(),
-            actual: format!("call {call}: {}", crate::journal::describe_request(request)),
+            actual: format!(
+                "call {call}: {}",
+                crate::timeline::describe_request(request)
+            ),
             unanswerable: true,
         }
     }

@@ -181,7 +181,13 @@ fn begin(
         policy_name: new.policy.name.clone(),
         policy_version: new.policy.version.clone(),
         bindings: new.bindings.hash(),
-        bindings_path: new.bindings.source().map(|p| p.display().to_string()),
+        // Absolute: `warden resume` from another directory must load these bindings, hence
+        // these ledgers, not another file with the same digest (its effects would repeat).
+        bindings_path: new
+            .bindings
+            .source()
+            .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()))
+            .map(|p| p.display().to_string()),
         input,
         created_ms: now,
         updated_ms: now,

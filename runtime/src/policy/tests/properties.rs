@@ -110,7 +110,7 @@ fn generated() -> impl Strategy<Value = Generated> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(1000))]
+    #![proptest_config(ProptestConfig::with_cases(crate::test_support::cases(1000)))]
 
     #[test]
     fn arbitrary_text_never_panics(text in any::<String>()) {
@@ -140,7 +140,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(300))]
+    #![proptest_config(ProptestConfig::with_cases(crate::test_support::cases(300)))]
 
     #[test]
     fn generated_policies_parse_and_hash_deterministically(policy in generated()) {

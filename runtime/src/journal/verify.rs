@@ -1,0 +1,194 @@
+//! Verification: recompute a run's hash chain and check its checkpoints and pages
+//! (invariant 5, tamper evidence). A broken chain is not an error: it is the `problem`
+//! of the returned [`Verification`], naming the first record that does not check out.
+
+use serde::Serialize;
+
+use super::{Journal, JournalError, Record, RecordBody, RunMeta};
+use crate::digest::Digest;
+
+/// The result of checking one run's hash chain.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Verification {
+    pub run_id: String,
+    pub records: u64,
+    pub head: Digest,
+    /// The first problem found, or `None` when every record checks out.
+    pub problem: Option<String>,
+    /// The index of the first record that does not check out, where one can be named.
+    pub record: Option<u64>,
+}
+
+impl Journal {
+    /// Recomputes a run's hash chain and names the first record that does not check out.
+    ///
+    /// # Errors
+    /// redb errors, or [`JournalError::NoSuchRun`]. A broken chain is not an error: it is
+    /// the `problem` of the returned [`Verification`].
+    pub fn verify(&self, run_id: &str) -> Result<Verification, JournalError> {
+        let meta = self.run(run_id)?;
+        let records = match self.stored_records(run_id) {
+            Ok(records) => records,
+            Err(JournalError::Corrupt { what, message, .. }) => {
+                return Ok(Verification {
+                    run_id: run_id.to_string(),
+                    records: meta.records,
+                    head: meta.head,
+                    problem: Some(format!("{what} does not decode: {message}")),
+                    record: None,
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        let found = match chain_problem(&meta, &records) {
+            Some(found) => Some(found),
+            None => self.checkpoint_problem(run_id, &records)?,
+        };
+        let (record, problem) = match found {
+            Some((record, problem)) => (record, Some(problem)),
+            None => (None, None),
+        };
+        Ok(Verification {
+            run_id: run_id.to_string(),
+            records: meta.records,
+            head: meta.head,
+            problem,
+            record,
+        })
+    }
+}
+
+impl Journal {
+    /// Checks every checkpoint a chained `Checkpoint` record names: the stored checkpoint
+    /// must match the digest in the record, and each of its pages must be present and
+    /// match its own digest.
+    fn checkpoint_problem(
+        &self,
+        run_id: &str,
+        records: &[(Record, Digest)],
+    ) -> Result<Option<(Option<u64>, String)>, JournalError> {
+        let mut checked = std::collections::HashSet::new();
+        for (record, _) in records {
+            let RecordBody::Checkpoint { step, digest } = &record.body else {
+                continue;
+            };
+            let checkpoint = match self.checkpoint(run_id, *step) {
+                Ok(Some(checkpoint)) => checkpoint,
+                Ok(None) => {
+                    return Ok(Some((
+                        Some(record.index),
+                        format!("checkpoint {step} is missing"),
+                    )));
+                }
+                Err(JournalError::Corrupt { message, .. }) => {
+                    return Ok(Some((
+                        Some(record.index),
+                        format!("checkpoint {step} does not decode: {message}"),
+                    )));
+                }
+                Err(e) => return Err(e),
+            };
+            if checkpoint.digest() != *digest {
+                return Ok(Some((
+                    Some(record.index),
+                    format!(
+                        "checkpoint {step} does not match the digest {} in record {} (the checkpoint was altered)",
+                        digest.short(),
+                        record.index
+                    ),
+                )));
+            }
+            for page in &checkpoint.pages {
+                if !checked.insert(*page) {
+                    continue;
+                }
+                match self.page(page)? {
+                    Some(bytes) if Digest::of("warden-page-v1", &bytes) == *page => {}
+                    Some(_) => {
+                        return Ok(Some((
+                            Some(record.index),
+                            format!(
+                                "memory page {} of checkpoint {step} does not match its digest (the page was altered)",
+                                page.short()
+                            ),
+                        )));
+                    }
+                    None => {
+                        return Ok(Some((
+                            Some(record.index),
+                            format!(
+                                "memory page {} of checkpoint {step} is missing",
+                                page.short()
+                            ),
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// The first way in which `records` fail to form the chain `meta` describes, with the
+/// index of the record at fault where one can be named.
+pub(super) fn chain_problem(
+    meta: &RunMeta,
+    records: &[(Record, Digest)],
+) -> Option<(Option<u64>, String)> {
+    let mut prev = Digest::ZERO;
+    for (position, (record, stored)) in records.iter().enumerate() {
+        let position = position as u64;
+        if record.index != position {
+            return Some((
+                Some(position),
+                format!(
+                    "record at position {position} says it is record {} (a record was deleted, inserted or reordered)",
+                    record.index
+                ),
+            ));
+        }
+        let digest = record.digest();
+        if digest != *stored {
+            return Some((
+                Some(position),
+                format!(
+                    "record {position}: content does not match its digest {} (the record was altered)",
+                    stored.short()
+                ),
+            ));
+        }
+        if record.prev != prev {
+            return Some((
+                Some(position),
+                format!(
+                    "record {position}: predecessor digest {} is not the digest {} of record {} (a record was altered, deleted, inserted or reordered)",
+                    record.prev.short(),
+                    prev.short(),
+                    position.wrapping_sub(1)
+                ),
+            ));
+        }
+        prev = digest;
+    }
+    if records.len() as u64 != meta.records {
+        return Some((
+            Some(records.len() as u64),
+            format!(
+                "the run has {} records but its metadata says {} (records were deleted or appended)",
+                records.len(),
+                meta.records
+            ),
+        ));
+    }
+    if prev != meta.head {
+        return Some((
+            None,
+            format!(
+                "the last record's digest {} is not the run's head {} (the journal was truncated or extended)",
+                prev.short(),
+                meta.head.short()
+            ),
+        ));
+    }
+    None
+}
