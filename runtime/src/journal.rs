@@ -299,6 +299,18 @@ impl Journal {
         Ok(journal)
     }
 
+    /// Returns free space in the file to the file system (redb compaction). Needs no other
+    /// process to hold the database; nothing recorded changes.
+    ///
+    /// # Errors
+    /// redb's compaction error.
+    pub fn compact(&mut self) -> Result<bool, JournalError> {
+        self.db.compact().map_err(|e| JournalError::Database {
+            path: self.path.clone(),
+            source: e.into(),
+        })
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path

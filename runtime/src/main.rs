@@ -111,6 +111,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Return the journal file's free space to the file system (nothing recorded changes).
+    Compact,
     /// Recompute the hash chain of a run's journal (or every run's) and name the first
     /// record that does not check out.
     Verify {
@@ -265,6 +267,15 @@ fn dispatch(cli: &Cli) -> Result<u8> {
             })
         }
         Command::Replay(args) => replay_command(&journal()?, args),
+        Command::Compact => {
+            let mut journal = journal()?;
+            let before = std::fs::metadata(&cli.db).map(|m| m.len()).unwrap_or(0);
+            journal.compact()?;
+            drop(journal);
+            let after = std::fs::metadata(&cli.db).map(|m| m.len()).unwrap_or(0);
+            println!("{}: {before} bytes -> {after} bytes", cli.db.display());
+            Ok(exit::COMPLETED)
+        }
         Command::Resume {
             run_id,
             bindings,
