@@ -794,10 +794,9 @@ fn gate_not_met_escalates_to_review() {
     );
 }
 
-/// Escalation: after its gate sent the run to `review`, the agent tries to act anyway
-/// (here: `finish`) in the same step. The gate's answer is final: the run must stop
-/// awaiting review, as `Verdict::Escalate` and `Warden::transition` promise ("the agent
-/// does not get control back"), not be turned into a failure by the agent's next call.
+/// Attacks: the confidence gate. After its gate sent the run to `review`, the agent tries
+/// to act anyway (here: `finish`) in the same step. The gate's answer is final: the act
+/// is refused and the run stops awaiting review, not turned into a failure or a finish.
 #[test]
 fn agent_cannot_override_a_gate_escalation() {
     let requests = [
