@@ -6,7 +6,8 @@ use std::io::Read;
 use serde_json::Value;
 
 fn fixture(dir: &std::path::Path) -> std::path::PathBuf {
-    let gz = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/compat/journal-v1.redb.gz");
+    let gz =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/compat/journal-v1.redb.gz");
     let mut bytes = Vec::new();
     flate2::read::GzDecoder::new(std::fs::File::open(gz).expect("fixture"))
         .read_to_end(&mut bytes)
@@ -41,7 +42,10 @@ fn a_version_1_journal_verifies_and_replays_bit_for_bit() {
         .iter()
         .map(|r| r["status"].as_str().expect("status"))
         .collect();
-    assert_eq!(statuses, ["completed", "awaiting_review", "failed", "completed"]);
+    assert_eq!(
+        statuses,
+        ["completed", "awaiting_review", "failed", "completed"]
+    );
     let (code, verified) = warden(&db, &["verify", "--all"]);
     assert_eq!(code, 0, "{verified:#}");
     let (code, replays) = warden(&db, &["replay", "--all"]);
