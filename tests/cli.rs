@@ -233,3 +233,60 @@ fn help_teaches_the_exit_codes_and_runs_filters_by_status() {
     let (_, all) = sandbox.warden_json(&["runs"]);
     assert_eq!(all.as_array().expect("array").len(), 2);
 }
+
+#[test]
+fn inspecting_a_journal_that_does_not_exist_says_so_and_creates_nothing() {
+    let sandbox = Sandbox::new();
+    for args in [&["show", "x"][..], &["replay", "x"], &["verify", "x"]] {
+        let output = sandbox.warden(args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("there is no journal at"), "{stderr}");
+    }
+    // No journal yet is no runs yet.
+    assert_eq!(sandbox.warden_json(&["runs"]), (0, json!([])));
+    assert_eq!(sandbox.warden_json(&["verify", "--all"]), (0, json!([])));
+    assert!(
+        !sandbox.db().exists(),
+        "inspection must not create a journal"
+    );
+}
+
+#[test]
+fn a_closed_pipe_is_not_an_error() {
+    use std::io::Read;
+    let sandbox = Sandbox::new();
+    let report = sandbox.run(
+        warden_test_guests::COUNTER,
+        "test-basic.toml",
+        &json!({"steps": 20, "amount": 1}),
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+        .arg("--db")
+        .arg(sandbox.db())
+        .args(["show", &report.run_id, "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut first = [0u8; 16];
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_exact(&mut first)
+        .expect("read");
+    // The reader is gone (like `| head -c 16`): warden must stop quietly with success.
+    let output = child.wait_with_output().expect("wait");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

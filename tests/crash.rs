@@ -1002,6 +1002,10 @@ fn a_read_only_journal_is_refused_and_nothing_is_lost() {
         "the error says why: {stderr}"
     );
     assert_eq!(ledger_lines(&sb), 3, "a refused run applied an effect");
+    // Inspection opens the journal read-only, so a protected journal can still be audited.
+    assert_eq!(site.runs(), before);
+    site.verify_all()
+        .expect("verify --all of a read-only journal");
     assert_eq!(std::fs::read(&site.db).expect("read db"), bytes);
     drop(guard);
 
@@ -1099,6 +1103,7 @@ fn a_full_disk_fails_cleanly_and_loses_no_committed_step() {
 /// redb had sized but not yet stamped with its magic number (redb writes it last), and
 /// every later command on that path failed with "Not a redb database: magic number
 /// mismatch". A kill at any moment of the creation must leave no journal or a usable one.
+/// (Inspection commands never create a journal, so the kills hit `warden run`.)
 #[test]
 fn a_kill_while_a_journal_is_created_leaves_no_unopenable_file() {
     let sb = Sandbox::new();
@@ -1106,8 +1111,9 @@ fn a_kill_while_a_journal_is_created_leaves_no_unopenable_file() {
     let (mut kills, mut created) = (0, 0);
     for i in 0..100 {
         let site = Site::with_db(&sb, sb.path(&format!("new-{i}.redb")));
+        // `warden run` opens (so creates) the journal before anything else.
         let child = site
-            .command(&["runs".into()])
+            .command(&site.counter_args(Workload::new(1)))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -1119,10 +1125,10 @@ fn a_kill_while_a_journal_is_created_leaves_no_unopenable_file() {
         let output = site.warden(&["runs", "--json"]);
         assert!(
             output.status.success(),
-            "after a kill {delay:?} into `warden runs` on a new journal: {}",
+            "after a kill {delay:?} into `warden run` on a new journal: {}",
             String::from_utf8_lossy(&output.stderr)
         );
-        assert_eq!(site.runs().len(), 0);
+        assert!(site.runs().len() <= 1);
     }
     println!("crash: {kills} kills while creating a journal ({created} left a file), all usable");
 }

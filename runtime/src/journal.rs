@@ -8,7 +8,10 @@
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{
+    Database, ReadOnlyDatabase, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::Checkpoint;
@@ -67,6 +70,18 @@ pub enum JournalError {
         what: String,
         /// postcard's message.
         message: String,
+    },
+    /// There is no journal file to read.
+    #[error("there is no journal at {path} (set --db or WARDEN_DB, or start a run first)")]
+    Missing {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// A write was attempted on a journal opened read-only.
+    #[error("journal {path} is open read-only")]
+    ReadOnly {
+        /// The database file.
+        path: PathBuf,
     },
     /// No run has this id.
     #[error("no run `{0}` in this journal (see `warden runs`)")]
@@ -253,6 +268,18 @@ fn create_atomically(path: &Path) {
     }
 }
 
+fn open_error(path: &Path, e: redb::DatabaseError) -> JournalError {
+    match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => JournalError::InUse {
+            path: path.to_path_buf(),
+        },
+        other => JournalError::Database {
+            path: path.to_path_buf(),
+            source: other.into(),
+        },
+    }
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -261,10 +288,26 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// The redb handle: read-write for runs, read-only for inspection (`runs`, `show`,
+/// `verify`, `replay`), so that an archived or write-protected journal can be audited.
+enum Handle {
+    ReadWrite(Database),
+    ReadOnly(ReadOnlyDatabase),
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Handle::ReadWrite(_) => "ReadWrite",
+            Handle::ReadOnly(_) => "ReadOnly",
+        })
+    }
+}
+
 /// The journal database.
 #[derive(Debug)]
 pub struct Journal {
-    db: Database,
+    db: Handle,
     path: PathBuf,
 }
 
@@ -281,22 +324,74 @@ impl Journal {
         Journal::create_or_open(path)
     }
 
-    fn create_or_open(path: &Path) -> Result<Journal, JournalError> {
-        let db = Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => JournalError::InUse {
+    /// Opens an existing journal for reading only. Nothing is written to the file, so a
+    /// read-only or archived journal can be listed, shown, verified and replayed; the one
+    /// exception is a journal left by a killed writer, which redb must repair first.
+    ///
+    /// # Errors
+    /// [`JournalError::Missing`] if there is no file; [`JournalError::InUse`] while a
+    /// process writes to it; redb's error or a newer format, naming the file.
+    pub fn open_read_only(path: &Path) -> Result<Journal, JournalError> {
+        if !path.exists() {
+            return Err(JournalError::Missing {
                 path: path.to_path_buf(),
-            },
-            other => JournalError::Database {
-                path: path.to_path_buf(),
-                source: other.into(),
-            },
-        })?;
+            });
+        }
+        let db = match ReadOnlyDatabase::open(path) {
+            Ok(db) => db,
+            // A journal whose last writer was killed needs redb's repair, which only a
+            // writer can do: repair it (nothing committed is lost), then read.
+            Err(redb::DatabaseError::RepairAborted) => return Journal::create_or_open(path),
+            Err(e) => return Err(open_error(path, e)),
+        };
         let journal = Journal {
-            db,
+            db: Handle::ReadOnly(db),
+            path: path.to_path_buf(),
+        };
+        let tx = journal.read()?;
+        let found = match tx.open_table(META) {
+            Ok(meta) => meta
+                .get("format_version")
+                .map_err(|e| journal.err(e))?
+                .map(|v| v.value()),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(journal.err(e)),
+        };
+        if let Some(found) = found.filter(|v| *v > FORMAT_VERSION) {
+            return Err(JournalError::NewerFormat {
+                path: path.to_path_buf(),
+                found,
+            });
+        }
+        drop(tx);
+        Ok(journal)
+    }
+
+    fn create_or_open(path: &Path) -> Result<Journal, JournalError> {
+        let db = Database::create(path).map_err(|e| open_error(path, e))?;
+        let journal = Journal {
+            db: Handle::ReadWrite(db),
             path: path.to_path_buf(),
         };
         journal.init()?;
         Ok(journal)
+    }
+
+    fn read(&self) -> Result<redb::ReadTransaction, JournalError> {
+        match &self.db {
+            Handle::ReadWrite(db) => db.begin_read(),
+            Handle::ReadOnly(db) => db.begin_read(),
+        }
+        .map_err(|e| self.err(e))
+    }
+
+    fn write(&self) -> Result<redb::WriteTransaction, JournalError> {
+        match &self.db {
+            Handle::ReadWrite(db) => db.begin_write().map_err(|e| self.err(e)),
+            Handle::ReadOnly(_) => Err(JournalError::ReadOnly {
+                path: self.path.clone(),
+            }),
+        }
     }
 
     /// Returns free space in the file to the file system (redb compaction). Needs no other
@@ -305,10 +400,15 @@ impl Journal {
     /// # Errors
     /// redb's compaction error.
     pub fn compact(&mut self) -> Result<bool, JournalError> {
-        self.db.compact().map_err(|e| JournalError::Database {
-            path: self.path.clone(),
-            source: e.into(),
-        })
+        match &mut self.db {
+            Handle::ReadWrite(db) => db.compact().map_err(|e| JournalError::Database {
+                path: self.path.clone(),
+                source: e.into(),
+            }),
+            Handle::ReadOnly(_) => Err(JournalError::ReadOnly {
+                path: self.path.clone(),
+            }),
+        }
     }
 
     /// The database file.
@@ -343,7 +443,7 @@ impl Journal {
     }
 
     fn init(&self) -> Result<(), JournalError> {
-        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        let tx = self.write()?;
         {
             let mut meta = tx.open_table(META).map_err(|e| self.err(e))?;
             let found = meta
@@ -385,7 +485,7 @@ impl Journal {
         update: impl FnOnce(&mut RunMeta),
     ) -> Result<RunMeta, JournalError> {
         let at_ms = now_ms();
-        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        let tx = self.write()?;
         let meta = {
             let mut runs = tx.open_table(RUNS).map_err(|e| self.err(e))?;
             let existing = runs
@@ -457,7 +557,7 @@ impl Journal {
     /// # Errors
     /// [`JournalError::NoSuchRun`], redb or decoding errors.
     pub fn run(&self, run_id: &str) -> Result<RunMeta, JournalError> {
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let tx = self.read()?;
         let runs = tx.open_table(RUNS).map_err(|e| self.err(e))?;
         match runs.get(run_id).map_err(|e| self.err(e))? {
             Some(bytes) => self.decode(format!("run {run_id}"), bytes.value()),
@@ -470,7 +570,7 @@ impl Journal {
     /// # Errors
     /// redb or decoding errors.
     pub fn runs(&self) -> Result<Vec<RunMeta>, JournalError> {
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let tx = self.read()?;
         let runs = tx.open_table(RUNS).map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for entry in runs.iter().map_err(|e| self.err(e))? {
@@ -486,7 +586,7 @@ impl Journal {
     /// # Errors
     /// redb or decoding errors.
     pub fn stored_records(&self, run_id: &str) -> Result<Vec<(Record, Digest)>, JournalError> {
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let tx = self.read()?;
         let records = tx.open_table(RECORDS).map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for entry in records
@@ -517,7 +617,7 @@ impl Journal {
     /// # Errors
     /// redb errors.
     pub fn blob(&self, digest: &Digest) -> Result<Option<Vec<u8>>, JournalError> {
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let tx = self.read()?;
         let blobs = tx.open_table(BLOBS).map_err(|e| self.err(e))?;
         Ok(blobs
             .get(&digest.0)
@@ -530,7 +630,7 @@ impl Journal {
     /// # Errors
     /// redb errors.
     pub fn page(&self, digest: &Digest) -> Result<Option<Vec<u8>>, JournalError> {
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let tx = self.read()?;
         let pages = tx.open_table(PAGES).map_err(|e| self.err(e))?;
         Ok(pages
             .get(&digest.0)
@@ -543,7 +643,7 @@ impl Journal {
     /// # Errors
     /// redb errors.
     pub fn page_count(&self) -> Result<u64, JournalError> {
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let tx = self.read()?;
         let pages = tx.open_table(PAGES).map_err(|e| self.err(e))?;
         pages.len().map_err(|e| self.err(e))
     }
@@ -553,7 +653,7 @@ impl Journal {
     /// # Errors
     /// redb or decoding errors.
     pub fn checkpoint(&self, run_id: &str, step: u32) -> Result<Option<Checkpoint>, JournalError> {
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let tx = self.read()?;
         let table = tx.open_table(CHECKPOINTS).map_err(|e| self.err(e))?;
         match table.get((run_id, step)).map_err(|e| self.err(e))? {
             Some(bytes) => Ok(Some(

@@ -83,13 +83,11 @@ enum Command {
     /// Re-execute a run from the journal alone and compare it bit for bit; or, with
     /// --agent/--policy, show what a new agent or policy would have done.
     Replay(ReplayArgs),
-    /// Continue an interrupted run from its last committed checkpoint.
+    /// Continue an interrupted run from its last committed checkpoint, with the bindings
+    /// file recorded when it started (the same effects, so the same idempotency records).
     Resume {
         /// The run id.
         run_id: String,
-        /// Bindings to use instead of the file recorded at start (must have the same digest).
-        #[arg(long)]
-        bindings: Option<PathBuf>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -199,8 +197,14 @@ fn main() -> ExitCode {
             }) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("error: {error:#}");
-            let code = if error.downcast_ref::<Usage>().is_some() {
+            eprintln!("error: {}", render_error(&error));
+            let missing_journal = error.chain().any(|e| {
+                matches!(
+                    e.downcast_ref::<warden::journal::JournalError>(),
+                    Some(warden::journal::JournalError::Missing { .. })
+                )
+            });
+            let code = if error.downcast_ref::<Usage>().is_some() || missing_journal {
                 exit::USAGE
             } else {
                 exit::HOST_ERROR
@@ -210,8 +214,28 @@ fn main() -> ExitCode {
     }
 }
 
+/// The error and its causes on one line, leaving out a cause whose text the message
+/// before it already contains (many errors quote their source).
+fn render_error(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    let mut previous = String::new();
+    for cause in error.chain() {
+        let line = cause.to_string();
+        if !previous.contains(&line) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&line);
+        }
+        previous = line;
+    }
+    text
+}
+
 fn dispatch(cli: &Cli) -> Result<u8> {
     let journal = || Journal::open(&cli.db);
+    // Inspection never writes: an archived or write-protected journal can be audited.
+    let reader = || Journal::open_read_only(&cli.db);
     match &cli.command {
         Command::Run(args) => run_command(&journal()?, args),
         Command::Runs { status, json } => {
@@ -223,8 +247,13 @@ fn dispatch(cli: &Cli) -> Result<u8> {
                 }))?),
                 None => None,
             };
-            let runs: Vec<_> = journal()?
-                .runs()?
+            // No journal yet means no runs yet; listing creates nothing.
+            let all = if cli.db.exists() {
+                reader()?.runs()?
+            } else {
+                Vec::new()
+            };
+            let runs: Vec<_> = all
                 .into_iter()
                 .filter(|r| status.is_none_or(|s| r.status == s))
                 .collect();
@@ -254,7 +283,7 @@ fn dispatch(cli: &Cli) -> Result<u8> {
             Ok(exit::COMPLETED)
         }
         Command::Show { run_id, json } => {
-            let timeline = usage_if_missing(Timeline::load(&journal()?, run_id))?;
+            let timeline = usage_if_missing(Timeline::load(&reader()?, run_id))?;
             if *json {
                 print_json(&timeline)?;
             } else {
@@ -266,7 +295,7 @@ fn dispatch(cli: &Cli) -> Result<u8> {
                 exit::COMPLETED
             })
         }
-        Command::Replay(args) => replay_command(&journal()?, args),
+        Command::Replay(args) => replay_command(&reader()?, args),
         Command::Compact => {
             let mut journal = journal()?;
             let before = std::fs::metadata(&cli.db).map(|m| m.len()).unwrap_or(0);
@@ -276,12 +305,8 @@ fn dispatch(cli: &Cli) -> Result<u8> {
             println!("{}: {before} bytes -> {after} bytes", cli.db.display());
             Ok(exit::COMPLETED)
         }
-        Command::Resume {
-            run_id,
-            bindings,
-            json,
-        } => {
-            let report = usage_if_missing(run::resume(&journal()?, run_id, bindings.as_deref()))?;
+        Command::Resume { run_id, json } => {
+            let report = usage_if_missing(run::resume(&journal()?, run_id))?;
             render_report(&report, *json)
         }
         Command::Fork {
@@ -318,16 +343,20 @@ fn dispatch(cli: &Cli) -> Result<u8> {
             render_report(&report, *json)
         }
         Command::Verify { run_id, all, json } => {
-            let journal = journal()?;
-            let ids: Vec<String> = match (run_id, all) {
-                (Some(id), _) => vec![id.clone()],
-                (None, true) => journal.runs()?.into_iter().map(|r| r.run_id).collect(),
+            let results = match (run_id, all) {
                 (None, false) => usage(Err(anyhow::anyhow!("name a run id, or pass --all")))?,
+                // No journal yet means no runs yet: nothing to verify, and nothing created.
+                (None, true) if !cli.db.exists() => Vec::new(),
+                (Some(id), _) => vec![usage_if_missing(reader()?.verify(id))?],
+                (None, true) => {
+                    let journal = reader()?;
+                    let mut results = Vec::new();
+                    for meta in journal.runs()? {
+                        results.push(journal.verify(&meta.run_id)?);
+                    }
+                    results
+                }
             };
-            let mut results = Vec::new();
-            for id in &ids {
-                results.push(usage_if_missing(journal.verify(id))?);
-            }
             let broken = results.iter().filter(|v| v.problem.is_some()).count();
             if *json {
                 print_json(&results)?;
@@ -469,9 +498,9 @@ fn read_input(path: &Path) -> Result<String> {
 }
 
 fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, value)?;
-    writeln!(out)?;
+    // Serialise first, so that a closed pipe surfaces as the plain I/O error it is.
+    let text = serde_json::to_string_pretty(value)?;
+    writeln!(std::io::stdout().lock(), "{text}")?;
     Ok(())
 }
 

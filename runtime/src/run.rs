@@ -284,11 +284,7 @@ fn begin(
 /// # Errors
 /// [`RunError::WrongStatus`] unless the run is `running` (interrupted); a changed
 /// bindings file; journal errors.
-pub fn resume(
-    journal: &Journal,
-    run_id: &str,
-    bindings: Option<&Path>,
-) -> Result<RunReport, RunError> {
+pub fn resume(journal: &Journal, run_id: &str) -> Result<RunReport, RunError> {
     let stored = crate::replay::StoredRun::load(journal, run_id)?;
     let meta = &stored.meta;
     if let Some(problem) = journal.verify(run_id)?.problem {
@@ -304,11 +300,10 @@ pub fn resume(
             what: "only an interrupted (running) run can be resumed",
         });
     }
-    let path = bindings
-        .map(Path::to_path_buf)
-        .or_else(|| meta.bindings_path.as_ref().map(Into::into));
-    let bindings = match path {
-        Some(path) => Bindings::from_file(&path)?,
+    // Always the recorded bindings file: a copy elsewhere with the same digest could point
+    // its effects at another ledger, where the step in flight would act a second time.
+    let bindings = match meta.bindings_path.as_ref().map(Path::new) {
+        Some(path) => Bindings::from_file(path)?,
         None => Bindings::empty(),
     };
     if bindings.hash() != meta.bindings {
