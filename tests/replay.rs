@@ -478,3 +478,81 @@ fn a_fork_starts_from_a_checkpoint_with_a_patched_input_and_replays() {
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no checkpoint at step 99"));
 }
+
+/// Attacks: the run summary that `warden runs` and `show` display. Editing the recorded
+/// decision in the `runs` table (not the chained records) must not pass verification.
+#[test]
+fn an_edited_run_summary_fails_verification() {
+    let sandbox = Sandbox::new();
+    let run_id = run_loan(&sandbox, "03-high-pd-decline.json");
+    let (_dir, copy) = copy_db(&sandbox);
+    {
+        let database = Database::create(&copy).expect("open copy");
+        let tx = database.begin_write().expect("write");
+        {
+            let mut runs = tx.open_table(RUNS).expect("runs");
+            let mut meta: RunMeta = decode(
+                runs.get(run_id.as_str())
+                    .expect("get")
+                    .expect("run")
+                    .value(),
+            );
+            meta.state = "approved".into();
+            meta.output = Some(r#"{"decision":"approved"}"#.into());
+            runs.insert(run_id.as_str(), encode(&meta).as_slice())
+                .expect("insert");
+        }
+        tx.commit().expect("commit");
+    }
+    let (code, verification) = warden_on(&copy, &["verify", &run_id]);
+    assert_eq!(code, 12, "{verification:#}");
+    let problem = verification[0]["problem"].as_str().expect("a problem");
+    assert!(problem.contains("summary was altered"), "{problem}");
+}
+
+/// Attacks: a checkpoint row, e.g. to plant a confident inference before a fork. The
+/// chained record holds the checkpoint's digest, so verification names it, and a fork
+/// from that journal is refused.
+#[test]
+fn an_edited_checkpoint_fails_verification_and_cannot_be_forked() {
+    const CHECKPOINTS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("checkpoints");
+    let sandbox = Sandbox::new();
+    let run_id = run_loan(&sandbox, "05-gate-escalates.json");
+    let (_dir, copy) = copy_db(&sandbox);
+    {
+        let database = Database::create(&copy).expect("open copy");
+        let tx = database.begin_write().expect("write");
+        {
+            let mut table = tx.open_table(CHECKPOINTS).expect("checkpoints");
+            let mut checkpoint: warden::checkpoint::Checkpoint = decode(
+                table
+                    .get((run_id.as_str(), 3))
+                    .expect("get")
+                    .expect("checkpoint 3")
+                    .value(),
+            );
+            checkpoint.state = "scoring".into();
+            checkpoint.host_calls += 1;
+            table
+                .insert((run_id.as_str(), 3), encode(&checkpoint).as_slice())
+                .expect("insert");
+        }
+        tx.commit().expect("commit");
+    }
+    let (code, verification) = warden_on(&copy, &["verify", &run_id]);
+    assert_eq!(code, 12, "{verification:#}");
+    assert!(
+        verification[0]["problem"]
+            .as_str()
+            .expect("problem")
+            .contains("checkpoint 3")
+    );
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+        .arg("--db")
+        .arg(&copy)
+        .args(["fork", &run_id, "--at-step", "3"])
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("does not verify"));
+}

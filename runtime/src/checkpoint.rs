@@ -63,49 +63,6 @@ impl Checkpoint {
             &postcard::to_allocvec(self).unwrap_or_default(),
         )
     }
-
-    /// Says how `other` differs from `self`, for a replay divergence report.
-    pub fn difference(&self, other: &Checkpoint) -> String {
-        let mut parts = Vec::new();
-        if self.state != other.state {
-            parts.push(format!("state `{}` vs `{}`", self.state, other.state));
-        }
-        if self.memory_bytes != other.memory_bytes {
-            parts.push(format!(
-                "memory {} vs {} bytes",
-                self.memory_bytes, other.memory_bytes
-            ));
-        }
-        if let Some(page) = self
-            .pages
-            .iter()
-            .zip(&other.pages)
-            .position(|(a, b)| a != b)
-        {
-            parts.push(format!(
-                "memory differs first in page {page} (offset {:#x})",
-                page * PAGE_SIZE
-            ));
-        }
-        if let Some(global) = self
-            .globals
-            .iter()
-            .zip(&other.globals)
-            .position(|(a, b)| a != b)
-        {
-            parts.push(format!(
-                "global {global}: {:?} vs {:?}",
-                self.globals[global], other.globals[global]
-            ));
-        }
-        if self.fuel != other.fuel {
-            parts.push(format!("fuel {} vs {}", self.fuel, other.fuel));
-        }
-        if parts.is_empty() {
-            parts.push("host counters differ".into());
-        }
-        parts.join("; ")
-    }
 }
 
 /// Remembers the last captured image so the next capture hashes only changed pages.

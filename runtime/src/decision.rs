@@ -234,12 +234,11 @@ fn decide(verdict: Verdict, rule: Rule) -> Decision {
 pub fn enforce(policy: &Policy, run: &RunView<'_>, request: &Request) -> Decision {
     use Verdict::{Allow, Deny};
     let finished_guard = || decide(Deny, Rule::AlreadyFinished);
-    let acts = matches!(
+    // After an escalation, nothing the agent does may change the run's course: not an
+    // act, and not an abort either (that would take the run out of the review queue).
+    let acts = !matches!(
         request,
-        Request::Tool { .. }
-            | Request::Model { .. }
-            | Request::Transition { .. }
-            | Request::Finish { .. }
+        Request::Input | Request::State | Request::Log { .. }
     );
     if run.escalated && acts {
         return decide(

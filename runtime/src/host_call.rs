@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use warden_guest::InferenceId;
 use warden_guest::wire::{self, Request, Response};
-use wasmtime::{Caller, Extern, Memory, ResourceLimiter};
+use wasmtime::{Caller, Memory, ResourceLimiter};
 
 use crate::decision::{InferenceRecord, Rule, RunView, Verdict, enforce};
 use crate::effects::Effects;
@@ -158,6 +158,9 @@ pub struct HostState {
     pub transitioned: bool,
     /// Whether a gate sent the run to review in this step.
     pub escalated: bool,
+    /// Whether the guest was stopped inside a host call (its frames still live), so that
+    /// no checkpoint may be taken at the end of this step.
+    pub stopped_mid_step: bool,
     /// The output, once the agent finished.
     pub finished: Option<String>,
     /// The response held for the guest's read.
@@ -188,6 +191,7 @@ impl HostState {
             inferences: Vec::new(),
             transitioned: false,
             escalated: false,
+            stopped_mid_step: false,
             finished: None,
             pending: None,
             journal: StepJournal::default(),
@@ -248,20 +252,14 @@ fn guest_range(memory_bytes: usize, ptr: u32, len: u32) -> Result<Range<usize>, 
     }
 }
 
-fn guest_memory(caller: &mut Caller<'_, HostState>) -> Result<Memory, Halt> {
-    if let Some(memory) = caller.data().memory {
-        return Ok(memory);
-    }
-    match caller.get_export(wire::MEMORY_EXPORT) {
-        Some(Extern::Memory(memory)) => {
-            caller.data_mut().memory = Some(memory);
-            Ok(memory)
-        }
-        _ => Err(caller.data().fail(|step| FailureReason::Fault {
+fn guest_memory(caller: &Caller<'_, HostState>) -> Result<Memory, Halt> {
+    // Set at instantiation; no host call can come earlier (start functions are refused).
+    caller.data().memory.ok_or_else(|| {
+        caller.data().fail(|step| FailureReason::Fault {
             step,
             fault: GuestFault::NoMemory,
-        })),
-    }
+        })
+    })
 }
 
 fn call(caller: &mut Caller<'_, HostState>, ptr: u32, len: u32) -> Result<i64, Halt> {
@@ -348,21 +346,22 @@ fn call(caller: &mut Caller<'_, HostState>, ptr: u32, len: u32) -> Result<i64, H
         Verdict::Allow => state.perform(call, request)?,
     };
     let response = postcard::to_allocvec(&response).unwrap_or_default();
-    if response.len() as u64 > u64::from(budgets.max_response_bytes) {
-        return Err(state.fail(|step| FailureReason::LimitExceeded {
-            step,
-            limit: Limit::ResponseBytes,
-            value: response.len() as u64,
-            max: u64::from(budgets.max_response_bytes),
-        }));
-    }
-    let len = response.len() as i64;
+    let len = response.len();
+    // Journaled even when over budget: the effect has run, and replay answers from it.
     state.push(RecordBody::HostResponse {
         call,
         response: response.clone(),
     })?;
+    if len as u64 > u64::from(budgets.max_response_bytes) {
+        return Err(state.fail(|step| FailureReason::LimitExceeded {
+            step,
+            limit: Limit::ResponseBytes,
+            value: len as u64,
+            max: u64::from(budgets.max_response_bytes),
+        }));
+    }
     state.pending = Some(response);
-    Ok(len)
+    Ok(len as i64)
 }
 
 /// Decodes a request, refusing trailing bytes and non-canonical encodings, so that one

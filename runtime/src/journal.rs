@@ -122,6 +122,10 @@ pub struct Parent {
 }
 
 /// What a record says. Everything but `RunStarted` is compared by replay.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one RunStarted per run; the size of the others does not matter next to their byte payloads"
+)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum RecordBody {
     /// The run's identity: what ran, under which rules, on what.
@@ -133,6 +137,8 @@ pub enum RecordBody {
         policy_name: String,
         policy_version: String,
         bindings: Digest,
+        /// Where the bindings were loaded from (absolute), for `warden resume`.
+        bindings_path: Option<String>,
         input: Digest,
         state: String,
         budgets: Budgets,

@@ -636,7 +636,11 @@ fn replay_command(journal: &Journal, args: &ReplayArgs) -> Result<u8> {
         if meta.status == Status::Running {
             continue;
         }
-        reports.push(warden::replay::replay(journal, &meta.run_id, options())?);
+        // One run that cannot be replayed is a row of the table, not the end of it.
+        reports.push(
+            warden::replay::replay(journal, &meta.run_id, options())
+                .unwrap_or_else(|e| ReplayReport::could_not_load(&meta, &e)),
+        );
     }
     if args.json {
         print_json(&reports)?;

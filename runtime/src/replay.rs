@@ -14,7 +14,6 @@ use serde::Serialize;
 use warden_guest::wire::Request;
 
 use crate::agent::Agent;
-use crate::checkpoint::Checkpoint;
 use crate::digest::Digest;
 use crate::effects::{Effects, Recording};
 use crate::engine;
@@ -40,6 +39,39 @@ pub struct Divergence {
     /// `true` when the re-execution asked a tool or model something the recording cannot
     /// answer (counterfactual replay never invents an answer).
     pub unanswerable: bool,
+}
+
+impl ReplayReport {
+    /// A run that could not be replayed at all (its stored artifacts are missing or do
+    /// not match their digests), as a row of `warden replay --all`.
+    pub fn could_not_load(meta: &RunMeta, error: &RunError) -> ReplayReport {
+        ReplayReport {
+            run_id: meta.run_id.clone(),
+            mode: "exact",
+            from_checkpoint: None,
+            identical: false,
+            steps: 0,
+            records_compared: 0,
+            checkpoints_compared: 0,
+            divergence: Some(Divergence {
+                record: None,
+                step: None,
+                call: None,
+                expected: "a run whose module, policy and input load from the journal".into(),
+                actual: error.to_string(),
+                unanswerable: false,
+            }),
+            original: OutcomeSummary {
+                status: meta.status,
+                state: meta.state.clone(),
+                output: meta.output.clone(),
+                reason: meta.reason.as_ref().map(ToString::to_string),
+            },
+            replayed: None,
+            outcome_changed: false,
+            could_not_replay: true,
+        }
+    }
 }
 
 impl Divergence {
@@ -355,11 +387,41 @@ pub fn replay(
         &stored.input,
         Effects::Recorded(recording),
     );
-    let mut exec =
-        Execution::instantiate(&stored.agent, host).map_err(|reason| RunError::Stored {
-            run_id: run_id.to_string(),
-            what: format!("cannot instantiate the stored agent: {reason}"),
-        })?;
+    let mut exec = match Execution::instantiate(&stored.agent, host) {
+        Ok(exec) => exec,
+        // A run that failed at instantiation replays as that same failure.
+        Err(reason) => {
+            let recorded = records.iter().find_map(|r| match &r.body {
+                RecordBody::Outcome { reason, .. } => Some((r.index, reason.clone())),
+                _ => None,
+            });
+            let divergence = match recorded {
+                Some((_, Some(recorded))) if recorded == reason => None,
+                other => Some(Divergence {
+                    record: other.as_ref().map(|(index, _)| *index),
+                    step: Some(0),
+                    call: None,
+                    expected: format!("{:?}", other.and_then(|(_, r)| r)),
+                    actual: format!("instantiation failed: {reason}"),
+                    unanswerable: false,
+                }),
+            };
+            return Ok(ReplayReport {
+                run_id: run_id.to_string(),
+                mode: "exact",
+                from_checkpoint: None,
+                identical: divergence.is_none(),
+                steps: 0,
+                records_compared: u64::from(divergence.is_none()),
+                checkpoints_compared: 0,
+                divergence,
+                original: summary(&original),
+                replayed: None,
+                outcome_changed: false,
+                could_not_replay: false,
+            });
+        }
+    };
     let mut checkpoints = 0u32;
     if let Some(step) = from_checkpoint {
         let checkpoint =
@@ -369,7 +431,7 @@ pub fn replay(
                     run_id: run_id.to_string(),
                     step,
                 })?;
-        restore_from(journal, &mut exec, &checkpoint, run_id)?;
+        crate::run::restore(journal, &mut exec, &checkpoint, run_id)?;
         exec.host_mut().journal.expected = Some(Expected::new(expected));
     } else {
         // Checkpoint 0 (the freshly instantiated guest) is compared too.
@@ -428,24 +490,6 @@ pub fn replay(
         replayed: None,
         outcome_changed: false,
         could_not_replay: false,
-    })
-}
-
-fn restore_from(
-    journal: &Journal,
-    exec: &mut Execution,
-    checkpoint: &Checkpoint,
-    run_id: &str,
-) -> Result<(), RunError> {
-    exec.restore(checkpoint, |digest| {
-        journal
-            .page(digest)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("memory page {} is missing", digest.short()))
-    })
-    .map_err(|what| RunError::Stored {
-        run_id: run_id.to_string(),
-        what,
     })
 }
 
@@ -540,11 +584,7 @@ fn counterfactual(
         divergence.get_or_insert_with(|| (**d).clone());
     }
     let replayed = OutcomeSummary {
-        status: match &end {
-            StepEnd::Completed => Status::Completed,
-            StepEnd::AwaitingReview => Status::AwaitingReview,
-            _ => Status::Failed,
-        },
+        status: end.status(),
         state,
         output,
         reason: match &end {

@@ -135,12 +135,33 @@ pub fn fork(
     parent: &str,
     step: u32,
 ) -> Result<RunReport, RunError> {
+    let stored = |what: String| RunError::Stored {
+        run_id: parent.to_string(),
+        what,
+    };
+    // The checkpoint is only as trustworthy as the parent's journal.
+    if let Some(problem) = journal.verify(parent)?.problem {
+        return Err(stored(format!(
+            "its journal does not verify, so it cannot be forked: {problem}"
+        )));
+    }
+    if journal.run(parent)?.agent != new.agent.hash {
+        return Err(stored(
+            "a fork must run the parent's agent: its checkpoint is that module's memory (use `warden replay --agent` to try another agent)".into(),
+        ));
+    }
     let checkpoint = journal
         .checkpoint(parent, step)?
         .ok_or_else(|| RunError::NoCheckpoint {
             run_id: parent.to_string(),
             step,
         })?;
+    if new.policy.state(&checkpoint.state).is_none() {
+        return Err(stored(format!(
+            "checkpoint {step} is in state `{}`, which the fork's policy does not declare",
+            checkpoint.state
+        )));
+    }
     begin(
         journal,
         new,
@@ -209,6 +230,7 @@ fn begin(
         policy_name: meta.policy_name.clone(),
         policy_version: meta.policy_version.clone(),
         bindings: meta.bindings,
+        bindings_path: meta.bindings_path.clone(),
         input,
         state: first_state,
         budgets: new.policy.budgets,
@@ -253,11 +275,7 @@ fn begin(
         }
     };
     if let Some((_, checkpoint)) = &parent {
-        exec.restore(checkpoint, |digest| page(journal, digest))
-            .map_err(|what| RunError::Stored {
-                run_id: run_id.clone(),
-                what,
-            })?;
+        restore(journal, &mut exec, checkpoint, &run_id)?;
         // A fork continues the parent's step and call numbering (so inference ids in the
         // guest's memory stay unique) but has its own fuel and journal size.
         let host = exec.host_mut();
@@ -340,47 +358,68 @@ pub fn resume(journal: &Journal, run_id: &str) -> Result<RunReport, RunError> {
             run_id: run_id.to_string(),
             what: format!("cannot re-instantiate the agent: {reason}"),
         })?;
-    exec.restore(&checkpoint, |digest| page(journal, digest))
-        .map_err(|what| RunError::Stored {
-            run_id: run_id.to_string(),
-            what,
-        })?;
-    let mut live = Some(Effects::Live(Arc::new(bindings)));
+    restore(journal, &mut exec, &checkpoint, run_id)?;
     let mut step = step;
-    // Catch up on committed steps without committing them again.
+    // Catch up on committed steps (after the last checkpoint) without committing them
+    // again: each must reproduce its records exactly, against its recorded answers.
     while step < committed {
         step += 1;
-        match exec.run_step(step) {
-            StepEnd::Continue => {
-                if step.is_multiple_of(exec.host().policy.budgets.checkpoint_every.max(1)) {
-                    checkpoint_into(&mut exec, &mut Commit::default(), run_id)?;
-                }
-                exec.take_records();
-            }
-            end => {
-                return Err(RunError::Stored {
-                    run_id: run_id.to_string(),
-                    what: format!(
-                        "re-executing committed step {step} did not reproduce it: {end:?}"
-                    ),
-                });
-            }
+        let end = exec.run_step(step);
+        exec.take_records();
+        if !matches!(end, StepEnd::Continue) {
+            return Err(RunError::Stored {
+                run_id: run_id.to_string(),
+                what: format!(
+                    "re-executing committed step {step} did not reproduce it ({}); run `warden replay {run_id}` to see where it departs",
+                    describe_end(&end)
+                ),
+            });
         }
     }
-    if let Some(effects) = live.take() {
-        let host = exec.host_mut();
-        host.effects = effects;
-        host.journal.expected = None;
+    let expected = exec.host_mut().journal.expected.take().unwrap_or_default();
+    if let Some(divergence) = expected.diverged {
+        return Err(RunError::Stored {
+            run_id: run_id.to_string(),
+            what: format!(
+                "re-executing committed steps departed at record {:?}: expected {}, got {}",
+                divergence.record, divergence.expected, divergence.actual
+            ),
+        });
     }
+    exec.host_mut().effects = Effects::Live(Arc::new(bindings));
     drive_live(journal, run_id, &mut exec, step)?;
     report(journal, run_id)
 }
 
-fn page(journal: &Journal, digest: &Digest) -> Result<Vec<u8>, String> {
-    journal
-        .page(digest)
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("memory page {} is missing from the journal", digest.short()))
+/// A step end in words, for error messages.
+fn describe_end(end: &StepEnd) -> String {
+    match end {
+        StepEnd::Continue => "the step continued".into(),
+        StepEnd::Completed => "the run completed".into(),
+        StepEnd::AwaitingReview => "the run stopped for review".into(),
+        StepEnd::Failed(reason) => format!("failed: {reason}"),
+        StepEnd::Diverged(d) => format!("expected {}, got {}", d.expected, d.actual),
+    }
+}
+
+/// Restores `checkpoint` into a fresh execution, fetching each page from the journal
+/// (each is checked against its digest).
+pub(crate) fn restore(
+    journal: &Journal,
+    exec: &mut Execution,
+    checkpoint: &Checkpoint,
+    run_id: &str,
+) -> Result<(), RunError> {
+    exec.restore(checkpoint, |digest| {
+        journal
+            .page(digest)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("memory page {} is missing from the journal", digest.short()))
+    })
+    .map_err(|what| RunError::Stored {
+        run_id: run_id.to_string(),
+        what,
+    })
 }
 
 /// Takes a checkpoint and pushes its record, discarding the pages (replay).
@@ -478,15 +517,12 @@ pub fn drive(
             exec.run_step(step)
         };
         let mut commit = Commit::default();
-        let status = match &end {
-            StepEnd::Continue => None,
-            StepEnd::Completed => Some(Status::Completed),
-            StepEnd::AwaitingReview => Some(Status::AwaitingReview),
-            StepEnd::Failed(_) => Some(Status::Failed),
-            StepEnd::Diverged(_) => Some(Status::Failed),
-        };
+        let status = Some(end.status()).filter(|s| *s != Status::Running);
+        // A guest stopped inside a host call has live frames: its memory is no state to
+        // continue from, so the last clean checkpoint stays the one to resume from.
         let ends_in_review_or_completion =
-            matches!(end, StepEnd::Completed | StepEnd::AwaitingReview);
+            matches!(end, StepEnd::Completed | StepEnd::AwaitingReview)
+                && !exec.host().stopped_mid_step;
         // A checkpoint at the end of a completed or reviewed run lets a review resume it.
         if ends_in_review_or_completion
             || (status.is_none() && step.is_multiple_of(budgets.checkpoint_every.max(1)))
@@ -554,12 +590,7 @@ fn drive_live(
             host.finished.clone(),
         );
         let step = boundary.step;
-        let status = match &boundary.end {
-            StepEnd::Continue => Status::Running,
-            StepEnd::Completed => Status::Completed,
-            StepEnd::AwaitingReview => Status::AwaitingReview,
-            StepEnd::Failed(_) | StepEnd::Diverged(_) => Status::Failed,
-        };
+        let status = boundary.end.status();
         let reason = match boundary.end {
             StepEnd::Failed(reason) => Some(reason),
             _ => None,

@@ -15,7 +15,7 @@ use crate::digest::Digest;
 use crate::engine;
 use crate::host_call::{Halt, HostState, host_call};
 use crate::journal::RecordBody;
-use crate::outcome::FailureReason;
+use crate::outcome::{FailureReason, Status};
 use crate::policy::StateKind;
 use crate::replay::Divergence;
 use warden_guest::wire;
@@ -33,6 +33,18 @@ pub enum StepEnd {
     Failed(FailureReason),
     /// Replay found a departure from the recording.
     Diverged(Box<Divergence>),
+}
+
+impl StepEnd {
+    /// The run's status after a step that ended this way.
+    pub fn status(&self) -> Status {
+        match self {
+            StepEnd::Continue => Status::Running,
+            StepEnd::Completed => Status::Completed,
+            StepEnd::AwaitingReview => Status::AwaitingReview,
+            StepEnd::Failed(_) | StepEnd::Diverged(_) => Status::Failed,
+        }
+    }
 }
 
 /// The process's one linker: the host-call import and nothing else.
@@ -149,6 +161,7 @@ impl Execution {
             host.step = step;
             host.transitioned = false;
             host.escalated = false;
+            host.stopped_mid_step = false;
             host.halt = None;
             host.pending = None;
             host.limiter.refused = None;
@@ -210,7 +223,8 @@ impl Execution {
         if let Some(halt) = self.store.data_mut().halt.take() {
             if let Halt::AwaitingReview = halt {
                 // The agent was stopped at its first act after an escalation; the step
-                // ends there, as if it had returned.
+                // ends there, as if it had returned, but with its frames still live.
+                self.store.data_mut().stopped_mid_step = true;
                 let state = self.host().state.clone();
                 if let Err(halt) = self.push(RecordBody::StepCommitted { step, fuel, state }) {
                     return halt_end(halt);
@@ -274,6 +288,20 @@ impl Execution {
     ) -> Result<(), String> {
         let wasm_page = checkpoint::PAGE_SIZE as u64;
         let current = self.memory.data_size(&self.store) as u64;
+        if checkpoint.pages.len() as u64 * wasm_page != checkpoint.memory_bytes {
+            return Err(format!(
+                "checkpoint {} lists {} pages for {} bytes of memory; it is inconsistent",
+                checkpoint.step,
+                checkpoint.pages.len(),
+                checkpoint.memory_bytes
+            ));
+        }
+        if checkpoint.memory_bytes < current {
+            return Err(format!(
+                "checkpoint {} has {} bytes of memory, less than the agent starts with ({current}): it was not taken of this agent",
+                checkpoint.step, checkpoint.memory_bytes
+            ));
+        }
         if checkpoint.memory_bytes > current {
             self.memory
                 .grow(

@@ -42,7 +42,10 @@ impl Journal {
         };
         let found = match chain_problem(&meta, &records) {
             Some(found) => Some(found),
-            None => self.checkpoint_problem(run_id, &records)?,
+            None => match summary_problem(&meta, &records) {
+                Some(found) => Some(found),
+                None => self.checkpoint_problem(run_id, &records)?,
+            },
         };
         let (record, problem) = match found {
             Some((record, problem)) => (record, Some(problem)),
@@ -191,4 +194,127 @@ pub(super) fn chain_problem(
         ));
     }
     None
+}
+
+/// The first field of the run's summary (its `runs` entry, which `warden runs`, `show` and
+/// `resume` read) that disagrees with the chained records it summarises.
+fn summary_problem(meta: &RunMeta, records: &[(Record, Digest)]) -> Option<(Option<u64>, String)> {
+    let differs = |index: u64, field: &str, summary: String, record: String| {
+        Some((
+            Some(index),
+            format!(
+                "the run's summary says {field} = {summary} but record {index} says {record} (the summary was altered)"
+            ),
+        ))
+    };
+    if let Some((first, _)) = records.first()
+        && let RecordBody::RunStarted {
+            run_id,
+            agent,
+            policy,
+            policy_text,
+            policy_name,
+            policy_version,
+            bindings,
+            bindings_path,
+            input,
+            parent,
+            ..
+        } = &first.body
+    {
+        let checks: [(&str, String, String); 10] = [
+            ("run_id", meta.run_id.clone(), run_id.clone()),
+            ("agent", meta.agent.to_string(), agent.to_string()),
+            ("policy", meta.policy.to_string(), policy.to_string()),
+            (
+                "policy_text",
+                meta.policy_text.to_string(),
+                policy_text.to_string(),
+            ),
+            ("policy_name", meta.policy_name.clone(), policy_name.clone()),
+            (
+                "policy_version",
+                meta.policy_version.clone(),
+                policy_version.clone(),
+            ),
+            ("bindings", meta.bindings.to_string(), bindings.to_string()),
+            (
+                "bindings_path",
+                format!("{:?}", meta.bindings_path),
+                format!("{bindings_path:?}"),
+            ),
+            ("input", meta.input.to_string(), input.to_string()),
+            (
+                "parent",
+                format!("{:?}", meta.parent),
+                format!("{parent:?}"),
+            ),
+        ];
+        for (field, summary, record) in checks {
+            if summary != record {
+                return differs(0, field, summary, record);
+            }
+        }
+    } else if !records.is_empty() {
+        return Some((Some(0), "the first record is not RunStarted".into()));
+    }
+    let last_checkpoint = records.iter().rev().find_map(|(r, _)| match r.body {
+        RecordBody::Checkpoint { step, .. } => Some((r.index, step)),
+        _ => None,
+    });
+    if let Some((index, step)) = last_checkpoint
+        && meta.last_checkpoint != Some(step)
+    {
+        return differs(
+            index,
+            "last_checkpoint",
+            format!("{:?}", meta.last_checkpoint),
+            format!("Some({step})"),
+        );
+    }
+    let outcome = records.iter().rev().find_map(|(r, _)| match &r.body {
+        RecordBody::Outcome {
+            status,
+            state,
+            output,
+            reason,
+            steps,
+            host_calls,
+            fuel,
+        } => Some((
+            r.index,
+            (*status, state, output, reason, *steps, *host_calls, *fuel),
+        )),
+        _ => None,
+    });
+    match outcome {
+        None if meta.status != crate::outcome::Status::Running => differs(
+            records.len().saturating_sub(1) as u64,
+            "status",
+            meta.status.to_string(),
+            "no outcome (the run is in progress or was interrupted)".into(),
+        ),
+        None => None,
+        Some((index, recorded)) => {
+            let summary = (
+                meta.status,
+                &meta.state,
+                &meta.output,
+                &meta.reason,
+                meta.steps,
+                meta.host_calls,
+                meta.fuel,
+            );
+            if summary == recorded {
+                None
+            } else {
+                differs(
+                    index,
+                    "the outcome",
+                    format!("{summary:?}"),
+                    format!("{recorded:?}"),
+                )
+            }
+        }
+    }
 }

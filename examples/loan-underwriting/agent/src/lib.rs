@@ -110,6 +110,8 @@ struct Underwriter {
     reasons: Vec<String>,
     /// The last transition the agent asked for, to tell its own decisions from a reviewer's.
     proposed: Option<String>,
+    /// Whether a confidence gate sent the agent's proposal to review.
+    escalated: bool,
 }
 
 impl Agent for Underwriter {
@@ -300,7 +302,7 @@ impl Underwriter {
 
     /// In a terminal state: records the decision and what it rests on.
     fn decide(&mut self, warden: &mut Warden, state: &str) -> Result<(), Error> {
-        if self.proposed.as_deref() != Some(state) {
+        if self.escalated || self.proposed.as_deref() != Some(state) {
             let proposed = self.proposed.as_deref().unwrap_or("nothing");
             self.reasons.push(format!(
                 "decided in manual review (the agent had proposed {proposed})"
@@ -337,6 +339,8 @@ impl Underwriter {
             None => warden.transition(to),
         };
         if let Err(Error::Escalated { state, .. }) = &result {
+            // The decision is no longer the agent's: whatever a reviewer decides is theirs.
+            self.escalated = true;
             warden.log(
                 LogLevel::Warn,
                 format!("proposed {to}; the confidence gate sent the run to {state}"),
