@@ -204,6 +204,11 @@ impl HostState {
         }
     }
 
+    /// Whether answers come from a recording (replay, or the catch-up of a resume).
+    pub fn replaying(&self) -> bool {
+        matches!(self.effects, Effects::Recorded(_))
+    }
+
     /// Adds a record to the step in flight (checked against replay's expectation).
     pub fn push(&mut self, body: RecordBody) -> Result<(), Halt> {
         let limit = self.policy.budgets.max_journal_bytes;

@@ -20,6 +20,9 @@ use crate::policy::StateKind;
 use crate::replay::Divergence;
 use warden_guest::wire;
 
+/// How much more wall-clock room a replayed step gets than the policy's budget.
+pub const REPLAY_DEADLINE_FACTOR: u64 = 10;
+
 /// How a step ended.
 #[derive(Debug, Clone)]
 pub enum StepEnd {
@@ -180,8 +183,16 @@ impl Execution {
                 trap: format!("cannot set fuel: {e:#}"),
             });
         }
-        self.store
-            .set_epoch_deadline(engine::deadline_ticks(budgets.wall_clock_ms));
+        // Replay may run on a slower or busier machine: the safety stop gets ten times the
+        // room, so that wall-clock time does not make a replay depart from its recording.
+        let room = if self.host().replaying() {
+            REPLAY_DEADLINE_FACTOR
+        } else {
+            1
+        };
+        self.store.set_epoch_deadline(engine::deadline_ticks(
+            budgets.wall_clock_ms.saturating_mul(room),
+        ));
         let result = self.step_fn.call(&mut self.store, ());
         let used = budgets
             .fuel_per_step
