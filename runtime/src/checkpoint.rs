@@ -139,7 +139,7 @@ pub fn write_globals(
 ) -> Result<(), String> {
     if names.len() != values.len() {
         return Err(format!(
-            "checkpoint has {} globals, the agent {}",
+            "the checkpoint has {} mutable globals but the agent has {}: it was not taken of this agent",
             values.len(),
             names.len()
         ));

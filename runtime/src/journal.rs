@@ -78,7 +78,7 @@ pub enum JournalError {
         path: PathBuf,
     },
     /// A write was attempted on a journal opened read-only.
-    #[error("journal {path} is open read-only")]
+    #[error("journal {path} was opened read-only; this command needs to write to it")]
     ReadOnly {
         /// The database file.
         path: PathBuf,
@@ -87,7 +87,7 @@ pub enum JournalError {
     #[error("no run `{0}` in this journal (see `warden runs`)")]
     NoSuchRun(String),
     /// A run id is already taken.
-    #[error("run `{0}` already exists")]
+    #[error("run `{0}` already exists in this journal; start the run again for a fresh id")]
     RunExists(String),
 }
 
@@ -180,30 +180,49 @@ pub enum RecordBody {
 /// The summary of a run kept beside its records, for listing and resuming.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunMeta {
+    /// The run id (UTC time of start plus six hex digits).
     pub run_id: String,
+    /// Where the run stands.
     pub status: Status,
+    /// The state it is in now (or ended in).
     pub state: String,
+    /// Digest of the agent module, stored in the blobs table under it.
     pub agent: Digest,
+    /// Canonical digest of the policy (see `Policy::hash`).
     pub policy: Digest,
+    /// Digest of the policy file as written, stored in the blobs table.
     pub policy_text: Digest,
+    /// `policy.name` of the policy.
     pub policy_name: String,
+    /// `policy.version` of the policy.
     pub policy_version: String,
+    /// Digest of the bindings and the files they reference (not ledgers).
     pub bindings: Digest,
     /// Where the bindings were loaded from, for `warden resume`.
     pub bindings_path: Option<String>,
+    /// Digest of the input JSON, stored in the blobs table.
     pub input: Digest,
+    /// When the run started, ms since the Unix epoch.
     pub created_ms: u64,
+    /// When it was last committed, ms since the Unix epoch.
     pub updated_ms: u64,
+    /// Steps committed.
     pub steps: u32,
+    /// Host calls made in committed steps.
     pub host_calls: u32,
+    /// Fuel used by committed steps.
     pub fuel: u64,
     /// Number of records.
     pub records: u64,
     /// Digest of the last record.
     pub head: Digest,
+    /// The step of the latest checkpoint (where `warden resume` starts).
     pub last_checkpoint: Option<u32>,
+    /// The agent's output (JSON text), once completed.
     pub output: Option<String>,
+    /// Why it failed, if it did.
     pub reason: Option<FailureReason>,
+    /// The run and checkpoint it was forked from, if any.
     pub parent: Option<Parent>,
 }
 

@@ -168,10 +168,15 @@ fn call_of(body: &RecordBody) -> Option<u64> {
 /// A run as stored: everything needed to re-execute it without the outside world.
 #[derive(Debug)]
 pub struct StoredRun {
+    /// The run's summary.
     pub meta: RunMeta,
+    /// The stored agent module, loaded.
     pub agent: Agent,
+    /// The stored policy, parsed.
     pub policy: Arc<Policy>,
+    /// The stored policy text.
     pub policy_text: String,
+    /// The stored input JSON.
     pub input: String,
 }
 
@@ -288,26 +293,36 @@ pub struct ReplayOptions {
 /// The outcome part of a report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct OutcomeSummary {
+    /// Where the run ended.
     pub status: Status,
+    /// The state it ended in.
     pub state: String,
+    /// Its output (JSON text).
     pub output: Option<String>,
+    /// Why it failed, in words.
     pub reason: Option<String>,
 }
 
 /// What a replay found.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReplayReport {
+    /// The run replayed.
     pub run_id: String,
     /// `exact` or `counterfactual`.
     pub mode: &'static str,
+    /// The checkpoint the replay started from.
     pub from_checkpoint: Option<u32>,
     /// Exact replay: every record reproduced bit for bit.
     pub identical: bool,
+    /// Steps re-executed.
     pub steps: u32,
+    /// Records compared with the recording.
     pub records_compared: u64,
+    /// Checkpoints whose digests were compared.
     pub checkpoints_compared: u32,
     /// The first difference (exact), or the first departure in behaviour (counterfactual).
     pub divergence: Option<Divergence>,
+    /// The recorded outcome.
     pub original: OutcomeSummary,
     /// What the re-execution came to (counterfactual, or an exact replay that diverged).
     pub replayed: Option<OutcomeSummary>,

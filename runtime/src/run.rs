@@ -77,15 +77,21 @@ pub enum RunError {
 /// What a run came to, as the CLI and an embedding service show it.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
+    /// The run id.
     pub run_id: String,
+    /// Where the run stands.
     pub status: Status,
+    /// The state it ended in.
     pub state: String,
     /// The agent's output (JSON text) if it finished.
     pub output: Option<String>,
     /// Why it failed, if it did.
     pub reason: Option<FailureReason>,
+    /// Steps run.
     pub steps: u32,
+    /// Host calls made.
     pub host_calls: u32,
+    /// Fuel used.
     pub fuel: u64,
     /// The states the run went through, in order.
     pub path: Vec<String>,
@@ -94,10 +100,13 @@ pub struct RunReport {
 /// What to run.
 #[derive(Debug)]
 pub struct NewRun<'a> {
+    /// The agent to run.
     pub agent: &'a Agent,
+    /// The policy it runs under.
     pub policy: Arc<Policy>,
     /// The policy file's text, stored so the run can be replayed from the journal alone.
     pub policy_text: String,
+    /// The providers of the policy's tools and models.
     pub bindings: Arc<Bindings>,
     /// The run's input, JSON text.
     pub input: String,

@@ -10,10 +10,13 @@ use crate::journal::{Journal, JournalError, Record, RecordBody, RunMeta, Verific
 /// One record, decoded.
 #[derive(Debug, Clone, Serialize)]
 pub struct Entry {
+    /// Position in the run's journal.
     pub index: u64,
     /// Commit time, RFC 3339.
     pub at: String,
+    /// The digest of the previous record, as stored.
     pub prev: Digest,
+    /// This record's digest, recomputed.
     pub digest: Digest,
     /// Whether `prev` equals the previous record's recomputed digest.
     pub prev_ok: bool,
@@ -28,8 +31,11 @@ pub struct Entry {
 /// A run's metadata, its records and the verification of its chain.
 #[derive(Debug, Clone, Serialize)]
 pub struct Timeline {
+    /// The run's summary.
     pub run: RunMeta,
+    /// Every record, decoded.
     pub records: Vec<Entry>,
+    /// The verification of its chain.
     pub verification: Verification,
 }
 

@@ -10,8 +10,11 @@ use crate::digest::Digest;
 /// The result of checking one run's hash chain.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Verification {
+    /// The run verified.
     pub run_id: String,
+    /// Records the run's summary says it has.
     pub records: u64,
+    /// The digest of its last record.
     pub head: Digest,
     /// The first problem found, or `None` when every record checks out.
     pub problem: Option<String>,
