@@ -1,9 +1,11 @@
 //! Old runs must replay forever: a journal written by format version 1 (a fixture kept
 //! in `tests/compat/`) still verifies and replays bit for bit with today's code.
 
+mod support;
+
 use std::io::Read;
 
-use serde_json::Value;
+use support::warden_json_on as warden;
 
 fn fixture(dir: &std::path::Path) -> std::path::PathBuf {
     let gz =
@@ -15,19 +17,6 @@ fn fixture(dir: &std::path::Path) -> std::path::PathBuf {
     let db = dir.join("journal-v1.redb");
     std::fs::write(&db, bytes).expect("write");
     db
-}
-
-fn warden(db: &std::path::Path, args: &[&str]) -> (i32, Value) {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
-        .arg("--db")
-        .arg(db)
-        .args(args)
-        .arg("--json")
-        .output()
-        .expect("run warden");
-    let json = serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&output.stderr)));
-    (output.status.code().unwrap_or(-1), json)
 }
 
 #[test]

@@ -6,7 +6,7 @@ mod support;
 
 use redb::{Database, ReadableTable, TableDefinition};
 use serde_json::{Value, json};
-use support::{Sandbox, loan_example, policy_path};
+use support::{Sandbox, loan_example, policy_path, warden_json_on as warden_on};
 use warden::digest::Digest;
 use warden::journal::{Journal, Record, RecordBody, RunMeta};
 use warden::replay::{ReplayOptions, replay};
@@ -101,19 +101,6 @@ fn copy_db(sandbox: &Sandbox) -> (tempfile::TempDir, std::path::PathBuf) {
     let copy = dir.path().join("copy.redb");
     std::fs::copy(sandbox.db(), &copy).expect("copy");
     (dir, copy)
-}
-
-fn warden_on(db: &std::path::Path, args: &[&str]) -> (i32, Value) {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
-        .arg("--db")
-        .arg(db)
-        .args(args)
-        .arg("--json")
-        .output()
-        .expect("run warden");
-    let json = serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|_| panic!("no JSON: {}", String::from_utf8_lossy(&output.stderr)));
-    (output.status.code().unwrap_or(-1), json)
 }
 
 #[test]

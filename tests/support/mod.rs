@@ -29,6 +29,20 @@ pub fn loan_example() -> PathBuf {
     workspace().join("examples/loan-underwriting")
 }
 
+/// Runs `warden --db DB ARGS --json` (the real binary) on any journal, parsing its output.
+pub fn warden_json_on(db: &Path, args: &[&str]) -> (i32, Value) {
+    let output = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .arg("--json")
+        .output()
+        .expect("run warden");
+    let json = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|_| panic!("no JSON: {}", String::from_utf8_lossy(&output.stderr)));
+    (output.status.code().unwrap_or(-1), json)
+}
+
 /// A temporary directory with a journal and a private copy of `tests/fixtures`.
 pub struct Sandbox {
     pub dir: tempfile::TempDir,
