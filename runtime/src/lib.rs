@@ -14,6 +14,7 @@ pub mod decision;
 pub mod digest;
 pub mod effects;
 pub mod engine;
+pub mod fork;
 pub mod host_call;
 pub mod journal;
 pub mod manifest;

@@ -316,30 +316,22 @@ fn dispatch(cli: &Cli) -> Result<u8> {
             bindings,
             json,
         } => {
-            let journal = journal()?;
-            let stored = usage_if_missing(warden::replay::StoredRun::load(&journal, run_id))?;
-            let mut input: serde_json::Value =
-                serde_json::from_str(&stored.input).context("recorded input")?;
-            if let Some(patch) = input_patch {
-                let patch: serde_json::Value =
-                    usage(serde_json::from_str(patch).context("--input-patch is not JSON"))?;
-                merge_patch(&mut input, patch);
-            }
-            let bindings = match bindings
-                .clone()
-                .or_else(|| stored.meta.bindings_path.as_ref().map(PathBuf::from))
-            {
-                Some(path) => usage(Bindings::from_file(&path))?,
-                None => Bindings::empty(),
+            let input_patch = match input_patch {
+                Some(text) => Some(usage(
+                    serde_json::from_str(text).context("--input-patch is not JSON"),
+                )?),
+                None => None,
             };
-            let new = NewRun {
-                agent: &stored.agent,
-                policy: stored.policy.clone(),
-                policy_text: stored.policy_text.clone(),
-                bindings: Arc::new(bindings),
-                input: input.to_string(),
+            let request = warden::fork::ForkRequest {
+                parent: run_id,
+                step: *at_step,
+                input_patch,
+                bindings: bindings.as_deref(),
             };
-            let report = usage_if_missing(run::fork(&journal, new, run_id, *at_step))?;
+            let report = match warden::fork::fork_from(&journal()?, request) {
+                Err(e @ (run::RunError::Bindings(_) | run::RunError::Input(_))) => usage(Err(e))?,
+                other => usage_if_missing(other)?,
+            };
             render_report(&report, *json)
         }
         Command::Verify { run_id, all, json } => {
@@ -410,21 +402,6 @@ fn usage_if_missing<T, E: Into<anyhow::Error>>(result: Result<T, E>) -> Result<T
             e
         }
     })
-}
-
-fn merge_patch(target: &mut serde_json::Value, patch: serde_json::Value) {
-    match (target, patch) {
-        (serde_json::Value::Object(target), serde_json::Value::Object(patch)) => {
-            for (key, value) in patch {
-                if value.is_null() {
-                    target.remove(&key);
-                } else {
-                    merge_patch(target.entry(key).or_insert(serde_json::Value::Null), value);
-                }
-            }
-        }
-        (target, patch) => *target = patch,
-    }
 }
 
 fn run_command(journal: &Journal, args: &RunArgs) -> Result<u8> {

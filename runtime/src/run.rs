@@ -134,57 +134,7 @@ pub fn start(journal: &Journal, new: NewRun<'_>) -> Result<RunReport, RunError> 
     begin(journal, new, None)
 }
 
-/// Starts a new run from checkpoint `step` of run `parent` (time travel), with `input`.
-///
-/// # Errors
-/// As [`start`], plus a missing checkpoint.
-pub fn fork(
-    journal: &Journal,
-    new: NewRun<'_>,
-    parent: &str,
-    step: u32,
-) -> Result<RunReport, RunError> {
-    let stored = |what: String| RunError::Stored {
-        run_id: parent.to_string(),
-        what,
-    };
-    // The checkpoint is only as trustworthy as the parent's journal.
-    if let Some(problem) = journal.verify(parent)?.problem {
-        return Err(stored(format!(
-            "its journal does not verify, so it cannot be forked: {problem}"
-        )));
-    }
-    if journal.run(parent)?.agent != new.agent.hash {
-        return Err(stored(
-            "a fork must run the parent's agent: its checkpoint is that module's memory (use `warden replay --agent` to try another agent)".into(),
-        ));
-    }
-    let checkpoint = journal
-        .checkpoint(parent, step)?
-        .ok_or_else(|| RunError::NoCheckpoint {
-            run_id: parent.to_string(),
-            step,
-        })?;
-    if new.policy.state(&checkpoint.state).is_none() {
-        return Err(stored(format!(
-            "checkpoint {step} is in state `{}`, which the fork's policy does not declare",
-            checkpoint.state
-        )));
-    }
-    begin(
-        journal,
-        new,
-        Some((
-            Parent {
-                run_id: parent.to_string(),
-                step,
-            },
-            checkpoint,
-        )),
-    )
-}
-
-fn begin(
+pub(crate) fn begin(
     journal: &Journal,
     new: NewRun<'_>,
     parent: Option<(Parent, Checkpoint)>,
