@@ -543,3 +543,49 @@ fn an_edited_checkpoint_fails_verification_and_cannot_be_forked() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("does not verify"));
 }
+
+/// Regression: a fork that fails at instantiation recorded the policy's initial state in
+/// its outcome while its summary held the checkpoint's state, so `verify` took the honest
+/// run for a tampered one. The summary of an ended run now comes from its Outcome record.
+#[test]
+fn a_fork_that_fails_at_instantiation_still_verifies() {
+    let sandbox = Sandbox::new();
+    let journal = sandbox.journal();
+    let parent = sandbox.run_in(
+        &journal,
+        warden_test_guests::COUNTER,
+        "test-basic.toml",
+        &json!({"steps": 3, "amount": 1}),
+    );
+    let engine = warden::engine::engine().expect("engine");
+    let agent =
+        warden::agent::Agent::from_file(engine, std::path::Path::new(warden_test_guests::COUNTER))
+            .expect("agent");
+    let text = std::fs::read_to_string(policy_path("test-basic.toml"))
+        .expect("policy")
+        .replace("memory_bytes = 16_777_216", "memory_bytes = 65_536");
+    let policy = warden::policy::Policy::parse(&text, "tiny-memory").expect("policy");
+    let new = warden::run::NewRun {
+        agent: &agent,
+        policy: std::sync::Arc::new(policy),
+        policy_text: text.clone(),
+        bindings: std::sync::Arc::new(
+            warden::bindings::Bindings::from_file(&sandbox.bindings()).expect("bindings"),
+        ),
+        input: json!({"steps": 3, "amount": 1}).to_string(),
+    };
+    let fork = warden::fork::fork(&journal, new, &parent.run_id, 2).expect("fork runs");
+    assert_eq!(fork.status, warden::outcome::Status::Failed);
+    assert!(
+        matches!(
+            fork.reason,
+            Some(warden::outcome::FailureReason::MemoryLimit { .. })
+        ),
+        "{fork:#?}"
+    );
+    assert_eq!(
+        fork.state, "working",
+        "the fork failed in its checkpoint's state"
+    );
+    assert_eq!(journal.verify(&fork.run_id).expect("verify").problem, None);
+}

@@ -499,7 +499,8 @@ impl Journal {
 
     /// Appends a step's worth of records, blobs, pages and a checkpoint (creating the run
     /// first if `commit.create` says so), and updates the run's metadata with `update`, in
-    /// one durable transaction. Returns the new metadata.
+    /// one durable transaction. An `Outcome` record sets the summary's outcome fields
+    /// itself, after `update`. Returns the new metadata.
     ///
     /// # Errors
     /// [`JournalError::NoSuchRun`], redb errors. Nothing is written unless all is.
@@ -523,8 +524,29 @@ impl Journal {
                 (Some(bytes), None) => self.decode(format!("run {run_id}"), &bytes)?,
                 (None, None) => return Err(JournalError::NoSuchRun(run_id.to_string())),
             };
+            update(&mut meta);
             let mut records = tx.open_table(RECORDS).map_err(|e| self.err(e))?;
             for body in commit.records {
+                // The summary of an ended run is its Outcome record, field for field, so
+                // the two can never disagree (verification checks that they don't).
+                if let RecordBody::Outcome {
+                    status,
+                    state,
+                    output,
+                    reason,
+                    steps,
+                    host_calls,
+                    fuel,
+                } = &body
+                {
+                    meta.status = *status;
+                    meta.state.clone_from(state);
+                    meta.output.clone_from(output);
+                    meta.reason.clone_from(reason);
+                    meta.steps = *steps;
+                    meta.host_calls = *host_calls;
+                    meta.fuel = *fuel;
+                }
                 let record = Record {
                     index: meta.records,
                     prev: meta.head,
@@ -567,7 +589,6 @@ impl Journal {
                     .map_err(|e| self.err(e))?;
                 meta.last_checkpoint = Some(checkpoint.step);
             }
-            update(&mut meta);
             meta.updated_ms = at_ms;
             runs.insert(run_id, encode(&Stored::V1(&meta)).as_slice())
                 .map_err(|e| self.err(e))?;

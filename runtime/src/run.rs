@@ -210,26 +210,17 @@ pub(crate) fn begin(
     let mut exec = match Execution::instantiate(new.agent, host) {
         Ok(exec) => exec,
         Err(reason) => {
+            let meta_state = meta.state.clone();
             let commit = Commit {
                 create: Some(meta),
                 records: vec![
                     started,
-                    outcome_record(
-                        Status::Failed,
-                        &new.policy.initial,
-                        None,
-                        Some(reason.clone()),
-                        0,
-                        0,
-                        0,
-                    ),
+                    outcome_record(Status::Failed, &meta_state, None, Some(reason), 0, 0, 0),
                 ],
                 blobs,
                 ..Commit::default()
             };
-            journal.commit(&run_id, commit, |m| {
-                finish_meta(m, Status::Failed, None, Some(reason))
-            })?;
+            journal.commit(&run_id, commit, |_| {})?;
             return report(journal, &run_id);
         }
     };
@@ -428,17 +419,6 @@ fn outcome_record(
     }
 }
 
-fn finish_meta(
-    meta: &mut RunMeta,
-    status: Status,
-    output: Option<String>,
-    reason: Option<FailureReason>,
-) {
-    meta.status = status;
-    meta.output = output;
-    meta.reason = reason;
-}
-
 /// What happens at one step boundary, shared by live runs and replays.
 #[derive(Debug)]
 pub struct Boundary {
@@ -476,6 +456,7 @@ pub fn drive(
             exec.run_step(step)
         };
         let mut commit = Commit::default();
+        let steps = step.min(budgets.max_steps);
         let status = Some(end.status()).filter(|s| *s != Status::Running);
         // A guest stopped inside a host call has live frames: its memory is no state to
         // continue from, so the last clean checkpoint stays the one to resume from.
@@ -501,7 +482,7 @@ pub fn drive(
                 &host.state,
                 host.finished.clone(),
                 reason,
-                step.min(budgets.max_steps),
+                steps,
                 host.host_calls,
                 host.fuel,
             );
@@ -519,7 +500,6 @@ pub fn drive(
         }
         commit.records = exec.take_records();
         let done = !matches!(end, StepEnd::Continue);
-        let steps = step.min(budgets.max_steps);
         let go_on = at_boundary(
             exec,
             Boundary {
@@ -542,26 +522,14 @@ fn drive_live(
 ) -> Result<(), RunError> {
     drive(exec, from, run_id, |exec, boundary| {
         let host = exec.host();
-        let (state, host_calls, fuel, output) = (
-            host.state.clone(),
-            host.host_calls,
-            host.fuel,
-            host.finished.clone(),
-        );
+        let (state, host_calls, fuel) = (host.state.clone(), host.host_calls, host.fuel);
         let step = boundary.step;
-        let status = boundary.end.status();
-        let reason = match boundary.end {
-            StepEnd::Failed(reason) => Some(reason),
-            _ => None,
-        };
+        // An ended run's summary comes from its Outcome record (see `Journal::commit`).
         journal.commit(run_id, boundary.commit, |meta| {
             meta.state = state;
             meta.steps = step;
             meta.host_calls = host_calls;
             meta.fuel = fuel;
-            if status != Status::Running {
-                finish_meta(meta, status, output, reason);
-            }
         })?;
         Ok(true)
     })?;
