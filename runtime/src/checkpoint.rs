@@ -82,6 +82,12 @@ pub struct Capture {
 }
 
 impl PageTracker {
+    /// A tracker whose previous image is `image`, whose pages have the given digests
+    /// (already checked by the caller), as after restoring a checkpoint.
+    pub fn primed(image: Vec<u8>, digests: Vec<Digest>) -> PageTracker {
+        PageTracker { image, digests }
+    }
+
     /// Captures `memory`, comparing each page with the previous image first.
     pub fn capture(&mut self, memory: &[u8]) -> Capture {
         self.image.resize(memory.len(), 0);

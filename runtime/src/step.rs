@@ -353,8 +353,8 @@ impl Execution {
             &self.globals,
             &checkpoint.globals,
         )?;
-        self.tracker = PageTracker::default();
-        self.tracker.capture(&image);
+        // Every page was just checked against its digest: no need to hash them again.
+        self.tracker = PageTracker::primed(image, checkpoint.pages.clone());
         let host = self.store.data_mut();
         host.step = checkpoint.step;
         host.state.clone_from(&checkpoint.state);
