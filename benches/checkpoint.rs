@@ -4,9 +4,14 @@
 //! memory-speed compare over M. The baseline in the same run hashes all of M, which is
 //! what a capture without the comparison would cost.
 
+#![allow(
+    clippy::expect_used,
+    reason = "a benchmark that cannot set itself up should stop at once, saying where"
+)]
+
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use warden::checkpoint::{PAGE_SIZE, PageTracker};
-use warden::digest::Digest;
+use warden::Digest;
+use warden::internals::{BenchPages, PAGE_DOMAIN, PAGE_SIZE};
 
 fn checkpoint(c: &mut Criterion) {
     let mut group = c.benchmark_group("checkpoint");
@@ -22,7 +27,7 @@ fn checkpoint(c: &mut Criterion) {
                 b.iter(|| {
                     memory
                         .chunks(PAGE_SIZE)
-                        .map(|p| Digest::of("warden-page-v1", p))
+                        .map(|p| Digest::of(PAGE_DOMAIN, p))
                         .collect::<Vec<_>>()
                 })
             },
@@ -31,7 +36,7 @@ fn checkpoint(c: &mut Criterion) {
             if dirty > pages {
                 continue;
             }
-            let mut tracker = PageTracker::default();
+            let mut tracker = BenchPages::default();
             tracker.capture(&memory);
             let mut round = 0u8;
             let mut stored = 0usize;
@@ -45,9 +50,9 @@ fn checkpoint(c: &mut Criterion) {
                         for k in 0..dirty {
                             memory[(k * pages / dirty) * PAGE_SIZE + 7] = round;
                         }
-                        let capture = tracker.capture(&memory);
-                        stored = capture.changed.iter().map(|(_, bytes)| bytes.len()).sum();
-                        capture.pages.len()
+                        let (pages, bytes) = tracker.capture(&memory);
+                        stored = bytes;
+                        pages
                     })
                 },
             );

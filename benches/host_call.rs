@@ -8,16 +8,17 @@
 //!   two journal records, response encode and write-back (the step's redb commit is not
 //!   included; see the `step_commit` group for that).
 
+#![allow(
+    clippy::expect_used,
+    reason = "a benchmark that cannot set itself up should stop at once, saying where"
+)]
+
 use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use warden::agent::Agent;
-use warden::bindings::Bindings;
-use warden::effects::Effects;
-use warden::host_call::HostState;
-use warden::policy::Policy;
-use warden::step::Execution;
-use wasmtime::{Caller, Linker, Module, Store};
+use warden::internals::BenchExecution;
+use warden::{Agent, Policy};
+use wasmtime::{Caller, Config, Engine, Linker, Module, Store};
 
 const CALLS: u32 = 1_000;
 
@@ -53,7 +54,10 @@ terminal = true
 "#;
 
 fn host_calls(c: &mut Criterion) {
-    let engine = warden::engine::engine().expect("engine");
+    // The baseline runs on an engine configured as Warden's (fuel and epochs on).
+    let mut config = Config::new();
+    config.consume_fuel(true).epoch_interruption(true);
+    let engine = &Engine::new(&config).expect("engine");
     let wat = guest();
     let mut group = c.benchmark_group("host_call");
     group.throughput(Throughput::Elements(u64::from(CALLS)));
@@ -84,27 +88,10 @@ fn host_calls(c: &mut Criterion) {
     });
 
     // Warden: decode, enforce, journal, respond, for every call.
-    let agent = Agent::from_bytes(engine, wat.as_bytes()).expect("agent");
+    let agent = Agent::from_bytes(wat.as_bytes()).expect("agent");
     let policy = Arc::new(Policy::parse(POLICY, "bench").expect("policy"));
-    let host = HostState::new(
-        "bench",
-        policy,
-        "{}",
-        Effects::Live(Arc::new(Bindings::empty())),
-    );
-    let mut exec = Execution::instantiate(&agent, host).expect("instantiate");
-    group.bench_function("warden", |b| {
-        b.iter(|| {
-            {
-                let host = exec.host_mut();
-                host.host_calls = 0;
-                host.journal.bytes = 0;
-            }
-            let end = exec.run_step(1);
-            exec.take_records();
-            end
-        })
-    });
+    let mut exec = BenchExecution::new(&agent, policy);
+    group.bench_function("warden", |b| b.iter(|| exec.step()));
     group.finish();
 }
 

@@ -1,10 +1,8 @@
 //! The command line as a new user meets it: configuration mistakes are refused with the
 //! file, line and field named and exit code 2; `--help` teaches; listing filters work.
 
-mod support;
-
+use crate::support::{Sandbox, policy_path};
 use serde_json::json;
-use support::{Sandbox, policy_path};
 
 const VALID_POLICY: &str = r#"[policy]
 name = "cli-test"
@@ -237,15 +235,24 @@ fn help_teaches_the_exit_codes_and_runs_filters_by_status() {
 #[test]
 fn inspecting_a_journal_that_does_not_exist_says_so_and_creates_nothing() {
     let sandbox = Sandbox::new();
-    for args in [&["show", "x"][..], &["replay", "x"], &["verify", "x"]] {
+    for args in [
+        &["show", "x"][..],
+        &["replay", "x"],
+        &["verify", "x"],
+        &["runs"],
+    ] {
         let output = sandbox.warden(args);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains("there is no journal at"), "{stderr}");
     }
-    // No journal yet is no runs yet.
-    assert_eq!(sandbox.warden_json(&["runs"]), (0, json!([])));
-    assert_eq!(sandbox.warden_json(&["verify", "--all"]), (0, json!([])));
+    // A mistyped --db must not look like an empty journal: listing says there is none.
+    for args in [&["runs"][..], &["verify", "--all"], &["replay", "--all"]] {
+        let output = sandbox.warden(args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("there is no journal at"), "{stderr}");
+    }
     assert!(
         !sandbox.db().exists(),
         "inspection must not create a journal"

@@ -1,11 +1,9 @@
 //! Old runs must replay forever: a journal written by format version 1 (a fixture kept
 //! in `tests/compat/`) still verifies and replays bit for bit with today's code.
 
-mod support;
-
 use std::io::Read;
 
-use support::warden_json_on as warden;
+use crate::support::warden_json_on as warden;
 
 fn fixture(dir: &std::path::Path) -> std::path::PathBuf {
     let gz =
@@ -40,7 +38,7 @@ fn a_version_1_journal_verifies_and_replays_bit_for_bit() {
     let (code, replays) = warden(&db, &["replay", "--all"]);
     assert_eq!(code, 0, "{replays:#}");
     for replay in replays.as_array().expect("reports") {
-        assert_eq!(replay["identical"], true, "{replay:#}");
+        assert_eq!(replay["verdict"], "identical", "{replay:#}");
     }
     for run in runs.as_array().expect("runs") {
         let (code, shown) = warden(&db, &["show", run["run_id"].as_str().expect("id")]);

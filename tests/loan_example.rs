@@ -3,10 +3,8 @@
 //! with its decision, every run replays bit for bit in a fresh process on a copied
 //! database, and a stricter policy changes exactly the applications it should.
 
-mod support;
-
+use crate::support::{Sandbox, loan_example, policy_path, workspace};
 use serde_json::Value;
-use support::{Sandbox, loan_example, policy_path, workspace};
 
 /// (application file, status, final state, decision in the output or failure text).
 const SAMPLES: &[(&str, &str, &str, &str)] = &[
@@ -249,7 +247,7 @@ fn every_sample_replays_bit_for_bit_in_a_fresh_process_on_a_copied_database() {
     let reports: Vec<Value> = serde_json::from_slice(&output.stdout).expect("json");
     assert_eq!(reports.len(), SAMPLES.len());
     for report in &reports {
-        assert_eq!(report["identical"], true, "{report:#}");
+        assert_eq!(report["verdict"], "identical", "{report:#}");
         assert!(report["divergence"].is_null());
         assert!(report["records_compared"].as_u64().expect("count") > 5);
     }
@@ -274,7 +272,7 @@ fn a_stricter_policy_changes_exactly_the_borderline_approval() {
         .as_array()
         .expect("reports")
         .iter()
-        .filter(|r| r["outcome_changed"] == true)
+        .filter(|r| r["verdict"] == "different_outcome")
         .collect();
     assert_eq!(changed.len(), 1, "{reports:#}");
     let change = changed[0];
@@ -289,7 +287,7 @@ fn a_stricter_policy_changes_exactly_the_borderline_approval() {
         "the departure is the gate's decision: {change:#}"
     );
     for report in reports.as_array().expect("reports") {
-        assert_eq!(report["could_not_replay"], false, "{report:#}");
+        assert_ne!(report["verdict"], "could_not_replay", "{report:#}");
     }
     let table = String::from_utf8(
         sandbox

@@ -2,14 +2,12 @@
 //! replays from a checkpoint, determinism across processes and many varied runs,
 //! counterfactual replay that never invents an answer, and page sharing in storage.
 
-mod support;
-
+use crate::support::{Sandbox, loan_example, policy_path, warden_json_on as warden_on};
 use redb::{Database, ReadableTable, TableDefinition};
 use serde_json::{Value, json};
-use support::{Sandbox, loan_example, policy_path, warden_json_on as warden_on};
-use warden::digest::Digest;
-use warden::journal::{Journal, Record, RecordBody, RunMeta};
-use warden::replay::{ReplayOptions, replay};
+use warden::Digest;
+use warden::{Journal, Record, RecordBody, RunMeta};
+use warden::{ReplayOptions, ReplayVerdict, replay};
 use warden_guest::wire::{Request, Response};
 
 // The journal's tables, as documented in docs/journal.md.
@@ -25,6 +23,18 @@ fn decode<T: for<'de> serde::Deserialize<'de>>(bytes: &[u8]) -> T {
 fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     let mut bytes = vec![0];
     bytes.extend(postcard::to_allocvec(value).expect("encodes"));
+    bytes
+}
+
+/// Run summaries are format version 2 (variant index 1).
+fn decode_meta(bytes: &[u8]) -> RunMeta {
+    assert_eq!(bytes.first(), Some(&1), "run summary format version 2");
+    postcard::from_bytes(&bytes[1..]).expect("decodes")
+}
+
+fn encode_meta(meta: &RunMeta) -> Vec<u8> {
+    let mut bytes = vec![1];
+    bytes.extend(postcard::to_allocvec(meta).expect("encodes"));
     bytes
 }
 
@@ -86,9 +96,9 @@ fn tamper(
         }
         if reseal {
             let mut runs = tx.open_table(RUNS).expect("runs");
-            let mut meta: RunMeta = decode(runs.get(run_id).expect("get").expect("run").value());
+            let mut meta = decode_meta(runs.get(run_id).expect("get").expect("run").value());
             meta.head = prev;
-            runs.insert(run_id, encode(&meta).as_slice())
+            runs.insert(run_id, encode_meta(&meta).as_slice())
                 .expect("insert meta");
         }
     }
@@ -131,7 +141,10 @@ fn an_edited_tool_response_fails_replay_at_exactly_that_call() {
     });
     let (code, report) = warden_on(&copy, &["replay", &run_id]);
     assert_eq!(code, 12, "{report:#}");
-    assert_eq!(report["identical"], false);
+    assert_eq!(
+        report["verdict"], "could_not_replay",
+        "a broken chain is no recording"
+    );
     assert_eq!(report["divergence"]["record"], edited, "{report:#}");
     assert_eq!(
         report["divergence"]["call"],
@@ -191,7 +204,7 @@ fn a_resealed_forgery_of_a_host_answer_fails_replay_at_exactly_that_call() {
         .expect("run");
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(
-        text.contains(&format!("DIVERGED at record {edited}")),
+        text.contains("DIVERGED") && text.contains(&format!("departs at record {edited}")),
         "{text}"
     );
 }
@@ -205,18 +218,18 @@ fn replay_from_a_checkpoint_restores_it_and_compares_the_rest() {
         &json!({"steps": 6, "amount": 3}),
     );
     let journal = sandbox.journal();
-    let full = replay(&journal, &report.run_id, ReplayOptions::default()).expect("replay");
-    assert!(full.identical, "{full:#?}");
+    let full = replay(&journal, &report.run_id, &ReplayOptions::default()).expect("replay");
+    assert!((full.verdict == ReplayVerdict::Identical), "{full:#?}");
     let tail = replay(
         &journal,
         &report.run_id,
-        ReplayOptions {
+        &ReplayOptions {
             from_checkpoint: Some(4),
             ..ReplayOptions::default()
         },
     )
     .expect("replay from checkpoint");
-    assert!(tail.identical, "{tail:#?}");
+    assert!((tail.verdict == ReplayVerdict::Identical), "{tail:#?}");
     assert!(tail.records_compared < full.records_compared);
     assert_eq!(
         tail.checkpoints_compared, 3,
@@ -264,8 +277,8 @@ fn the_same_run_in_different_processes_journals_identically() {
         journal.run(&ids[0]).expect("a"),
         journal.run(&ids[1]).expect("b"),
     );
-    assert_eq!(ra.output, rb.output);
-    for step in 0..=ra.steps {
+    assert_eq!(ra.outcome.output, rb.outcome.output);
+    for step in 0..=ra.outcome.steps {
         let ca = journal
             .checkpoint(&ids[0], step)
             .expect("read")
@@ -333,9 +346,9 @@ fn many_varied_runs_replay_bit_for_bit() {
         );
     }
     for id in &ids {
-        let report = replay(&journal, id, ReplayOptions::default()).expect("replay");
+        let report = replay(&journal, id, &ReplayOptions::default()).expect("replay");
         assert!(
-            report.identical,
+            (report.verdict == ReplayVerdict::Identical),
             "run {id} did not replay identically: {report:#?}"
         );
     }
@@ -352,27 +365,26 @@ fn counterfactual_replay_reports_what_the_recording_cannot_answer() {
         "test-basic.toml",
         &json!({"steps": 2, "amount": 5}),
     );
-    let engine = warden::engine::engine().expect("engine");
     let counter =
-        warden::agent::Agent::from_file(engine, std::path::Path::new(warden_test_guests::COUNTER))
-            .expect("load");
+        warden::Agent::from_file(std::path::Path::new(warden_test_guests::COUNTER)).expect("load");
     let report = replay(
         &journal,
         &original.run_id,
-        ReplayOptions {
+        &ReplayOptions {
             agent: Some(counter),
             ..ReplayOptions::default()
         },
     )
     .expect("counterfactual");
-    assert!(report.could_not_replay, "{report:#?}");
-    let replayed = report.replayed.as_ref().expect("replayed outcome");
-    let reason = replayed.reason.as_deref().expect("why it stopped");
     assert!(
-        reason.starts_with("could not replay")
-            && reason.contains("tool disbursement")
-            && reason.contains("\"n\":2"),
-        "{reason}"
+        report.verdict == ReplayVerdict::CouldNotReplay,
+        "{report:#?}"
+    );
+    let replayed = report.replayed.as_ref().expect("replayed outcome");
+    let why = &report.unanswered.as_ref().expect("why it stopped").actual;
+    assert!(
+        replayed.reason.is_none() && why.contains("tool disbursement") && why.contains("\"n\":2"),
+        "{why}"
     );
     let departure = report.divergence.expect("the first departure");
     assert_eq!(
@@ -380,8 +392,9 @@ fn counterfactual_replay_reports_what_the_recording_cannot_answer() {
         Some(1),
         "the new agent departs in step 1: {departure:#?}"
     );
-    assert!(
-        !report.outcome_changed,
+    assert_eq!(
+        report.verdict,
+        ReplayVerdict::CouldNotReplay,
         "an unanswerable run has no outcome to compare"
     );
 }
@@ -398,7 +411,7 @@ fn pages_are_shared_across_runs_and_grow_with_changed_pages_not_steps_times_memo
     );
     let after_one = journal.page_count().expect("count");
     let mut naive = 0u64;
-    for step in 0..=first.steps {
+    for step in 0..=first.outcome.steps {
         naive += journal
             .checkpoint(&first.run_id, step)
             .expect("read")
@@ -478,15 +491,15 @@ fn an_edited_run_summary_fails_verification() {
         let tx = database.begin_write().expect("write");
         {
             let mut runs = tx.open_table(RUNS).expect("runs");
-            let mut meta: RunMeta = decode(
+            let mut meta = decode_meta(
                 runs.get(run_id.as_str())
                     .expect("get")
                     .expect("run")
                     .value(),
             );
-            meta.state = "approved".into();
-            meta.output = Some(r#"{"decision":"approved"}"#.into());
-            runs.insert(run_id.as_str(), encode(&meta).as_slice())
+            meta.outcome.state = "approved".into();
+            meta.outcome.output = Some(r#"{"decision":"approved"}"#.into());
+            runs.insert(run_id.as_str(), encode_meta(&meta).as_slice())
                 .expect("insert");
         }
         tx.commit().expect("commit");
@@ -511,7 +524,7 @@ fn an_edited_checkpoint_fails_verification_and_cannot_be_forked() {
         let tx = database.begin_write().expect("write");
         {
             let mut table = tx.open_table(CHECKPOINTS).expect("checkpoints");
-            let mut checkpoint: warden::checkpoint::Checkpoint = decode(
+            let mut checkpoint: warden::Checkpoint = decode(
                 table
                     .get((run_id.as_str(), 3))
                     .expect("get")
@@ -540,7 +553,7 @@ fn an_edited_checkpoint_fails_verification_and_cannot_be_forked() {
         .args(["fork", &run_id, "--at-step", "3"])
         .output()
         .expect("run");
-    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(output.status.code(), Some(12), "a broken chain");
     assert!(String::from_utf8_lossy(&output.stderr).contains("does not verify"));
 }
 
@@ -557,34 +570,29 @@ fn a_fork_that_fails_at_instantiation_still_verifies() {
         "test-basic.toml",
         &json!({"steps": 3, "amount": 1}),
     );
-    let engine = warden::engine::engine().expect("engine");
-    let agent =
-        warden::agent::Agent::from_file(engine, std::path::Path::new(warden_test_guests::COUNTER))
-            .expect("agent");
     let text = std::fs::read_to_string(policy_path("test-basic.toml"))
         .expect("policy")
         .replace("memory_bytes = 16_777_216", "memory_bytes = 65_536");
-    let policy = warden::policy::Policy::parse(&text, "tiny-memory").expect("policy");
-    let new = warden::run::NewRun {
-        agent: &agent,
-        policy: std::sync::Arc::new(policy),
-        policy_text: text.clone(),
-        bindings: std::sync::Arc::new(
-            warden::bindings::Bindings::from_file(&sandbox.bindings()).expect("bindings"),
-        ),
-        input: json!({"steps": 3, "amount": 1}).to_string(),
+    let policy = warden::Policy::parse(&text, "tiny-memory").expect("policy");
+    let request = warden::ForkRequest {
+        parent: &parent.run_id,
+        step: 2,
+        input_patch: None,
+        bindings: None,
+        submitted_by: None,
+        policy: Some((std::sync::Arc::new(policy), text.clone())),
     };
-    let fork = warden::fork::fork(&journal, new, &parent.run_id, 2).expect("fork runs");
-    assert_eq!(fork.status, warden::outcome::Status::Failed);
+    let fork = warden::fork(&journal, request).expect("fork runs");
+    assert_eq!(fork.outcome.status, warden::Status::Failed);
     assert!(
         matches!(
-            fork.reason,
-            Some(warden::outcome::FailureReason::MemoryLimit { .. })
+            fork.outcome.reason,
+            Some(warden::FailureReason::MemoryLimit { .. })
         ),
         "{fork:#?}"
     );
     assert_eq!(
-        fork.state, "working",
+        fork.outcome.state, "working",
         "the fork failed in its checkpoint's state"
     );
     assert_eq!(journal.verify(&fork.run_id).expect("verify").problem, None);

@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 
 use wasm_encoder::{ExportKind, ExportSection, RawSection};
 use wasmparser::{ExternalKind, Operator, Parser, Payload};
-use wasmtime::{Engine, ExternType, Module, ValType};
+use wasmtime::{ExternType, Module, ValType};
 
-use crate::digest::Digest;
+use crate::digest::{Digest, domain};
 use warden_guest::wire;
 
 /// Prefix of the exports Warden adds for mutable globals: `__warden_global_<index>`.
@@ -71,6 +71,9 @@ pub enum LoadError {
         /// What the module has instead.
         found: String,
     },
+    /// The wasmtime engine could not start on this machine.
+    #[error("the wasmtime engine could not start")]
+    Engine(#[source] wasmtime::Error),
     /// The module has a start function.
     #[error(
         "agent module has a start function (function {0}); agents may run code only inside steps, where every effect is enforced and journaled"
@@ -106,19 +109,25 @@ impl Agent {
     ///
     /// # Errors
     /// [`LoadError`] naming the file, the import, export or instruction at fault.
-    pub fn from_file(engine: &Engine, path: &Path) -> Result<Agent, LoadError> {
+    pub fn from_file(path: &Path) -> Result<Agent, LoadError> {
         let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
             path: path.to_path_buf(),
             source,
         })?;
-        Agent::from_bytes(engine, &bytes)
+        Agent::from_bytes(&bytes)
+    }
+
+    /// The digest that names a module binary: the agent digest recorded in every run.
+    pub fn digest_of(binary: &[u8]) -> Digest {
+        Digest::of(domain::AGENT, binary)
     }
 
     /// Loads an agent from module bytes (binary or WAT text).
     ///
     /// # Errors
     /// [`LoadError`] naming the import, export or instruction at fault.
-    pub fn from_bytes(engine: &Engine, bytes: &[u8]) -> Result<Agent, LoadError> {
+    pub fn from_bytes(bytes: &[u8]) -> Result<Agent, LoadError> {
+        let engine = crate::engine::engine().map_err(LoadError::Engine)?;
         let binary = wat::parse_bytes(bytes)
             .map_err(|e| LoadError::Text(e.to_string()))?
             .into_owned();
@@ -134,7 +143,7 @@ impl Agent {
             .map(|index| format!("{GLOBAL_EXPORT_PREFIX}{index}"))
             .collect();
         Ok(Agent {
-            hash: Digest::of("warden-agent-v1", &binary),
+            hash: Agent::digest_of(&binary),
             bytes: binary,
             module,
             globals,
@@ -356,22 +365,20 @@ mod tests {
         /// answers Ok or a typed refusal, and never panics.
         #[test]
         fn the_loader_never_panics_on_generated_modules(seed in proptest::collection::vec(any::<u8>(), 0..4096)) {
-            let engine = crate::engine::engine().expect("engine");
             let mut data = arbitrary::Unstructured::new(&seed);
             if let Ok(module) = wasm_smith::Module::new(wasm_smith::Config::default(), &mut data) {
                 let bytes = module.to_bytes();
-                match Agent::from_bytes(engine, &bytes) {
+                match Agent::from_bytes(&bytes) {
                     Ok(agent) => prop_assert!(!agent.bytes.is_empty()),
                     Err(error) => prop_assert!(!error.to_string().is_empty()),
                 }
             }
-            let _ = Agent::from_bytes(engine, &seed);
+            let _ = Agent::from_bytes(&seed);
         }
     }
 
     #[test]
     fn mutable_globals_are_exported_for_checkpoints() {
-        let engine = crate::engine::engine().expect("engine");
         let wat = r#"(module
             (import "warden" "host_call" (func (param i32 i32 i32) (result i64)))
             (global $sp (mut i32) (i32.const 1024))
@@ -379,7 +386,7 @@ mod tests {
             (global $acc (mut i64) (i64.const 0))
             (memory (export "memory") 1)
             (func (export "warden_step") (result i32) i32.const 0))"#;
-        let agent = Agent::from_bytes(engine, wat.as_bytes()).expect("loads");
+        let agent = Agent::from_bytes(wat.as_bytes()).expect("loads");
         assert_eq!(
             agent.globals,
             vec!["__warden_global_0", "__warden_global_2"]

@@ -44,7 +44,7 @@ use ledger::Ledger;
 use scorecard::Scorecard;
 
 /// Domain tag of [`Bindings::hash`]; change it if the hashed layout ever changes.
-const HASH_DOMAIN: &[u8] = b"warden.bindings.v1";
+const HASH_DOMAIN: &[u8] = crate::digest::domain::BINDINGS.as_bytes();
 
 /// The providers of one deployment, keyed by the names a policy uses.
 #[derive(Debug)]
@@ -277,6 +277,14 @@ impl Bindings {
         })
     }
 
+    /// The bindings of `path`, or [`Bindings::empty`] when there is no file.
+    pub fn from_optional_file(path: Option<&Path>) -> Result<Bindings, BindingsError> {
+        match path {
+            Some(path) => Bindings::from_file(path),
+            None => Ok(Bindings::empty()),
+        }
+    }
+
     /// Bindings that provide nothing: for agents whose policy declares no capabilities.
     pub fn empty() -> Bindings {
         Bindings {
@@ -505,209 +513,4 @@ fn call_error(kind: CallErrorKind, message: String) -> CallError {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-        let path = dir.join(name);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).expect("mkdir");
-        }
-        std::fs::write(&path, text).expect("write");
-        path
-    }
-
-    const SCORECARD: &str = r#"
-name = "pd"
-version = "1"
-intercept = -1.0
-positive_label = "default"
-negative_label = "repay"
-[[features]]
-name = "dti"
-weight = 2.0
-"#;
-
-    fn deployment(dir: &Path) -> PathBuf {
-        write(
-            dir,
-            "fixtures/bureau.json",
-            r#"{"A-1": {"credit_score": 700}}"#,
-        );
-        write(dir, "models/pd.toml", SCORECARD);
-        write(
-            dir,
-            "bindings.toml",
-            r#"
-[tools.credit_bureau]
-provider = "fixture"
-file = "fixtures/bureau.json"
-key = "applicant_id"
-
-[tools.disbursement]
-provider = "ledger"
-file = "ledger.jsonl"
-
-[models.pd_scorecard]
-provider = "scorecard"
-file = "models/pd.toml"
-"#,
-        )
-    }
-
-    fn names(names: &[&str]) -> BTreeSet<String> {
-        names.iter().map(|n| n.to_string()).collect()
-    }
-
-    #[test]
-    fn loads_every_provider_relative_to_the_bindings_file() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let bindings = Bindings::from_file(&deployment(dir.path())).expect("load");
-        let key = IdempotencyKey {
-            run_id: "r".into(),
-            call_seq: 1,
-        };
-        let record = bindings
-            .call_tool("credit_bureau", r#"{"applicant_id":"A-1"}"#, &key)
-            .expect("fixture");
-        assert_eq!(record, r#"{"credit_score":700}"#);
-        assert!(dir.path().join("ledger.jsonl").exists());
-        let answer = bindings
-            .infer("pd_scorecard", r#"{"dti":0.5}"#)
-            .expect("infer");
-        assert_eq!(answer.confidence, 0.5);
-        assert_eq!(
-            bindings.source(),
-            Some(dir.path().join("bindings.toml").as_path())
-        );
-    }
-
-    #[test]
-    fn covers_names_the_missing_capability_and_the_file() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let bindings = Bindings::from_file(&deployment(dir.path())).expect("load");
-        bindings
-            .covers(&names(&["credit_bureau"]), &names(&["pd_scorecard"]))
-            .expect("covered");
-        let error = bindings
-            .covers(&names(&["credit_bureau", "payments"]), &names(&[]))
-            .expect_err("payments is unbound");
-        let message = error.to_string();
-        assert!(message.contains("tool \"payments\""), "{message}");
-        assert!(message.contains("bindings.toml"), "{message}");
-        let error = Bindings::empty()
-            .covers(&names(&[]), &names(&["pd_scorecard"]))
-            .expect_err("empty bindings bind nothing");
-        assert!(error.to_string().contains("model \"pd_scorecard\""));
-        Bindings::empty()
-            .covers(&names(&[]), &names(&[]))
-            .expect("nothing to cover");
-    }
-
-    #[test]
-    fn hash_changes_when_a_fixture_changes_but_not_when_the_ledger_grows() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = deployment(dir.path());
-        let first = Bindings::from_file(&path).expect("load");
-        assert_eq!(
-            first.hash(),
-            Bindings::from_file(&path).expect("load").hash()
-        );
-        let key = IdempotencyKey {
-            run_id: "r".into(),
-            call_seq: 7,
-        };
-        first.call_tool("disbursement", "{}", &key).expect("effect");
-        assert_eq!(
-            first.hash(),
-            Bindings::from_file(&path).expect("load").hash()
-        );
-
-        write(
-            dir.path(),
-            "fixtures/bureau.json",
-            r#"{"A-1": {"credit_score": 701}}"#,
-        );
-        let changed = Bindings::from_file(&path).expect("load");
-        assert_ne!(first.hash(), changed.hash());
-        assert_ne!(first.hash(), Bindings::empty().hash());
-        assert_eq!(first.hash().to_string().len(), 64);
-    }
-
-    #[test]
-    fn toml_errors_carry_file_line_and_column() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = write(
-            dir.path(),
-            "b.toml",
-            "[tools.x]\nprovider = \"fixture\"\nfile = 3\n",
-        );
-        let message = Bindings::from_file(&path)
-            .expect_err("bad type")
-            .to_string();
-        assert!(message.contains("b.toml:3:8"), "{message}");
-    }
-
-    #[test]
-    fn entry_errors_name_the_entry_and_the_field() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = write(
-            dir.path(),
-            "b.toml",
-            "[models.pd]\nprovider = \"neural\"\nfile = \"m.toml\"\n",
-        );
-        let message = Bindings::from_file(&path).expect_err("unknown").to_string();
-        assert!(
-            message.contains("b.toml:2:12: models.pd.provider"),
-            "{message}"
-        );
-        assert!(message.contains("\"neural\""), "{message}");
-
-        let path = write(
-            dir.path(),
-            "c.toml",
-            "[tools.bureau]\nprovider = \"fixture\"\nfile = \"f.json\"\n",
-        );
-        let message = Bindings::from_file(&path).expect_err("no key").to_string();
-        assert!(message.contains("tools.bureau.key"), "{message}");
-    }
-
-    #[test]
-    fn a_missing_referenced_file_is_named() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = write(
-            dir.path(),
-            "b.toml",
-            "[models.pd]\nprovider = \"scorecard\"\nfile = \"nowhere.toml\"\n",
-        );
-        let message = Bindings::from_file(&path).expect_err("missing").to_string();
-        assert!(message.contains("nowhere.toml"), "{message}");
-    }
-
-    #[test]
-    fn two_tools_cannot_share_a_ledger() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = write(
-            dir.path(),
-            "b.toml",
-            "[tools.a]\nprovider = \"ledger\"\nfile = \"l.jsonl\"\n\
-             [tools.b]\nprovider = \"ledger\"\nfile = \"./l.jsonl\"\n",
-        );
-        let message = Bindings::from_file(&path).expect_err("shared").to_string();
-        assert!(message.contains("already bound to tool \"a\""), "{message}");
-    }
-
-    #[test]
-    fn an_unbound_call_is_unavailable_not_a_panic() {
-        let key = IdempotencyKey {
-            run_id: "r".into(),
-            call_seq: 0,
-        };
-        let error = Bindings::empty()
-            .call_tool("x", "{}", &key)
-            .expect_err("unbound");
-        assert_eq!(error.kind, CallErrorKind::Unavailable);
-        let error = Bindings::empty().infer("m", "{}").expect_err("unbound");
-        assert_eq!(error.kind, CallErrorKind::Unavailable);
-    }
-}
+mod tests;

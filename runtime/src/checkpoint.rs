@@ -12,7 +12,101 @@ use serde::{Deserialize, Serialize};
 use wasmtime::{AsContextMut, Instance, Val};
 
 use crate::decision::InferenceRecord;
-use crate::digest::Digest;
+use crate::digest::{Digest, domain};
+
+/// Why a checkpoint could not be taken or restored. A checkpoint that does not fit the
+/// agent, or whose pages are missing or altered, is refused before any guest code runs.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckpointError {
+    /// The page list does not cover the memory size it claims.
+    #[error(
+        "checkpoint {step} lists {pages} pages for {memory_bytes} bytes of memory; it is inconsistent"
+    )]
+    Inconsistent {
+        /// The checkpoint's step.
+        step: u32,
+        /// Pages listed.
+        pages: usize,
+        /// Memory size claimed.
+        memory_bytes: u64,
+    },
+    /// The checkpoint's memory is smaller than the agent starts with.
+    #[error(
+        "checkpoint {step} has {checkpoint_bytes} bytes of memory, less than the agent starts with ({agent_bytes}): it was not taken of this agent"
+    )]
+    SmallerThanAgent {
+        /// The checkpoint's step.
+        step: u32,
+        /// Its memory size.
+        checkpoint_bytes: u64,
+        /// The fresh instance's memory size.
+        agent_bytes: u64,
+    },
+    /// The checkpoint has another number of mutable globals than the agent.
+    #[error(
+        "the checkpoint has {checkpoint} mutable globals but the agent has {agent}: it was not taken of this agent"
+    )]
+    GlobalCount {
+        /// Globals in the checkpoint.
+        checkpoint: usize,
+        /// Mutable globals of the agent.
+        agent: usize,
+    },
+    /// Memory could not be grown to the checkpoint's size.
+    #[error("cannot grow memory to {bytes} bytes")]
+    Grow {
+        /// The size asked for.
+        bytes: u64,
+        /// wasmtime's error.
+        #[source]
+        source: wasmtime::Error,
+    },
+    /// A page the checkpoint lists is not stored.
+    #[error("memory page {} is missing from the journal", digest.short())]
+    PageMissing {
+        /// The page's digest.
+        digest: Digest,
+    },
+    /// A stored page does not match its digest.
+    #[error("memory page {index} ({}) does not match its digest", digest.short())]
+    PageMismatch {
+        /// Its position in memory.
+        index: usize,
+        /// The digest it should have.
+        digest: Digest,
+    },
+    /// A page could not be read from storage.
+    #[error("memory page {} could not be read", digest.short())]
+    PageUnreadable {
+        /// The page's digest.
+        digest: Digest,
+        /// The storage error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The loader's export of a mutable global is missing.
+    #[error("global export `{name}` is missing")]
+    GlobalMissing {
+        /// The export name.
+        name: String,
+    },
+    /// A mutable global holds a reference, which a checkpoint cannot capture.
+    #[error("global `{name}` holds a reference, which a checkpoint cannot capture")]
+    GlobalReference {
+        /// The export name.
+        name: String,
+    },
+    /// A global could not be set on restore.
+    #[error("cannot restore global `{name}`")]
+    GlobalSet {
+        /// The export name.
+        name: String,
+        /// wasmtime's error.
+        #[source]
+        source: wasmtime::Error,
+    },
+}
 
 /// Size of a checkpoint page: one WebAssembly page.
 pub const PAGE_SIZE: usize = 65_536;
@@ -59,7 +153,7 @@ impl Checkpoint {
     /// The digest recorded in the journal's `Checkpoint` record.
     pub fn digest(&self) -> Digest {
         Digest::of(
-            "warden-checkpoint-v1",
+            domain::CHECKPOINT,
             &postcard::to_allocvec(self).unwrap_or_default(),
         )
     }
@@ -101,7 +195,7 @@ impl PageTracker {
             match self.digests.get(index) {
                 Some(digest) if old == page => pages.push(*digest),
                 _ => {
-                    let digest = Digest::of("warden-page-v1", page);
+                    let digest = Digest::of(domain::PAGE, page);
                     old.copy_from_slice(page);
                     changed.push((digest, page.to_vec()));
                     pages.push(digest);
@@ -118,19 +212,19 @@ pub fn read_globals(
     mut store: impl AsContextMut,
     instance: &Instance,
     names: &[String],
-) -> Result<Vec<GlobalValue>, String> {
+) -> Result<Vec<GlobalValue>, CheckpointError> {
     let mut values = Vec::with_capacity(names.len());
     for name in names {
         let global = instance
             .get_global(&mut store, name)
-            .ok_or_else(|| format!("global export `{name}` missing"))?;
+            .ok_or_else(|| CheckpointError::GlobalMissing { name: name.clone() })?;
         values.push(match global.get(&mut store) {
             Val::I32(v) => GlobalValue::I32(v),
             Val::I64(v) => GlobalValue::I64(v),
             Val::F32(v) => GlobalValue::F32(v),
             Val::F64(v) => GlobalValue::F64(v),
             Val::V128(v) => GlobalValue::V128(v.as_u128()),
-            other => return Err(format!("global `{name}` holds a reference ({other:?}), which a checkpoint cannot capture")),
+            _ => return Err(CheckpointError::GlobalReference { name: name.clone() }),
         });
     }
     Ok(values)
@@ -142,18 +236,17 @@ pub fn write_globals(
     instance: &Instance,
     names: &[String],
     values: &[GlobalValue],
-) -> Result<(), String> {
+) -> Result<(), CheckpointError> {
     if names.len() != values.len() {
-        return Err(format!(
-            "the checkpoint has {} mutable globals but the agent has {}: it was not taken of this agent",
-            values.len(),
-            names.len()
-        ));
+        return Err(CheckpointError::GlobalCount {
+            checkpoint: values.len(),
+            agent: names.len(),
+        });
     }
     for (name, value) in names.iter().zip(values) {
         let global = instance
             .get_global(&mut store, name)
-            .ok_or_else(|| format!("global export `{name}` missing"))?;
+            .ok_or_else(|| CheckpointError::GlobalMissing { name: name.clone() })?;
         let val = match *value {
             GlobalValue::I32(v) => Val::I32(v),
             GlobalValue::I64(v) => Val::I64(v),
@@ -163,7 +256,10 @@ pub fn write_globals(
         };
         global
             .set(&mut store, val)
-            .map_err(|e| format!("cannot restore global `{name}`: {e}"))?;
+            .map_err(|source| CheckpointError::GlobalSet {
+                name: name.clone(),
+                source,
+            })?;
     }
     Ok(())
 }

@@ -40,62 +40,127 @@ pub enum Rule {
     RunProtocol,
     /// The state lists the capability.
     CapabilityAllowed {
+        /// Tool or model.
         kind: CapabilityKind,
+        /// The capability's name.
         name: String,
+        /// The state the run was in.
         state: String,
     },
     /// The policy declares the capability, but not for this state.
     CapabilityNotInState {
+        /// Tool or model.
         kind: CapabilityKind,
+        /// The capability's name.
         name: String,
+        /// The state the run was in.
         state: String,
     },
     /// The policy does not declare the capability at all.
-    CapabilityUndeclared { kind: CapabilityKind, name: String },
+    CapabilityUndeclared {
+        /// Tool or model.
+        kind: CapabilityKind,
+        /// The capability's name.
+        name: String,
+    },
     /// The transition is declared.
-    TransitionAllowed { from: String, to: String },
+    TransitionAllowed {
+        /// The state the run was in.
+        from: String,
+        /// The state asked for.
+        to: String,
+    },
     /// The target is not a state of the policy.
-    TransitionUnknownState { from: String, to: String },
+    TransitionUnknownState {
+        /// The state the run was in.
+        from: String,
+        /// The state asked for.
+        to: String,
+    },
     /// The target is a state, but not one this state may move to.
-    TransitionNotDeclared { from: String, to: String },
+    TransitionNotDeclared {
+        /// The state the run was in.
+        from: String,
+        /// The state asked for.
+        to: String,
+    },
     /// A second transition in one step.
-    OneTransitionPerStep { from: String, to: String },
+    OneTransitionPerStep {
+        /// The state the run was in.
+        from: String,
+        /// The state asked for.
+        to: String,
+    },
     /// Only a reviewer moves a run out of a review state.
-    ReviewStateIsHumanOnly { state: String, to: String },
+    ReviewStateIsHumanOnly {
+        /// The state the run was in.
+        state: String,
+        /// The state asked for.
+        to: String,
+    },
     /// A confidence gate is met by a host-computed inference.
     GateMet {
+        /// The state asked for.
         to: String,
+        /// The gate's model.
         model: String,
+        /// The inference the gate judged.
         inference: InferenceId,
+        /// Its host-computed confidence.
         confidence: f64,
+        /// The gate's `min_confidence`.
         threshold: f64,
     },
     /// A confidence gate is not met: the run goes to the gate's review state.
     GateNotMet {
+        /// The state asked for.
         to: String,
+        /// The gate's model.
         model: String,
+        /// The inference the gate judged.
         inference: Option<InferenceId>,
+        /// Its host-computed confidence.
         confidence: Option<f64>,
+        /// The gate's `min_confidence`.
         threshold: f64,
+        /// The review state the run went to.
         otherwise: String,
     },
     /// The agent cites an inference the host never computed in this run.
-    EvidenceUnknown { to: String, inference: InferenceId },
+    EvidenceUnknown {
+        /// The state asked for.
+        to: String,
+        /// The inference the gate judged.
+        inference: InferenceId,
+    },
     /// The agent cites an inference of another model than the gate's.
     EvidenceWrongModel {
+        /// The state asked for.
         to: String,
+        /// The inference the gate judged.
         inference: InferenceId,
+        /// The gate's model.
         model: String,
+        /// The model the gate needs.
         expected: String,
     },
     /// `finish` in a terminal state.
-    FinishInTerminal { state: String },
+    FinishInTerminal {
+        /// The state the run was in.
+        state: String,
+    },
     /// `finish` is allowed only in a terminal state.
-    FinishOutsideTerminal { state: String },
+    FinishOutsideTerminal {
+        /// The state the run was in.
+        state: String,
+    },
     /// The run already finished; only reads and logs remain possible.
     AlreadyFinished,
     /// A gate sent the run to review in this step; the agent may not act further.
-    AwaitingReview { state: String },
+    AwaitingReview {
+        /// The state the run was in.
+        state: String,
+    },
 }
 
 impl fmt::Display for Rule {

@@ -6,6 +6,29 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+/// The domain tags hashed before content, one per purpose, so that equal bytes used for
+/// different purposes never share a digest. They are part of the journal format
+/// (`docs/journal.md`): a tag never changes; a new layout gets a new tag.
+pub mod domain {
+    /// A journal record: `Record::digest`.
+    pub const RECORD: &str = "warden-record-v1";
+    /// A 64 KiB page of guest memory.
+    pub const PAGE: &str = "warden-page-v1";
+    /// A stored blob: policy text, input.
+    pub const BLOB: &str = "warden-blob-v1";
+    /// An agent module as supplied.
+    pub const AGENT: &str = "warden-agent-v1";
+    /// A checkpoint (page list, globals and host counters).
+    pub const CHECKPOINT: &str = "warden-checkpoint-v1";
+    /// A policy's canonical form.
+    pub const POLICY: &str = "warden-policy-v1";
+    /// A bindings file and the files it references. Its dotted spelling predates the
+    /// others and is kept: it is hashed into every recorded run.
+    pub const BINDINGS: &str = "warden.bindings.v1";
+    /// The random part of a run id (not a content address).
+    pub const RUN_ID: &str = "warden-run-id";
+}
+
 /// A 32-byte blake3 digest. Displays as lowercase hex.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Digest(pub [u8; 32]);
@@ -45,18 +68,33 @@ impl fmt::Debug for Digest {
     }
 }
 
+/// Why text is not a digest.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DigestParseError {
+    /// Not 64 characters long.
+    #[error("a digest is 64 hex digits, got {0} characters")]
+    Length(usize),
+    /// A character that is not a hex digit, near this position.
+    #[error("not a hex digit near position {0}")]
+    NotHex(usize),
+}
+
 impl FromStr for Digest {
-    type Err = String;
+    type Err = DigestParseError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bytes = s.as_bytes();
         if bytes.len() != 64 {
-            return Err(format!("a digest is 64 hex digits, got {}", bytes.len()));
+            return Err(DigestParseError::Length(bytes.len()));
         }
         let mut out = [0u8; 32];
         for (i, pair) in bytes.chunks(2).enumerate() {
-            let text = std::str::from_utf8(pair).map_err(|e| e.to_string())?;
-            out[i] = u8::from_str_radix(text, 16).map_err(|_| format!("not hex: {text:?}"))?;
+            let digit = |b: u8| {
+                (b as char)
+                    .to_digit(16)
+                    .ok_or(DigestParseError::NotHex(2 * i))
+            };
+            out[i] = (digit(pair[0])? * 16 + digit(pair[1])?) as u8;
         }
         Ok(Digest(out))
     }

@@ -1,58 +1,55 @@
 //! Where the answers to tool and model calls come from: the live bindings, or a run's
 //! recording (replay performs no effect).
 //!
-//! Live effects carry an idempotency key (run id + call sequence), so a step re-run after
-//! a crash cannot make an effectful provider act twice.
+//! Upholds invariant 4 (write-ahead, idempotent effects): live effects carry an
+//! idempotency key (run id + call sequence), so a step re-run after a crash cannot make an
+//! effectful provider act twice; and invariant 3: a recording answers only what was
+//! really recorded, never an invented response.
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use warden_guest::InferenceId;
 use warden_guest::wire::{Inference, Request, Response};
 
 use crate::bindings::{Bindings, IdempotencyKey};
-use crate::host_call::{Halt, inference_id};
-use crate::replay::Divergence;
+use crate::recording::{Divergence, Recording};
 
 /// The source of tool and model answers for one execution.
 #[derive(Debug)]
-pub enum Effects {
+pub(crate) enum Effects {
     /// Call the providers of the bindings.
     Live(Arc<Bindings>),
     /// Answer from a recording; never call a provider.
     Recorded(Recording),
 }
 
-/// The tool and model responses of a recorded run.
-#[derive(Debug, Default)]
-pub struct Recording {
-    /// Response bytes by call sequence number (exact replay).
-    pub by_call: BTreeMap<u64, Vec<u8>>,
-    /// Response bytes by request bytes (counterfactual replay: the new agent may ask in
-    /// another order, but only what was asked before can be answered).
-    pub by_request: HashMap<Vec<u8>, Vec<u8>>,
-    /// Exact replay answers by sequence number; counterfactual replay by request.
-    pub exact: bool,
-}
-
 impl Effects {
-    /// Answers an allowed tool or model request made as call number `call`.
-    pub fn answer(&mut self, run_id: &str, call: u64, request: &Request) -> Result<Response, Halt> {
+    /// Answers an allowed tool or model `request` (whose bytes are `request_bytes`) made
+    /// as call number `call`. A recording that has no answer is a divergence.
+    pub fn answer(
+        &mut self,
+        run_id: &str,
+        call: u64,
+        request: &Request,
+        request_bytes: &[u8],
+    ) -> Result<Response, Divergence> {
         match self {
             Effects::Live(bindings) => Ok(live(bindings, run_id, call, request)),
             Effects::Recorded(recording) => {
-                let recorded = if recording.exact {
-                    recording.by_call.get(&call)
-                } else {
-                    let key = postcard::to_allocvec(request).unwrap_or_default();
-                    recording.by_request.get(&key)
-                };
-                let unanswerable =
-                    || Halt::Diverged(Box::new(Divergence::unanswerable(call, request)));
-                let bytes = recorded.ok_or_else(unanswerable)?;
+                let unanswerable = || Divergence::unanswerable(call, request);
+                let bytes = recording
+                    .answer(call, request_bytes)
+                    .ok_or_else(unanswerable)?;
                 postcard::from_bytes(bytes).map_err(|_| unanswerable())
             }
         }
     }
+}
+
+/// The inference id the host gives the model call with sequence number `call`: the same
+/// in every re-execution of the run.
+pub(crate) fn inference_id(call: u64) -> InferenceId {
+    InferenceId(call)
 }
 
 fn live(bindings: &Bindings, run_id: &str, call: u64, request: &Request) -> Response {

@@ -11,6 +11,10 @@ use std::time::Duration;
 
 use wasmtime::{Config, Engine};
 
+/// The engine whose fuel accounting a run's figures follow, recorded in every run. Fuel
+/// is compared by replay, so a run records which engine counted it.
+pub const ENGINE_VERSION: &str = "wasmtime 48.0.8";
+
 /// How often the epoch ticker advances the engine's epoch. A step's wall-clock budget is
 /// rounded up to a whole number of ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -41,7 +45,7 @@ fn config() -> Config {
 ///
 /// # Errors
 /// Fails only if wasmtime rejects the configuration on this platform.
-pub fn engine() -> Result<&'static Engine, wasmtime::Error> {
+pub(crate) fn engine() -> Result<&'static Engine, wasmtime::Error> {
     static ENGINE: OnceLock<Result<Engine, String>> = OnceLock::new();
     ENGINE
         .get_or_init(|| {
@@ -63,7 +67,24 @@ pub fn engine() -> Result<&'static Engine, wasmtime::Error> {
 }
 
 /// Number of epoch ticks that covers `wall_clock_ms`, at least one.
-pub fn deadline_ticks(wall_clock_ms: u64) -> u64 {
+pub(crate) fn deadline_ticks(wall_clock_ms: u64) -> u64 {
     let tick = EPOCH_TICK.as_millis().max(1) as u64;
     wall_clock_ms.div_ceil(tick).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    /// The recorded engine version is the one the workspace actually builds.
+    #[test]
+    fn engine_version_matches_the_lock_file() {
+        let lock = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.lock"))
+            .expect("Cargo.lock");
+        let version = lock
+            .split("[[package]]")
+            .find(|p| p.contains("name = \"wasmtime\"\n"))
+            .and_then(|p| p.lines().find_map(|l| l.strip_prefix("version = ")))
+            .map(|v| v.trim_matches('"').to_string())
+            .expect("wasmtime in Cargo.lock");
+        assert_eq!(super::ENGINE_VERSION, format!("wasmtime {version}"));
+    }
 }

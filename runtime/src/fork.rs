@@ -1,63 +1,20 @@
 //! Fork: a new run from a checkpoint of an old one (time travel), linked to its parent
-//! in the journal. The parent's journal is verified first, so a fork never starts from a
-//! checkpoint that does not check out.
+//! in the journal.
+//!
+//! Upholds invariant 5: the parent's journal is verified first, so a fork never starts
+//! from a checkpoint that does not check out; the fork records its parent and step in its
+//! own first record.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use crate::bindings::Bindings;
+use crate::error::Error;
 use crate::journal::{Journal, Parent};
-use crate::run::{NewRun, RunError, RunReport, begin};
-
-/// Starts a new run from checkpoint `step` of run `parent` (time travel), with `input`.
-///
-/// # Errors
-/// As [`start`], plus a missing checkpoint.
-pub fn fork(
-    journal: &Journal,
-    new: NewRun<'_>,
-    parent: &str,
-    step: u32,
-) -> Result<RunReport, RunError> {
-    let stored = |what: String| RunError::Stored {
-        run_id: parent.to_string(),
-        what,
-    };
-    // The checkpoint is only as trustworthy as the parent's journal.
-    if let Some(problem) = journal.verify(parent)?.problem {
-        return Err(stored(format!(
-            "its journal does not verify, so it cannot be forked: {problem}"
-        )));
-    }
-    if journal.run(parent)?.agent != new.agent.hash {
-        return Err(stored(
-            "a fork must run the parent's agent: its checkpoint is that module's memory (use `warden replay --agent` to try another agent)".into(),
-        ));
-    }
-    let checkpoint = journal
-        .checkpoint(parent, step)?
-        .ok_or_else(|| RunError::NoCheckpoint {
-            run_id: parent.to_string(),
-            step,
-        })?;
-    if new.policy.state(&checkpoint.state).is_none() {
-        return Err(stored(format!(
-            "checkpoint {step} is in state `{}`, which the fork's policy does not declare",
-            checkpoint.state
-        )));
-    }
-    begin(
-        journal,
-        new,
-        Some((
-            Parent {
-                run_id: parent.to_string(),
-                step,
-            },
-            checkpoint,
-        )),
-    )
-}
+use crate::policy::Policy;
+use crate::resolve::NewRun;
+use crate::run::{self, RunReport};
+use crate::stored_run::StoredRun;
 
 /// A fork as a caller asks for it: which run and checkpoint, and what to change.
 #[derive(Debug, Clone)]
@@ -70,36 +27,87 @@ pub struct ForkRequest<'a> {
     pub input_patch: Option<serde_json::Value>,
     /// Bindings for the new run; by default the file the parent recorded.
     pub bindings: Option<&'a Path>,
+    /// Who submits the fork.
+    pub submitted_by: Option<String>,
+    /// Another policy (and its file's text) to run the fork under; by default the
+    /// parent's.
+    pub policy: Option<(Arc<Policy>, String)>,
 }
 
-/// Forks a run with the parent's stored agent and policy, its recorded input patched as
-/// asked, and its bindings unless others are given.
+/// Starts a new run from checkpoint `step` of run `parent` (time travel), with the
+/// parent's stored agent and policy, its recorded input patched as asked, and its
+/// bindings unless others are given.
 ///
 /// # Errors
-/// As [`fork`], plus bindings that cannot be loaded.
-pub fn fork_from(journal: &Journal, request: ForkRequest<'_>) -> Result<RunReport, RunError> {
-    let stored = crate::replay::StoredRun::load(journal, request.parent)?;
+/// A parent whose journal does not verify, a missing checkpoint, a patch that is not an
+/// object, bindings that cannot be loaded; as [`crate::start`] otherwise.
+pub fn fork(journal: &Journal, request: ForkRequest<'_>) -> Result<RunReport, Error> {
+    let parent = request.parent;
+    // The checkpoint is only as trustworthy as the parent's journal.
+    let verification = journal.verify(parent)?;
+    if verification.problem.is_some() {
+        return Err(Error::Unverified {
+            operation: "forked",
+            verification: Box::new(verification),
+        });
+    }
+    let stored = StoredRun::load(journal, parent)?;
     let mut input: serde_json::Value =
-        serde_json::from_str(&stored.input).map_err(|e| RunError::Input(e.to_string()))?;
+        serde_json::from_str(&stored.input).map_err(|e| Error::input(&e))?;
     if let Some(patch) = request.input_patch {
+        if !patch.is_object() {
+            return Err(Error::InputPatch {
+                found: json_type(&patch),
+            });
+        }
         merge_patch(&mut input, patch);
     }
     let path = request
         .bindings
         .map(Path::to_path_buf)
         .or_else(|| stored.meta.bindings_path.as_ref().map(Into::into));
-    let bindings = match path {
-        Some(path) => Bindings::from_file(&path)?,
-        None => Bindings::empty(),
-    };
+    let bindings = Bindings::from_optional_file(path.as_deref())?;
+    let checkpoint =
+        journal
+            .checkpoint(parent, request.step)?
+            .ok_or_else(|| Error::NoCheckpoint {
+                run_id: parent.to_string(),
+                step: request.step,
+            })?;
+    let (policy, policy_text) = request
+        .policy
+        .unwrap_or((stored.policy, stored.policy_text));
+    if policy.state(&checkpoint.state).is_none() {
+        return Err(Error::ForkState {
+            parent: parent.to_string(),
+            step: request.step,
+            state: checkpoint.state,
+        });
+    }
     let new = NewRun {
-        agent: &stored.agent,
-        policy: stored.policy.clone(),
-        policy_text: stored.policy_text.clone(),
+        agent: stored.agent,
+        policy,
+        policy_text,
         bindings: Arc::new(bindings),
         input: input.to_string(),
+        submitted_by: request.submitted_by,
     };
-    fork(journal, new, request.parent, request.step)
+    let origin = Parent {
+        run_id: parent.to_string(),
+        step: request.step,
+    };
+    run::begin(journal, &new, Some((origin, checkpoint)))
+}
+
+fn json_type(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
 }
 
 /// RFC 7386 JSON merge patch: objects merge key by key, `null` removes, anything else

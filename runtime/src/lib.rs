@@ -1,29 +1,91 @@
 //! Warden: runs AI-agent logic compiled to WebAssembly under runtime enforcement.
 //!
-//! One module per concept of the vocabulary in `docs/design.md`: an [`agent`] is loaded
-//! and refused any authority but the host-call import; a [`policy`] is the governance
-//! contract and [`bindings`] provide its tools and models; a [`run`] executes the agent
-//! [`step`] by step; every [`host_call`] and transition is decided by
-//! [`decision::enforce`] and recorded in the [`journal`]; guest memory is captured in a
-//! [`checkpoint`] at step boundaries so that a run can be [`replay`]ed, resumed or forked.
+//! An agent (a Wasm module built against `warden-guest`) runs under a [`Policy`] (the
+//! governance contract) with [`Bindings`] (how the policy's tools and models are provided
+//! here). Every host call and transition is decided by one enforcement function and
+//! recorded in a hash-chained [`Journal`]; guest memory is checkpointed at step
+//! boundaries, so any run can be [`replay`]ed bit for bit, [`resume`]d after a crash, or
+//! [`fork`]ed from a checkpoint. `docs/design.md` maps each module to the invariant it
+//! upholds; `docs/journal.md` documents the file format.
+//!
+//! # Embedding
+//!
+//! ```no_run
+//! use warden::{Journal, ReplayOptions, RunSpec, InputSource};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let journal = Journal::open("warden.redb".as_ref())?;
+//! // An example directory names its agent, policy, bindings and default input.
+//! let spec = RunSpec {
+//!     target: "examples/loan-underwriting".into(),
+//!     input: Some(InputSource::Text(r#"{"applicant_id": "A-1001"}"#.into())),
+//!     ..RunSpec::default()
+//! };
+//! let report = warden::start(&journal, &spec.resolve()?)?;
+//! println!("{} ended {} in {}", report.run_id, report.outcome.status, report.outcome.state);
+//! let replayed = warden::replay(&journal, &report.run_id, &ReplayOptions::default())?;
+//! assert!(replayed.verdict.confirms());
+//! # Ok(())
+//! # }
+//! ```
+#![deny(missing_docs)]
 
-pub mod agent;
-pub mod bindings;
-pub mod checkpoint;
-pub mod decision;
-pub mod digest;
-pub mod effects;
-pub mod engine;
-pub mod fork;
-pub mod host_call;
-pub mod journal;
-pub mod manifest;
-pub mod outcome;
-pub mod policy;
-pub mod replay;
-pub mod run;
-pub mod step;
-pub mod timeline;
+mod agent;
+mod bindings;
+mod checkpoint;
+mod decision;
+mod digest;
+mod driver;
+mod edition;
+mod effects;
+mod engine;
+mod error;
+mod fork;
+mod host_call;
+mod journal;
+mod manifest;
+mod outcome;
+mod policy;
+mod recording;
+mod replay;
+mod resolve;
+mod resume;
+mod run;
+mod step;
+mod stored_run;
+mod timeline;
+
+#[cfg(test)]
+mod architecture;
+#[cfg(feature = "bench")]
+#[doc(hidden)]
+pub mod internals;
+
+pub use agent::{Agent, LoadError};
+pub use bindings::{Bindings, BindingsError};
+pub use checkpoint::{Checkpoint, CheckpointError, GlobalValue};
+pub use decision::{CapabilityKind, Decision, Rule, Verdict};
+pub use digest::{Digest, DigestParseError};
+pub use edition::Edition;
+pub use engine::ENGINE_VERSION;
+pub use error::{Error, ErrorKind};
+pub use fork::{ForkRequest, fork};
+pub use journal::{
+    Journal, JournalError, ModelCard, Parent, Record, RecordBody, RunMeta, RunStart, Verification,
+    describe_request_bytes, describe_response_bytes,
+};
+pub use manifest::{Manifest, ManifestError};
+pub use outcome::{FailureReason, GuestFault, HostFault, Limit, Outcome, Status, TrapCode};
+pub use policy::{
+    Budgets, ConfidenceGate, Diagnostic, HostCaps, Policy, PolicyError, Problem, State, StateKind,
+};
+pub use recording::Divergence;
+pub use replay::{ReplayMode, ReplayOptions, ReplayReport, ReplayVerdict, replay, replay_all};
+pub use resolve::{InputSource, NewRun, ResolveError, RunSpec};
+pub use resume::resume;
+pub use run::{RunReport, start};
+pub use stored_run::{Artifact, StoredRunError};
+pub use timeline::{Entry, Timeline};
 
 /// Shared by the property tests of every module.
 #[cfg(test)]

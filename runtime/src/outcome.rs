@@ -58,19 +58,35 @@ impl fmt::Display for Status {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum GuestFault {
     /// `op` is neither call nor read-response.
-    UnknownOp { op: i32 },
+    UnknownOp {
+        /// The op passed.
+        op: i32,
+    },
     /// `ptr..ptr+len` is not inside the guest's memory (or wraps past 2^32).
     OutOfBounds {
+        /// The pointer passed.
         ptr: u32,
+        /// The length passed.
         len: u32,
+        /// The guest memory's size.
         memory_bytes: u64,
     },
     /// The request bytes do not decode as a Warden request.
-    MalformedRequest { len: u32, error: String },
+    MalformedRequest {
+        /// The length passed.
+        len: u32,
+        /// Why it does not decode.
+        error: String,
+    },
     /// A read of the response when none is held (read twice, or before any call).
     NoPendingResponse,
     /// The read buffer is shorter than the held response.
-    ShortBuffer { needed: u32, given: u32 },
+    ShortBuffer {
+        /// The response's size.
+        needed: u32,
+        /// The buffer's size.
+        given: u32,
+    },
     /// The guest has no exported memory to exchange bytes through.
     NoMemory,
 }
@@ -136,36 +152,222 @@ impl fmt::Display for Limit {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum FailureReason {
     /// Enforcement denied a host call or transition.
-    Denied { step: u32, rule: Rule },
+    Denied {
+        /// The step it happened in.
+        step: u32,
+        /// The rule that denied it.
+        rule: Rule,
+    },
     /// The step used all of `budgets.fuel_per_step`.
-    FuelExhausted { step: u32, limit: u64 },
+    FuelExhausted {
+        /// The step it happened in.
+        step: u32,
+        /// The budget's value.
+        limit: u64,
+    },
     /// The step ran past `budgets.wall_clock_ms` (a safety stop, not a decision input).
-    DeadlineExceeded { step: u32, limit_ms: u64 },
+    DeadlineExceeded {
+        /// The step it happened in.
+        step: u32,
+        /// The budget, in milliseconds.
+        limit_ms: u64,
+    },
     /// The guest asked for more memory than `budgets.memory_bytes`, then trapped.
     MemoryLimit {
+        /// The step it happened in.
         step: u32,
+        /// The size the guest asked for.
         requested_bytes: u64,
+        /// The budget, in bytes.
         limit_bytes: u64,
     },
     /// The guest exceeded a count or size budget.
     LimitExceeded {
+        /// The step it happened in.
         step: u32,
+        /// The budget's value.
         limit: Limit,
+        /// The value reached.
         value: u64,
+        /// The budget.
         max: u64,
     },
     /// The guest misused the host-call ABI.
-    Fault { step: u32, fault: GuestFault },
+    Fault {
+        /// The step it happened in.
+        step: u32,
+        /// What the guest did wrong.
+        fault: GuestFault,
+    },
     /// The guest trapped (stack overflow, unreachable, division by zero, ...).
-    Trap { step: u32, trap: String },
+    Trap {
+        /// The step it happened in.
+        step: u32,
+        /// The trap.
+        trap: String,
+    },
     /// The agent gave up (`Err` from its step, or a panic), with its own reason.
-    AgentAborted { step: u32, reason: String },
+    AgentAborted {
+        /// The step it happened in.
+        step: u32,
+        /// The agent's own words.
+        reason: String,
+    },
     /// A step in a terminal state ended without calling `finish`.
-    NoFinish { step: u32, state: String },
+    NoFinish {
+        /// The step it happened in.
+        step: u32,
+        /// The state the run was in.
+        state: String,
+    },
     /// `warden_step` returned a value other than 0.
-    BadStepResult { step: u32, value: i32 },
+    BadStepResult {
+        /// The step it happened in.
+        step: u32,
+        /// The value reached.
+        value: i32,
+    },
     /// The module could not be instantiated (for example its initial memory is over budget).
-    Instantiation { message: String },
+    Instantiation {
+        /// wasmtime's message.
+        message: String,
+    },
+    /// The guest trapped, with wasmtime's trap code (format version 2 and later; version 1
+    /// recorded traps as [`FailureReason::Trap`]).
+    Trapped {
+        /// The step it happened in.
+        step: u32,
+        /// The trap.
+        trap: TrapCode,
+    },
+    /// Warden itself failed inside the step (a bug of the host, never a policy decision).
+    HostFault {
+        /// The step it happened in.
+        step: u32,
+        /// What the guest did wrong.
+        fault: HostFault,
+    },
+}
+
+/// Why a guest trapped: wasmtime's trap codes, kept typed so that tests and tools can
+/// `matches!` on them. Variants are the journal format: append only.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TrapCode {
+    /// The call stack overflowed (deep or unbounded recursion).
+    StackOverflow,
+    /// A load or store outside linear memory.
+    MemoryOutOfBounds,
+    /// A misaligned atomic access.
+    HeapMisaligned,
+    /// A table access outside the table.
+    TableOutOfBounds,
+    /// A call through a null table entry.
+    IndirectCallToNull,
+    /// A call through a table entry of the wrong type.
+    BadSignature,
+    /// Integer overflow (e.g. `i32.div_s` of `MIN` by -1).
+    IntegerOverflow,
+    /// Integer division or remainder by zero.
+    IntegerDivisionByZero,
+    /// A float that cannot be converted to the integer type.
+    BadConversionToInteger,
+    /// `unreachable` was executed (Rust panics compile to it when not caught).
+    UnreachableCodeReached,
+    /// A null reference was dereferenced.
+    NullReference,
+    /// A trap code this Warden does not know by name, with wasmtime's description.
+    Other {
+        /// wasmtime's description of the trap.
+        description: String,
+    },
+}
+
+impl TrapCode {
+    /// The typed code of a wasmtime trap.
+    pub(crate) fn of(trap: &wasmtime::Trap) -> TrapCode {
+        use wasmtime::Trap;
+        match trap {
+            Trap::StackOverflow => TrapCode::StackOverflow,
+            Trap::MemoryOutOfBounds => TrapCode::MemoryOutOfBounds,
+            Trap::HeapMisaligned => TrapCode::HeapMisaligned,
+            Trap::TableOutOfBounds => TrapCode::TableOutOfBounds,
+            Trap::IndirectCallToNull => TrapCode::IndirectCallToNull,
+            Trap::BadSignature => TrapCode::BadSignature,
+            Trap::IntegerOverflow => TrapCode::IntegerOverflow,
+            Trap::IntegerDivisionByZero => TrapCode::IntegerDivisionByZero,
+            Trap::BadConversionToInteger => TrapCode::BadConversionToInteger,
+            Trap::UnreachableCodeReached => TrapCode::UnreachableCodeReached,
+            Trap::NullReference => TrapCode::NullReference,
+            other => TrapCode::Other {
+                description: other.to_string(),
+            },
+        }
+    }
+}
+
+impl fmt::Display for TrapCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TrapCode::StackOverflow => "call stack exhausted (stack overflow)",
+            TrapCode::MemoryOutOfBounds => "out-of-bounds memory access",
+            TrapCode::HeapMisaligned => "misaligned memory access",
+            TrapCode::TableOutOfBounds => "out-of-bounds table access",
+            TrapCode::IndirectCallToNull => "indirect call to a null table entry",
+            TrapCode::BadSignature => "indirect call type mismatch",
+            TrapCode::IntegerOverflow => "integer overflow",
+            TrapCode::IntegerDivisionByZero => "integer divide by zero",
+            TrapCode::BadConversionToInteger => "invalid conversion to integer",
+            TrapCode::UnreachableCodeReached => "unreachable instruction executed",
+            TrapCode::NullReference => "null reference",
+            TrapCode::Other { description } => description,
+        })
+    }
+}
+
+/// A failure of Warden itself inside a step. Recorded, so that the run ends with a precise
+/// reason, but never the guest's doing. Variants are the journal format: append only.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HostFault {
+    /// wasmtime refused to set the step's fuel.
+    FuelUnavailable,
+    /// Enforcement escalated a request that no confidence gate guards.
+    EscalationWithoutGate,
+    /// The guest stopped with an error that is neither a trap nor a host-call halt.
+    UnclassifiedError,
+}
+
+impl fmt::Display for HostFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HostFault::FuelUnavailable => "wasmtime could not set the step's fuel",
+            HostFault::EscalationWithoutGate => {
+                "enforcement escalated a request that no confidence gate guards"
+            }
+            HostFault::UnclassifiedError => {
+                "the step stopped with an error that is neither a trap nor a host-call halt"
+            }
+        })
+    }
+}
+
+/// How a run ended, or where it stands while it runs: the `Outcome` record's fields, the
+/// run summary's, and the report's, in one type. Field order is the journal format.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// Where the run stands.
+    pub status: Status,
+    /// The state it ended in (or is in).
+    pub state: String,
+    /// The agent's output (JSON text), once it finished.
+    pub output: Option<String>,
+    /// Why it failed, if it did.
+    pub reason: Option<FailureReason>,
+    /// Steps run.
+    pub steps: u32,
+    /// Host calls made.
+    pub host_calls: u32,
+    /// Fuel used.
+    pub fuel: u64,
 }
 
 impl fmt::Display for FailureReason {
@@ -212,6 +414,12 @@ impl fmt::Display for FailureReason {
             }
             FailureReason::Instantiation { message } => {
                 write!(f, "agent could not be instantiated: {message}")
+            }
+            FailureReason::Trapped { step, trap } => {
+                write!(f, "step {step}: agent trapped: {trap}")
+            }
+            FailureReason::HostFault { step, fault } => {
+                write!(f, "step {step}: warden failed (a host bug): {fault}")
             }
         }
     }

@@ -10,22 +10,22 @@ use std::sync::OnceLock;
 use wasmtime::{InstancePre, Linker, Memory, Store, Trap, TypedFunc};
 
 use crate::agent::Agent;
-use crate::checkpoint::{self, Capture, Checkpoint, PageTracker};
-use crate::digest::Digest;
+use crate::checkpoint::{self, Capture, Checkpoint, CheckpointError, PageTracker};
+use crate::digest::{Digest, domain};
 use crate::engine;
 use crate::host_call::{Halt, HostState, host_call};
-use crate::journal::RecordBody;
-use crate::outcome::{FailureReason, Status};
+use crate::journal::{Edition, RecordBody};
+use crate::outcome::{FailureReason, HostFault, Status, TrapCode};
 use crate::policy::StateKind;
-use crate::replay::Divergence;
+use crate::recording::Divergence;
 use warden_guest::wire;
 
 /// How much more wall-clock room a replayed step gets than the policy's budget.
-pub const REPLAY_DEADLINE_FACTOR: u64 = 10;
+pub(crate) const REPLAY_DEADLINE_FACTOR: u64 = 10;
 
 /// How a step ended.
 #[derive(Debug, Clone)]
-pub enum StepEnd {
+pub(crate) enum StepEnd {
     /// The run goes on.
     Continue,
     /// The agent finished in a terminal state.
@@ -51,7 +51,7 @@ impl StepEnd {
 }
 
 /// The process's one linker: the host-call import and nothing else.
-fn linker() -> Result<&'static Linker<HostState>, String> {
+fn linker() -> Result<&'static Linker<HostState>, wasmtime::Error> {
     static LINKER: OnceLock<Result<Linker<HostState>, String>> = OnceLock::new();
     LINKER
         .get_or_init(|| {
@@ -63,18 +63,16 @@ fn linker() -> Result<&'static Linker<HostState>, String> {
             Ok(linker)
         })
         .as_ref()
-        .map_err(Clone::clone)
+        .map_err(|message| wasmtime::Error::msg(message.clone()))
 }
 
 /// Prepares an agent for fast instantiation (imports resolved once).
-pub fn prepare(agent: &Agent) -> Result<InstancePre<HostState>, String> {
-    linker()?
-        .instantiate_pre(&agent.module)
-        .map_err(|e| format!("{e:#}"))
+pub(crate) fn prepare(agent: &Agent) -> Result<InstancePre<HostState>, wasmtime::Error> {
+    linker()?.instantiate_pre(&agent.module)
 }
 
 /// A live instance of an agent and the host state around it.
-pub struct Execution {
+pub(crate) struct Execution {
     store: Store<HostState>,
     instance: wasmtime::Instance,
     step_fn: TypedFunc<(), i32>,
@@ -96,7 +94,7 @@ impl Execution {
     /// (or that otherwise cannot start) is a run failure, not a host error.
     pub fn instantiate(agent: &Agent, host: HostState) -> Result<Execution, FailureReason> {
         let instantiation = |message: String| FailureReason::Instantiation { message };
-        let pre = prepare(agent).map_err(instantiation)?;
+        let pre = prepare(agent).map_err(|e| instantiation(format!("{e:#}")))?;
         let fuel = host.policy.budgets.fuel_per_step;
         let ticks = engine::deadline_ticks(host.policy.budgets.wall_clock_ms);
         let mut store = Store::new(agent.module.engine(), host);
@@ -158,6 +156,19 @@ impl Execution {
 
     /// Runs step number `step` to its end.
     pub fn run_step(&mut self, step: u32) -> StepEnd {
+        let span = tracing::debug_span!(
+            "step",
+            step,
+            state = %self.host().state,
+            end = tracing::field::Empty,
+        )
+        .entered();
+        let end = self.run_step_inner(step);
+        span.record("end", tracing::field::debug(end.status()));
+        end
+    }
+
+    fn run_step_inner(&mut self, step: u32) -> StepEnd {
         let budgets = self.host().policy.budgets;
         {
             let host = self.store.data_mut();
@@ -177,10 +188,10 @@ impl Execution {
             return halt_end(halt);
         }
         let was_terminal = self.state_kind() == Some(StateKind::Terminal);
-        if let Err(e) = self.store.set_fuel(budgets.fuel_per_step) {
-            return StepEnd::Failed(FailureReason::Trap {
+        if self.store.set_fuel(budgets.fuel_per_step).is_err() {
+            return StepEnd::Failed(FailureReason::HostFault {
                 step,
-                trap: format!("cannot set fuel: {e:#}"),
+                fault: HostFault::FuelUnavailable,
             });
         }
         // Replay may run on a slower or busier machine: the safety stop gets ten times the
@@ -259,20 +270,25 @@ impl Execution {
                 requested_bytes: requested,
                 limit_bytes: budgets.memory_bytes,
             },
-            (Some(trap), None) => FailureReason::Trap {
+            // Format version 1 recorded traps as wasmtime's text; its runs replay so.
+            (Some(trap), None) if self.host().edition == Edition::V1 => FailureReason::Trap {
                 step,
                 trap: trap.to_string(),
             },
-            (None, None) => FailureReason::Trap {
+            (Some(trap), None) => FailureReason::Trapped {
                 step,
-                trap: format!("{error:#}"),
+                trap: TrapCode::of(trap),
+            },
+            (None, None) => FailureReason::HostFault {
+                step,
+                fault: HostFault::UnclassifiedError,
             },
         };
         StepEnd::Failed(reason)
     }
 
     /// Captures the guest's whole state after the step just run.
-    pub fn checkpoint(&mut self) -> Result<(Checkpoint, Capture), String> {
+    pub fn checkpoint(&mut self) -> Result<(Checkpoint, Capture), CheckpointError> {
         let capture = self.tracker.capture(self.memory.data(&self.store));
         let globals = checkpoint::read_globals(&mut self.store, &self.instance, &self.globals)?;
         let host = self.store.data();
@@ -295,23 +311,23 @@ impl Execution {
     pub fn restore(
         &mut self,
         checkpoint: &Checkpoint,
-        mut page: impl FnMut(&Digest) -> Result<Vec<u8>, String>,
-    ) -> Result<(), String> {
+        mut page: impl FnMut(&Digest) -> Result<Option<Vec<u8>>, CheckpointError>,
+    ) -> Result<(), CheckpointError> {
         let wasm_page = checkpoint::PAGE_SIZE as u64;
         let current = self.memory.data_size(&self.store) as u64;
         if checkpoint.pages.len() as u64 * wasm_page != checkpoint.memory_bytes {
-            return Err(format!(
-                "checkpoint {} lists {} pages for {} bytes of memory; it is inconsistent",
-                checkpoint.step,
-                checkpoint.pages.len(),
-                checkpoint.memory_bytes
-            ));
+            return Err(CheckpointError::Inconsistent {
+                step: checkpoint.step,
+                pages: checkpoint.pages.len(),
+                memory_bytes: checkpoint.memory_bytes,
+            });
         }
         if checkpoint.memory_bytes < current {
-            return Err(format!(
-                "checkpoint {} has {} bytes of memory, less than the agent starts with ({current}): it was not taken of this agent",
-                checkpoint.step, checkpoint.memory_bytes
-            ));
+            return Err(CheckpointError::SmallerThanAgent {
+                step: checkpoint.step,
+                checkpoint_bytes: checkpoint.memory_bytes,
+                agent_bytes: current,
+            });
         }
         if checkpoint.memory_bytes > current {
             self.memory
@@ -319,11 +335,9 @@ impl Execution {
                     &mut self.store,
                     (checkpoint.memory_bytes - current) / wasm_page,
                 )
-                .map_err(|e| {
-                    format!(
-                        "cannot grow memory to {} bytes: {e:#}",
-                        checkpoint.memory_bytes
-                    )
+                .map_err(|source| CheckpointError::Grow {
+                    bytes: checkpoint.memory_bytes,
+                    source,
                 })?;
         }
         let mut image = vec![0u8; checkpoint.memory_bytes as usize];
@@ -333,19 +347,25 @@ impl Execution {
             .zip(image.chunks_mut(checkpoint::PAGE_SIZE))
             .enumerate()
         {
-            let bytes = page(digest)?;
-            if bytes.len() != dst.len() || Digest::of("warden-page-v1", &bytes) != *digest {
-                return Err(format!(
-                    "memory page {index} ({}) does not match its digest",
-                    digest.short()
-                ));
+            let bytes = page(digest)?.ok_or(CheckpointError::PageMissing { digest: *digest })?;
+            if bytes.len() != dst.len() || Digest::of(domain::PAGE, &bytes) != *digest {
+                return Err(CheckpointError::PageMismatch {
+                    index,
+                    digest: *digest,
+                });
             }
             dst.copy_from_slice(&bytes);
         }
         let data = self.memory.data_mut(&mut self.store);
         match data.get_mut(..image.len()) {
             Some(dst) => dst.copy_from_slice(&image),
-            None => return Err("memory is smaller than the checkpoint".into()),
+            None => {
+                return Err(CheckpointError::SmallerThanAgent {
+                    step: checkpoint.step,
+                    checkpoint_bytes: checkpoint.memory_bytes,
+                    agent_bytes: data.len() as u64,
+                });
+            }
         }
         checkpoint::write_globals(
             &mut self.store,
@@ -423,7 +443,6 @@ terminal = true
         /// whatever pointers, lengths and bytes the code passes to the host call.
         #[test]
         fn generated_agents_end_every_step_as_a_typed_outcome(seed in proptest::collection::vec(any::<u8>(), 64..8192)) {
-            let engine = crate::engine::engine().expect("engine");
             let (imports, exports) = agent_shape();
             let config = wasm_smith::Config {
                 available_imports: Some(imports),
@@ -449,11 +468,11 @@ terminal = true
             let Ok(module) = wasm_smith::Module::new(config, &mut arbitrary::Unstructured::new(&seed)) else {
                 return Ok(());
             };
-            let Ok(agent) = Agent::from_bytes(engine, &module.to_bytes()) else {
+            let Ok(agent) = Agent::from_bytes(&module.to_bytes()) else {
                 return Ok(());
             };
             let policy = Arc::new(Policy::parse(POLICY, "fuzz").expect("policy"));
-            let host = HostState::new("fuzz", policy, "{}", Effects::Live(Arc::new(Bindings::empty())));
+            let host = HostState::new("fuzz", policy, "{}", Effects::Live(Arc::new(Bindings::empty())), crate::edition::Edition::CURRENT);
             if let Ok(mut exec) = Execution::instantiate(&agent, host) {
                 for step in 1..=3 {
                     let end = exec.run_step(step);

@@ -1,18 +1,16 @@
 //! Shared by the end-to-end tests: a sandbox directory with its own journal and a copy of
 //! the test bindings (so each test has its own ledger), and helpers to run the real
 //! `warden` binary or the library.
-#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+pub mod crash;
+pub mod hostile;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
 
 use serde_json::Value;
-use warden::agent::Agent;
-use warden::bindings::Bindings;
-use warden::journal::Journal;
-use warden::policy::Policy;
-use warden::run::{self, NewRun, RunReport};
+use warden::{Agent, Bindings, Journal, NewRun, Policy, RunReport};
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
@@ -117,19 +115,19 @@ impl Sandbox {
 
     /// As [`Sandbox::run`], on an already open journal.
     pub fn run_in(&self, journal: &Journal, agent: &str, policy: &str, input: &Value) -> RunReport {
-        let engine = warden::engine::engine().expect("engine");
-        let agent = Agent::from_file(engine, Path::new(agent)).expect("agent loads");
+        let agent = Agent::from_file(Path::new(agent)).expect("agent loads");
         let policy_text = std::fs::read_to_string(policy_path(policy)).expect("policy file");
         let policy = Policy::parse(&policy_text, policy).expect("policy parses");
         let bindings = Bindings::from_file(&self.bindings()).expect("bindings");
-        run::start(
+        warden::start(
             journal,
-            NewRun {
-                agent: &agent,
+            &NewRun {
+                agent,
                 policy: Arc::new(policy),
                 policy_text,
                 bindings: Arc::new(bindings),
                 input: input.to_string(),
+                submitted_by: Some("tester".into()),
             },
         )
         .expect("warden runs the agent")

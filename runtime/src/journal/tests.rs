@@ -23,8 +23,6 @@ fn chain(n: usize) -> (RunMeta, Vec<(Record, Digest)>) {
     }
     let meta = RunMeta {
         run_id: "r".into(),
-        status: Status::Running,
-        state: "s".into(),
         agent: Digest::ZERO,
         policy: Digest::ZERO,
         policy_text: Digest::ZERO,
@@ -33,17 +31,21 @@ fn chain(n: usize) -> (RunMeta, Vec<(Record, Digest)>) {
         bindings: Digest::ZERO,
         bindings_path: None,
         input: Digest::ZERO,
+        parent: None,
         created_ms: 0,
         updated_ms: 0,
-        steps: 0,
-        host_calls: 0,
-        fuel: 0,
         records: n as u64,
         head: prev,
         last_checkpoint: None,
-        output: None,
-        reason: None,
-        parent: None,
+        outcome: crate::outcome::Outcome {
+            status: crate::outcome::Status::Running,
+            state: "s".into(),
+            output: None,
+            reason: None,
+            steps: 0,
+            host_calls: 0,
+            fuel: 0,
+        },
     };
     (meta, records)
 }

@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use super::{Journal, JournalError, Record, RecordBody, RunMeta};
-use crate::digest::Digest;
+use crate::digest::{Digest, domain};
 
 /// The result of checking one run's hash chain.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -65,6 +65,17 @@ impl Journal {
 }
 
 impl Journal {
+    /// Verifies every run of the journal, oldest first.
+    ///
+    /// # Errors
+    /// redb errors reading the list of runs or a run's records.
+    pub fn verify_all(&self) -> Result<Vec<Verification>, JournalError> {
+        self.runs()?
+            .iter()
+            .map(|meta| self.verify(&meta.run_id))
+            .collect()
+    }
+
     /// Checks every checkpoint a chained `Checkpoint` record names: the stored checkpoint
     /// must match the digest in the record, and each of its pages must be present and
     /// match its own digest.
@@ -109,7 +120,7 @@ impl Journal {
                     continue;
                 }
                 match self.page(page)? {
-                    Some(bytes) if Digest::of("warden-page-v1", &bytes) == *page => {}
+                    Some(bytes) if Digest::of(domain::PAGE, &bytes) == *page => {}
                     Some(_) => {
                         return Ok(Some((
                             Some(record.index),
@@ -210,47 +221,40 @@ fn summary_problem(meta: &RunMeta, records: &[(Record, Digest)]) -> Option<(Opti
             ),
         ))
     };
-    if let Some((first, _)) = records.first()
-        && let RecordBody::RunStarted {
-            run_id,
-            agent,
-            policy,
-            policy_text,
-            policy_name,
-            policy_version,
-            bindings,
-            bindings_path,
-            input,
-            parent,
-            ..
-        } = &first.body
-    {
+    if let Some((first, _)) = records.first() {
+        let Some(start) = first.body.run_start() else {
+            return Some((Some(0), "the first record is not the run's start".into()));
+        };
         let checks: [(&str, String, String); 10] = [
-            ("run_id", meta.run_id.clone(), run_id.clone()),
-            ("agent", meta.agent.to_string(), agent.to_string()),
-            ("policy", meta.policy.to_string(), policy.to_string()),
+            ("run_id", meta.run_id.clone(), start.run_id),
+            ("agent", meta.agent.to_string(), start.agent.to_string()),
+            ("policy", meta.policy.to_string(), start.policy.to_string()),
             (
                 "policy_text",
                 meta.policy_text.to_string(),
-                policy_text.to_string(),
+                start.policy_text.to_string(),
             ),
-            ("policy_name", meta.policy_name.clone(), policy_name.clone()),
+            ("policy_name", meta.policy_name.clone(), start.policy_name),
             (
                 "policy_version",
                 meta.policy_version.clone(),
-                policy_version.clone(),
+                start.policy_version,
             ),
-            ("bindings", meta.bindings.to_string(), bindings.to_string()),
+            (
+                "bindings",
+                meta.bindings.to_string(),
+                start.bindings.to_string(),
+            ),
             (
                 "bindings_path",
                 format!("{:?}", meta.bindings_path),
-                format!("{bindings_path:?}"),
+                format!("{:?}", start.bindings_path),
             ),
-            ("input", meta.input.to_string(), input.to_string()),
+            ("input", meta.input.to_string(), start.input.to_string()),
             (
                 "parent",
                 format!("{:?}", meta.parent),
-                format!("{parent:?}"),
+                format!("{:?}", start.parent),
             ),
         ];
         for (field, summary, record) in checks {
@@ -258,8 +262,6 @@ fn summary_problem(meta: &RunMeta, records: &[(Record, Digest)]) -> Option<(Opti
                 return differs(0, field, summary, record);
             }
         }
-    } else if !records.is_empty() {
-        return Some((Some(0), "the first record is not RunStarted".into()));
     }
     let last_checkpoint = records.iter().rev().find_map(|(r, _)| match r.body {
         RecordBody::Checkpoint { step, .. } => Some((r.index, step)),
@@ -276,48 +278,23 @@ fn summary_problem(meta: &RunMeta, records: &[(Record, Digest)]) -> Option<(Opti
         );
     }
     let outcome = records.iter().rev().find_map(|(r, _)| match &r.body {
-        RecordBody::Outcome {
-            status,
-            state,
-            output,
-            reason,
-            steps,
-            host_calls,
-            fuel,
-        } => Some((
-            r.index,
-            (*status, state, output, reason, *steps, *host_calls, *fuel),
-        )),
+        RecordBody::Outcome(outcome) => Some((r.index, outcome)),
         _ => None,
     });
     match outcome {
-        None if meta.status != crate::outcome::Status::Running => differs(
+        None if meta.status() != crate::outcome::Status::Running => differs(
             records.len().saturating_sub(1) as u64,
             "status",
-            meta.status.to_string(),
+            meta.status().to_string(),
             "no outcome (the run is in progress or was interrupted)".into(),
         ),
         None => None,
-        Some((index, recorded)) => {
-            let summary = (
-                meta.status,
-                &meta.state,
-                &meta.output,
-                &meta.reason,
-                meta.steps,
-                meta.host_calls,
-                meta.fuel,
-            );
-            if summary == recorded {
-                None
-            } else {
-                differs(
-                    index,
-                    "the outcome",
-                    format!("{summary:?}"),
-                    format!("{recorded:?}"),
-                )
-            }
-        }
+        Some((index, recorded)) if *recorded != meta.outcome => differs(
+            index,
+            "the outcome",
+            format!("{:?}", meta.outcome),
+            format!("{recorded:?}"),
+        ),
+        Some(_) => None,
     }
 }

@@ -266,21 +266,40 @@ pub enum PolicyError {
 
 /// The domain tag hashed before the canonical form, so that a policy hash can never
 /// equal the hash of anything else Warden names.
-const HASH_DOMAIN: &str = "warden-policy-v1";
+const HASH_DOMAIN: &str = crate::digest::domain::POLICY;
 
 impl Policy {
     /// Reads and validates the policy file at `path` against [`HostCaps::DEFAULT`].
     /// Diagnostics name the file as `path.display()`.
     pub fn from_file(path: &Path) -> Result<Policy, PolicyError> {
+        Policy::from_file_with_text(path).map(|(policy, _)| policy)
+    }
+
+    /// As [`Policy::from_file`], also returning the file's text (which a run stores).
+    pub fn from_file_with_text(path: &Path) -> Result<(Policy, String), PolicyError> {
         let bytes = std::fs::read(path).map_err(|source| PolicyError::Io {
             path: path.to_path_buf(),
             source,
         })?;
         let origin = path.display().to_string();
-        match std::str::from_utf8(&bytes) {
-            Ok(text) => Policy::parse(text, &origin),
-            Err(error) => Err(diagnostic::not_utf8(&bytes, error, &origin)),
+        match String::from_utf8(bytes) {
+            Ok(text) => Policy::parse(&text, &origin).map(|policy| (policy, text)),
+            Err(error) => Err(diagnostic::not_utf8(
+                error.as_bytes(),
+                error.utf8_error(),
+                &origin,
+            )),
         }
+    }
+
+    /// Parses the stored policy text of a run recorded under `edition`, with the rules of
+    /// that edition, so that old runs keep replaying.
+    pub fn parse_recorded(
+        text: &str,
+        origin: &str,
+        _edition: crate::edition::Edition,
+    ) -> Result<Policy, PolicyError> {
+        Policy::parse(text, origin)
     }
 
     /// Parses and validates policy text against [`HostCaps::DEFAULT`]. `origin` names the

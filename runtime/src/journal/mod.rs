@@ -15,13 +15,21 @@ use redb::{
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::Checkpoint;
-use crate::decision::Decision;
 use crate::digest::Digest;
-use crate::outcome::{FailureReason, Status};
-use crate::policy::Budgets;
 
-/// The journal format this build writes. Readers accept every version up to it.
-pub const FORMAT_VERSION: u64 = 1;
+mod describe;
+mod record;
+mod verify;
+
+pub use crate::edition::Edition;
+pub use describe::{describe_request, describe_request_bytes, describe_response_bytes};
+pub use record::{ModelCard, Parent, Record, RecordBody, RunMeta, RunStart};
+use record::{StoredMeta, StoredMetaRef};
+pub use verify::Verification;
+
+/// The journal format this build writes. Readers accept every version up to it
+/// (`docs/journal.md`, "Format versions").
+pub const FORMAT_VERSION: u64 = 2;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("runs");
@@ -91,141 +99,6 @@ pub enum JournalError {
     RunExists(String),
 }
 
-/// A record of a run, as chained in the journal.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Record {
-    /// Position in the run's journal, from 0.
-    pub index: u64,
-    /// Digest of the previous record ([`Digest::ZERO`] for the first).
-    pub prev: Digest,
-    /// Wall-clock time of the commit that wrote it, ms since the Unix epoch. Never an input
-    /// to anything a run decides; excluded from replay comparison.
-    pub at_ms: u64,
-    /// What happened.
-    pub body: RecordBody,
-}
-
-impl Record {
-    /// The record's own digest, which its successor carries as `prev`.
-    pub fn digest(&self) -> Digest {
-        Digest::of("warden-record-v1", &encode(self))
-    }
-}
-
-/// Who or what started a run.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Parent {
-    /// The run it was forked from.
-    pub run_id: String,
-    /// The checkpoint (step) it starts from.
-    pub step: u32,
-}
-
-/// What a record says. Everything but `RunStarted` is compared by replay.
-#[expect(
-    clippy::large_enum_variant,
-    reason = "one RunStarted per run; the size of the others does not matter next to their byte payloads"
-)]
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub enum RecordBody {
-    /// The run's identity: what ran, under which rules, on what.
-    RunStarted {
-        run_id: String,
-        agent: Digest,
-        policy: Digest,
-        policy_text: Digest,
-        policy_name: String,
-        policy_version: String,
-        bindings: Digest,
-        /// Where the bindings were loaded from (absolute), for `warden resume`.
-        bindings_path: Option<String>,
-        input: Digest,
-        state: String,
-        budgets: Budgets,
-        parent: Option<Parent>,
-        warden_version: String,
-    },
-    /// A step begins in `state`.
-    StepStarted { step: u32, state: String },
-    /// A host call: the request bytes exactly as the guest sent them, the fuel the step had
-    /// consumed when it made the call, and the decision (journaled before any effect).
-    HostCall {
-        step: u32,
-        call: u64,
-        state: String,
-        fuel: u64,
-        request: Vec<u8>,
-        decision: Decision,
-    },
-    /// The response bytes exactly as given to the guest.
-    HostResponse { call: u64, response: Vec<u8> },
-    /// The run moved from one state to another (by the agent, or by a gate).
-    Transition { step: u32, from: String, to: String },
-    /// Guest state captured at the end of `step`.
-    Checkpoint { step: u32, digest: Digest },
-    /// The step's records end here; fuel the step used.
-    StepCommitted { step: u32, fuel: u64, state: String },
-    /// The run ended (for now: `awaiting_review` can resume after a review).
-    Outcome {
-        status: Status,
-        state: String,
-        output: Option<String>,
-        reason: Option<FailureReason>,
-        steps: u32,
-        host_calls: u32,
-        fuel: u64,
-    },
-}
-
-/// The summary of a run kept beside its records, for listing and resuming.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct RunMeta {
-    /// The run id (UTC time of start plus six hex digits).
-    pub run_id: String,
-    /// Where the run stands.
-    pub status: Status,
-    /// The state it is in now (or ended in).
-    pub state: String,
-    /// Digest of the agent module, stored in the blobs table under it.
-    pub agent: Digest,
-    /// Canonical digest of the policy (see `Policy::hash`).
-    pub policy: Digest,
-    /// Digest of the policy file as written, stored in the blobs table.
-    pub policy_text: Digest,
-    /// `policy.name` of the policy.
-    pub policy_name: String,
-    /// `policy.version` of the policy.
-    pub policy_version: String,
-    /// Digest of the bindings and the files they reference (not ledgers).
-    pub bindings: Digest,
-    /// Where the bindings were loaded from, for `warden resume`.
-    pub bindings_path: Option<String>,
-    /// Digest of the input JSON, stored in the blobs table.
-    pub input: Digest,
-    /// When the run started, ms since the Unix epoch.
-    pub created_ms: u64,
-    /// When it was last committed, ms since the Unix epoch.
-    pub updated_ms: u64,
-    /// Steps committed.
-    pub steps: u32,
-    /// Host calls made in committed steps.
-    pub host_calls: u32,
-    /// Fuel used by committed steps.
-    pub fuel: u64,
-    /// Number of records.
-    pub records: u64,
-    /// Digest of the last record.
-    pub head: Digest,
-    /// The step of the latest checkpoint (where `warden resume` starts).
-    pub last_checkpoint: Option<u32>,
-    /// The agent's output (JSON text), once completed.
-    pub output: Option<String>,
-    /// Why it failed, if it did.
-    pub reason: Option<FailureReason>,
-    /// The run and checkpoint it was forked from, if any.
-    pub parent: Option<Parent>,
-}
-
 /// One atomic write: a step's worth of journal.
 #[derive(Debug, Default)]
 pub struct Commit {
@@ -248,7 +121,7 @@ enum Stored<T> {
     V1(T),
 }
 
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     // Serialising our own plain data types to a Vec cannot fail.
     postcard::to_allocvec(value).unwrap_or_default()
 }
@@ -467,6 +340,14 @@ impl Journal {
         }
     }
 
+    fn decode_meta(&self, run_id: &str, bytes: &[u8]) -> Result<RunMeta, JournalError> {
+        match postcard::from_bytes::<StoredMeta>(bytes) {
+            Ok(StoredMeta::V1(v1)) => Ok(v1.into()),
+            Ok(StoredMeta::V2(meta)) => Ok(meta),
+            Err(e) => Err(self.corrupt(format!("the summary of run {run_id}"), e)),
+        }
+    }
+
     fn init(&self) -> Result<(), JournalError> {
         let tx = self.write()?;
         {
@@ -482,8 +363,10 @@ impl Journal {
                         found: v,
                     });
                 }
-                Some(_) => {}
-                None => {
+                // An older file is read as it is; what this build adds is written in the
+                // new format, so the file's version becomes this one.
+                Some(v) if v == FORMAT_VERSION => {}
+                _ => {
                     meta.insert("format_version", FORMAT_VERSION)
                         .map_err(|e| self.err(e))?;
                 }
@@ -521,7 +404,7 @@ impl Journal {
             let mut meta: RunMeta = match (existing, commit.create) {
                 (Some(_), Some(_)) => return Err(JournalError::RunExists(run_id.to_string())),
                 (None, Some(meta)) => meta,
-                (Some(bytes), None) => self.decode(format!("run {run_id}"), &bytes)?,
+                (Some(bytes), None) => self.decode_meta(run_id, &bytes)?,
                 (None, None) => return Err(JournalError::NoSuchRun(run_id.to_string())),
             };
             update(&mut meta);
@@ -529,23 +412,8 @@ impl Journal {
             for body in commit.records {
                 // The summary of an ended run is its Outcome record, field for field, so
                 // the two can never disagree (verification checks that they don't).
-                if let RecordBody::Outcome {
-                    status,
-                    state,
-                    output,
-                    reason,
-                    steps,
-                    host_calls,
-                    fuel,
-                } = &body
-                {
-                    meta.status = *status;
-                    meta.state.clone_from(state);
-                    meta.output.clone_from(output);
-                    meta.reason.clone_from(reason);
-                    meta.steps = *steps;
-                    meta.host_calls = *host_calls;
-                    meta.fuel = *fuel;
+                if let RecordBody::Outcome(outcome) = &body {
+                    meta.outcome.clone_from(outcome);
                 }
                 let record = Record {
                     index: meta.records,
@@ -590,7 +458,7 @@ impl Journal {
                 meta.last_checkpoint = Some(checkpoint.step);
             }
             meta.updated_ms = at_ms;
-            runs.insert(run_id, encode(&Stored::V1(&meta)).as_slice())
+            runs.insert(run_id, encode(&StoredMetaRef::V2(&meta)).as_slice())
                 .map_err(|e| self.err(e))?;
             meta
         };
@@ -606,7 +474,7 @@ impl Journal {
         let tx = self.read()?;
         let runs = tx.open_table(RUNS).map_err(|e| self.err(e))?;
         match runs.get(run_id).map_err(|e| self.err(e))? {
-            Some(bytes) => self.decode(format!("run {run_id}"), bytes.value()),
+            Some(bytes) => self.decode_meta(run_id, bytes.value()),
             None => Err(JournalError::NoSuchRun(run_id.to_string())),
         }
     }
@@ -621,7 +489,7 @@ impl Journal {
         let mut out = Vec::new();
         for entry in runs.iter().map_err(|e| self.err(e))? {
             let (key, value) = entry.map_err(|e| self.err(e))?;
-            out.push(self.decode::<RunMeta>(format!("run {}", key.value()), value.value())?);
+            out.push(self.decode_meta(key.value(), value.value())?);
         }
         out.sort_by(|a, b| (a.created_ms, &a.run_id).cmp(&(b.created_ms, &b.run_id)));
         Ok(out)
@@ -709,9 +577,6 @@ impl Journal {
         }
     }
 }
-
-mod verify;
-pub use verify::Verification;
 
 #[cfg(test)]
 mod tests;

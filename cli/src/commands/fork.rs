@@ -1,0 +1,53 @@
+//! `warden fork`: a new run from a checkpoint of an old one (time travel).
+
+use std::path::{Path, PathBuf};
+
+use warden::ForkRequest;
+
+use crate::output::{self, Usage};
+
+/// Arguments of `warden fork`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The run to fork.
+    run_id: String,
+    /// The checkpoint (step) to start from.
+    #[arg(long)]
+    at_step: u32,
+    /// A JSON object merged into the recorded input (RFC 7386 merge patch).
+    #[arg(long)]
+    input_patch: Option<String>,
+    /// Bindings for the new run (default: the file recorded by the parent).
+    #[arg(long)]
+    bindings: Option<PathBuf>,
+    /// Who submits the fork, recorded in it (default: $USER).
+    #[arg(long, env = "WARDEN_SUBMITTER")]
+    submitter: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `warden fork`.
+pub fn run(db: &Path, args: &Args) -> anyhow::Result<u8> {
+    let input_patch = match &args.input_patch {
+        Some(text) => Some(
+            serde_json::from_str(text)
+                .map_err(|e| Usage(format!("--input-patch is not JSON: {e}")))?,
+        ),
+        None => None,
+    };
+    let request = ForkRequest {
+        parent: &args.run_id,
+        step: args.at_step,
+        input_patch,
+        bindings: args.bindings.as_deref(),
+        submitted_by: args
+            .submitter
+            .clone()
+            .or_else(|| std::env::var("USER").ok()),
+        policy: None,
+    };
+    let report = warden::fork(&output::open(db)?, request)?;
+    super::run::render(db, &report, args.json)
+}

@@ -1,0 +1,11 @@
+//! One module per command: each parses its own arguments (clap), calls the library and
+//! renders the result.
+
+pub mod compact;
+pub mod fork;
+pub mod replay;
+pub mod resume;
+pub mod run;
+pub mod runs;
+pub mod show;
+pub mod verify;

@@ -1,0 +1,191 @@
+//! `warden replay`: re-execute a run (or every run) from the journal alone, exactly or
+//! under a new agent or policy.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use warden::{Agent, Policy, ReplayMode, ReplayOptions, ReplayReport, ReplayVerdict};
+
+use crate::output::{self, Usage, escape};
+
+/// Arguments of `warden replay`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The run to replay.
+    #[arg(required_unless_present = "all")]
+    run_id: Option<String>,
+    /// Replay every run and print a table.
+    #[arg(long, conflicts_with = "run_id")]
+    all: bool,
+    /// Restore this checkpoint (step) and replay from there.
+    #[arg(long, conflicts_with_all = ["agent", "policy"])]
+    from_checkpoint: Option<u32>,
+    /// Counterfactual: run this agent instead of the recorded one.
+    #[arg(long)]
+    agent: Option<PathBuf>,
+    /// Counterfactual: judge under this policy instead of the recorded one.
+    #[arg(long)]
+    policy: Option<PathBuf>,
+    /// Print JSON (a report, or an array of reports with --all): `run_id`, `mode`,
+    /// `verdict`, `from_checkpoint`, `steps`, `records_compared`, `checkpoints_compared`,
+    /// `divergence`, `original`, `replayed`.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `warden replay`.
+pub fn run(db: &Path, args: &Args) -> anyhow::Result<u8> {
+    let options = ReplayOptions {
+        from_checkpoint: args.from_checkpoint,
+        agent: match &args.agent {
+            Some(path) => Some(Agent::from_file(path).map_err(warden::Error::from)?),
+            None => None,
+        },
+        policy: match &args.policy {
+            Some(path) => Some(Arc::new(
+                Policy::from_file(path).map_err(warden::Error::from)?,
+            )),
+            None => None,
+        },
+    };
+    let journal = output::open_read_only(db)?;
+    let reports = match &args.run_id {
+        Some(run_id) => vec![warden::replay(&journal, run_id, &options)?],
+        None if args.all => warden::replay_all(&journal, &options)?,
+        None => return Err(Usage("name a run id, or pass --all".into()).into()),
+    };
+    if args.json && args.all {
+        output::print_json(&reports)?;
+    } else if args.json {
+        output::print_json(&reports[0])?;
+    } else if args.all {
+        render_table(&reports)?;
+    } else {
+        render(&reports[0])?;
+    }
+    Ok(if reports.iter().all(|r| r.verdict.confirms()) {
+        output::exit::COMPLETED
+    } else {
+        output::exit::DIVERGED
+    })
+}
+
+fn render_table(reports: &[ReplayReport]) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<24} {:<20} {:<34} REPLAYED",
+        "RUN", "RESULT", "ORIGINAL"
+    )?;
+    for r in reports {
+        let original = format!("{} {}", r.original.status, r.original.state);
+        let replayed = r
+            .replayed
+            .as_ref()
+            .map_or_else(|| original.clone(), |o| format!("{} {}", o.status, o.state));
+        writeln!(
+            out,
+            "{:<24} {:<20} {:<34} {}",
+            escape(&r.run_id),
+            r.verdict,
+            escape(&original),
+            escape(&replayed)
+        )?;
+    }
+    let count = |verdict: ReplayVerdict| reports.iter().filter(|r| r.verdict == verdict).count();
+    let mut summary = format!("{} runs:", reports.len());
+    for verdict in [
+        ReplayVerdict::Identical,
+        ReplayVerdict::Unchanged,
+        ReplayVerdict::DifferentOutcome,
+        ReplayVerdict::Diverged,
+        ReplayVerdict::Incomplete,
+        ReplayVerdict::CouldNotReplay,
+    ] {
+        let n = count(verdict);
+        if n > 0 {
+            summary.push_str(&format!(" {n} {verdict},"));
+        }
+    }
+    writeln!(out, "{}", summary.trim_end_matches(','))?;
+    Ok(())
+}
+
+fn render(r: &ReplayReport) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    let mode = match r.mode {
+        ReplayMode::Exact => "exact",
+        ReplayMode::Counterfactual => "counterfactual",
+    };
+    writeln!(out, "replay   {} ({mode})", escape(&r.run_id))?;
+    if let Some(step) = r.from_checkpoint {
+        writeln!(out, "from     checkpoint after step {step}")?;
+    }
+    writeln!(
+        out,
+        "compared {} records, {} checkpoints, over {}",
+        r.records_compared,
+        r.checkpoints_compared,
+        super::run::plural(r.steps, "step")
+    )?;
+    writeln!(
+        out,
+        "original {} in `{}`",
+        r.original.status,
+        escape(&r.original.state)
+    )?;
+    if let Some(replayed) = &r.replayed {
+        writeln!(
+            out,
+            "replayed {} in `{}`",
+            replayed.status,
+            escape(&replayed.state)
+        )?;
+        if let Some(reason) = &replayed.reason {
+            writeln!(out, "         {}", escape(&reason.to_string()))?;
+        }
+    }
+    let result = match r.verdict {
+        ReplayVerdict::Identical => "identical: every record reproduced bit for bit",
+        ReplayVerdict::Incomplete => {
+            "incomplete: every recorded record reproduced, but the run has not ended"
+        }
+        ReplayVerdict::Unchanged => "unchanged: the same outcome",
+        ReplayVerdict::DifferentOutcome => "DIFFERENT OUTCOME",
+        ReplayVerdict::Diverged => "DIVERGED",
+        ReplayVerdict::CouldNotReplay => "COULD NOT REPLAY",
+    };
+    writeln!(out, "result   {result}")?;
+    if let Some(d) = &r.divergence {
+        let place = match (d.record, d.step, d.call) {
+            (Some(rec), Some(step), Some(call)) => {
+                format!("record {rec}, step {step}, call {call}")
+            }
+            (Some(rec), Some(step), None) => format!("record {rec}, step {step}"),
+            (Some(rec), None, _) => format!("record {rec}"),
+            (None, _, Some(call)) => format!("call {call}"),
+            _ => "the end of the run".into(),
+        };
+        let verb = match (d.unanswerable, r.mode) {
+            (true, _) => "could not replay at",
+            (false, ReplayMode::Exact) => "departs at",
+            (false, ReplayMode::Counterfactual) => "first departure at",
+        };
+        writeln!(out, "         {verb} {place}")?;
+        writeln!(out, "expected {}", escape(&d.expected))?;
+        writeln!(out, "actual   {}", escape(&d.actual))?;
+    }
+    if let Some(u) = r
+        .unanswered
+        .as_ref()
+        .filter(|u| Some(*u) != r.divergence.as_ref())
+    {
+        writeln!(
+            out,
+            "stopped  the recording cannot answer {}",
+            escape(&u.actual)
+        )?;
+    }
+    Ok(())
+}

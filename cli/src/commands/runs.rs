@@ -1,0 +1,62 @@
+//! `warden runs`: the runs of a journal, for example the reviewers' queue.
+
+use std::io::Write;
+use std::path::Path;
+
+use warden::Status;
+
+use crate::output::{self, Usage, escape};
+
+/// Arguments of `warden runs`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Only runs with this status: running, completed, awaiting_review, failed.
+    #[arg(long)]
+    status: Option<String>,
+    /// Print JSON (one array of run summaries).
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `warden runs`.
+pub fn run(db: &Path, args: &Args) -> anyhow::Result<u8> {
+    let status = match &args.status {
+        Some(text) => Some(Status::parse(text).ok_or_else(|| {
+            Usage(format!(
+                "unknown status `{text}`: use running, completed, awaiting_review or failed"
+            ))
+        })?),
+        None => None,
+    };
+    let journal = output::open_read_only(db)?;
+    let runs: Vec<_> = journal
+        .runs()
+        .map_err(warden::Error::from)?
+        .into_iter()
+        .filter(|r| status.is_none_or(|s| r.status() == s))
+        .collect();
+    if args.json {
+        output::print_json(&runs)?;
+        return Ok(output::exit::COMPLETED);
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<24} {:<16} {:<16} {:>5} {:>6}  POLICY",
+        "RUN", "STATUS", "STATE", "STEPS", "CALLS"
+    )?;
+    for r in &runs {
+        writeln!(
+            out,
+            "{:<24} {:<16} {:<16} {:>5} {:>6}  {} {}",
+            escape(&r.run_id),
+            r.status(),
+            escape(&r.outcome.state),
+            r.outcome.steps,
+            r.outcome.host_calls,
+            escape(&r.policy_name),
+            escape(&r.policy_version)
+        )?;
+    }
+    Ok(output::exit::COMPLETED)
+}

@@ -1,0 +1,109 @@
+//! `warden`: the command line over the Warden library. Parses arguments, calls the
+//! library, renders; one module per command, no logic a service embedding the library
+//! would need.
+
+mod commands;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+const AFTER_HELP: &str = "\
+Exit codes:
+   0  completed (or: the command succeeded; replay identical; verification passed)
+   1  Warden itself failed (journal I/O, database in use, corrupt storage)
+   2  usage or configuration error (bad arguments, policy, bindings, agent or input)
+  10  the run stopped awaiting human review
+  11  the run failed (the reason is recorded in the journal)
+  12  replay diverged, could not replay, or verification found a broken chain
+
+Examples:
+  warden run examples/loan-underwriting
+  warden run examples/loan-underwriting --input examples/loan-underwriting/applications/05-gate-escalates.json
+  warden runs --status awaiting_review
+  warden show <RUN_ID>
+  warden replay <RUN_ID>
+  warden replay --all --policy policies/loan-underwriting-strict.toml
+  warden verify --all
+
+Logging: -v (info), -vv (debug: every step and host call as tracing spans), or RUST_LOG.";
+
+/// Run AI agents compiled to WebAssembly under runtime enforcement: every host call and
+/// transition is checked against a policy, journaled in a hash-chained redb database, and
+/// can be replayed bit for bit.
+#[derive(Parser, Debug)]
+#[command(name = "warden", version, after_help = AFTER_HELP)]
+struct Cli {
+    /// The journal database (created if missing).
+    #[arg(long, global = true, env = "WARDEN_DB", default_value = "warden.redb")]
+    db: PathBuf,
+    /// Log to standard error: -v for runs, -vv for every step and host call.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run an agent on one input under a policy, journaling every step.
+    Run(commands::run::Args),
+    /// List runs, oldest first.
+    Runs(commands::runs::Args),
+    /// Print a run's timeline: every step, host call with its decision, transition and outcome.
+    Show(commands::show::Args),
+    /// Re-execute a run from the journal alone and compare it bit for bit; or, with
+    /// --agent/--policy, show what a new agent or policy would have done.
+    Replay(commands::replay::Args),
+    /// Continue an interrupted run from its last committed checkpoint, with the bindings
+    /// file recorded when it started (the same effects, so the same idempotency records).
+    Resume(commands::resume::Args),
+    /// Start a new run from a checkpoint of an old one (time travel).
+    Fork(commands::fork::Args),
+    /// Recompute the hash chain of a run's journal (or every run's) and name the first
+    /// record that does not check out.
+    Verify(commands::verify::Args),
+    /// Return the journal file's free space to the file system (nothing recorded changes).
+    Compact,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    install_logging(cli.verbose);
+    match dispatch(&cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => output::report_error(&error),
+    }
+}
+
+/// Libraries emit spans; only the binary installs a subscriber.
+fn install_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "warden=info",
+        _ => "warden=debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Runs the command; its exit code on success (see `AFTER_HELP`).
+fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
+    let db = &cli.db;
+    match &cli.command {
+        Command::Run(args) => commands::run::run(db, args),
+        Command::Runs(args) => commands::runs::run(db, args),
+        Command::Show(args) => commands::show::run(db, args),
+        Command::Replay(args) => commands::replay::run(db, args),
+        Command::Resume(args) => commands::resume::run(db, args),
+        Command::Fork(args) => commands::fork::run(db, args),
+        Command::Verify(args) => commands::verify::run(db, args),
+        Command::Compact => commands::compact::run(db),
+    }
+}

@@ -1,0 +1,124 @@
+//! What every command shares: exit codes, JSON printing, escaping of untrusted text, and
+//! the rendering of errors.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use warden::{ErrorKind, Status};
+
+/// Exit codes, documented in `--help` and the README.
+pub mod exit {
+    /// Completed, or the command succeeded.
+    pub const COMPLETED: u8 = 0;
+    /// Warden itself failed.
+    pub const HOST_ERROR: u8 = 1;
+    /// A usage or configuration error.
+    pub const USAGE: u8 = 2;
+    /// The run stopped awaiting human review.
+    pub const AWAITING_REVIEW: u8 = 10;
+    /// The run failed.
+    pub const FAILED: u8 = 11;
+    /// Replay diverged or could not replay, an outcome changed, or a chain is broken.
+    pub const DIVERGED: u8 = 12;
+}
+
+/// A usage error found by the CLI itself (arguments that clap cannot check).
+#[derive(Debug)]
+pub struct Usage(pub String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+/// Opens the journal for writing.
+pub fn open(db: &std::path::Path) -> anyhow::Result<warden::Journal> {
+    Ok(warden::Journal::open(db).map_err(warden::Error::from)?)
+}
+
+/// Opens the journal for reading only: an archived or write-protected journal can be
+/// audited, and nothing is created.
+pub fn open_read_only(db: &std::path::Path) -> anyhow::Result<warden::Journal> {
+    Ok(warden::Journal::open_read_only(db).map_err(warden::Error::from)?)
+}
+
+/// The exit code of a run that stands at `status`.
+pub fn status_code(status: Status) -> u8 {
+    match status {
+        Status::Completed => exit::COMPLETED,
+        Status::AwaitingReview => exit::AWAITING_REVIEW,
+        Status::Failed | Status::Running => exit::FAILED,
+    }
+}
+
+/// Prints `value` as pretty JSON on standard output.
+pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    // Serialise first, so that a closed pipe surfaces as the plain I/O error it is.
+    let text = serde_json::to_string_pretty(value)?;
+    writeln!(std::io::stdout().lock(), "{text}")?;
+    Ok(())
+}
+
+/// Reports `error` on standard error and returns its exit code: the library says whose
+/// error it is ([`warden::Error::kind`]); a closed pipe is not an error.
+pub fn report_error(error: &anyhow::Error) -> ExitCode {
+    let broken_pipe = error.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    });
+    if broken_pipe {
+        return ExitCode::SUCCESS;
+    }
+    eprintln!("error: {}", render_error(error));
+    ExitCode::from(error_code(error))
+}
+
+fn error_code(error: &anyhow::Error) -> u8 {
+    if error.downcast_ref::<Usage>().is_some() {
+        return exit::USAGE;
+    }
+    let kind = error
+        .downcast_ref::<warden::Error>()
+        .map_or(ErrorKind::Host, warden::Error::kind);
+    match kind {
+        ErrorKind::Usage => exit::USAGE,
+        ErrorKind::Integrity => exit::DIVERGED,
+        ErrorKind::Host => exit::HOST_ERROR,
+    }
+}
+
+/// The error and its causes on one line, leaving out a cause whose text the message
+/// before it already contains (many errors quote their source).
+fn render_error(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    let mut previous = String::new();
+    for cause in error.chain() {
+        let line = cause.to_string();
+        if !previous.contains(&line) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&line);
+        }
+        previous = line;
+    }
+    escape(&text)
+}
+
+/// Text from a guest, a journal or a file, made safe for a terminal: control characters
+/// (ANSI escapes, carriage returns, new lines) are shown as `\u{..}` escapes, so that
+/// nothing printed can forge a line or move the cursor.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() && c != '\t' {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

@@ -1,0 +1,202 @@
+//! The driver: opens an execution (fresh, or restored from a checkpoint) and runs its step
+//! loop, handing each step boundary (the step's records, its checkpoint, its outcome) to
+//! the caller. Run, resume, replay and fork are peers above it; each decides what a
+//! boundary means (commit it, compare it, or collect it).
+//!
+//! Upholds invariant 4 (write-ahead): a boundary carries everything a step produced, so a
+//! caller that commits commits the whole step in one transaction; and invariant 7: the
+//! step budget is enforced here, as a recorded failure.
+
+use std::sync::Arc;
+
+use crate::agent::Agent;
+use crate::checkpoint::{Checkpoint, CheckpointError};
+use crate::edition::Edition;
+use crate::effects::Effects;
+use crate::error::Error;
+use crate::host_call::HostState;
+use crate::journal::{Commit, Journal, RecordBody};
+use crate::outcome::{FailureReason, Limit, Outcome, Status};
+use crate::policy::Policy;
+use crate::step::{Execution, StepEnd};
+
+/// What an execution is opened from: the same for a new run, a resume, a replay and a
+/// fork.
+#[derive(Debug)]
+pub(crate) struct Opening<'a> {
+    /// The run's id (part of every effect's idempotency key).
+    pub run_id: &'a str,
+    /// The agent.
+    pub agent: &'a Agent,
+    /// The policy it runs under.
+    pub policy: Arc<Policy>,
+    /// The run's input, JSON text.
+    pub input: &'a str,
+    /// Where tool and model answers come from.
+    pub effects: Effects,
+    /// The rules the run is recorded under.
+    pub edition: Edition,
+}
+
+/// An opened execution, or the recorded failure of a guest that could not start.
+#[derive(Debug)]
+pub(crate) enum Opened {
+    /// Ready to step.
+    Ready(Box<Execution>),
+    /// The module could not be instantiated (a run failure, not a host error).
+    Failed(FailureReason),
+}
+
+/// Opens an execution, restoring `from` (a checkpoint and the journal holding its pages)
+/// if given.
+///
+/// # Errors
+/// A checkpoint that cannot be restored (missing or altered pages, another agent's).
+pub(crate) fn open(
+    opening: Opening<'_>,
+    from: Option<(&Journal, &Checkpoint)>,
+) -> Result<Opened, Error> {
+    let run_id = opening.run_id;
+    let host = HostState::new(
+        run_id,
+        opening.policy,
+        opening.input,
+        opening.effects,
+        opening.edition,
+    );
+    let mut exec = match Execution::instantiate(opening.agent, host) {
+        Ok(exec) => exec,
+        Err(reason) => return Ok(Opened::Failed(reason)),
+    };
+    if let Some((journal, checkpoint)) = from {
+        exec.restore(checkpoint, |digest| {
+            journal
+                .page(digest)
+                .map_err(|e| CheckpointError::PageUnreadable {
+                    digest: *digest,
+                    source: Box::new(e),
+                })
+        })
+        .map_err(|source| Error::Checkpoint {
+            run_id: run_id.to_string(),
+            step: checkpoint.step,
+            source,
+        })?;
+    }
+    Ok(Opened::Ready(Box::new(exec)))
+}
+
+/// Takes a checkpoint of `exec` and adds it, its record and its new pages to `commit`.
+///
+/// # Errors
+/// A checkpoint that cannot be captured (a global that is not a number).
+pub(crate) fn capture(exec: &mut Execution, commit: &mut Commit) -> Result<(), Error> {
+    let step = exec.host().step;
+    let (checkpoint, capture) = exec.checkpoint().map_err(|source| Error::Checkpoint {
+        run_id: exec.host().run_id.clone(),
+        step,
+        source,
+    })?;
+    // The checkpoint record is never over budget (it counts 0 bytes); a replay mismatch
+    // here surfaces at the next record.
+    let _ = exec.push(RecordBody::Checkpoint {
+        step: checkpoint.step,
+        digest: checkpoint.digest(),
+    });
+    commit.pages = capture.changed;
+    commit.checkpoint = Some(checkpoint);
+    Ok(())
+}
+
+/// What happens at one step boundary.
+#[derive(Debug)]
+pub(crate) struct Boundary {
+    /// The steps run so far (the step that just ended, or the step budget if exceeded).
+    pub step: u32,
+    /// How the run stands after it.
+    pub end: StepEnd,
+    /// Records to commit (the step's records, its checkpoint, and the outcome if any).
+    pub commit: Commit,
+}
+
+/// The outcome of a run that stands as `exec` does after a step that ended in `end`.
+pub(crate) fn outcome_of(exec: &Execution, end: &StepEnd, steps: u32) -> Outcome {
+    let host = exec.host();
+    Outcome {
+        status: end.status(),
+        state: host.state.clone(),
+        output: host.finished.clone(),
+        reason: match end {
+            StepEnd::Failed(reason) => Some(reason.clone()),
+            _ => None,
+        },
+        steps,
+        host_calls: host.host_calls,
+        fuel: host.fuel,
+    }
+}
+
+/// Runs steps after `from` until the run ends or `at_boundary` returns `false`, calling
+/// `at_boundary` after each step. Returns how the last step ended.
+///
+/// # Errors
+/// What `at_boundary` returns, or a checkpoint that cannot be taken.
+pub(crate) fn drive(
+    exec: &mut Execution,
+    from: u32,
+    mut at_boundary: impl FnMut(&Execution, Boundary) -> Result<bool, Error>,
+) -> Result<StepEnd, Error> {
+    let mut step = from;
+    loop {
+        step += 1;
+        let budgets = exec.host().policy.budgets;
+        let mut end = if step > budgets.max_steps {
+            StepEnd::Failed(FailureReason::LimitExceeded {
+                step,
+                limit: Limit::Steps,
+                value: u64::from(step),
+                max: u64::from(budgets.max_steps),
+            })
+        } else {
+            exec.run_step(step)
+        };
+        let mut commit = Commit::default();
+        let steps = step.min(budgets.max_steps);
+        let ended = end.status() != Status::Running;
+        // A guest stopped inside a host call has live frames: its memory is no state to
+        // continue from, so the last clean checkpoint stays the one to resume from.
+        let clean_end = matches!(end, StepEnd::Completed | StepEnd::AwaitingReview)
+            && !exec.host().stopped_mid_step;
+        // A checkpoint at the end of a completed or reviewed run lets a review resume it.
+        if clean_end || (!ended && step.is_multiple_of(budgets.checkpoint_every.max(1))) {
+            capture(exec, &mut commit)?;
+        }
+        if ended && !matches!(end, StepEnd::Diverged(_)) {
+            let outcome = outcome_of(exec, &end, steps);
+            // The outcome is always recorded, even past the journal budget.
+            let _ = exec.push(RecordBody::Outcome(outcome));
+        }
+        if let Some(divergence) = exec
+            .host()
+            .journal
+            .expected
+            .as_ref()
+            .and_then(|e| e.diverged.clone())
+        {
+            end = StepEnd::Diverged(Box::new(divergence));
+        }
+        commit.records = exec.take_records();
+        let done = !matches!(end, StepEnd::Continue);
+        let go_on = at_boundary(
+            exec,
+            Boundary {
+                step: steps,
+                end: end.clone(),
+                commit,
+            },
+        )?;
+        if done || !go_on {
+            return Ok(end);
+        }
+    }
+}

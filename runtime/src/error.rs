@@ -1,0 +1,184 @@
+//! The errors of Warden's operations (run, resume, replay, fork, verify, show), and who
+//! must act on them.
+//!
+//! Guest misbehaviour is never one of these: it is a recorded `FailureReason`
+//! (invariant 6). An [`Error`] is something a person must fix: a file of theirs
+//! ([`ErrorKind::Usage`]), a journal whose content does not check out
+//! ([`ErrorKind::Integrity`]), or Warden's own environment ([`ErrorKind::Host`]).
+//! [`Error::kind`] says which, so that a caller never has to read an error's text.
+
+use crate::agent::LoadError;
+use crate::bindings::BindingsError;
+use crate::checkpoint::CheckpointError;
+use crate::digest::Digest;
+use crate::journal::{JournalError, Verification};
+use crate::outcome::Status;
+use crate::policy::PolicyError;
+use crate::recording::Divergence;
+use crate::resolve::ResolveError;
+use crate::stored_run::StoredRunError;
+
+/// Who must act on an [`Error`]; the CLI maps each to an exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The user's arguments or files (policy, bindings, agent, input, run id): exit 2.
+    Usage,
+    /// The journal's content does not check out (a broken chain, an altered artifact, a
+    /// re-execution that departs from what was committed): exit 12.
+    Integrity,
+    /// Warden or its environment failed (journal I/O, database in use, engine): exit 1.
+    Host,
+}
+
+/// Why Warden could not run, resume, replay, fork or inspect a run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The journal failed.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// The agent module was refused.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The policy was refused.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// The bindings were refused.
+    #[error(transparent)]
+    Bindings(#[from] BindingsError),
+    /// The arguments could not be resolved into a run.
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    /// A run's stored artifacts could not be loaded.
+    #[error(transparent)]
+    Stored(#[from] StoredRunError),
+    /// The run's input is not JSON.
+    #[error("the run's input is not valid JSON: {message}")]
+    Input {
+        /// 1-based line of the problem.
+        line: usize,
+        /// 1-based column of the problem.
+        column: usize,
+        /// serde_json's message, which names the line and column.
+        message: String,
+    },
+    /// An `--input-patch` is not a JSON object.
+    #[error("the input patch is not a JSON object (RFC 7386 merge patch), found {found}")]
+    InputPatch {
+        /// The JSON type found.
+        found: &'static str,
+    },
+    /// A checkpoint could not be taken or restored.
+    #[error("run {run_id}: checkpoint after step {step}")]
+    Checkpoint {
+        /// The run.
+        run_id: String,
+        /// The checkpoint's step.
+        step: u32,
+        /// What went wrong.
+        #[source]
+        source: CheckpointError,
+    },
+    /// The run has no checkpoint at the step asked for.
+    #[error("run {run_id} has no checkpoint at step {step} (see `warden show {run_id}`)")]
+    NoCheckpoint {
+        /// The run.
+        run_id: String,
+        /// The step asked for.
+        step: u32,
+    },
+    /// The run is not in a state this operation applies to.
+    #[error("run {run_id} is {status}; {needed}")]
+    WrongStatus {
+        /// The run.
+        run_id: String,
+        /// Its status.
+        status: Status,
+        /// What the operation needs.
+        needed: &'static str,
+    },
+    /// The run's journal does not verify, so the operation refuses to build on it.
+    #[error("run {}: its journal does not verify, so it cannot be {operation}: {}", verification.run_id, verification.problem.as_deref().unwrap_or("unknown problem"))]
+    Unverified {
+        /// What was refused: `resumed`, `forked`, ...
+        operation: &'static str,
+        /// What verification found.
+        verification: Box<Verification>,
+    },
+    /// The bindings file changed since the run started.
+    #[error("run {run_id}: its bindings changed since it started (recorded {}, now {}); resuming needs the same tools and models", recorded.short(), present.short())]
+    BindingsChanged {
+        /// The run.
+        run_id: String,
+        /// The digest the run recorded.
+        recorded: Digest,
+        /// The digest of the file now.
+        present: Digest,
+    },
+    /// Re-executing committed steps did not reproduce them.
+    #[error("run {run_id}: re-executing committed step {step} did not reproduce it: expected {}, got {} (run `warden replay {run_id}` to see where it departs)", divergence.expected, divergence.actual)]
+    CatchUpDiverged {
+        /// The run.
+        run_id: String,
+        /// The step that departed.
+        step: u32,
+        /// Where and how.
+        divergence: Box<Divergence>,
+    },
+    /// The fork's checkpoint is in a state the fork's policy does not declare.
+    #[error(
+        "checkpoint {step} of run {parent} is in state `{state}`, which the fork's policy does not declare"
+    )]
+    ForkState {
+        /// The parent run.
+        parent: String,
+        /// The checkpoint's step.
+        step: u32,
+        /// Its state.
+        state: String,
+    },
+}
+
+impl Error {
+    /// Who must act on this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Journal(JournalError::Missing { .. } | JournalError::NoSuchRun(_)) => {
+                ErrorKind::Usage
+            }
+            Error::Journal(_) => ErrorKind::Host,
+            Error::Stored(e) if e.is_integrity() => ErrorKind::Integrity,
+            Error::Stored(StoredRunError::Journal(
+                JournalError::Missing { .. } | JournalError::NoSuchRun(_),
+            )) => ErrorKind::Usage,
+            Error::Stored(_) => ErrorKind::Host,
+            Error::Checkpoint { source, .. } => match source {
+                CheckpointError::PageUnreadable { .. } | CheckpointError::Grow { .. } => {
+                    ErrorKind::Host
+                }
+                _ => ErrorKind::Integrity,
+            },
+            Error::Unverified { .. } | Error::CatchUpDiverged { .. } => ErrorKind::Integrity,
+            Error::Load(LoadError::Engine(_)) => ErrorKind::Host,
+            Error::Load(_)
+            | Error::Policy(_)
+            | Error::Bindings(_)
+            | Error::Resolve(_)
+            | Error::Input { .. }
+            | Error::InputPatch { .. }
+            | Error::NoCheckpoint { .. }
+            | Error::WrongStatus { .. }
+            | Error::BindingsChanged { .. }
+            | Error::ForkState { .. } => ErrorKind::Usage,
+        }
+    }
+
+    /// The error for input text that is not JSON.
+    pub(crate) fn input(error: &serde_json::Error) -> Error {
+        Error::Input {
+            line: error.line(),
+            column: error.column(),
+            message: error.to_string(),
+        }
+    }
+}

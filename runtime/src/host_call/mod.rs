@@ -1,0 +1,328 @@
+//! The host side of the single host-call import: read the request through one
+//! bounds-checked accessor, decode it, [`enforce`] it, journal it, then (only if allowed)
+//! perform it and journal the response.
+//!
+//! Upholds invariants 1 (every request passes `enforce`), 4 (the decision is journaled
+//! before the effect) and 6 (every misuse becomes a typed failure, never a host panic).
+
+use std::ops::Range;
+
+use warden_guest::wire::{self, Request, Response};
+use wasmtime::{Caller, Memory};
+
+use crate::decision::{InferenceRecord, Rule, RunView, Verdict, enforce};
+use crate::journal::RecordBody;
+use crate::outcome::{FailureReason, GuestFault, HostFault, Limit};
+use crate::recording::Divergence;
+
+mod state;
+
+pub(crate) use state::HostState;
+
+/// Why the guest was stopped inside a host call.
+#[derive(Debug, Clone)]
+pub(crate) enum Halt {
+    /// The run fails with this reason.
+    Failed(FailureReason),
+    /// Replay found the run departing from its recording.
+    Diverged(Box<Divergence>),
+    /// The agent tried to act after a gate sent the run to review: the step ends there and
+    /// the run waits for review.
+    AwaitingReview,
+}
+
+/// The error a host call returns to stop the guest; the reason is in [`HostState::halt`].
+#[derive(Debug)]
+pub(crate) struct Halted;
+
+impl std::fmt::Display for Halted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stopped by warden")
+    }
+}
+
+impl std::error::Error for Halted {}
+
+/// The only host function an agent can import.
+pub(crate) fn host_call(
+    mut caller: Caller<'_, HostState>,
+    op: i32,
+    ptr: i32,
+    len: i32,
+) -> wasmtime::Result<i64> {
+    // The ABI passes unsigned 32-bit addresses in i32s.
+    let (ptr, len) = (ptr as u32, len as u32);
+    let result = match op {
+        wire::OP_CALL => call(&mut caller, ptr, len),
+        wire::OP_READ_RESPONSE => read_response(&mut caller, ptr, len),
+        op => Err(caller.data().fail(|step| FailureReason::Fault {
+            step,
+            fault: GuestFault::UnknownOp { op },
+        })),
+    };
+    result.map_err(|halt| {
+        caller.data_mut().halt = Some(halt);
+        wasmtime::Error::new(Halted)
+    })
+}
+
+/// The one bounds-checked accessor of guest memory: `ptr..ptr+len`, or a fault.
+fn guest_range(memory_bytes: usize, ptr: u32, len: u32) -> Result<Range<usize>, GuestFault> {
+    let start = ptr as usize;
+    let end = start.checked_add(len as usize);
+    match end {
+        Some(end) if end <= memory_bytes && ptr.checked_add(len).is_some() => Ok(start..end),
+        _ => Err(GuestFault::OutOfBounds {
+            ptr,
+            len,
+            memory_bytes: memory_bytes as u64,
+        }),
+    }
+}
+
+fn guest_memory(caller: &Caller<'_, HostState>) -> Result<Memory, Halt> {
+    // Set at instantiation; no host call can come earlier (start functions are refused).
+    caller.data().memory.ok_or_else(|| {
+        caller.data().fail(|step| FailureReason::Fault {
+            step,
+            fault: GuestFault::NoMemory,
+        })
+    })
+}
+
+fn call(caller: &mut Caller<'_, HostState>, ptr: u32, len: u32) -> Result<i64, Halt> {
+    let fuel_left = caller.get_fuel().unwrap_or(0);
+    let budgets = caller.data().policy.budgets;
+    let fuel = budgets.fuel_per_step.saturating_sub(fuel_left);
+    let host_calls = caller.data().host_calls;
+    if host_calls >= budgets.max_host_calls {
+        return Err(caller.data().fail(|step| FailureReason::LimitExceeded {
+            step,
+            limit: Limit::HostCalls,
+            value: u64::from(host_calls) + 1,
+            max: u64::from(budgets.max_host_calls),
+        }));
+    }
+    if len > budgets.max_request_bytes {
+        return Err(caller.data().fail(|step| FailureReason::LimitExceeded {
+            step,
+            limit: Limit::RequestBytes,
+            value: u64::from(len),
+            max: u64::from(budgets.max_request_bytes),
+        }));
+    }
+    let memory = guest_memory(caller)?;
+    let data = memory.data(&*caller);
+    let range = guest_range(data.len(), ptr, len).map_err(|fault| {
+        caller
+            .data()
+            .fail(|step| FailureReason::Fault { step, fault })
+    })?;
+    let bytes = data.get(range).map(<[u8]>::to_vec).unwrap_or_default();
+    let request = decode_request(&bytes).map_err(|fault| {
+        caller
+            .data()
+            .fail(|step| FailureReason::Fault { step, fault })
+    })?;
+
+    let state = caller.data_mut();
+    let call = u64::from(state.host_calls);
+    state.host_calls += 1;
+    let span = tracing::debug_span!(
+        "host_call",
+        call,
+        step = state.step,
+        state = %state.state,
+        verdict = tracing::field::Empty,
+    )
+    .entered();
+    let decision = enforce(
+        &state.policy,
+        &RunView {
+            state: &state.state,
+            transitioned_this_step: state.transitioned,
+            escalated: state.escalated,
+            finished: state.finished.is_some(),
+            inferences: &state.inferences,
+        },
+        &request,
+    );
+    span.record("verdict", tracing::field::debug(decision.verdict));
+    // A counterfactual answers by the exact request bytes, so effects need them.
+    let effect_key =
+        matches!(request, Request::Tool { .. } | Request::Model { .. }).then(|| bytes.clone());
+    state.push(RecordBody::HostCall {
+        step: state.step,
+        call,
+        state: state.state.clone(),
+        fuel,
+        request: bytes,
+        decision: decision.clone(),
+    })?;
+    let response = match decision.verdict {
+        Verdict::Deny if matches!(decision.rule, Rule::AwaitingReview { .. }) => {
+            return Err(Halt::AwaitingReview);
+        }
+        Verdict::Deny => {
+            return Err(state.fail(|step| FailureReason::Denied {
+                step,
+                rule: decision.rule,
+            }));
+        }
+        Verdict::Escalate => match &decision.rule {
+            Rule::GateNotMet { otherwise, .. } => {
+                state.move_to(otherwise.clone())?;
+                state.escalated = true;
+                Response::Transitioned(otherwise.clone())
+            }
+            // Only gates escalate; anything else would be a host bug, so it stops the run.
+            _ => {
+                return Err(state.fail(|step| FailureReason::HostFault {
+                    step,
+                    fault: HostFault::EscalationWithoutGate,
+                }));
+            }
+        },
+        Verdict::Allow => state.perform(call, request, effect_key.as_deref().unwrap_or(&[]))?,
+    };
+    let response = postcard::to_allocvec(&response).unwrap_or_default();
+    let len = response.len();
+    // Journaled even when over budget: the effect has run, and replay answers from it.
+    state.push(RecordBody::HostResponse {
+        call,
+        response: response.clone(),
+    })?;
+    if len as u64 > u64::from(budgets.max_response_bytes) {
+        return Err(state.fail(|step| FailureReason::LimitExceeded {
+            step,
+            limit: Limit::ResponseBytes,
+            value: len as u64,
+            max: u64::from(budgets.max_response_bytes),
+        }));
+    }
+    state.pending = Some(response);
+    Ok(len as i64)
+}
+
+/// Decodes a request, refusing trailing bytes and non-canonical encodings, so that one
+/// request has exactly one encoding.
+fn decode_request(bytes: &[u8]) -> Result<Request, GuestFault> {
+    let malformed = |error: String| GuestFault::MalformedRequest {
+        len: bytes.len() as u32,
+        error,
+    };
+    match postcard::take_from_bytes::<Request>(bytes) {
+        // Over-long varints decode too; refuse them so the journal's bytes are the one
+        // encoding of the request that replay compares.
+        Ok((request, [])) if postcard::to_allocvec(&request).ok().as_deref() == Some(bytes) => {
+            Ok(request)
+        }
+        Ok((_, [])) => Err(malformed(
+            "non-canonical encoding (an over-long integer)".into(),
+        )),
+        Ok((_, rest)) => Err(malformed(format!(
+            "{} trailing bytes after the request",
+            rest.len()
+        ))),
+        Err(e) => Err(malformed(e.to_string())),
+    }
+}
+
+impl HostState {
+    fn move_to(&mut self, to: String) -> Result<(), Halt> {
+        let from = std::mem::replace(&mut self.state, to.clone());
+        self.transitioned = true;
+        self.push(RecordBody::Transition {
+            step: self.step,
+            from,
+            to,
+        })
+    }
+
+    /// Performs an allowed request and returns its response.
+    fn perform(
+        &mut self,
+        call: u64,
+        request: Request,
+        request_bytes: &[u8],
+    ) -> Result<Response, Halt> {
+        Ok(match request {
+            Request::Input => Response::Input(self.input.to_string()),
+            Request::State => Response::State(self.state.clone()),
+            Request::Log { .. } => Response::Ack,
+            Request::Transition { to, .. } => {
+                self.move_to(to.clone())?;
+                Response::Transitioned(to)
+            }
+            Request::Finish { output } => {
+                if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&output) {
+                    return Err(self.fail(|step| FailureReason::Fault {
+                        step,
+                        fault: GuestFault::MalformedRequest {
+                            len: output.len() as u32,
+                            error: format!("finish output is not JSON: {e}"),
+                        },
+                    }));
+                }
+                self.finished = Some(output);
+                Response::Ack
+            }
+            Request::Abort { reason } => {
+                return Err(self.fail(|step| FailureReason::AgentAborted { step, reason }));
+            }
+            Request::Tool { .. } | Request::Model { .. } => {
+                let response = self
+                    .effects
+                    .answer(&self.run_id, call, &request, request_bytes)
+                    .map_err(|d| Halt::Diverged(Box::new(d)))?;
+                if let Response::Model(Ok(inference)) = &response {
+                    self.inferences.push(InferenceRecord {
+                        id: inference.id,
+                        model: inference.model.clone(),
+                        confidence: inference.confidence,
+                    });
+                }
+                response
+            }
+        })
+    }
+}
+
+fn read_response(caller: &mut Caller<'_, HostState>, ptr: u32, len: u32) -> Result<i64, Halt> {
+    let Some(response) = caller.data_mut().pending.take() else {
+        return Err(caller.data().fail(|step| FailureReason::Fault {
+            step,
+            fault: GuestFault::NoPendingResponse,
+        }));
+    };
+    let needed = response.len() as u32;
+    if len < needed {
+        return Err(caller.data().fail(|step| FailureReason::Fault {
+            step,
+            fault: GuestFault::ShortBuffer { needed, given: len },
+        }));
+    }
+    let memory = guest_memory(caller)?;
+    let data = memory.data_mut(&mut *caller);
+    let range = guest_range(data.len(), ptr, needed);
+    match range.ok().and_then(|range| data.get_mut(range)) {
+        Some(dst) => {
+            dst.copy_from_slice(&response);
+            Ok(i64::from(needed))
+        }
+        None => {
+            let memory_bytes = data.len() as u64;
+            Err(caller.data().fail(|step| FailureReason::Fault {
+                step,
+                fault: GuestFault::OutOfBounds {
+                    ptr,
+                    len: needed,
+                    memory_bytes,
+                },
+            }))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

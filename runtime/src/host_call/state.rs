@@ -1,0 +1,204 @@
+//! The host state of one execution: everything the host knows about a run while its
+//! guest executes (the store's data), the records of the step in flight, and the memory
+//! limiter.
+//!
+//! Upholds invariant 7 (bounded): the journal bytes a run produces and the memory it may
+//! grow to are counted here against the policy's budgets.
+
+use std::sync::Arc;
+
+use wasmtime::{Memory, ResourceLimiter};
+
+use super::Halt;
+use crate::decision::InferenceRecord;
+use crate::effects::Effects;
+use crate::journal::{Edition, RecordBody};
+use crate::outcome::{FailureReason, Limit};
+use crate::policy::Policy;
+use crate::recording::Expected;
+
+/// The policy's memory budget, applied to every `memory.grow` (and to instantiation).
+#[derive(Debug)]
+pub(crate) struct MemoryLimiter {
+    /// `budgets.memory_bytes`.
+    pub(crate) limit: u64,
+    /// The largest size the guest asked for over the limit, if any.
+    pub(crate) refused: Option<u64>,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired as u64 > self.limit {
+            self.refused = Some(self.refused.unwrap_or(0).max(desired as u64));
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // Tables only exist as the module declares them (the loader refuses table.grow).
+        Ok(desired <= 1 << 20)
+    }
+
+    fn instances(&self) -> usize {
+        1
+    }
+
+    fn tables(&self) -> usize {
+        1
+    }
+
+    fn memories(&self) -> usize {
+        1
+    }
+}
+
+/// The records of the step in flight, and what replay expects them to be.
+#[derive(Debug, Default)]
+pub(crate) struct StepJournal {
+    /// Records not yet committed.
+    pub(crate) records: Vec<RecordBody>,
+    /// Approximate bytes of records the run has produced, against `max_journal_bytes`.
+    pub(crate) bytes: u64,
+    /// For exact replay: the recorded bodies, compared as they are produced.
+    pub(crate) expected: Option<Expected>,
+}
+
+impl StepJournal {
+    fn push(&mut self, body: RecordBody, limit: u64, step: u32) -> Result<(), Halt> {
+        self.bytes += approximate_size(&body);
+        if let Some(expected) = &mut self.expected {
+            expected
+                .check(&body)
+                .map_err(|d| Halt::Diverged(Box::new(d)))?;
+        }
+        self.records.push(body);
+        if self.bytes > limit {
+            return Err(Halt::Failed(FailureReason::LimitExceeded {
+                step,
+                limit: Limit::JournalBytes,
+                value: self.bytes,
+                max: limit,
+            }));
+        }
+        Ok(())
+    }
+}
+
+/// Journal size of a record the guest can cause: its variable-length parts plus a fixed
+/// allowance. Records of the step structure (bounded by `max_steps`) count as 0, so that
+/// the count at a checkpoint is exactly the count a resumed run continues from.
+fn approximate_size(body: &RecordBody) -> u64 {
+    match body {
+        RecordBody::HostCall { request, state, .. } => 64 + (request.len() + state.len()) as u64,
+        RecordBody::HostResponse { response, .. } => 64 + response.len() as u64,
+        RecordBody::Transition { .. } => 64,
+        _ => 0,
+    }
+}
+
+/// Everything the host knows about a run while its guest executes: the store's data.
+#[derive(Debug)]
+pub(crate) struct HostState {
+    /// The run's id (part of every effect's idempotency key).
+    pub(crate) run_id: String,
+    /// The rules the run is recorded under.
+    pub(crate) edition: Edition,
+    /// The governance contract.
+    pub(crate) policy: Arc<Policy>,
+    /// The run's input, JSON text.
+    pub(crate) input: Arc<str>,
+    /// Where tool and model answers come from.
+    pub(crate) effects: Effects,
+    /// The current state.
+    pub(crate) state: String,
+    /// The step in flight (0 before the first).
+    pub(crate) step: u32,
+    /// Host calls made so far; also the next call's sequence number.
+    pub(crate) host_calls: u32,
+    /// Fuel the run has consumed in completed steps.
+    pub(crate) fuel: u64,
+    /// Inferences computed so far.
+    pub(crate) inferences: Vec<InferenceRecord>,
+    /// Whether this step made a transition.
+    pub(crate) transitioned: bool,
+    /// Whether a gate sent the run to review in this step.
+    pub(crate) escalated: bool,
+    /// Whether the guest was stopped inside a host call (its frames still live), so that
+    /// no checkpoint may be taken at the end of this step.
+    pub(crate) stopped_mid_step: bool,
+    /// The output, once the agent finished.
+    pub(crate) finished: Option<String>,
+    /// The response held for the guest's read.
+    pub(crate) pending: Option<Vec<u8>>,
+    /// Records of the step in flight.
+    pub(crate) journal: StepJournal,
+    /// Why the guest was stopped, if it was.
+    pub(crate) halt: Option<Halt>,
+    /// The memory budget.
+    pub(crate) limiter: MemoryLimiter,
+    /// The guest's memory, once instantiated.
+    pub(crate) memory: Option<Memory>,
+}
+
+impl HostState {
+    /// The host state of a fresh execution of run `run_id`, in the policy's initial state.
+    pub(crate) fn new(
+        run_id: &str,
+        policy: Arc<Policy>,
+        input: &str,
+        effects: Effects,
+        edition: Edition,
+    ) -> HostState {
+        let limit = policy.budgets.memory_bytes;
+        HostState {
+            run_id: run_id.to_string(),
+            edition,
+            state: policy.initial.clone(),
+            policy,
+            input: Arc::from(input),
+            effects,
+            step: 0,
+            host_calls: 0,
+            fuel: 0,
+            inferences: Vec::new(),
+            transitioned: false,
+            escalated: false,
+            stopped_mid_step: false,
+            finished: None,
+            pending: None,
+            journal: StepJournal::default(),
+            halt: None,
+            limiter: MemoryLimiter {
+                limit,
+                refused: None,
+            },
+            memory: None,
+        }
+    }
+
+    /// Whether answers come from a recording (replay, or the catch-up of a resume).
+    pub(crate) fn replaying(&self) -> bool {
+        matches!(self.effects, Effects::Recorded(_))
+    }
+
+    /// Adds a record to the step in flight (checked against replay's expectation).
+    pub(crate) fn push(&mut self, body: RecordBody) -> Result<(), Halt> {
+        let limit = self.policy.budgets.max_journal_bytes;
+        self.journal.push(body, limit, self.step)
+    }
+
+    pub(super) fn fail(&self, reason: impl FnOnce(u32) -> FailureReason) -> Halt {
+        Halt::Failed(reason(self.step))
+    }
+}

@@ -1,0 +1,515 @@
+//! The journal's records and run summaries: the file format, field by field.
+//!
+//! Upholds invariant 5 (tamper-evident): each [`Record`] carries its predecessor's digest
+//! and is itself named by [`Record::digest`]. Everything here is encoded with postcard,
+//! which writes fields in declaration order without names, so **these definitions are the
+//! file format**: a variant or field is never changed or reordered, only appended, and a
+//! layout that must change gets a new version beside the old one (see `docs/journal.md`,
+//! "Format versions"). Old runs must verify and replay forever.
+
+use serde::{Deserialize, Serialize};
+
+use crate::decision::Decision;
+use crate::digest::{Digest, domain};
+use crate::edition::Edition;
+use crate::outcome::{FailureReason, Outcome, Status};
+use crate::policy::Budgets;
+
+/// A record of a run, as chained in the journal.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// Position in the run's journal, from 0.
+    pub index: u64,
+    /// Digest of the previous record ([`Digest::ZERO`] for the first).
+    pub prev: Digest,
+    /// Wall-clock time of the commit that wrote it, ms since the Unix epoch. Never an input
+    /// to anything a run decides; hashed, but not compared by replay.
+    pub at_ms: u64,
+    /// What happened.
+    pub body: RecordBody,
+}
+
+impl Record {
+    /// The record's own digest, which its successor carries as `prev`:
+    /// `blake3("warden-record-v1" 0 postcard(record))`.
+    pub fn digest(&self) -> Digest {
+        Digest::of(domain::RECORD, &super::encode(self))
+    }
+}
+
+/// The run and checkpoint a fork started from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Parent {
+    /// The run it was forked from.
+    pub run_id: String,
+    /// The checkpoint (step) it starts from.
+    pub step: u32,
+}
+
+/// What a record says. Everything but `RunStarted` and timestamps is compared by replay.
+/// Variants and fields are the file format: append, never change (module docs).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum RecordBody {
+    /// Record 0 of every run: what ran, under which rules, on what.
+    RunStarted {
+        /// The run id.
+        run_id: String,
+        /// Digest of the agent module as supplied (blob `agent`).
+        agent: Digest,
+        /// Canonical digest of the policy (`Policy::hash`).
+        policy: Digest,
+        /// Digest of the policy file's text (a blob).
+        policy_text: Digest,
+        /// `policy.name`.
+        policy_name: String,
+        /// `policy.version`.
+        policy_version: String,
+        /// Digest of the bindings and the files they reference (not ledgers).
+        bindings: Digest,
+        /// Where the bindings were loaded from (absolute), for `warden resume`.
+        bindings_path: Option<String>,
+        /// Digest of the input JSON (a blob).
+        input: Digest,
+        /// The state the run starts in (a fork: its checkpoint's state).
+        state: String,
+        /// The policy's budgets, as applied.
+        budgets: Budgets,
+        /// The run and checkpoint a fork started from.
+        parent: Option<Parent>,
+        /// The Warden version that started the run.
+        warden_version: String,
+    },
+    /// A step begins in `state`.
+    StepStarted {
+        /// The step number, from 1.
+        step: u32,
+        /// The run's state as the step begins.
+        state: String,
+    },
+    /// A host call, journaled before any effect.
+    HostCall {
+        /// The step in flight.
+        step: u32,
+        /// The call's sequence number in the run (its idempotency key with the run id).
+        call: u64,
+        /// The run's state when the call was made.
+        state: String,
+        /// Fuel the step had consumed when it made the call.
+        fuel: u64,
+        /// The request bytes exactly as the guest sent them (postcard `Request`).
+        request: Vec<u8>,
+        /// Enforcement's decision and the rule behind it.
+        decision: Decision,
+    },
+    /// The response to an allowed call, exactly as given to the guest.
+    HostResponse {
+        /// The call it answers.
+        call: u64,
+        /// The response bytes (postcard `Response`).
+        response: Vec<u8>,
+    },
+    /// The run moved from one state to another (by the agent, or by a gate).
+    Transition {
+        /// The step in flight.
+        step: u32,
+        /// The state left.
+        from: String,
+        /// The state entered.
+        to: String,
+    },
+    /// Guest state captured at the end of `step`; the checkpoint itself is stored beside
+    /// the records, under (run, step), and must match `digest`.
+    Checkpoint {
+        /// The step it follows (0: the freshly instantiated guest).
+        step: u32,
+        /// `Checkpoint::digest` of the stored checkpoint.
+        digest: Digest,
+    },
+    /// The step's records end here.
+    StepCommitted {
+        /// The step.
+        step: u32,
+        /// Fuel the step used.
+        fuel: u64,
+        /// The run's state at the end of the step.
+        state: String,
+    },
+    /// The run ended (for now: `awaiting_review` continues after a review).
+    Outcome(Outcome),
+    /// Record 0 of every run from format version 2 on: [`RunStart`].
+    Started(Box<RunStart>),
+}
+
+/// A model a run's bindings provide, as recorded when the run started.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelCard {
+    /// The model's name in the policy.
+    pub name: String,
+    /// The provider (`scorecard`, ...).
+    pub provider: String,
+    /// The card's own version.
+    pub version: String,
+    /// Digest of the card file, stored as a blob.
+    pub card: Digest,
+}
+
+/// What a run is: the body of its first record (`Started`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunStart {
+    /// The run id.
+    pub run_id: String,
+    /// Digest of the agent module as supplied (a blob).
+    pub agent: Digest,
+    /// Canonical digest of the policy (`Policy::hash`).
+    pub policy: Digest,
+    /// Digest of the policy file's text (a blob).
+    pub policy_text: Digest,
+    /// `policy.name`.
+    pub policy_name: String,
+    /// `policy.version`.
+    pub policy_version: String,
+    /// Digest of the bindings and the files they reference (not ledgers).
+    pub bindings: Digest,
+    /// Where the bindings were loaded from (absolute), for `warden resume`.
+    pub bindings_path: Option<String>,
+    /// Digest of the input JSON (a blob).
+    pub input: Digest,
+    /// The state the run starts in (a fork: its checkpoint's state).
+    pub state: String,
+    /// The policy's budgets, as applied.
+    pub budgets: Budgets,
+    /// The run and checkpoint a fork started from.
+    pub parent: Option<Parent>,
+    /// The Warden version that started the run.
+    pub warden_version: String,
+    /// The rules the run is recorded under.
+    pub edition: Edition,
+    /// The engine whose fuel accounting the run's figures follow, e.g. `wasmtime 48.0.8`.
+    pub engine: String,
+    /// Who submitted the run (a reviewer may not review their own submission).
+    pub submitted_by: Option<String>,
+    /// The models the bindings provide, with their cards.
+    pub models: Vec<ModelCard>,
+}
+
+impl RunStart {
+    /// The start of a format-version-1 run, from its `RunStarted` record.
+    fn from_v1(body: &RecordBody) -> Option<RunStart> {
+        let RecordBody::RunStarted {
+            run_id,
+            agent,
+            policy,
+            policy_text,
+            policy_name,
+            policy_version,
+            bindings,
+            bindings_path,
+            input,
+            state,
+            budgets,
+            parent,
+            warden_version,
+        } = body
+        else {
+            return None;
+        };
+        Some(RunStart {
+            run_id: run_id.clone(),
+            agent: *agent,
+            policy: *policy,
+            policy_text: *policy_text,
+            policy_name: policy_name.clone(),
+            policy_version: policy_version.clone(),
+            bindings: *bindings,
+            bindings_path: bindings_path.clone(),
+            input: *input,
+            state: state.clone(),
+            budgets: *budgets,
+            parent: parent.clone(),
+            warden_version: warden_version.clone(),
+            edition: Edition::V1,
+            engine: String::new(),
+            submitted_by: None,
+            models: Vec::new(),
+        })
+    }
+}
+
+impl RecordBody {
+    /// What the run is, if this is its first record (either format).
+    pub fn run_start(&self) -> Option<RunStart> {
+        match self {
+            RecordBody::Started(start) => Some((**start).clone()),
+            other => RunStart::from_v1(other),
+        }
+    }
+
+    /// The step a record belongs to, where it names one.
+    pub fn step(&self) -> Option<u32> {
+        match self {
+            RecordBody::StepStarted { step, .. }
+            | RecordBody::HostCall { step, .. }
+            | RecordBody::Transition { step, .. }
+            | RecordBody::Checkpoint { step, .. }
+            | RecordBody::StepCommitted { step, .. } => Some(*step),
+            _ => None,
+        }
+    }
+
+    /// The host call a record belongs to, where it names one.
+    pub fn call(&self) -> Option<u64> {
+        match self {
+            RecordBody::HostCall { call, .. } | RecordBody::HostResponse { call, .. } => {
+                Some(*call)
+            }
+            _ => None,
+        }
+    }
+
+    /// The record's kind, as named in JSON and docs: `run_started`, `host_call`, ...
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RecordBody::RunStarted { .. } => "run_started",
+            RecordBody::StepStarted { .. } => "step_started",
+            RecordBody::HostCall { .. } => "host_call",
+            RecordBody::HostResponse { .. } => "host_response",
+            RecordBody::Transition { .. } => "transition",
+            RecordBody::Checkpoint { .. } => "checkpoint",
+            RecordBody::StepCommitted { .. } => "step_committed",
+            RecordBody::Outcome(_) => "outcome",
+            RecordBody::Started(_) => "run_started",
+        }
+    }
+}
+
+/// The summary of a run kept beside its records (table `runs`), for listing and resuming.
+/// Verification checks every field against the records it summarises.
+///
+/// In the journal it is encoded field by field (postcard, the order below). In JSON
+/// (`warden runs --json`, `show --json`) the outcome's fields are flattened into the
+/// summary: `status`, `state`, `output`, `reason`, `steps`, `host_calls`, `fuel` beside
+/// `run_id`, the digests, `created_ms`, `updated_ms`, `records`, `head`,
+/// `last_checkpoint` and `parent`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct RunMeta {
+    /// The run id (UTC time of start plus six hex digits).
+    pub run_id: String,
+    /// Digest of the agent module, stored in the blobs table under it.
+    pub agent: Digest,
+    /// Canonical digest of the policy (see `Policy::hash`).
+    pub policy: Digest,
+    /// Digest of the policy file as written, stored in the blobs table.
+    pub policy_text: Digest,
+    /// `policy.name` of the policy.
+    pub policy_name: String,
+    /// `policy.version` of the policy.
+    pub policy_version: String,
+    /// Digest of the bindings and the files they reference (not ledgers).
+    pub bindings: Digest,
+    /// Where the bindings were loaded from, for `warden resume`.
+    pub bindings_path: Option<String>,
+    /// Digest of the input JSON, stored in the blobs table.
+    pub input: Digest,
+    /// The run and checkpoint it was forked from, if any.
+    pub parent: Option<Parent>,
+    /// When the run started, ms since the Unix epoch.
+    pub created_ms: u64,
+    /// When it was last committed, ms since the Unix epoch.
+    pub updated_ms: u64,
+    /// Number of records.
+    pub records: u64,
+    /// Digest of the last record.
+    pub head: Digest,
+    /// The step of the latest checkpoint (where `warden resume` starts).
+    pub last_checkpoint: Option<u32>,
+    /// Where the run stands: its `Outcome` record once ended; while running, the state
+    /// and counters of its last committed step.
+    pub outcome: Outcome,
+}
+
+impl RunMeta {
+    /// Where the run stands.
+    pub fn status(&self) -> Status {
+        self.outcome.status
+    }
+}
+
+impl Serialize for RunMeta {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        /// The binary layout: every field in declaration order.
+        #[derive(Serialize)]
+        struct Binary<'a> {
+            run_id: &'a str,
+            agent: &'a Digest,
+            policy: &'a Digest,
+            policy_text: &'a Digest,
+            policy_name: &'a str,
+            policy_version: &'a str,
+            bindings: &'a Digest,
+            bindings_path: &'a Option<String>,
+            input: &'a Digest,
+            parent: &'a Option<Parent>,
+            created_ms: u64,
+            updated_ms: u64,
+            records: u64,
+            head: &'a Digest,
+            last_checkpoint: Option<u32>,
+            outcome: &'a Outcome,
+        }
+        /// The JSON view: the outcome flattened, its reason also in words.
+        #[derive(Serialize)]
+        struct Json<'a> {
+            run_id: &'a str,
+            status: Status,
+            state: &'a str,
+            output: &'a Option<String>,
+            reason: Option<String>,
+            failure: &'a Option<FailureReason>,
+            steps: u32,
+            host_calls: u32,
+            fuel: u64,
+            policy_name: &'a str,
+            policy_version: &'a str,
+            agent: &'a Digest,
+            policy: &'a Digest,
+            policy_text: &'a Digest,
+            bindings: &'a Digest,
+            bindings_path: &'a Option<String>,
+            input: &'a Digest,
+            parent: &'a Option<Parent>,
+            created_ms: u64,
+            updated_ms: u64,
+            records: u64,
+            head: &'a Digest,
+            last_checkpoint: Option<u32>,
+        }
+        if serializer.is_human_readable() {
+            Json {
+                run_id: &self.run_id,
+                status: self.outcome.status,
+                state: &self.outcome.state,
+                output: &self.outcome.output,
+                reason: self.outcome.reason.as_ref().map(ToString::to_string),
+                failure: &self.outcome.reason,
+                steps: self.outcome.steps,
+                host_calls: self.outcome.host_calls,
+                fuel: self.outcome.fuel,
+                policy_name: &self.policy_name,
+                policy_version: &self.policy_version,
+                agent: &self.agent,
+                policy: &self.policy,
+                policy_text: &self.policy_text,
+                bindings: &self.bindings,
+                bindings_path: &self.bindings_path,
+                input: &self.input,
+                parent: &self.parent,
+                created_ms: self.created_ms,
+                updated_ms: self.updated_ms,
+                records: self.records,
+                head: &self.head,
+                last_checkpoint: self.last_checkpoint,
+            }
+            .serialize(serializer)
+        } else {
+            Binary {
+                run_id: &self.run_id,
+                agent: &self.agent,
+                policy: &self.policy,
+                policy_text: &self.policy_text,
+                policy_name: &self.policy_name,
+                policy_version: &self.policy_version,
+                bindings: &self.bindings,
+                bindings_path: &self.bindings_path,
+                input: &self.input,
+                parent: &self.parent,
+                created_ms: self.created_ms,
+                updated_ms: self.updated_ms,
+                records: self.records,
+                head: &self.head,
+                last_checkpoint: self.last_checkpoint,
+                outcome: &self.outcome,
+            }
+            .serialize(serializer)
+        }
+    }
+}
+
+/// A run summary as format version 1 wrote it (field order is the format).
+#[derive(Deserialize)]
+pub(super) struct RunMetaV1 {
+    run_id: String,
+    status: Status,
+    state: String,
+    agent: Digest,
+    policy: Digest,
+    policy_text: Digest,
+    policy_name: String,
+    policy_version: String,
+    bindings: Digest,
+    bindings_path: Option<String>,
+    input: Digest,
+    created_ms: u64,
+    updated_ms: u64,
+    steps: u32,
+    host_calls: u32,
+    fuel: u64,
+    records: u64,
+    head: Digest,
+    last_checkpoint: Option<u32>,
+    output: Option<String>,
+    reason: Option<FailureReason>,
+    parent: Option<Parent>,
+}
+
+impl From<RunMetaV1> for RunMeta {
+    fn from(v1: RunMetaV1) -> RunMeta {
+        RunMeta {
+            run_id: v1.run_id,
+            agent: v1.agent,
+            policy: v1.policy,
+            policy_text: v1.policy_text,
+            policy_name: v1.policy_name,
+            policy_version: v1.policy_version,
+            bindings: v1.bindings,
+            bindings_path: v1.bindings_path,
+            input: v1.input,
+            parent: v1.parent,
+            created_ms: v1.created_ms,
+            updated_ms: v1.updated_ms,
+            records: v1.records,
+            head: v1.head,
+            last_checkpoint: v1.last_checkpoint,
+            outcome: Outcome {
+                status: v1.status,
+                state: v1.state,
+                output: v1.output,
+                reason: v1.reason,
+                steps: v1.steps,
+                host_calls: v1.host_calls,
+                fuel: v1.fuel,
+            },
+        }
+    }
+}
+
+/// The versioned envelope of a run summary in table `runs`.
+#[derive(Deserialize)]
+pub(super) enum StoredMeta {
+    /// Format version 1.
+    V1(RunMetaV1),
+    /// Format version 2: the outcome in one [`Outcome`].
+    V2(RunMeta),
+}
+
+/// How a run summary is written (always the newest version).
+#[derive(Serialize)]
+pub(super) enum StoredMetaRef<'a> {
+    /// Never written any more; keeps the variant index of `V2` at 1.
+    #[expect(
+        dead_code,
+        reason = "placeholder for the variant index of format version 1"
+    )]
+    V1(()),
+    /// Format version 2.
+    V2(&'a RunMeta),
+}

@@ -1,0 +1,192 @@
+//! A run's recording as a re-execution uses it: the answers to its tool and model calls,
+//! the records a re-execution must reproduce, and where a re-execution departed.
+//!
+//! Upholds invariant 3 (determinism): every record a re-execution produces is compared,
+//! in order, with the recorded one ([`Expected::check`]), and the first difference is kept
+//! with both sides decoded ([`Divergence`]). Shared by replay, resume (catching up on
+//! committed steps) and the host call, which sits below all of them.
+
+use std::collections::{HashMap, VecDeque};
+
+use serde::Serialize;
+use warden_guest::wire::Request;
+
+use crate::journal::{Record, RecordBody};
+
+/// Where and how a re-execution departed from its recording.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Divergence {
+    /// Index of the first recorded record that was not reproduced (if any).
+    pub record: Option<u64>,
+    /// The step it belongs to.
+    pub step: Option<u32>,
+    /// The host call it belongs to.
+    pub call: Option<u64>,
+    /// What the recording says, decoded.
+    pub expected: String,
+    /// What the re-execution did, decoded.
+    pub actual: String,
+    /// `true` when the re-execution asked a tool or model something the recording cannot
+    /// answer (a counterfactual never invents an answer).
+    pub unanswerable: bool,
+}
+
+impl Divergence {
+    /// A difference between a recorded body (at record `index`) and a produced one.
+    pub(crate) fn between(index: Option<u64>, expected: &RecordBody, actual: &RecordBody) -> Self {
+        Divergence {
+            record: index,
+            step: expected.step(),
+            call: expected.call(),
+            expected: expected.describe(),
+            actual: actual.describe(),
+            unanswerable: false,
+        }
+    }
+
+    /// The re-execution ended while the recording goes on, or the other way round.
+    pub(crate) fn at_end(expected: impl Into<String>, actual: impl Into<String>) -> Self {
+        Divergence {
+            record: None,
+            step: None,
+            call: None,
+            expected: expected.into(),
+            actual: actual.into(),
+            unanswerable: false,
+        }
+    }
+
+    /// A request the recording has no answer for.
+    pub(crate) fn unanswerable(call: u64, request: &Request) -> Divergence {
+        Divergence {
+            record: None,
+            step: None,
+            call: Some(call),
+            expected: "a request the recording can answer".into(),
+            actual: format!("call {call}: {}", crate::journal::describe_request(request)),
+            unanswerable: true,
+        }
+    }
+}
+
+/// The recorded bodies a re-execution must reproduce, consumed in order.
+#[derive(Debug, Default)]
+pub(crate) struct Expected {
+    bodies: VecDeque<(u64, RecordBody)>,
+    /// Records compared so far.
+    pub compared: u64,
+    /// The first divergence, kept even where the caller could not stop at once.
+    pub diverged: Option<Divergence>,
+}
+
+impl Expected {
+    /// Expects the bodies of `records` in order.
+    pub fn new(records: &[Record]) -> Expected {
+        Expected {
+            bodies: records.iter().map(|r| (r.index, r.body.clone())).collect(),
+            ..Expected::default()
+        }
+    }
+
+    /// Records not yet reproduced.
+    pub fn remaining(&self) -> usize {
+        self.bodies.len()
+    }
+
+    /// Compares the next produced record with the next recorded one.
+    pub fn check(&mut self, actual: &RecordBody) -> Result<(), Divergence> {
+        if let Some(divergence) = &self.diverged {
+            return Err(divergence.clone());
+        }
+        let divergence = match self.bodies.pop_front() {
+            Some((_, expected)) if expected == *actual => {
+                self.compared += 1;
+                return Ok(());
+            }
+            Some((index, expected)) => Divergence::between(Some(index), &expected, actual),
+            None => Divergence {
+                record: None,
+                step: actual.step(),
+                call: actual.call(),
+                expected: "the end of the recording".into(),
+                actual: actual.describe(),
+                unanswerable: false,
+            },
+        };
+        self.diverged = Some(divergence.clone());
+        Err(divergence)
+    }
+}
+
+/// How a recording answers a tool or model request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Answering {
+    /// By call sequence number: an exact re-execution asks the same calls in order.
+    ByCall,
+    /// By the exact request bytes: a counterfactual agent may ask in another order, but
+    /// only what was really asked before can be answered.
+    ByRequest,
+}
+
+/// The tool and model responses of a recorded run.
+#[derive(Debug)]
+pub(crate) struct Recording {
+    answering: Answering,
+    by_call: HashMap<u64, Vec<u8>>,
+    by_request: HashMap<Vec<u8>, Vec<u8>>,
+}
+
+impl Recording {
+    /// The responses of `records`, answered as `answering` says.
+    pub fn of(records: &[Record], answering: Answering) -> Recording {
+        let mut recording = Recording {
+            answering,
+            by_call: HashMap::new(),
+            by_request: HashMap::new(),
+        };
+        let mut requests = HashMap::new();
+        for record in records {
+            match &record.body {
+                RecordBody::HostCall { call, request, .. } => {
+                    requests.insert(*call, request.clone());
+                }
+                RecordBody::HostResponse { call, response } => {
+                    recording.by_call.insert(*call, response.clone());
+                    if let Some(request) = requests.remove(call) {
+                        recording.by_request.insert(request, response.clone());
+                    }
+                }
+                _ => {}
+            }
+        }
+        recording
+    }
+
+    /// The recorded response bytes for call number `call`, which sent `request`.
+    pub fn answer(&self, call: u64, request: &[u8]) -> Option<&[u8]> {
+        match self.answering {
+            Answering::ByCall => self.by_call.get(&call),
+            Answering::ByRequest => self.by_request.get(request),
+        }
+        .map(Vec::as_slice)
+    }
+}
+
+/// The records after the `Checkpoint` record of `step`: what a re-execution restored from
+/// that checkpoint must reproduce. Empty if the run has no such checkpoint record.
+pub(crate) fn after_checkpoint(records: &[Record], step: u32) -> &[Record] {
+    let start = records
+        .iter()
+        .position(|r| matches!(r.body, RecordBody::Checkpoint { step: s, .. } if s == step))
+        .map_or(records.len(), |i| i + 1);
+    &records[start..]
+}
+
+/// The records from the `Checkpoint` record of `step` on (that record included).
+pub(crate) fn from_checkpoint(records: &[Record], step: u32) -> &[Record] {
+    let start = records
+        .iter()
+        .position(|r| matches!(r.body, RecordBody::Checkpoint { step: s, .. } if s == step))
+        .unwrap_or(0);
+    &records[start..]
+}

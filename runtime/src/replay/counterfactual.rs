@@ -1,0 +1,132 @@
+//! Counterfactual replay: what a new agent or policy would have done with a recorded run.
+//!
+//! Tool and model calls are answered by their exact request bytes, so a new agent may ask
+//! in another order but only gets answers that were really recorded; a request the
+//! recording cannot answer stops the re-execution as "could not replay" rather than
+//! inventing one. Behaviour (requests, decisions, responses, transitions, outcome; not
+//! fuel or memory) is compared record by record.
+
+use super::{ReplayMode, ReplayOptions, ReplayReport, ReplayVerdict, recorded_outcome};
+use crate::driver::{self, Opened, Opening};
+use crate::effects::Effects;
+use crate::error::Error;
+use crate::journal::RecordBody;
+use crate::outcome::Outcome;
+use crate::recording::{Answering, Divergence, Recording};
+use crate::step::StepEnd;
+use crate::stored_run::StoredRun;
+
+/// The parts of a record that are behaviour: fuel, memory and step bookkeeping differ
+/// between agent builds without meaning anything.
+fn behaviour(body: &RecordBody) -> Option<RecordBody> {
+    match body {
+        RecordBody::HostCall {
+            step,
+            call,
+            state,
+            request,
+            decision,
+            ..
+        } => Some(RecordBody::HostCall {
+            step: *step,
+            call: *call,
+            state: state.clone(),
+            fuel: 0,
+            request: request.clone(),
+            decision: decision.clone(),
+        }),
+        RecordBody::HostResponse { .. } | RecordBody::Transition { .. } => Some(body.clone()),
+        RecordBody::Outcome(outcome) => Some(RecordBody::Outcome(Outcome {
+            fuel: 0,
+            ..outcome.clone()
+        })),
+        _ => None,
+    }
+}
+
+/// Runs the stored run's input through `options`' agent and policy (the stored ones where
+/// not given) against the recorded answers.
+pub(super) fn run(stored: StoredRun, options: &ReplayOptions) -> Result<ReplayReport, Error> {
+    let run_id = stored.meta.run_id.clone();
+    let mut report = ReplayReport::new(&stored.meta, ReplayMode::Counterfactual);
+    let agent = options.agent.as_ref().unwrap_or(&stored.agent);
+    let policy = options
+        .policy
+        .clone()
+        .unwrap_or_else(|| stored.policy.clone());
+    let opening = Opening {
+        run_id: &run_id,
+        agent,
+        policy,
+        input: &stored.input,
+        effects: Effects::Recorded(Recording::of(&stored.records, Answering::ByRequest)),
+        edition: stored.start.edition,
+    };
+    let mut produced: Vec<RecordBody> = Vec::new();
+    let mut unanswered = None;
+    let replayed = match driver::open(opening, None)? {
+        Opened::Ready(mut exec) => {
+            let end = driver::drive(&mut exec, 0, |_, boundary| {
+                produced.extend(boundary.commit.records);
+                Ok(true)
+            })?;
+            let mut outcome = driver::outcome_of(&exec, &end, exec.host().step);
+            if let StepEnd::Diverged(d) = &end {
+                unanswered = Some((**d).clone());
+                outcome.reason = None;
+            }
+            report.steps = exec.host().step;
+            // The outcome record, where the run ended, is what the run came to.
+            recorded_outcome_of(&produced).unwrap_or(outcome)
+        }
+        Opened::Failed(reason) => Outcome {
+            status: crate::outcome::Status::Failed,
+            state: stored.start.state.clone(),
+            output: None,
+            reason: Some(reason),
+            steps: 0,
+            host_calls: 0,
+            fuel: 0,
+        },
+    };
+    let old: Vec<(u64, RecordBody)> = stored
+        .records
+        .iter()
+        .filter_map(|r| behaviour(&r.body).map(|b| (r.index, b)))
+        .collect();
+    let new: Vec<RecordBody> = produced.iter().filter_map(behaviour).collect();
+    let departure = old
+        .iter()
+        .zip(&new)
+        .find(|((_, a), b)| a != *b)
+        .map(|((index, a), b)| Divergence::between(Some(*index), a, b));
+    if let Some(unanswered) = unanswered {
+        // The first departure says where the new behaviour begins; without one, the
+        // request the recording could not answer is the departure.
+        report.verdict = ReplayVerdict::CouldNotReplay;
+        report.divergence = departure.or_else(|| Some(unanswered.clone()));
+        report.unanswered = Some(unanswered);
+    } else {
+        let original = recorded_outcome(&stored.records).unwrap_or(&stored.meta.outcome);
+        let same = replayed.status == original.status
+            && replayed.state == original.state
+            && replayed.output == original.output
+            && replayed.reason == original.reason;
+        report.verdict = if same {
+            ReplayVerdict::Unchanged
+        } else {
+            ReplayVerdict::DifferentOutcome
+        };
+        report.divergence = departure;
+    }
+    report.records_compared = new.len().min(old.len()) as u64;
+    report.replayed = Some(replayed);
+    Ok(report)
+}
+
+fn recorded_outcome_of(bodies: &[RecordBody]) -> Option<Outcome> {
+    bodies.iter().rev().find_map(|b| match b {
+        RecordBody::Outcome(outcome) => Some(outcome.clone()),
+        _ => None,
+    })
+}

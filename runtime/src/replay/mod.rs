@@ -1,0 +1,395 @@
+//! Replay: re-execute a run from its journal alone, answering every tool and model call
+//! from the recording, and report the first place where anything differs.
+//!
+//! Upholds invariant 3 (determinism): exact replay compares every record the re-execution
+//! produces (request bytes, fuel at every call, decisions, responses, transitions,
+//! checkpoint digests of memory and globals, the outcome) with the recorded one, and stops
+//! at the first difference. Counterfactual replay (`counterfactual`) runs a new agent or
+//! policy against the recorded answers and reports where its behaviour departs and how
+//! the outcome changes.
+
+mod counterfactual;
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::agent::Agent;
+use crate::driver::{self, Opened, Opening};
+use crate::effects::Effects;
+use crate::error::Error;
+use crate::journal::{Journal, Record, RecordBody, RunMeta};
+use crate::outcome::{Outcome, Status};
+use crate::policy::Policy;
+use crate::recording::{self, Answering, Divergence, Expected, Recording};
+use crate::step::StepEnd;
+use crate::stored_run::StoredRun;
+
+/// What to replay against.
+#[derive(Debug, Default, Clone)]
+pub struct ReplayOptions {
+    /// Start from this checkpoint instead of the beginning (exact replay only).
+    pub from_checkpoint: Option<u32>,
+    /// A new agent (counterfactual).
+    pub agent: Option<Agent>,
+    /// A new policy (counterfactual).
+    pub policy: Option<Arc<Policy>>,
+}
+
+impl ReplayOptions {
+    fn mode(&self) -> ReplayMode {
+        if self.agent.is_some() || self.policy.is_some() {
+            ReplayMode::Counterfactual
+        } else {
+            ReplayMode::Exact
+        }
+    }
+}
+
+/// Exact (the recorded agent and policy) or counterfactual (a new one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplayMode {
+    /// Re-execute the recorded agent under the recorded policy; compare bit for bit.
+    Exact,
+    /// Run a new agent or policy against the recorded answers; compare behaviour.
+    Counterfactual,
+}
+
+/// What a replay concluded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplayVerdict {
+    /// Exact: every record reproduced bit for bit, to the recorded outcome.
+    Identical,
+    /// Exact: the re-execution departed from the recording (see the divergence).
+    Diverged,
+    /// Exact: every recorded record reproduced, but the run has not ended, so there is no
+    /// outcome to confirm.
+    Incomplete,
+    /// The run could not be re-executed: its journal does not verify, a stored artifact
+    /// is missing or altered, or (counterfactual) the new agent asked something the
+    /// recording cannot answer.
+    CouldNotReplay,
+    /// Counterfactual: the new agent or policy reaches the same outcome.
+    Unchanged,
+    /// Counterfactual: the status, state, output or failure reason differs.
+    DifferentOutcome,
+}
+
+impl ReplayVerdict {
+    /// Whether the replay confirms the recording (identical, or a counterfactual that
+    /// changes nothing).
+    pub fn confirms(self) -> bool {
+        matches!(self, ReplayVerdict::Identical | ReplayVerdict::Unchanged)
+    }
+
+    /// The verdict in words, as the CLI's tables print it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplayVerdict::Identical => "identical",
+            ReplayVerdict::Diverged => "diverged",
+            ReplayVerdict::Incomplete => "incomplete",
+            ReplayVerdict::CouldNotReplay => "could not replay",
+            ReplayVerdict::Unchanged => "unchanged",
+            ReplayVerdict::DifferentOutcome => "different outcome",
+        }
+    }
+}
+
+impl fmt::Display for ReplayVerdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// What a replay found. Serialized as `warden replay --json` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplayReport {
+    /// The run replayed.
+    pub run_id: String,
+    /// Exact or counterfactual.
+    pub mode: ReplayMode,
+    /// What the replay concluded.
+    pub verdict: ReplayVerdict,
+    /// The checkpoint the replay started from.
+    pub from_checkpoint: Option<u32>,
+    /// Steps re-executed.
+    pub steps: u32,
+    /// Records compared with the recording.
+    pub records_compared: u64,
+    /// Checkpoints whose digests were compared.
+    pub checkpoints_compared: u32,
+    /// The first difference (exact), or the first departure in behaviour
+    /// (counterfactual), or why the run could not be replayed.
+    pub divergence: Option<Divergence>,
+    /// The recorded outcome.
+    pub original: Outcome,
+    /// What the re-execution came to (counterfactual).
+    pub replayed: Option<Outcome>,
+    /// Counterfactual: the request the recording could not answer, which stopped the
+    /// re-execution (a counterfactual never invents an answer).
+    pub unanswered: Option<Divergence>,
+}
+
+impl ReplayReport {
+    fn new(meta: &RunMeta, mode: ReplayMode) -> ReplayReport {
+        ReplayReport {
+            run_id: meta.run_id.clone(),
+            mode,
+            verdict: ReplayVerdict::CouldNotReplay,
+            from_checkpoint: None,
+            steps: 0,
+            records_compared: 0,
+            checkpoints_compared: 0,
+            divergence: None,
+            original: meta.outcome.clone(),
+            replayed: None,
+            unanswered: None,
+        }
+    }
+
+    /// A run that could not be re-executed at all, and why.
+    fn could_not_replay(meta: &RunMeta, mode: ReplayMode, why: Divergence) -> ReplayReport {
+        ReplayReport {
+            divergence: Some(why),
+            ..ReplayReport::new(meta, mode)
+        }
+    }
+}
+
+/// Replays run `run_id` (exact unless `options` carries a new agent or policy).
+///
+/// # Errors
+/// Journal errors, or no such run. A divergence, a broken chain or an altered artifact is
+/// not an error: it is the report's verdict.
+pub fn replay(
+    journal: &Journal,
+    run_id: &str,
+    options: &ReplayOptions,
+) -> Result<ReplayReport, Error> {
+    let _span = tracing::info_span!("replay", run_id).entered();
+    let meta = journal.run(run_id)?;
+    let mode = options.mode();
+    // A journal that fails its own chain cannot be trusted as a recording.
+    let verification = journal.verify(run_id)?;
+    if let Some(problem) = &verification.problem {
+        let records = journal.records(run_id).unwrap_or_default();
+        let record = verification.record.and_then(|i| records.get(i as usize));
+        let why = Divergence {
+            record: verification.record,
+            step: record.and_then(|r| r.body.step()),
+            call: record.and_then(|r| r.body.call()),
+            expected: "a journal whose hash chain checks out".into(),
+            actual: match record {
+                Some(r) => format!("{problem}; the record now reads: {}", r.body.describe()),
+                None => problem.clone(),
+            },
+            unanswerable: false,
+        };
+        return Ok(ReplayReport::could_not_replay(&meta, mode, why));
+    }
+    let stored = match StoredRun::load(journal, run_id) {
+        Ok(stored) => stored,
+        Err(e) if e.is_integrity() => {
+            let why = Divergence::at_end(
+                "a run whose module, policy and input load from the journal",
+                error_chain(&e),
+            );
+            return Ok(ReplayReport::could_not_replay(&meta, mode, why));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    match mode {
+        ReplayMode::Exact => exact(journal, stored, options.from_checkpoint),
+        ReplayMode::Counterfactual => counterfactual::run(stored, options),
+    }
+}
+
+/// Replays every run of the journal, oldest first. A run that cannot be replayed is a
+/// report with that verdict, never the end of the list.
+///
+/// # Errors
+/// Journal errors reading the list of runs.
+pub fn replay_all(journal: &Journal, options: &ReplayOptions) -> Result<Vec<ReplayReport>, Error> {
+    let mut reports = Vec::new();
+    for meta in journal.runs()? {
+        let report = replay(journal, &meta.run_id, options).unwrap_or_else(|e| {
+            let why =
+                Divergence::at_end("a run that can be read from the journal", error_chain(&e));
+            ReplayReport::could_not_replay(&meta, options.mode(), why)
+        });
+        reports.push(report);
+    }
+    Ok(reports)
+}
+
+/// An error and its causes on one line.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let line = cause.to_string();
+        if !text.contains(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+fn exact(
+    journal: &Journal,
+    stored: StoredRun,
+    from_checkpoint: Option<u32>,
+) -> Result<ReplayReport, Error> {
+    let run_id = stored.meta.run_id.clone();
+    let mut report = ReplayReport::new(&stored.meta, ReplayMode::Exact);
+    // A fork's history starts at the checkpoint it was forked from.
+    let from_checkpoint = from_checkpoint.or(stored.start.parent.as_ref().map(|p| p.step));
+    report.from_checkpoint = from_checkpoint;
+    let checkpoint = match from_checkpoint {
+        Some(step) => {
+            Some(
+                journal
+                    .checkpoint(&run_id, step)?
+                    .ok_or_else(|| Error::NoCheckpoint {
+                        run_id: run_id.clone(),
+                        step,
+                    })?,
+            )
+        }
+        None => None,
+    };
+    let opening = Opening {
+        run_id: &run_id,
+        agent: &stored.agent,
+        policy: stored.policy.clone(),
+        input: &stored.input,
+        effects: Effects::Recorded(Recording::of(&stored.records, Answering::ByCall)),
+        edition: stored.start.edition,
+    };
+    let opened = match driver::open(opening, checkpoint.as_ref().map(|c| (journal, c))) {
+        Ok(opened) => opened,
+        Err(Error::Checkpoint { source, .. }) => {
+            let why = Divergence::at_end("a checkpoint that restores", error_chain(&source));
+            return Ok(ReplayReport::could_not_replay(
+                &stored.meta,
+                ReplayMode::Exact,
+                why,
+            ));
+        }
+        Err(e) => return Err(e),
+    };
+    let mut exec = match opened {
+        Opened::Ready(exec) => exec,
+        // A run that failed at instantiation replays as that same failure.
+        Opened::Failed(reason) => {
+            let recorded = stored.records.iter().find_map(|r| match &r.body {
+                RecordBody::Outcome(outcome) => Some((r.index, outcome.reason.clone())),
+                _ => None,
+            });
+            report.divergence = match recorded {
+                Some((_, Some(recorded))) if recorded == reason => None,
+                other => Some(Divergence {
+                    record: other.as_ref().map(|(index, _)| *index),
+                    step: Some(0),
+                    call: None,
+                    expected: format!("{:?}", other.and_then(|(_, r)| r)),
+                    actual: format!("instantiation failed: {reason}"),
+                    unanswerable: false,
+                }),
+            };
+            report.records_compared = u64::from(report.divergence.is_none());
+            report.verdict = if report.divergence.is_none() {
+                ReplayVerdict::Identical
+            } else {
+                ReplayVerdict::Diverged
+            };
+            return Ok(report);
+        }
+    };
+    let from = from_checkpoint.unwrap_or(0);
+    if from_checkpoint.is_some() {
+        exec.host_mut().journal.expected = Some(Expected::new(recording::after_checkpoint(
+            &stored.records,
+            from,
+        )));
+    } else {
+        // Checkpoint 0 (the freshly instantiated guest) is compared too.
+        exec.host_mut().journal.expected = Some(Expected::new(recording::from_checkpoint(
+            &stored.records,
+            0,
+        )));
+        driver::capture(&mut exec, &mut Default::default())?;
+        report.checkpoints_compared += 1;
+        exec.take_records();
+    }
+    let interrupted = stored.meta.status() == Status::Running;
+    let end = driver::drive(&mut exec, from, |exec, boundary| {
+        if boundary.commit.checkpoint.is_some() {
+            report.checkpoints_compared += 1;
+        }
+        let exhausted = exec
+            .host()
+            .journal
+            .expected
+            .as_ref()
+            .is_some_and(|e| e.remaining() == 0);
+        Ok(!(interrupted && exhausted))
+    })?;
+    let expected = exec.host_mut().journal.expected.take().unwrap_or_default();
+    let mut divergence = expected.diverged.clone();
+    if let (None, StepEnd::Diverged(d)) = (&divergence, &end) {
+        divergence = Some((**d).clone());
+    }
+    if divergence.is_none() && expected.remaining() > 0 && !interrupted {
+        divergence = Some(Divergence::at_end(
+            format!("{} more recorded records", expected.remaining()),
+            "the re-execution ended",
+        ));
+    }
+    report.steps = exec.host().step;
+    report.records_compared = expected.compared;
+    report.verdict = match (&divergence, interrupted) {
+        (Some(_), _) => ReplayVerdict::Diverged,
+        (None, true) => ReplayVerdict::Incomplete,
+        (None, false) => ReplayVerdict::Identical,
+    };
+    report.divergence = divergence;
+    Ok(report)
+}
+
+/// The recorded outcome of a run, from its records.
+fn recorded_outcome(records: &[Record]) -> Option<&Outcome> {
+    records.iter().rev().find_map(|r| match &r.body {
+        RecordBody::Outcome(outcome) => Some(outcome),
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ReplayVerdict;
+
+    #[test]
+    fn only_identical_and_unchanged_confirm_a_recording() {
+        let confirming: Vec<_> = [
+            ReplayVerdict::Identical,
+            ReplayVerdict::Diverged,
+            ReplayVerdict::Incomplete,
+            ReplayVerdict::CouldNotReplay,
+            ReplayVerdict::Unchanged,
+            ReplayVerdict::DifferentOutcome,
+        ]
+        .into_iter()
+        .filter(|v| v.confirms())
+        .collect();
+        assert_eq!(
+            confirming,
+            [ReplayVerdict::Identical, ReplayVerdict::Unchanged]
+        );
+    }
+}

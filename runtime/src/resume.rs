@@ -1,0 +1,126 @@
+//! Resume: continue an interrupted run from its last committed checkpoint.
+//!
+//! Upholds invariant 4: steps committed after that checkpoint are re-executed against
+//! their recorded responses (checked record for record, not committed again); the step in
+//! flight at the crash is then re-run live with the same call numbers, so an effectful
+//! provider sees the same idempotency keys and does not act twice.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::bindings::Bindings;
+use crate::driver::{self, Opened, Opening};
+use crate::effects::Effects;
+use crate::error::Error;
+use crate::journal::Journal;
+use crate::outcome::Status;
+use crate::recording::{self, Answering, Expected, Recording};
+use crate::run::{self, RunReport};
+use crate::step::StepEnd;
+use crate::stored_run::StoredRun;
+
+/// Continues an interrupted run from its last committed checkpoint, with the bindings
+/// file recorded when it started.
+///
+/// # Errors
+/// [`Error::WrongStatus`] unless the run is `running` (interrupted); a journal that does
+/// not verify; changed bindings; committed steps that do not re-execute identically.
+pub fn resume(journal: &Journal, run_id: &str) -> Result<RunReport, Error> {
+    let span = tracing::info_span!("resume", run_id).entered();
+    let verification = journal.verify(run_id)?;
+    if verification.problem.is_some() {
+        return Err(Error::Unverified {
+            operation: "resumed",
+            verification: Box::new(verification),
+        });
+    }
+    let stored = StoredRun::load(journal, run_id)?;
+    let meta = &stored.meta;
+    if meta.status() != Status::Running {
+        return Err(Error::WrongStatus {
+            run_id: run_id.to_string(),
+            status: meta.status(),
+            needed: "only an interrupted (running) run can be resumed",
+        });
+    }
+    // Always the recorded bindings file: a copy elsewhere with the same digest could point
+    // its effects at another ledger, where the step in flight would act a second time.
+    let bindings = Bindings::from_optional_file(meta.bindings_path.as_deref().map(Path::new))?;
+    if bindings.hash() != meta.bindings {
+        return Err(Error::BindingsChanged {
+            run_id: run_id.to_string(),
+            recorded: meta.bindings,
+            present: bindings.hash(),
+        });
+    }
+    let from = meta.last_checkpoint.ok_or_else(|| Error::NoCheckpoint {
+        run_id: run_id.to_string(),
+        step: 0,
+    })?;
+    let checkpoint = journal
+        .checkpoint(run_id, from)?
+        .ok_or_else(|| Error::NoCheckpoint {
+            run_id: run_id.to_string(),
+            step: from,
+        })?;
+    let opening = Opening {
+        run_id,
+        agent: &stored.agent,
+        policy: stored.policy.clone(),
+        input: &stored.input,
+        effects: Effects::Recorded(Recording::of(&stored.records, Answering::ByCall)),
+        edition: stored.start.edition,
+    };
+    let mut exec = match driver::open(opening, Some((journal, &checkpoint)))? {
+        Opened::Ready(exec) => exec,
+        // The same module instantiated before it was checkpointed: it cannot fail now
+        // unless the stored module is not the one that ran.
+        Opened::Failed(reason) => {
+            return Err(Error::CatchUpDiverged {
+                run_id: run_id.to_string(),
+                step: from,
+                divergence: Box::new(recording::Divergence::at_end(
+                    "the agent instantiates as it did when the run started",
+                    format!("instantiation failed: {reason}"),
+                )),
+            });
+        }
+    };
+    exec.host_mut().journal.expected = Some(Expected::new(recording::after_checkpoint(
+        &stored.records,
+        from,
+    )));
+    // Catch up on committed steps (after the last checkpoint) without committing them
+    // again: each must reproduce its records exactly, against its recorded answers.
+    let mut step = from;
+    while step < meta.outcome.steps {
+        step += 1;
+        let end = exec.run_step(step);
+        exec.take_records();
+        let diverged = exec
+            .host()
+            .journal
+            .expected
+            .as_ref()
+            .and_then(|e| e.diverged.clone());
+        let divergence = match (diverged, end) {
+            (Some(d), _) => d,
+            (None, StepEnd::Continue) => continue,
+            (None, StepEnd::Diverged(d)) => *d,
+            (None, other) => recording::Divergence::at_end(
+                "the committed step continues the run",
+                format!("the step ended the run as {}", other.status()),
+            ),
+        };
+        return Err(Error::CatchUpDiverged {
+            run_id: run_id.to_string(),
+            step,
+            divergence: Box::new(divergence),
+        });
+    }
+    exec.host_mut().journal.expected = None;
+    exec.host_mut().effects = Effects::Live(Arc::new(bindings));
+    run::commit_steps(journal, &mut exec, step)?;
+    drop(span);
+    RunReport::load(journal, run_id)
+}
