@@ -278,11 +278,12 @@ fn trap_after_calls_keeps_its_calls_in_the_journal() {
 // ---------------------------------------------------------------------------------------
 // The gate, from a well-behaved agent's side.
 
-/// A confident inference (sigmoid(5) = 0.993 >= 0.9) meets the gate on `approved`.
+/// A confident inference of the gate's label (P(safe) = 1 - sigmoid(-5) = 0.993 >= 0.9),
+/// on a feature that reconciles with the input, meets the gate on `approved`.
 #[test]
 fn gate_met_approves_autonomously() {
     let sandbox = Sandbox::new();
-    let report = sandbox.run(guests::GATED, "test-basic.toml", &json!({"x": 5}));
+    let report = sandbox.run(guests::GATED, "test-basic.toml", &json!({"x": -5}));
     assert_eq!(report.outcome.status, Status::Completed, "{report:#?}");
     assert_eq!(report.outcome.state, "approved");
     assert_eq!(report.path, ["start", "approved"]);
@@ -293,9 +294,10 @@ fn gate_met_approves_autonomously() {
         host_calls(&records)
             .iter()
             .any(|(_, d)| d.verdict == Verdict::Allow
-                && matches!(&d.rule, Rule::GateMet { to, model, threshold, confidence, .. }
-                if to == "approved" && model == "risk" && *threshold == 0.9 && *confidence > 0.99)),
-        "no GateMet decision in {records:#?}"
+                && matches!(&d.rule, Rule::GateLabelMet { to, model, label, threshold, probability, reconciled, .. }
+                if to == "approved" && model == "risk" && label == "safe" && *threshold == 0.9
+                    && *probability > 0.99 && *reconciled == 1)),
+        "no GateLabelMet decision in {records:#?}"
     );
     assert_eq!(
         journal.verify(&report.run_id).expect("verify").problem,
@@ -303,11 +305,12 @@ fn gate_met_approves_autonomously() {
     );
 }
 
-/// An unsure inference (sigmoid(0.5) = 0.62 < 0.9) sends the run to `review` for a human.
+/// An unsure inference (P(safe) = 1 - sigmoid(-0.5) = 0.62 < 0.9) sends the run to
+/// `review` for a human.
 #[test]
 fn gate_not_met_escalates_to_review() {
     let sandbox = Sandbox::new();
-    let report = sandbox.run(guests::GATED, "test-basic.toml", &json!({"x": 0.5}));
+    let report = sandbox.run(guests::GATED, "test-basic.toml", &json!({"x": -0.5}));
     assert_eq!(report.outcome.status, Status::AwaitingReview, "{report:#?}");
     assert_eq!(report.outcome.state, "review");
     assert_eq!(report.path, ["start", "review"]);
@@ -324,17 +327,17 @@ fn gate_not_met_escalates_to_review() {
             Request::Transition { to, evidence: Some(_) },
             warden::Decision {
                 verdict: Verdict::Escalate,
-                rule: Rule::GateNotMet {
+                rule: Rule::GateLabelNotMet {
                     model,
                     inference: Some(_),
-                    confidence: Some(confidence),
+                    probability: Some(probability),
                     threshold,
                     otherwise,
                     ..
                 },
             },
         ) if to == "approved" && model == "risk" && otherwise == "review"
-            && *threshold == 0.9 && (0.6..0.65).contains(confidence)),
+            && *threshold == 0.9 && (0.6..0.65).contains(probability)),
         "{gate:?}"
     );
     assert!(
@@ -356,7 +359,7 @@ fn agent_cannot_override_a_gate_escalation() {
     let requests = [
         Request::Model {
             name: "risk".into(),
-            features: json!({"x": 0.5}).to_string(),
+            features: json!({"x": -0.5}).to_string(),
         },
         Request::Transition {
             to: "approved".into(),
@@ -369,7 +372,8 @@ fn agent_cannot_override_a_gate_escalation() {
     let sandbox = Sandbox::new();
     let agent = sandbox.path("override_gate.wat");
     std::fs::write(&agent, wat_sending(&requests)).expect("write agent");
-    let report = sandbox.run(&agent.display().to_string(), "test-basic.toml", &json!({}));
+    let input = json!({"x": -0.5});
+    let report = sandbox.run(&agent.display().to_string(), "test-basic.toml", &input);
     assert_eq!(
         (report.outcome.status, report.outcome.state.as_str()),
         (Status::AwaitingReview, "review"),

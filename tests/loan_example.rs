@@ -163,12 +163,14 @@ fn the_confidence_gate_sends_a_low_confidence_approval_to_review() {
         .iter()
         .find(|r| r["body"]["decision"]["verdict"] == "Escalate")
         .expect("an escalated decision is journaled");
-    let rule = &gate["body"]["decision"]["rule"]["GateNotMet"];
+    let rule = &gate["body"]["decision"]["rule"]["GateLabelNotMet"];
     assert_eq!(rule["to"], "approved");
     assert_eq!(rule["model"], "pd_scorecard");
+    assert_eq!(rule["label"], "repay", "the gate compares P(repay)");
     assert_eq!(rule["otherwise"], "manual_review");
-    let confidence = rule["confidence"].as_f64().expect("the host's confidence");
-    assert!(confidence < 0.90, "confidence {confidence}");
+    assert_eq!(rule["shortfall"], "BelowThreshold");
+    let probability = rule["probability"].as_f64().expect("the host's P(repay)");
+    assert!(probability < 0.90, "P(repay) {probability}");
 }
 
 #[test]

@@ -79,6 +79,15 @@ pub enum LoadError {
         "agent module has a start function (function {0}); agents may run code only inside steps, where every effect is enforced and journaled"
     )]
     StartFunction(u32),
+    /// The module has a mutable global holding a reference (a funcref or externref),
+    /// whose value a checkpoint cannot capture.
+    #[error(
+        "agent module has a mutable reference global (global {global}); Warden checkpoints numeric globals only, so make it immutable or a number"
+    )]
+    UncheckpointableGlobal {
+        /// Index of the global.
+        global: u32,
+    },
     /// The module uses an instruction whose effect a checkpoint cannot capture.
     #[error(
         "agent module uses `{instruction}` (in function {function}); Warden checkpoints memory and globals only, so agents may not mutate tables or use passive data segments"
@@ -182,8 +191,13 @@ fn scan(binary: &[u8]) -> Result<Scan, LoadError> {
             }
             Payload::GlobalSection(reader) => {
                 for (i, global) in reader.into_iter().enumerate() {
-                    if global.map_err(invalid)?.ty.mutable {
-                        mutable_globals.push(imported_globals + i as u32);
+                    let ty = global.map_err(invalid)?.ty;
+                    let index = imported_globals + i as u32;
+                    if ty.mutable && matches!(ty.content_type, wasmparser::ValType::Ref(_)) {
+                        return Err(LoadError::UncheckpointableGlobal { global: index });
+                    }
+                    if ty.mutable {
+                        mutable_globals.push(index);
                     }
                 }
             }

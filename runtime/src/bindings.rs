@@ -30,7 +30,7 @@ mod fixture;
 mod ledger;
 mod scorecard;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -80,9 +80,41 @@ impl fmt::Display for IdempotencyKey {
 pub struct ModelAnswer {
     /// The model's value, JSON text.
     pub value: String,
-    /// How sure the model is of `value`, in `[0.5, 1]` for a scorecard: the probability
-    /// of the label it predicts. Confidence gates are judged on this number.
+    /// The probability of the label it predicts (in `[0.5, 1]` for a two-label
+    /// scorecard). Shown to the agent; gates use `probabilities`.
     pub confidence: f64,
+    /// The label it predicts.
+    pub label: String,
+    /// The probability of every label the model knows, computed by the host's provider.
+    /// A gate compares the probability of the label it names.
+    pub probabilities: Vec<(String, f64)>,
+}
+
+/// What a model's provider said beyond the response the agent reads: the label
+/// probabilities a gate compares, and which card answered.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ModelOutput {
+    /// The predicted label.
+    pub label: String,
+    /// The probability of every label.
+    pub probabilities: Vec<(String, f64)>,
+    /// The card that answered.
+    pub card: Option<ModelCard>,
+}
+
+/// A model as a run's bindings provide it: which card, which version. Recorded when a
+/// run starts, and named by every inference, so that years later anyone can say which
+/// model version scored a case.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelCard {
+    /// The model's name in the policy.
+    pub name: String,
+    /// The provider (`scorecard`, ...).
+    pub provider: String,
+    /// The card's own version.
+    pub version: String,
+    /// Digest of the card file (`blake3("warden-blob-v1" 0 bytes)`), stored as a blob.
+    pub card: crate::digest::Digest,
 }
 
 /// Why bindings could not be loaded, or do not cover a policy. Every variant names the
@@ -169,6 +201,18 @@ pub enum BindingsError {
         #[source]
         source: io::Error,
     },
+    /// A gate names a label its model's card does not give a probability for.
+    #[error("the policy's gate on `{to}` needs the probability of label {label:?} from model {model:?}, but its card gives {}; correct the gate's label or bind a model that knows it", if labels.is_empty() { "no per-label probabilities".to_string() } else { format!("only {}", labels.join(", ")) })]
+    GateLabel {
+        /// The gated state.
+        to: String,
+        /// The gate's model.
+        model: String,
+        /// The label the gate names.
+        label: String,
+        /// The labels the card knows.
+        labels: Vec<String>,
+    },
     /// The policy names a tool or model the bindings do not provide.
     #[error("the policy's {kind} {name:?} is not bound in {}", describe_source(.bindings.as_deref()))]
     Unbound {
@@ -196,7 +240,11 @@ enum Tool {
 
 #[derive(Debug)]
 enum Model {
-    Scorecard(Scorecard),
+    Scorecard {
+        scorecard: Scorecard,
+        card: ModelCard,
+        bytes: Vec<u8>,
+    },
 }
 
 /// The bindings file as written.
@@ -308,25 +356,73 @@ impl Bindings {
         self.source.as_deref()
     }
 
-    /// Checks that every tool and model a policy declares is bound here; the error names
-    /// the first missing one and the bindings file.
-    pub fn covers(
-        &self,
-        tools: &BTreeSet<String>,
-        models: &BTreeSet<String>,
-    ) -> Result<(), BindingsError> {
+    /// Checks that every tool and model a policy declares is bound here, and that the
+    /// model of every labelled gate gives the probability of the gate's label; the error
+    /// names the first problem and the bindings file.
+    pub fn covers(&self, policy: &crate::policy::Policy) -> Result<(), BindingsError> {
         let unbound = |kind, name: &String| BindingsError::Unbound {
             kind,
             name: name.clone(),
             bindings: self.source.clone(),
         };
-        if let Some(name) = tools.iter().find(|name| !self.tools.contains_key(*name)) {
+        if let Some(name) = policy
+            .tools
+            .iter()
+            .find(|name| !self.tools.contains_key(*name))
+        {
             return Err(unbound("tool", name));
         }
-        if let Some(name) = models.iter().find(|name| !self.models.contains_key(*name)) {
+        if let Some(name) = policy
+            .models
+            .iter()
+            .find(|name| !self.models.contains_key(*name))
+        {
             return Err(unbound("model", name));
         }
+        for gate in &policy.gates {
+            let Some(label) = &gate.label else { continue };
+            let labels = self.labels(&gate.model);
+            if !labels.contains(label) {
+                return Err(BindingsError::GateLabel {
+                    to: gate.to.clone(),
+                    model: gate.model.clone(),
+                    label: label.clone(),
+                    labels,
+                });
+            }
+        }
         Ok(())
+    }
+
+    /// The labels the named model gives a probability for.
+    pub fn labels(&self, model: &str) -> Vec<String> {
+        match self.models.get(model) {
+            Some(Model::Scorecard { scorecard, .. }) => scorecard.labels(),
+            None => Vec::new(),
+        }
+    }
+
+    /// The cards of the bound models, in name order, with their bytes (stored by a run so
+    /// that its models' lineage can be read from the journal alone).
+    pub fn cards(&self) -> Vec<(ModelCard, &[u8])> {
+        self.models
+            .values()
+            .map(|model| match model {
+                Model::Scorecard { card, bytes, .. } => (card.clone(), bytes.as_slice()),
+            })
+            .collect()
+    }
+
+    /// The card of the named model.
+    pub fn card(&self, model: &str) -> Option<&ModelCard> {
+        match self.models.get(model)? {
+            Model::Scorecard { card, .. } => Some(card),
+        }
+    }
+
+    /// Whether the named tool acts on the world (a ledger), rather than only reading.
+    pub fn is_effect(&self, tool: &str) -> bool {
+        matches!(self.tools.get(tool), Some(Tool::Ledger(_)))
     }
 
     /// Calls the named tool with JSON arguments; returns its JSON result. `key` makes
@@ -351,7 +447,7 @@ impl Bindings {
     /// Asks the named model for an inference on JSON features.
     pub fn infer(&self, name: &str, features_json: &str) -> Result<ModelAnswer, CallError> {
         match self.models.get(name) {
-            Some(Model::Scorecard(scorecard)) => scorecard.infer(features_json),
+            Some(Model::Scorecard { scorecard, .. }) => scorecard.infer(features_json),
             None => Err(call_error(
                 CallErrorKind::Unavailable,
                 format!("no binding for model {name:?}"),
@@ -401,8 +497,19 @@ impl Loader<'_> {
                 let path = self.resolve(&entry.file);
                 let bytes = read_bytes(&path)?;
                 let scorecard = Scorecard::parse(&path, &bytes)?;
-                self.hashed.push(("models", name.to_string(), bytes));
-                Ok(Model::Scorecard(scorecard))
+                let card = ModelCard {
+                    name: name.to_string(),
+                    provider: "scorecard".into(),
+                    version: scorecard.version().to_string(),
+                    card: crate::digest::Digest::of(crate::digest::domain::BLOB, &bytes),
+                };
+                self.hashed
+                    .push(("models", name.to_string(), bytes.clone()));
+                Ok(Model::Scorecard {
+                    scorecard,
+                    card,
+                    bytes,
+                })
             }
             other => Err(self.entry_error(
                 "models",

@@ -15,9 +15,10 @@ use crate::edition::Edition;
 use crate::effects::Effects;
 use crate::error::Error;
 use crate::host_call::HostState;
-use crate::journal::{Commit, Journal, RecordBody};
+use crate::journal::{Commit, Journal, Record, RecordBody};
 use crate::outcome::{FailureReason, Limit, Outcome, Status};
 use crate::policy::Policy;
+use crate::recording;
 use crate::step::{Execution, StepEnd};
 
 /// What an execution is opened from: the same for a new run, a resume, a replay and a
@@ -38,6 +39,20 @@ pub(crate) struct Opening<'a> {
     pub edition: Edition,
 }
 
+/// Where an execution continues from: a checkpoint, the journal holding its pages, and
+/// the records of the run up to it (edition-2 evidence is rebuilt from them).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Restore<'a> {
+    /// The journal holding the checkpoint's pages.
+    pub journal: &'a Journal,
+    /// The checkpoint.
+    pub checkpoint: &'a Checkpoint,
+    /// The records of the run the checkpoint belongs to (at least up to it).
+    pub records: &'a [Record],
+    /// Whether the inferences in those records carry over (not into a fork).
+    pub inferences: bool,
+}
+
 /// An opened execution, or the recorded failure of a guest that could not start.
 #[derive(Debug)]
 pub(crate) enum Opened {
@@ -52,11 +67,9 @@ pub(crate) enum Opened {
 ///
 /// # Errors
 /// A checkpoint that cannot be restored (missing or altered pages, another agent's).
-pub(crate) fn open(
-    opening: Opening<'_>,
-    from: Option<(&Journal, &Checkpoint)>,
-) -> Result<Opened, Error> {
+pub(crate) fn open(opening: Opening<'_>, from: Option<Restore<'_>>) -> Result<Opened, Error> {
     let run_id = opening.run_id;
+    let input = opening.input;
     let host = HostState::new(
         run_id,
         opening.policy,
@@ -66,9 +79,15 @@ pub(crate) fn open(
     );
     let mut exec = match Execution::instantiate(opening.agent, host) {
         Ok(exec) => exec,
-        Err(reason) => return Ok(Opened::Failed(reason)),
+        Err(reason) => return Ok(Opened::Failed(*reason)),
     };
-    if let Some((journal, checkpoint)) = from {
+    if let Some(Restore {
+        journal,
+        checkpoint,
+        records,
+        inferences,
+    }) = from
+    {
         exec.restore(checkpoint, |digest| {
             journal
                 .page(digest)
@@ -82,21 +101,41 @@ pub(crate) fn open(
             step: checkpoint.step,
             source,
         })?;
+        let host = exec.host_mut();
+        if host.evidence.is_some() {
+            let before = recording::until_checkpoint(records, checkpoint.step);
+            host.evidence = Some(recording::evidence_of(before, input, inferences));
+        }
     }
     Ok(Opened::Ready(Box::new(exec)))
 }
 
 /// Takes a checkpoint of `exec` and adds it, its record and its new pages to `commit`.
+/// Returns the failure of a run whose changed pages took it past its journal budget; then
+/// nothing is added.
 ///
 /// # Errors
 /// A checkpoint that cannot be captured (a global that is not a number).
-pub(crate) fn capture(exec: &mut Execution, commit: &mut Commit) -> Result<(), Error> {
+pub(crate) fn capture(
+    exec: &mut Execution,
+    commit: &mut Commit,
+) -> Result<Option<FailureReason>, Error> {
     let step = exec.host().step;
     let (checkpoint, capture) = exec.checkpoint().map_err(|source| Error::Checkpoint {
         run_id: exec.host().run_id.clone(),
         step,
         source,
     })?;
+    let host = exec.host();
+    let max = host.policy.budgets.max_journal_bytes;
+    if host.journal.bytes > max {
+        return Ok(Some(FailureReason::LimitExceeded {
+            step,
+            limit: Limit::JournalBytes,
+            value: host.journal.bytes,
+            max,
+        }));
+    }
     // The checkpoint record is never over budget (it counts 0 bytes); a replay mismatch
     // here surfaces at the next record.
     let _ = exec.push(RecordBody::Checkpoint {
@@ -105,7 +144,7 @@ pub(crate) fn capture(exec: &mut Execution, commit: &mut Commit) -> Result<(), E
     });
     commit.pages = capture.changed;
     commit.checkpoint = Some(checkpoint);
-    Ok(())
+    Ok(None)
 }
 
 /// What happens at one step boundary.
@@ -128,6 +167,7 @@ pub(crate) fn outcome_of(exec: &Execution, end: &StepEnd, steps: u32) -> Outcome
         output: host.finished.clone(),
         reason: match end {
             StepEnd::Failed(reason) => Some(reason.clone()),
+            StepEnd::AwaitingReview => host.after_escalation.clone(),
             _ => None,
         },
         steps,
@@ -162,15 +202,17 @@ pub(crate) fn drive(
         };
         let mut commit = Commit::default();
         let steps = step.min(budgets.max_steps);
-        let ended = end.status() != Status::Running;
         // A guest stopped inside a host call has live frames: its memory is no state to
         // continue from, so the last clean checkpoint stays the one to resume from.
         let clean_end = matches!(end, StepEnd::Completed | StepEnd::AwaitingReview)
             && !exec.host().stopped_mid_step;
         // A checkpoint at the end of a completed or reviewed run lets a review resume it.
-        if clean_end || (!ended && step.is_multiple_of(budgets.checkpoint_every.max(1))) {
-            capture(exec, &mut commit)?;
+        let ended = end.status() != Status::Running;
+        let due = clean_end || (!ended && step.is_multiple_of(budgets.checkpoint_every.max(1)));
+        if due && let Some(over) = capture(exec, &mut commit)? {
+            end = StepEnd::Failed(over);
         }
+        let ended = end.status() != Status::Running;
         if ended && !matches!(end, StepEnd::Diverged(_)) {
             let outcome = outcome_of(exec, &end, steps);
             // The outcome is always recorded, even past the journal budget.

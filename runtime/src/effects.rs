@@ -11,8 +11,17 @@ use std::sync::Arc;
 use warden_guest::InferenceId;
 use warden_guest::wire::{Inference, Request, Response};
 
-use crate::bindings::{Bindings, IdempotencyKey};
+use crate::bindings::{Bindings, IdempotencyKey, ModelOutput};
 use crate::recording::{Divergence, Recording};
+
+/// An answer: the response for the agent, and for a model, what the host records.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    /// The response the agent reads.
+    pub response: Response,
+    /// A model's output, for the host's inference record.
+    pub model: Option<ModelOutput>,
+}
 
 /// The source of tool and model answers for one execution.
 #[derive(Debug)]
@@ -32,15 +41,19 @@ impl Effects {
         call: u64,
         request: &Request,
         request_bytes: &[u8],
-    ) -> Result<Response, Divergence> {
+    ) -> Result<Answer, Divergence> {
         match self {
             Effects::Live(bindings) => Ok(live(bindings, run_id, call, request)),
             Effects::Recorded(recording) => {
                 let unanswerable = || Divergence::unanswerable(call, request);
-                let bytes = recording
+                let (bytes, model) = recording
                     .answer(call, request_bytes)
                     .ok_or_else(unanswerable)?;
-                postcard::from_bytes(bytes).map_err(|_| unanswerable())
+                let response = postcard::from_bytes(bytes).map_err(|_| unanswerable())?;
+                Ok(Answer {
+                    response,
+                    model: model.cloned(),
+                })
             }
         }
     }
@@ -52,24 +65,41 @@ pub(crate) fn inference_id(call: u64) -> InferenceId {
     InferenceId(call)
 }
 
-fn live(bindings: &Bindings, run_id: &str, call: u64, request: &Request) -> Response {
+fn live(bindings: &Bindings, run_id: &str, call: u64, request: &Request) -> Answer {
     match request {
         Request::Tool { name, args } => {
             let key = IdempotencyKey {
                 run_id: run_id.to_string(),
                 call_seq: call,
             };
-            Response::Tool(bindings.call_tool(name, args, &key))
+            Answer {
+                response: Response::Tool(bindings.call_tool(name, args, &key)),
+                model: None,
+            }
         }
-        Request::Model { name, features } => {
-            Response::Model(bindings.infer(name, features).map(|answer| Inference {
-                id: inference_id(call),
-                model: name.clone(),
-                value: answer.value,
-                confidence: answer.confidence,
-            }))
-        }
+        Request::Model { name, features } => match bindings.infer(name, features) {
+            Ok(answer) => Answer {
+                model: Some(ModelOutput {
+                    label: answer.label,
+                    probabilities: answer.probabilities,
+                    card: bindings.card(name).cloned(),
+                }),
+                response: Response::Model(Ok(Inference {
+                    id: inference_id(call),
+                    model: name.clone(),
+                    value: answer.value,
+                    confidence: answer.confidence,
+                })),
+            },
+            Err(e) => Answer {
+                response: Response::Model(Err(e)),
+                model: None,
+            },
+        },
         // Only tool and model requests reach here; the rest are answered by the host.
-        _ => Response::Ack,
+        _ => Answer {
+            response: Response::Ack,
+            model: None,
+        },
     }
 }

@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::journal::{Journal, Parent};
 use crate::policy::Policy;
 use crate::resolve::NewRun;
-use crate::run::{self, RunReport};
+use crate::run::{self, ForkPoint, RunReport};
 use crate::stored_run::StoredRun;
 
 /// A fork as a caller asks for it: which run and checkpoint, and what to change.
@@ -92,11 +92,15 @@ pub fn fork(journal: &Journal, request: ForkRequest<'_>) -> Result<RunReport, Er
         input: input.to_string(),
         submitted_by: request.submitted_by,
     };
-    let origin = Parent {
-        run_id: parent.to_string(),
-        step: request.step,
+    let point = ForkPoint {
+        parent: Parent {
+            run_id: parent.to_string(),
+            step: request.step,
+        },
+        checkpoint,
+        records: stored.records,
     };
-    run::begin(journal, &new, Some((origin, checkpoint)))
+    run::begin(journal, &new, Some(point))
 }
 
 fn json_type(value: &serde_json::Value) -> &'static str {

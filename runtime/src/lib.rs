@@ -46,6 +46,7 @@ mod journal;
 mod manifest;
 mod outcome;
 mod policy;
+mod provenance;
 mod recording;
 mod replay;
 mod resolve;
@@ -62,7 +63,7 @@ mod architecture;
 pub mod internals;
 
 pub use agent::{Agent, LoadError};
-pub use bindings::{Bindings, BindingsError};
+pub use bindings::{Bindings, BindingsError, ModelCard};
 pub use checkpoint::{Checkpoint, CheckpointError, GlobalValue};
 pub use decision::{CapabilityKind, Decision, Rule, Verdict};
 pub use digest::{Digest, DigestParseError};
@@ -71,7 +72,7 @@ pub use engine::ENGINE_VERSION;
 pub use error::{Error, ErrorKind};
 pub use fork::{ForkRequest, fork};
 pub use journal::{
-    Journal, JournalError, ModelCard, Parent, Record, RecordBody, RunMeta, RunStart, Verification,
+    Journal, JournalError, Parent, Record, RecordBody, RunMeta, RunStart, Verification,
     describe_request_bytes, describe_response_bytes,
 };
 pub use manifest::{Manifest, ManifestError};

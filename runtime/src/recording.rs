@@ -11,6 +11,8 @@ use std::collections::{HashMap, VecDeque};
 use serde::Serialize;
 use warden_guest::wire::Request;
 
+use crate::bindings::ModelOutput;
+use crate::decision::Evidence;
 use crate::journal::{Record, RecordBody};
 
 /// Where and how a re-execution departed from its recording.
@@ -128,12 +130,15 @@ pub(crate) enum Answering {
     ByRequest,
 }
 
+/// A recorded answer: the response bytes, and for a model, what the host recorded of it.
+type Recorded = (Vec<u8>, Option<ModelOutput>);
+
 /// The tool and model responses of a recorded run.
 #[derive(Debug)]
 pub(crate) struct Recording {
     answering: Answering,
-    by_call: HashMap<u64, Vec<u8>>,
-    by_request: HashMap<Vec<u8>, Vec<u8>>,
+    by_call: HashMap<u64, Recorded>,
+    by_request: HashMap<Vec<u8>, Recorded>,
 }
 
 impl Recording {
@@ -151,24 +156,37 @@ impl Recording {
                     requests.insert(*call, request.clone());
                 }
                 RecordBody::HostResponse { call, response } => {
-                    recording.by_call.insert(*call, response.clone());
-                    if let Some(request) = requests.remove(call) {
-                        recording.by_request.insert(request, response.clone());
+                    recording.by_call.insert(*call, (response.clone(), None));
+                }
+                RecordBody::Inference(inference) => {
+                    let output = ModelOutput {
+                        label: inference.label.clone(),
+                        probabilities: inference.probabilities.clone(),
+                        card: inference.card.clone(),
+                    };
+                    if let Some((_, model)) = recording.by_call.get_mut(&inference.id.0) {
+                        *model = Some(output);
                     }
                 }
                 _ => {}
             }
         }
+        for (call, answer) in &recording.by_call {
+            if let Some(request) = requests.remove(call) {
+                recording.by_request.insert(request, answer.clone());
+            }
+        }
         recording
     }
 
-    /// The recorded response bytes for call number `call`, which sent `request`.
-    pub fn answer(&self, call: u64, request: &[u8]) -> Option<&[u8]> {
+    /// The recorded response bytes (and model output) for call number `call`, which sent
+    /// `request`.
+    pub fn answer(&self, call: u64, request: &[u8]) -> Option<(&[u8], Option<&ModelOutput>)> {
         match self.answering {
             Answering::ByCall => self.by_call.get(&call),
             Answering::ByRequest => self.by_request.get(request),
         }
-        .map(Vec::as_slice)
+        .map(|(bytes, model)| (bytes.as_slice(), model.as_ref()))
     }
 }
 
@@ -189,4 +207,66 @@ pub(crate) fn from_checkpoint(records: &[Record], step: u32) -> &[Record] {
         .position(|r| matches!(r.body, RecordBody::Checkpoint { step: s, .. } if s == step))
         .unwrap_or(0);
     &records[start..]
+}
+
+/// The evidence a run's `records` give enforcement (edition 2), for an execution that
+/// continues after them: every allowed call, successful tool response, inference and
+/// transition, replayed into an [`Evidence`] over `input`. A fork passes its parent's
+/// records up to its checkpoint with `inherit_inferences` false: the fork's input may
+/// differ, so it may rest on recorded facts but never on an inference made for another
+/// input.
+pub(crate) fn evidence_of(records: &[Record], input: &str, inherit_inferences: bool) -> Evidence {
+    use warden_guest::wire::{Request, Response};
+
+    use crate::decision::{CapabilityKind, Verdict};
+
+    let mut evidence = Evidence::new(input);
+    let mut tools: HashMap<u64, (String, String)> = HashMap::new();
+    for record in records {
+        match &record.body {
+            RecordBody::HostCall {
+                call,
+                request,
+                decision,
+                ..
+            } if decision.verdict == Verdict::Allow => {
+                match postcard::from_bytes::<Request>(request) {
+                    Ok(Request::Tool { name, args }) => {
+                        evidence.on_call(CapabilityKind::Tool, &name);
+                        tools.insert(*call, (name, args));
+                    }
+                    Ok(Request::Model { name, .. }) => {
+                        evidence.on_call(CapabilityKind::Model, &name);
+                    }
+                    _ => {}
+                }
+            }
+            RecordBody::HostResponse { call, response } => {
+                if let (Some((name, args)), Ok(Response::Tool(result))) = (
+                    tools.remove(call),
+                    postcard::from_bytes::<Response>(response),
+                ) {
+                    evidence.on_tool_response(*call, &name, &args, &result);
+                }
+            }
+            RecordBody::Transition { .. } => evidence.on_transition(),
+            RecordBody::Inherited(inherited) => {
+                evidence.inherit(&inherited.facts, inherited.visit, &inherited.calls);
+            }
+            RecordBody::Inference(inference) if inherit_inferences => {
+                evidence.on_inference((**inference).clone());
+            }
+            _ => {}
+        }
+    }
+    evidence
+}
+
+/// The records up to and including the `Checkpoint` record of `step`.
+pub(crate) fn until_checkpoint(records: &[Record], step: u32) -> &[Record] {
+    let end = records
+        .iter()
+        .position(|r| matches!(r.body, RecordBody::Checkpoint { step: s, .. } if s == step))
+        .map_or(records.len(), |i| i + 1);
+    &records[..end]
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::bindings::Bindings;
-use crate::driver::{self, Opened, Opening};
+use crate::driver::{self, Opened, Opening, Restore};
 use crate::effects::Effects;
 use crate::error::Error;
 use crate::journal::Journal;
@@ -71,7 +71,13 @@ pub fn resume(journal: &Journal, run_id: &str) -> Result<RunReport, Error> {
         effects: Effects::Recorded(Recording::of(&stored.records, Answering::ByCall)),
         edition: stored.start.edition,
     };
-    let mut exec = match driver::open(opening, Some((journal, &checkpoint)))? {
+    let restore = Restore {
+        journal,
+        checkpoint: &checkpoint,
+        records: &stored.records,
+        inferences: true,
+    };
+    let mut exec = match driver::open(opening, Some(restore))? {
         Opened::Ready(exec) => exec,
         // The same module instantiated before it was checkpointed: it cannot fail now
         // unless the stored module is not the one that ran.

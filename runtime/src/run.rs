@@ -11,11 +11,13 @@ use serde::{Serialize, Serializer};
 
 use crate::checkpoint::Checkpoint;
 use crate::digest::{Digest, domain};
-use crate::driver::{self, Opened, Opening};
+use crate::driver::{self, Opened, Opening, Restore};
 use crate::edition::Edition;
 use crate::effects::Effects;
 use crate::error::Error;
-use crate::journal::{Commit, Journal, Parent, Record, RecordBody, RunMeta, RunStart, now_ms};
+use crate::journal::{
+    Commit, InheritedEvidence, Journal, Parent, Record, RecordBody, RunMeta, RunStart, now_ms,
+};
 use crate::outcome::{Outcome, Status};
 use crate::resolve::NewRun;
 use crate::step::Execution;
@@ -107,14 +109,28 @@ pub fn start(journal: &Journal, new: &NewRun) -> Result<RunReport, Error> {
     begin(journal, new, None)
 }
 
+/// Where a fork starts: its parent's checkpoint, and the parent's records up to it.
+#[derive(Debug)]
+pub(crate) struct ForkPoint {
+    /// The parent run and step.
+    pub parent: Parent,
+    /// The parent's checkpoint at that step.
+    pub checkpoint: Checkpoint,
+    /// The parent's records (at least up to the checkpoint).
+    pub records: Vec<Record>,
+}
+
 /// Starts a run, from the beginning or (a fork) from a parent's checkpoint.
 pub(crate) fn begin(
     journal: &Journal,
     new: &NewRun,
-    parent: Option<(Parent, Checkpoint)>,
+    fork: Option<ForkPoint>,
 ) -> Result<RunReport, Error> {
+    let parent = fork
+        .as_ref()
+        .map(|f| (f.parent.clone(), f.checkpoint.clone()));
     serde_json::from_str::<serde::de::IgnoredAny>(&new.input).map_err(|e| Error::input(&e))?;
-    new.bindings.covers(&new.policy.tools, &new.policy.models)?;
+    new.bindings.covers(&new.policy)?;
     let run_id = new_run_id();
     let span = tracing::info_span!("run", run_id = %run_id).entered();
     let start = run_start(&run_id, new, parent.as_ref());
@@ -127,7 +143,15 @@ pub(crate) fn begin(
         effects: Effects::Live(new.bindings.clone()),
         edition: Edition::CURRENT,
     };
-    let opened = driver::open(opening, parent.as_ref().map(|(_, c)| (journal, c)))?;
+    let restore = fork.as_ref().map(|f| Restore {
+        journal,
+        checkpoint: &f.checkpoint,
+        records: &f.records,
+        // A fork's input may differ from its parent's: it may rest on the parent's
+        // recorded facts, never on an inference made for the parent's input.
+        inferences: false,
+    });
+    let opened = driver::open(opening, restore)?;
     let mut commit = Commit {
         create: Some(summary(&start)),
         records: vec![RecordBody::Started(Box::new(start.clone()))],
@@ -160,6 +184,18 @@ pub(crate) fn begin(
         let host = exec.host_mut();
         host.fuel = 0;
         host.journal.bytes = 0;
+        // What the fork inherits is written in its own journal, so that it replays and
+        // resumes from its own records.
+        if let Some(evidence) = &host.evidence {
+            let (facts, visit, calls) = evidence.inheritance();
+            commit
+                .records
+                .push(RecordBody::Inherited(Box::new(InheritedEvidence {
+                    facts,
+                    visit,
+                    calls,
+                })));
+        }
     }
     driver::capture(&mut exec, &mut commit)?;
     commit.records.extend(exec.take_records());

@@ -92,8 +92,8 @@ impl std::fmt::Debug for Execution {
 impl Execution {
     /// Instantiates `agent` around `host`. A module whose initial memory is over budget
     /// (or that otherwise cannot start) is a run failure, not a host error.
-    pub fn instantiate(agent: &Agent, host: HostState) -> Result<Execution, FailureReason> {
-        let instantiation = |message: String| FailureReason::Instantiation { message };
+    pub fn instantiate(agent: &Agent, host: HostState) -> Result<Execution, Box<FailureReason>> {
+        let instantiation = |message: String| Box::new(FailureReason::Instantiation { message });
         let pre = prepare(agent).map_err(|e| instantiation(format!("{e:#}")))?;
         let fuel = host.policy.budgets.fuel_per_step;
         let ticks = engine::deadline_ticks(host.policy.budgets.wall_clock_ms);
@@ -108,11 +108,11 @@ impl Execution {
             Err(e) => {
                 let limiter = &store.data().limiter;
                 return Err(match limiter.refused {
-                    Some(requested) => FailureReason::MemoryLimit {
+                    Some(requested) => Box::new(FailureReason::MemoryLimit {
                         step: 0,
                         requested_bytes: requested,
                         limit_bytes: limiter.limit,
-                    },
+                    }),
                     None => instantiation(format!("{e:#}")),
                 });
             }
@@ -163,7 +163,19 @@ impl Execution {
             end = tracing::field::Empty,
         )
         .entered();
-        let end = self.run_step_inner(step);
+        let mut end = self.run_step_inner(step);
+        // Since edition 2 a gate's escalation is final whatever the rest of the step does:
+        // a trap, a bad result, fuel or the deadline after it leaves the run awaiting
+        // review, with that failure recorded beside it (in its outcome).
+        let host = self.store.data_mut();
+        if host.escalated
+            && host.edition >= Edition::V2
+            && let StepEnd::Failed(reason) = end
+        {
+            host.after_escalation = Some(reason);
+            host.stopped_mid_step = true;
+            end = StepEnd::AwaitingReview;
+        }
         span.record("end", tracing::field::debug(end.status()));
         end
     }
@@ -178,6 +190,7 @@ impl Execution {
             host.stopped_mid_step = false;
             host.halt = None;
             host.pending = None;
+            host.after_escalation = None;
             host.limiter.refused = None;
         }
         let state = self.host().state.clone();
@@ -291,7 +304,13 @@ impl Execution {
     pub fn checkpoint(&mut self) -> Result<(Checkpoint, Capture), CheckpointError> {
         let capture = self.tracker.capture(self.memory.data(&self.store));
         let globals = checkpoint::read_globals(&mut self.store, &self.instance, &self.globals)?;
-        let host = self.store.data();
+        let host = self.store.data_mut();
+        // Since edition 2 the pages a step changed count against the journal budget
+        // (the initial image, checkpoint 0, is the module's own and does not).
+        if host.edition >= Edition::V2 && host.step > 0 {
+            let bytes: usize = capture.changed.iter().map(|(_, page)| page.len()).sum();
+            host.journal.bytes += bytes as u64;
+        }
         let checkpoint = Checkpoint {
             step: host.step,
             state: host.state.clone(),
@@ -388,7 +407,7 @@ impl Execution {
 
 fn halt_end(halt: Halt) -> StepEnd {
     match halt {
-        Halt::Failed(reason) => StepEnd::Failed(reason),
+        Halt::Failed(reason) => StepEnd::Failed(*reason),
         Halt::Diverged(divergence) => StepEnd::Diverged(divergence),
         Halt::AwaitingReview => StepEnd::AwaitingReview,
     }

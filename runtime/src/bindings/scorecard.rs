@@ -31,6 +31,7 @@ use super::{BindingsError, ModelAnswer, call_error, toml_error};
 #[derive(Debug)]
 pub(super) struct Scorecard {
     name: String,
+    version: String,
     intercept: f64,
     positive_label: String,
     negative_label: String,
@@ -54,8 +55,7 @@ struct Feature {
 #[serde(deny_unknown_fields)]
 struct ScorecardFile {
     name: String,
-    #[serde(rename = "version")]
-    _version: String,
+    version: String,
     #[serde(default, rename = "description")]
     _description: Option<String>,
     intercept: f64,
@@ -154,6 +154,7 @@ impl Scorecard {
         }
         Ok(Scorecard {
             name: file.name,
+            version: file.version,
             intercept: file.intercept,
             positive_label: file.positive_label,
             negative_label: file.negative_label,
@@ -219,7 +220,25 @@ impl Scorecard {
             score: z,
         })
         .map_err(|e| call_error(CallErrorKind::Unavailable, e.to_string()))?;
-        Ok(ModelAnswer { value, confidence })
+        Ok(ModelAnswer {
+            value,
+            confidence,
+            label: label.clone(),
+            probabilities: vec![
+                (self.positive_label.clone(), p),
+                (self.negative_label.clone(), 1.0 - p),
+            ],
+        })
+    }
+
+    /// The card's version.
+    pub(super) fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// The labels it gives a probability for: positive, then negative.
+    pub(super) fn labels(&self) -> Vec<String> {
+        vec![self.positive_label.clone(), self.negative_label.clone()]
     }
 }
 

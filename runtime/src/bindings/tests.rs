@@ -49,8 +49,33 @@ file = "models/pd.toml"
     )
 }
 
-fn names(names: &[&str]) -> BTreeSet<String> {
-    names.iter().map(|n| n.to_string()).collect()
+/// A policy declaring `tools` and `models`, each allowed in its one state, with a gate on
+/// `done` needing label `label` of the first model, if given.
+fn policy(tools: &[&str], models: &[&str], label: Option<&str>) -> crate::policy::Policy {
+    let list = |names: &[&str]| {
+        names
+            .iter()
+            .map(|n| format!("{n:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let gate = match (label, models.first()) {
+        (Some(label), Some(model)) => format!(
+            "[states.review]\nreview = true\ntransitions = [\"done\"]\n\n[[gates]]\nto = \"done\"\nmodel = {model:?}\nlabel = {label:?}\nmin_confidence = 0.5\notherwise = \"review\"\nrequire_reconciled = false\n"
+        ),
+        _ => String::new(),
+    };
+    let text = format!(
+        "[policy]\nname = \"p\"\nversion = \"1\"\ninitial = \"start\"\n[capabilities]\ntools = [{}]\nmodels = [{}]\n[states.start]\ntools = [{}]\nmodels = [{}]\ntransitions = [\"done\"]\n[states.done]\nterminal = true\n{gate}",
+        list(tools),
+        list(models),
+        list(tools),
+        list(models)
+    );
+    match crate::policy::Policy::parse(&text, "test") {
+        Ok(policy) => policy,
+        Err(e) => panic!("{e}\n{text}"),
+    }
 }
 
 #[test]
@@ -81,21 +106,42 @@ fn covers_names_the_missing_capability_and_the_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let bindings = Bindings::from_file(&deployment(dir.path())).expect("load");
     bindings
-        .covers(&names(&["credit_bureau"]), &names(&["pd_scorecard"]))
+        .covers(&policy(&["credit_bureau"], &["pd_scorecard"], None))
         .expect("covered");
     let error = bindings
-        .covers(&names(&["credit_bureau", "payments"]), &names(&[]))
+        .covers(&policy(&["credit_bureau", "payments"], &[], None))
         .expect_err("payments is unbound");
     let message = error.to_string();
     assert!(message.contains("tool \"payments\""), "{message}");
     assert!(message.contains("bindings.toml"), "{message}");
     let error = Bindings::empty()
-        .covers(&names(&[]), &names(&["pd_scorecard"]))
+        .covers(&policy(&[], &["pd_scorecard"], None))
         .expect_err("empty bindings bind nothing");
     assert!(error.to_string().contains("model \"pd_scorecard\""));
     Bindings::empty()
-        .covers(&names(&[]), &names(&[]))
+        .covers(&policy(&[], &[], None))
         .expect("nothing to cover");
+}
+
+/// Regression (gates held on any label): a gate must name a label its model's card gives
+/// a probability for, checked before a run starts.
+#[test]
+fn covers_refuses_a_gate_on_a_label_the_card_does_not_know() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bindings = Bindings::from_file(&deployment(dir.path())).expect("load");
+    let labels = bindings.labels("pd_scorecard");
+    assert_eq!(labels.len(), 2, "{labels:?}");
+    bindings
+        .covers(&policy(&[], &["pd_scorecard"], Some(&labels[1])))
+        .expect("a known label");
+    let error = bindings
+        .covers(&policy(&[], &["pd_scorecard"], Some("approve")))
+        .expect_err("an unknown label");
+    let message = error.to_string();
+    assert!(
+        message.contains("\"approve\"") && message.contains(&labels[0]),
+        "{message}"
+    );
 }
 
 #[test]

@@ -1,4 +1,6 @@
-//! Tests of `enforce`, the one function that grants authority.
+//! Tests of `enforce`, the one function that grants authority, under the rules of
+//! edition 1 (gates on the model's confidence in its own label), by which edition-1 runs
+//! keep replaying. The rules of edition 2 are tested in `tests_grounded.rs`.
 
 use super::*;
 
@@ -40,7 +42,7 @@ otherwise = "review"
 "#;
 
 fn policy() -> Policy {
-    match Policy::parse(POLICY, "decision-tests.toml") {
+    match Policy::parse_recorded(POLICY, "decision-tests.toml", crate::edition::Edition::V1) {
         Ok(policy) => policy,
         Err(e) => panic!("test policy does not parse: {e}"),
     }
@@ -62,6 +64,7 @@ fn decide_in(state: &str, inferences: &[InferenceRecord], request: &Request) -> 
         transitioned_this_step: false,
         finished: false,
         inferences,
+        evidence: None,
     };
     enforce(&policy(), &run, request)
 }
@@ -305,6 +308,7 @@ fn only_one_transition_per_step() {
         transitioned_this_step: true,
         finished: false,
         inferences: &[],
+        evidence: None,
     };
     assert_eq!(
         enforce(&policy(), &run, &to("declined")),
@@ -533,6 +537,7 @@ fn after_finish_only_the_run_protocol_remains() {
         transitioned_this_step: false,
         finished: true,
         inferences: &inferences,
+        evidence: None,
     };
     for request in [
         tool("bureau"),

@@ -10,7 +10,9 @@ use std::ops::Range;
 use warden_guest::wire::{self, Request, Response};
 use wasmtime::{Caller, Memory};
 
-use crate::decision::{InferenceRecord, Rule, RunView, Verdict, enforce};
+use crate::decision::{
+    CapabilityKind, FeatureRecord, InferenceRecord, ModelInference, Rule, RunView, Verdict, enforce,
+};
 use crate::journal::RecordBody;
 use crate::outcome::{FailureReason, GuestFault, HostFault, Limit};
 use crate::recording::Divergence;
@@ -23,7 +25,7 @@ pub(crate) use state::HostState;
 #[derive(Debug, Clone)]
 pub(crate) enum Halt {
     /// The run fails with this reason.
-    Failed(FailureReason),
+    Failed(Box<FailureReason>),
     /// Replay found the run departing from its recording.
     Diverged(Box<Divergence>),
     /// The agent tried to act after a gate sent the run to review: the step ends there and
@@ -144,6 +146,7 @@ fn call(caller: &mut Caller<'_, HostState>, ptr: u32, len: u32) -> Result<i64, H
             escalated: state.escalated,
             finished: state.finished.is_some(),
             inferences: &state.inferences,
+            evidence: state.evidence.as_ref(),
         },
         &request,
     );
@@ -170,7 +173,7 @@ fn call(caller: &mut Caller<'_, HostState>, ptr: u32, len: u32) -> Result<i64, H
             }));
         }
         Verdict::Escalate => match &decision.rule {
-            Rule::GateNotMet { otherwise, .. } => {
+            Rule::GateNotMet { otherwise, .. } | Rule::GateLabelNotMet { otherwise, .. } => {
                 state.move_to(otherwise.clone())?;
                 state.escalated = true;
                 Response::Transitioned(otherwise.clone())
@@ -183,7 +186,19 @@ fn call(caller: &mut Caller<'_, HostState>, ptr: u32, len: u32) -> Result<i64, H
                 }));
             }
         },
-        Verdict::Allow => state.perform(call, request, effect_key.as_deref().unwrap_or(&[]))?,
+        Verdict::Allow => {
+            let features = match &decision.rule {
+                Rule::FeaturesReconciled {
+                    features, sources, ..
+                } => Some(FeatureRecord {
+                    reconciled: *features,
+                    sources: sources.clone(),
+                }),
+                _ => None,
+            };
+            let bytes = effect_key.as_deref().unwrap_or(&[]);
+            state.perform(call, request, bytes, features)?
+        }
     };
     let response = postcard::to_allocvec(&response).unwrap_or_default();
     let len = response.len();
@@ -192,6 +207,9 @@ fn call(caller: &mut Caller<'_, HostState>, ptr: u32, len: u32) -> Result<i64, H
         call,
         response: response.clone(),
     })?;
+    if let Some(inference) = state.recorded_inference.take() {
+        state.push(RecordBody::Inference(Box::new(inference)))?;
+    }
     if len as u64 > u64::from(budgets.max_response_bytes) {
         return Err(state.fail(|step| FailureReason::LimitExceeded {
             step,
@@ -232,6 +250,9 @@ impl HostState {
     fn move_to(&mut self, to: String) -> Result<(), Halt> {
         let from = std::mem::replace(&mut self.state, to.clone());
         self.transitioned = true;
+        if let Some(evidence) = &mut self.evidence {
+            evidence.on_transition();
+        }
         self.push(RecordBody::Transition {
             step: self.step,
             from,
@@ -245,6 +266,7 @@ impl HostState {
         call: u64,
         request: Request,
         request_bytes: &[u8],
+        features: Option<FeatureRecord>,
     ) -> Result<Response, Halt> {
         Ok(match request {
             Request::Input => Response::Input(self.input.to_string()),
@@ -271,20 +293,61 @@ impl HostState {
                 return Err(self.fail(|step| FailureReason::AgentAborted { step, reason }));
             }
             Request::Tool { .. } | Request::Model { .. } => {
-                let response = self
+                let answer = self
                     .effects
                     .answer(&self.run_id, call, &request, request_bytes)
                     .map_err(|d| Halt::Diverged(Box::new(d)))?;
-                if let Response::Model(Ok(inference)) = &response {
-                    self.inferences.push(InferenceRecord {
-                        id: inference.id,
-                        model: inference.model.clone(),
-                        confidence: inference.confidence,
-                    });
-                }
-                response
+                self.note(call, &request, &answer.response, answer.model, features);
+                answer.response
             }
         })
+    }
+}
+
+impl HostState {
+    /// Notes an allowed tool or model call and its answer in the run's evidence.
+    fn note(
+        &mut self,
+        call: u64,
+        request: &Request,
+        response: &Response,
+        model: Option<crate::bindings::ModelOutput>,
+        features: Option<FeatureRecord>,
+    ) {
+        if let Response::Model(Ok(inference)) = response {
+            self.inferences.push(InferenceRecord {
+                id: inference.id,
+                model: inference.model.clone(),
+                confidence: inference.confidence,
+            });
+        }
+        let Some(evidence) = &mut self.evidence else {
+            return;
+        };
+        match (request, response) {
+            (Request::Tool { name, args }, Response::Tool(result)) => {
+                evidence.on_call(CapabilityKind::Tool, name);
+                evidence.on_tool_response(call, name, args, result);
+            }
+            (Request::Model { name, .. }, Response::Model(result)) => {
+                evidence.on_call(CapabilityKind::Model, name);
+                if let (Ok(inference), Some(model)) = (result, model) {
+                    let recorded = ModelInference {
+                        id: inference.id,
+                        model: name.clone(),
+                        state: self.state.clone(),
+                        visit: evidence.visit,
+                        label: model.label,
+                        probabilities: model.probabilities,
+                        features,
+                        card: model.card,
+                    };
+                    evidence.on_inference(recorded.clone());
+                    self.recorded_inference = Some(recorded);
+                }
+            }
+            _ => {}
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use wasmtime::{Memory, ResourceLimiter};
 
 use super::Halt;
-use crate::decision::InferenceRecord;
+use crate::decision::{Evidence, InferenceRecord};
 use crate::effects::Effects;
 use crate::journal::{Edition, RecordBody};
 use crate::outcome::{FailureReason, Limit};
@@ -84,12 +84,12 @@ impl StepJournal {
         }
         self.records.push(body);
         if self.bytes > limit {
-            return Err(Halt::Failed(FailureReason::LimitExceeded {
+            return Err(Halt::Failed(Box::new(FailureReason::LimitExceeded {
                 step,
                 limit: Limit::JournalBytes,
                 value: self.bytes,
                 max: limit,
-            }));
+            })));
         }
         Ok(())
     }
@@ -128,8 +128,15 @@ pub(crate) struct HostState {
     pub(crate) host_calls: u32,
     /// Fuel the run has consumed in completed steps.
     pub(crate) fuel: u64,
-    /// Inferences computed so far.
+    /// Inferences computed so far (edition 1 gates; kept in checkpoints).
     pub(crate) inferences: Vec<InferenceRecord>,
+    /// What edition-2 rules rest on; `None` for edition-1 runs.
+    pub(crate) evidence: Option<Evidence>,
+    /// How the step failed after a gate escalated in it (edition 2): the run still waits
+    /// for review, and this is recorded in its outcome.
+    pub(crate) after_escalation: Option<FailureReason>,
+    /// The inference record of the call in flight, written after its response.
+    pub(crate) recorded_inference: Option<crate::decision::ModelInference>,
     /// Whether this step made a transition.
     pub(crate) transitioned: bool,
     /// Whether a gate sent the run to review in this step.
@@ -172,6 +179,9 @@ impl HostState {
             host_calls: 0,
             fuel: 0,
             inferences: Vec::new(),
+            evidence: (edition >= Edition::V2).then(|| Evidence::new(input)),
+            recorded_inference: None,
+            after_escalation: None,
             transitioned: false,
             escalated: false,
             stopped_mid_step: false,
@@ -199,6 +209,6 @@ impl HostState {
     }
 
     pub(super) fn fail(&self, reason: impl FnOnce(u32) -> FailureReason) -> Halt {
-        Halt::Failed(reason(self.step))
+        Halt::Failed(Box::new(reason(self.step)))
     }
 }

@@ -81,6 +81,44 @@ impl RecordBody {
                 "run {} started under {} {} in {}",
                 start.run_id, start.policy_name, start.policy_version, start.state
             ),
+            RecordBody::Inherited(inherited) => format!(
+                "inherits {} recorded tool response(s) from its parent",
+                inherited.facts.len()
+            ),
+            RecordBody::Inference(i) => {
+                let probabilities: Vec<String> = i
+                    .probabilities
+                    .iter()
+                    .map(|(label, p)| format!("P({label}) = {p:.4}"))
+                    .collect();
+                let mut line = format!(
+                    "inference #{} of {} in {}: {}",
+                    i.id.0,
+                    i.model,
+                    i.state,
+                    probabilities.join(", ")
+                );
+                if let Some(features) = &i.features {
+                    line.push_str(&format!(
+                        "; features: {0}/{0} reconciled with input",
+                        features.reconciled
+                    ));
+                    for (_, tool, call) in &features.sources {
+                        if let Some(call) = call {
+                            line.push_str(&format!(" and {tool} response #{call}"));
+                        }
+                    }
+                }
+                if let Some(card) = &i.card {
+                    line.push_str(&format!(
+                        "; card {} {} ({})",
+                        card.name,
+                        card.version,
+                        card.card.short()
+                    ));
+                }
+                line
+            }
             RecordBody::StepStarted { step, state } => format!("step {step} started in {state}"),
             RecordBody::HostCall {
                 step,

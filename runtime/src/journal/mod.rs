@@ -23,7 +23,7 @@ mod verify;
 
 pub use crate::edition::Edition;
 pub use describe::{describe_request, describe_request_bytes, describe_response_bytes};
-pub use record::{ModelCard, Parent, Record, RecordBody, RunMeta, RunStart};
+pub use record::{InheritedEvidence, Parent, Record, RecordBody, RunMeta, RunStart};
 use record::{StoredMeta, StoredMetaRef};
 pub use verify::Verification;
 

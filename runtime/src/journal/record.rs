@@ -9,7 +9,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::decision::Decision;
+use crate::bindings::ModelCard;
+use crate::decision::{Decision, ModelInference};
 use crate::digest::{Digest, domain};
 use crate::edition::Edition;
 use crate::outcome::{FailureReason, Outcome, Status};
@@ -138,19 +139,24 @@ pub enum RecordBody {
     Outcome(Outcome),
     /// Record 0 of every run from format version 2 on: [`RunStart`].
     Started(Box<RunStart>),
+    /// An inference the host computed (edition 2): label probabilities, the
+    /// reconciliation of its features and the model card; written after the response.
+    Inference(Box<ModelInference>),
+    /// A fork's first records: the recorded facts it inherits from its parent up to the
+    /// fork's checkpoint (edition 2), so that the fork's own journal says what its
+    /// features may rest on. Inferences are never inherited.
+    Inherited(Box<InheritedEvidence>),
 }
 
-/// A model a run's bindings provide, as recorded when the run started.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ModelCard {
-    /// The model's name in the policy.
-    pub name: String,
-    /// The provider (`scorecard`, ...).
-    pub provider: String,
-    /// The card's own version.
-    pub version: String,
-    /// Digest of the card file, stored as a blob.
-    pub card: Digest,
+/// What a fork inherits from its parent's record (record `Inherited`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InheritedEvidence {
+    /// The parent's successful tool responses: (call, tool, args JSON, response JSON).
+    pub facts: Vec<(u64, String, String, String)>,
+    /// The parent's number of transitions at the checkpoint.
+    pub visit: u32,
+    /// Allowed calls per capability in the current visit: (kind, name, count).
+    pub calls: Vec<(crate::decision::CapabilityKind, String, u32)>,
 }
 
 /// What a run is: the body of its first record (`Started`).
@@ -262,6 +268,7 @@ impl RecordBody {
             RecordBody::HostCall { call, .. } | RecordBody::HostResponse { call, .. } => {
                 Some(*call)
             }
+            RecordBody::Inference(inference) => Some(inference.id.0),
             _ => None,
         }
     }
@@ -278,6 +285,8 @@ impl RecordBody {
             RecordBody::StepCommitted { .. } => "step_committed",
             RecordBody::Outcome(_) => "outcome",
             RecordBody::Started(_) => "run_started",
+            RecordBody::Inference(_) => "inference",
+            RecordBody::Inherited(_) => "inherited",
         }
     }
 }

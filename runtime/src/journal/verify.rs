@@ -47,7 +47,13 @@ impl Journal {
             Some(found) => Some(found),
             None => match summary_problem(&meta, &records) {
                 Some(found) => Some(found),
-                None => self.checkpoint_problem(run_id, &records)?,
+                None => match self.blob_problem(&records)? {
+                    Some(found) => Some(found),
+                    None => match self.checkpoint_problem(run_id, &records)? {
+                        Some(found) => Some(found),
+                        None => self.progress_problem(run_id, &meta, &records)?,
+                    },
+                },
             },
         };
         let (record, problem) = match found {
@@ -74,6 +80,111 @@ impl Journal {
             .iter()
             .map(|meta| self.verify(&meta.run_id))
             .collect()
+    }
+
+    /// Checks the blobs the run's start record names (agent module, policy text, input,
+    /// model cards) against their digests, naming the first missing or altered one.
+    fn blob_problem(
+        &self,
+        records: &[(Record, Digest)],
+    ) -> Result<Option<(Option<u64>, String)>, JournalError> {
+        let Some(start) = records.first().and_then(|(r, _)| r.body.run_start()) else {
+            return Ok(None);
+        };
+        let mut blobs = vec![
+            ("agent module", domain::AGENT, start.agent),
+            ("policy text", domain::BLOB, start.policy_text),
+            ("input", domain::BLOB, start.input),
+        ];
+        for card in &start.models {
+            blobs.push(("model card", domain::BLOB, card.card));
+        }
+        for (what, tag, digest) in blobs {
+            match self.blob(&digest)? {
+                Some(bytes) if Digest::of(tag, &bytes) == digest => {}
+                Some(_) => {
+                    return Ok(Some((
+                        Some(0),
+                        format!(
+                            "the stored {what} does not match its digest {} (the blob was altered)",
+                            digest.short()
+                        ),
+                    )));
+                }
+                None => {
+                    return Ok(Some((
+                        Some(0),
+                        format!("the {what} {} is missing from the journal", digest.short()),
+                    )));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// For a run still running (or interrupted), the summary's progress (state, steps,
+    /// host calls, fuel), which `resume` starts from, must be what its records say.
+    fn progress_problem(
+        &self,
+        run_id: &str,
+        meta: &RunMeta,
+        records: &[(Record, Digest)],
+    ) -> Result<Option<(Option<u64>, String)>, JournalError> {
+        if meta.status() != crate::outcome::Status::Running {
+            return Ok(None);
+        }
+        let Some(start) = records.first().and_then(|(r, _)| r.body.run_start()) else {
+            return Ok(None);
+        };
+        let mut state = start.state.clone();
+        let mut steps = start.parent.as_ref().map_or(0, |p| p.step);
+        let mut fuel = 0u64;
+        let mut calls: Option<u64> = None;
+        let mut first_checkpoint = None;
+        for (record, _) in records {
+            match &record.body {
+                RecordBody::StepCommitted {
+                    step,
+                    fuel: used,
+                    state: s,
+                } => {
+                    steps = *step;
+                    fuel = fuel.saturating_add(*used);
+                    state.clone_from(s);
+                }
+                RecordBody::HostCall { call, .. } => calls = Some(*call + 1),
+                RecordBody::Checkpoint { step, .. } if first_checkpoint.is_none() => {
+                    first_checkpoint = Some(*step);
+                }
+                _ => {}
+            }
+        }
+        // A fork continues its parent's call numbering from its first checkpoint.
+        let host_calls = match (calls, first_checkpoint) {
+            (Some(calls), _) => calls,
+            (None, Some(step)) => self
+                .checkpoint(run_id, step)?
+                .map_or(0, |c| u64::from(c.host_calls)),
+            (None, None) => 0,
+        };
+        let derived = (state, steps, host_calls, fuel, None::<String>, false);
+        let summary = (
+            meta.outcome.state.clone(),
+            meta.outcome.steps,
+            u64::from(meta.outcome.host_calls),
+            meta.outcome.fuel,
+            meta.outcome.output.clone(),
+            meta.outcome.reason.is_some(),
+        );
+        if derived == summary {
+            return Ok(None);
+        }
+        Ok(Some((
+            None,
+            format!(
+                "the run's summary says (state, steps, host calls, fuel, output, failed) = {summary:?} but its records say {derived:?} (the summary was altered)"
+            ),
+        )))
     }
 
     /// Checks every checkpoint a chained `Checkpoint` record names: the stored checkpoint

@@ -30,9 +30,44 @@ pub(super) struct Draft {
     /// Where the `states` key first appears; `None` if it does not.
     pub states_span: Option<Range<usize>>,
     pub gates: Vec<DraftGate>,
+    /// `[tools.<name>]` tables.
+    pub tool_rules: Vec<DraftRules>,
+    /// `[models.<name>]` tables.
+    pub model_rules: Vec<DraftRules>,
     /// False when a state or gate could not be read in full: the transition graph is then
     /// incomplete, and checking its reachability would only report consequences.
     pub graph_complete: bool,
+}
+
+/// A `[tools.<name>]` or `[models.<name>]` table.
+#[derive(Debug)]
+pub(super) struct DraftRules {
+    pub name: Located<String>,
+    pub span: Range<usize>,
+    pub max_calls: Option<Located<u64>>,
+    /// Models only: feature provenance.
+    pub tolerance: Option<Located<f64>>,
+    pub sources: Vec<DraftSource>,
+    pub lets: Vec<(Located<String>, Located<String>)>,
+    pub features: Vec<(Located<String>, Located<String>)>,
+    /// Where `features` is written, if it is.
+    pub features_span: Option<Range<usize>>,
+}
+
+/// One `sources.<name>` entry of a model's provenance.
+#[derive(Debug)]
+pub(super) struct DraftSource {
+    pub name: Located<String>,
+    pub tool: Option<Located<String>>,
+    /// (pointer into the call's args, pointer into the input), as written.
+    pub args: Vec<(Located<String>, Located<String>)>,
+}
+
+/// An output constraint as written.
+#[derive(Debug)]
+pub(super) enum DraftConstraint {
+    Equals(serde_json::Value),
+    Type(Located<String>),
 }
 
 #[derive(Debug)]
@@ -45,6 +80,9 @@ pub(super) struct DraftState {
     pub tools: Option<Located<Vec<Located<String>>>>,
     pub models: Option<Located<Vec<Located<String>>>>,
     pub transitions: Option<Located<Vec<Located<String>>>>,
+    /// `[states.<name>.output]`: field -> constraint.
+    pub output: Vec<(Located<String>, DraftConstraint)>,
+    pub output_span: Option<Range<usize>>,
 }
 
 #[derive(Debug)]
@@ -56,13 +94,46 @@ pub(super) struct DraftGate {
     pub model: Option<Located<String>>,
     pub min_confidence: Option<Located<f64>>,
     pub otherwise: Option<Located<String>>,
+    pub label: Option<Located<String>>,
+    pub require_reconciled: Option<Located<bool>>,
 }
 
-const TOP: &[&str] = &["policy", "capabilities", "budgets", "states", "gates"];
+const TOP: &[&str] = &[
+    "policy",
+    "capabilities",
+    "budgets",
+    "states",
+    "gates",
+    "tools",
+    "models",
+];
 const POLICY: &[&str] = &["name", "version", "initial", "description"];
 const CAPABILITIES: &[&str] = &["tools", "models"];
-const STATE: &[&str] = &["terminal", "review", "tools", "models", "transitions"];
-const GATE: &[&str] = &["to", "model", "min_confidence", "otherwise"];
+const STATE: &[&str] = &[
+    "terminal",
+    "review",
+    "tools",
+    "models",
+    "transitions",
+    "output",
+];
+const GATE: &[&str] = &[
+    "to",
+    "model",
+    "label",
+    "min_confidence",
+    "otherwise",
+    "require_reconciled",
+];
+const TOOL_RULES: &[&str] = &["max_calls_per_state"];
+const MODEL_RULES: &[&str] = &[
+    "max_calls_per_state",
+    "tolerance",
+    "sources",
+    "let",
+    "features",
+];
+const SOURCE: &[&str] = &["tool", "args"];
 
 const NAME: &str = "a name in quotes";
 const NAMES: &str = "a list of names, such as [\"a\", \"b\"]";
@@ -112,6 +183,16 @@ pub(super) fn decode(text: &str, report: &mut Report<'_>) -> Option<Draft> {
                 }
             }
             "gates" => gates(report, value, &mut draft),
+            "tools" => {
+                if let Some(table) = table(report, field, value) {
+                    draft.tool_rules = rules(report, "tools", table, TOOL_RULES);
+                }
+            }
+            "models" => {
+                if let Some(table) = table(report, field, value) {
+                    draft.model_rules = rules(report, "models", table, MODEL_RULES);
+                }
+            }
             _ => unknown(report, key, "", TOP),
         }
     }
@@ -217,11 +298,21 @@ fn states(report: &mut Report<'_>, table: &DeTable<'_>, draft: &mut Draft) {
             tools: None,
             models: None,
             transitions: None,
+            output: Vec::new(),
+            output_span: None,
         };
         for (key, value) in fields.iter() {
             let field = format!("{path}.{}", key.get_ref());
             let before = report.len();
             match key.get_ref().as_ref() {
+                "output" => {
+                    state.output_span = Some(key.span());
+                    if let Some(table) = self::table(report, &field, value) {
+                        state.output = output(report, &field, table);
+                    }
+                    // An output rule does not change the transition graph.
+                    continue;
+                }
                 "terminal" => state.terminal = boolean(report, &field, value),
                 "review" => state.review = boolean(report, &field, value),
                 "tools" => state.tools = names(report, &field, value),
@@ -255,6 +346,8 @@ fn gates(report: &mut Report<'_>, value: &Spanned<DeValue<'_>>, draft: &mut Draf
             model: None,
             min_confidence: None,
             otherwise: None,
+            label: None,
+            require_reconciled: None,
         };
         for (key, value) in fields.iter() {
             let field = format!("{path}.{}", key.get_ref());
@@ -265,6 +358,10 @@ fn gates(report: &mut Report<'_>, value: &Spanned<DeValue<'_>>, draft: &mut Draf
                 "otherwise" => {
                     gate.otherwise = string(report, &field, value, "the name of a review state")
                 }
+                "label" => {
+                    gate.label = string(report, &field, value, "the label the model must predict")
+                }
+                "require_reconciled" => gate.require_reconciled = boolean(report, &field, value),
                 _ => unknown(report, key, &path, GATE),
             }
         }
@@ -287,6 +384,197 @@ fn gates(report: &mut Report<'_>, value: &Spanned<DeValue<'_>>, draft: &mut Draf
             draft.graph_complete = false;
         }
         draft.gates.push(gate);
+    }
+}
+
+/// The `[tools.<name>]` or `[models.<name>]` tables of `section`.
+fn rules(
+    report: &mut Report<'_>,
+    section: &str,
+    table: &DeTable<'_>,
+    allowed: &'static [&'static str],
+) -> Vec<DraftRules> {
+    let mut out = Vec::new();
+    for (key, value) in table.iter() {
+        let name = key.get_ref().to_string();
+        let path = format!("{section}.{name}");
+        let Some(fields) = self::table(report, &path, value) else {
+            continue;
+        };
+        let mut rules = DraftRules {
+            name: Spanned::new(key.span(), name),
+            span: value.span(),
+            max_calls: None,
+            tolerance: None,
+            sources: Vec::new(),
+            lets: Vec::new(),
+            features: Vec::new(),
+            features_span: None,
+        };
+        for (key, value) in fields.iter() {
+            let field = format!("{path}.{}", key.get_ref());
+            match key.get_ref().as_ref() {
+                "max_calls_per_state" if allowed.contains(&"max_calls_per_state") => {
+                    rules.max_calls = integer(report, &field, value)
+                }
+                "tolerance" if allowed.contains(&"tolerance") => {
+                    rules.tolerance = number(report, &field, value, "a small number such as 1e-9")
+                }
+                "sources" if allowed.contains(&"sources") => {
+                    if let Some(table) = self::table(report, &field, value) {
+                        rules.sources = sources(report, &field, table);
+                    }
+                }
+                "let" if allowed.contains(&"let") => {
+                    if let Some(table) = self::table(report, &field, value) {
+                        rules.lets = expressions(report, &field, table);
+                    }
+                }
+                "features" if allowed.contains(&"features") => {
+                    rules.features_span = Some(key.span());
+                    if let Some(table) = self::table(report, &field, value) {
+                        rules.features = expressions(report, &field, table);
+                    }
+                }
+                _ => unknown(report, key, &path, allowed),
+            }
+        }
+        out.push(rules);
+    }
+    out
+}
+
+/// `sources.<name> = { tool = "...", args = { "/arg" = "/input" } }`.
+fn sources(report: &mut Report<'_>, path: &str, table: &DeTable<'_>) -> Vec<DraftSource> {
+    let mut out = Vec::new();
+    for (key, value) in table.iter() {
+        let field = format!("{path}.{}", key.get_ref());
+        let Some(fields) = self::table(report, &field, value) else {
+            continue;
+        };
+        let mut source = DraftSource {
+            name: Spanned::new(key.span(), key.get_ref().to_string()),
+            tool: None,
+            args: Vec::new(),
+        };
+        for (key, value) in fields.iter() {
+            let inner = format!("{field}.{}", key.get_ref());
+            match key.get_ref().as_ref() {
+                "tool" => source.tool = string(report, &inner, value, "the name of a tool"),
+                "args" => {
+                    if let Some(args) = self::table(report, &inner, value) {
+                        for (arg, input) in args.iter() {
+                            let at = format!("{inner}.{}", arg.get_ref());
+                            if let Some(input) =
+                                string(report, &at, input, "a JSON pointer into the run input")
+                            {
+                                let arg = Spanned::new(arg.span(), arg.get_ref().to_string());
+                                source.args.push((arg, input));
+                            }
+                        }
+                    }
+                }
+                _ => unknown(report, key, &field, SOURCE),
+            }
+        }
+        if source.tool.is_none() && !fields.contains_key("tool") {
+            report.push(
+                value.span(),
+                format!("{field}.tool"),
+                Problem::Missing {
+                    expected: "tool = \"<tool name>\"",
+                },
+            );
+        }
+        out.push(source);
+    }
+    out
+}
+
+/// `name = "expression"` entries.
+fn expressions(
+    report: &mut Report<'_>,
+    path: &str,
+    table: &DeTable<'_>,
+) -> Vec<(Located<String>, Located<String>)> {
+    let mut out = Vec::new();
+    for (key, value) in table.iter() {
+        let field = format!("{path}.{}", key.get_ref());
+        let expected = "an expression in quotes, such as \"input:/amount / 12\"";
+        if let Some(text) = string(report, &field, value, expected) {
+            out.push((Spanned::new(key.span(), key.get_ref().to_string()), text));
+        }
+    }
+    out
+}
+
+/// `[states.<name>.output]`: `field = <value>` (must equal) or `field = { type = "..." }`.
+fn output(
+    report: &mut Report<'_>,
+    path: &str,
+    table: &DeTable<'_>,
+) -> Vec<(Located<String>, DraftConstraint)> {
+    let mut out = Vec::new();
+    for (key, value) in table.iter() {
+        let field = format!("{path}.{}", key.get_ref());
+        let name = Spanned::new(key.span(), key.get_ref().to_string());
+        let constraint = match value.get_ref() {
+            DeValue::Table(fields) => {
+                let mut kind = None;
+                for (inner, v) in fields.iter() {
+                    match inner.get_ref().as_ref() {
+                        "type" => kind = string(report, &format!("{field}.type"), v, JSON_TYPES),
+                        _ => unknown(report, inner, &field, &["type"]),
+                    }
+                }
+                match kind {
+                    Some(kind) => DraftConstraint::Type(kind),
+                    None => {
+                        if !fields.contains_key("type") {
+                            report.push(
+                                value.span(),
+                                format!("{field}.type"),
+                                Problem::Missing {
+                                    expected: JSON_TYPES,
+                                },
+                            );
+                        }
+                        continue;
+                    }
+                }
+            }
+            other => DraftConstraint::Equals(json(other)),
+        };
+        out.push((name, constraint));
+    }
+    out
+}
+
+const JSON_TYPES: &str =
+    "type = \"string\", \"number\", \"boolean\", \"array\", \"object\", \"null\" or \"any\"";
+
+/// A TOML value as JSON (a date becomes its text).
+fn json(value: &DeValue<'_>) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        DeValue::String(text) => Value::String(text.to_string()),
+        DeValue::Integer(n) => i64::from_str_radix(n.as_str(), n.radix())
+            .map_or(Value::Null, |n| Value::Number(n.into())),
+        DeValue::Float(n) => n
+            .as_str()
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map_or(Value::Null, Value::Number),
+        DeValue::Boolean(b) => Value::Bool(*b),
+        DeValue::Datetime(d) => Value::String(d.to_string()),
+        DeValue::Array(items) => Value::Array(items.iter().map(|v| json(v.get_ref())).collect()),
+        DeValue::Table(fields) => Value::Object(
+            fields
+                .iter()
+                .map(|(k, v)| (k.get_ref().to_string(), json(v.get_ref())))
+                .collect(),
+        ),
     }
 }
 
@@ -435,6 +723,16 @@ fn float(
     field: &str,
     value: &Spanned<DeValue<'_>>,
 ) -> Option<Located<f64>> {
+    number(report, field, value, "a number from 0 to 1")
+}
+
+/// A decimal or whole number.
+fn number(
+    report: &mut Report<'_>,
+    field: &str,
+    value: &Spanned<DeValue<'_>>,
+    expected: &'static str,
+) -> Option<Located<f64>> {
     let parsed = match value.get_ref() {
         DeValue::Float(number) => number.as_str().parse::<f64>().ok(),
         DeValue::Integer(number) => i64::from_str_radix(number.as_str(), number.radix())
@@ -445,7 +743,7 @@ fn float(
     match parsed {
         Some(number) => Some(Spanned::new(value.span(), number)),
         None => {
-            wrong(report, field, value, "a number from 0 to 1");
+            wrong(report, field, value, expected);
             None
         }
     }

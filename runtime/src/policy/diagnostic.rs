@@ -45,7 +45,7 @@ impl fmt::Display for Diagnostic {
 }
 
 /// A tool or a model: the two kinds of capability a policy declares.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
 pub enum CapabilityKind {
     /// A tool, declared in `capabilities.tools`.
     Tool,
@@ -190,6 +190,34 @@ pub enum Problem {
         /// The host's ceiling.
         cap: u64,
     },
+    /// A gate demands reconciled features of a model whose features have no declared
+    /// sources, so it could never be met.
+    GateNeedsProvenance {
+        /// The gate's model.
+        model: String,
+    },
+    /// A feature provenance declaration is wrong (an expression, a name, a cycle).
+    Provenance {
+        /// What is wrong, as the provenance checker says it.
+        message: String,
+    },
+    /// An output rule on a state that is not terminal.
+    OutputNotTerminal {
+        /// The state.
+        state: String,
+    },
+    /// An output rule names a JSON type that does not exist.
+    UnknownJsonType {
+        /// The type as written.
+        name: String,
+    },
+    /// A call cap of zero.
+    CallCapZero,
+    /// A tolerance that is negative or not a number.
+    ToleranceInvalid {
+        /// The value as read.
+        value: f64,
+    },
 }
 
 impl fmt::Display for Problem {
@@ -284,6 +312,31 @@ impl fmt::Display for Problem {
                 f,
                 "budget `{field}` = {value} exceeds this host's cap of {cap}; lower it to \
                  {cap} or less"
+            ),
+            Problem::GateNeedsProvenance { model } => write!(
+                f,
+                "the gate requires every feature of `{model}` to be reconciled, but \
+                 [models.{model}.features] declares none; declare where each feature comes \
+                 from, or set `require_reconciled = false`"
+            ),
+            Problem::Provenance { message } => write!(f, "{message}"),
+            Problem::OutputNotTerminal { state } => write!(
+                f,
+                "state `{state}` is not terminal, and only a run finishing in a terminal \
+                 state has an output; move the rule to a terminal state"
+            ),
+            Problem::UnknownJsonType { name } => write!(
+                f,
+                "`{name}` is not a JSON type; use string, number, boolean, array, object, \
+                 null or any"
+            ),
+            Problem::CallCapZero => f.write_str(
+                "a cap of 0 calls would deny every call; set a positive number or remove the \
+                 line (no cap)",
+            ),
+            Problem::ToleranceInvalid { value } => write!(
+                f,
+                "{value} is not a tolerance: use a small positive number such as 1e-9"
             ),
         }
     }

@@ -22,12 +22,15 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::edition::Edition;
+use crate::provenance::Provenance;
+
 pub use diagnostic::{CapabilityKind, Diagnostic, Problem};
 
 /// A validated policy. Built only by [`Policy::parse`], [`Policy::parse_with_caps`] or
 /// [`Policy::from_file`], so every reference in it (initial state, transition targets,
 /// capabilities, gate states and models) resolves, and every budget is within the caps.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Policy {
     /// Name of the policy, e.g. `consumer-loan-underwriting`. Never empty.
     pub name: String,
@@ -47,10 +50,108 @@ pub struct Policy {
     pub gates: Vec<ConfidenceGate>,
     /// Limits of a run: the file's budgets, defaults for those it omits.
     pub budgets: Budgets,
+    /// Per-tool rules (`[tools.<name>]`), for tools that have any.
+    pub tool_rules: BTreeMap<String, ToolRules>,
+    /// Per-model rules (`[models.<name>]`): call caps and feature provenance.
+    pub model_rules: BTreeMap<String, ModelRules>,
+}
+
+/// Rules of one tool beyond the states that may call it.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ToolRules {
+    /// Calls of the tool allowed in one visit of a state (from entering it to leaving
+    /// it); more are denied.
+    pub max_calls_per_state: Option<u32>,
+}
+
+/// Rules of one model beyond the states that may call it.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct ModelRules {
+    /// Inferences of the model allowed in one visit of a state; more are denied, so an
+    /// agent cannot shop for the answer it wants.
+    pub max_calls_per_state: Option<u32>,
+    /// Where each feature of a request must come from; the host reconciles every
+    /// request against it before the model is asked.
+    pub provenance: Option<Provenance>,
+}
+
+/// What the output of a run finishing in a terminal state must hold: a field must equal a
+/// value, or be of a JSON type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OutputConstraint {
+    /// The field must equal this JSON value.
+    Equals(serde_json::Value),
+    /// The field must be present with this JSON type.
+    Type(JsonType),
+}
+
+/// A JSON type, as an output constraint names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JsonType {
+    /// A string.
+    String,
+    /// A number.
+    Number,
+    /// `true` or `false`.
+    Boolean,
+    /// A list.
+    Array,
+    /// An object.
+    Object,
+    /// `null`.
+    Null,
+    /// Any value, as long as the field is present.
+    Any,
+}
+
+impl JsonType {
+    /// The type's name as written in a policy.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JsonType::String => "string",
+            JsonType::Number => "number",
+            JsonType::Boolean => "boolean",
+            JsonType::Array => "array",
+            JsonType::Object => "object",
+            JsonType::Null => "null",
+            JsonType::Any => "any",
+        }
+    }
+
+    /// Parses a type's name.
+    pub fn parse(name: &str) -> Option<JsonType> {
+        [
+            JsonType::String,
+            JsonType::Number,
+            JsonType::Boolean,
+            JsonType::Array,
+            JsonType::Object,
+            JsonType::Null,
+            JsonType::Any,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == name)
+    }
+
+    /// Whether `value` is of this type.
+    pub fn admits(self, value: &serde_json::Value) -> bool {
+        use serde_json::Value;
+        matches!(
+            (self, value),
+            (JsonType::Any, _)
+                | (JsonType::String, Value::String(_))
+                | (JsonType::Number, Value::Number(_))
+                | (JsonType::Boolean, Value::Bool(_))
+                | (JsonType::Array, Value::Array(_))
+                | (JsonType::Object, Value::Object(_))
+                | (JsonType::Null, Value::Null)
+        )
+    }
 }
 
 /// One state of the agent's state machine.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct State {
     /// Working, terminal or review.
     pub kind: StateKind,
@@ -61,6 +162,8 @@ pub struct State {
     /// States this one may move to. Empty for a terminal state. For a review state: what
     /// a reviewer may decide.
     pub transitions: BTreeSet<String>,
+    /// A terminal state: what the output of a run finishing here must hold, by field.
+    pub output: BTreeMap<String, OutputConstraint>,
 }
 
 /// What a state is for.
@@ -75,7 +178,7 @@ pub enum StateKind {
 }
 
 /// A confidence gate: guards every transition into `to`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ConfidenceGate {
     /// The guarded state.
     pub to: String,
@@ -86,6 +189,13 @@ pub struct ConfidenceGate {
     pub min_confidence: f64,
     /// The review state the run goes to instead when the gate is not met.
     pub otherwise: String,
+    /// The label the model must predict: the confidence compared is the model's
+    /// probability of this label. `None` only in policies recorded by edition-1 runs,
+    /// whose gates compared the model's confidence in whatever it predicted.
+    pub label: Option<String>,
+    /// Whether every feature of the inference must have been reconciled with its
+    /// declared source (`[models.<model>.features]`). Default: true.
+    pub require_reconciled: bool,
 }
 
 /// Limits of one run under a policy. See `policies/README.md` for what each stops and
@@ -267,6 +377,8 @@ pub enum PolicyError {
 /// The domain tag hashed before the canonical form, so that a policy hash can never
 /// equal the hash of anything else Warden names.
 const HASH_DOMAIN: &str = crate::digest::domain::POLICY;
+/// The domain tag of policies that use rules added since edition 1.
+const HASH_DOMAIN_V2: &str = crate::digest::domain::POLICY_V2;
 
 impl Policy {
     /// Reads and validates the policy file at `path` against [`HostCaps::DEFAULT`].
@@ -297,9 +409,9 @@ impl Policy {
     pub fn parse_recorded(
         text: &str,
         origin: &str,
-        _edition: crate::edition::Edition,
+        edition: Edition,
     ) -> Result<Policy, PolicyError> {
-        Policy::parse(text, origin)
+        Policy::parse_under(text, origin, &HostCaps::DEFAULT, edition)
     }
 
     /// Parses and validates policy text against [`HostCaps::DEFAULT`]. `origin` names the
@@ -316,10 +428,19 @@ impl Policy {
         origin: &str,
         caps: &HostCaps,
     ) -> Result<Policy, PolicyError> {
+        Policy::parse_under(text, origin, caps, Edition::CURRENT)
+    }
+
+    fn parse_under(
+        text: &str,
+        origin: &str,
+        caps: &HostCaps,
+        edition: Edition,
+    ) -> Result<Policy, PolicyError> {
         let mut report = diagnostic::Report::new(text, origin);
         // A syntax error leaves no trustworthy document to check the rules against.
         if let Some(draft) = decode::decode(text, &mut report) {
-            let policy = validate::validate(draft, caps, &mut report);
+            let policy = validate::validate(draft, caps, edition, &mut report);
             if report.is_clean() {
                 return Ok(policy);
             }
@@ -327,12 +448,15 @@ impl Policy {
         Err(report.into_error())
     }
 
-    /// The canonical hash: blake3 of the domain tag `warden-policy-v1` and the postcard
-    /// encoding of the policy's meaning (sets sorted, gates sorted by target, defaults
-    /// filled in). Formatting, comments and the order of tables and lists do not change
-    /// it; any change of meaning, including the description, does.
+    /// The canonical hash: blake3 of a domain tag and the postcard encoding of the
+    /// policy's meaning (sets sorted, gates sorted by target, defaults filled in).
+    /// Formatting, comments and the order of tables and lists do not change it; any
+    /// change of meaning, including the description, does. A policy that uses nothing
+    /// added since edition 1 (labels, feature provenance, call caps, output rules) hashes
+    /// as edition 1 did (`warden-policy-v1`), so recorded runs keep their digest; any
+    /// other hashes under `warden-policy-v2`, which covers those rules too.
     pub fn hash(&self) -> PolicyHash {
-        let canonical = CanonicalPolicy {
+        let v1 = CanonicalPolicy {
             name: &self.name,
             version: &self.version,
             description: self.description.as_deref(),
@@ -367,9 +491,73 @@ impl Policy {
                 .collect(),
             budgets: self.budgets.to_array(),
         };
-        // Encoding plain strings, integers and sequences to a Vec cannot fail.
-        let encoded = postcard::to_allocvec(&canonical).unwrap_or_default();
-        crate::digest::Digest::of(HASH_DOMAIN, &encoded)
+        if self.is_edition_1() {
+            // Encoding plain strings, integers and sequences to a Vec cannot fail.
+            let encoded = postcard::to_allocvec(&v1).unwrap_or_default();
+            return crate::digest::Digest::of(HASH_DOMAIN, &encoded);
+        }
+        let v2 = CanonicalPolicyV2 {
+            v1,
+            gates: self
+                .gates
+                .iter()
+                .map(|g| (g.to.as_str(), g.label.as_deref(), g.require_reconciled))
+                .collect(),
+            tools: self
+                .tool_rules
+                .iter()
+                .map(|(name, rules)| (name.as_str(), rules.max_calls_per_state))
+                .collect(),
+            models: self
+                .model_rules
+                .iter()
+                .map(|(name, rules)| {
+                    (
+                        name.as_str(),
+                        rules.max_calls_per_state,
+                        rules.provenance.as_ref().map(Provenance::canonical_string),
+                    )
+                })
+                .collect(),
+            outputs: self
+                .states
+                .iter()
+                .flat_map(|(state, s)| {
+                    s.output.iter().map(move |(field, rule)| {
+                        let rule = match rule {
+                            OutputConstraint::Equals(value) => format!("= {value}"),
+                            OutputConstraint::Type(t) => format!(": {}", t.as_str()),
+                        };
+                        (state.as_str(), field.as_str(), rule)
+                    })
+                })
+                .collect(),
+        };
+        let encoded = postcard::to_allocvec(&v2).unwrap_or_default();
+        crate::digest::Digest::of(HASH_DOMAIN_V2, &encoded)
+    }
+
+    /// Whether the policy uses nothing added since edition 1.
+    fn is_edition_1(&self) -> bool {
+        self.gates
+            .iter()
+            .all(|g| g.label.is_none() && !g.require_reconciled)
+            && self.tool_rules.is_empty()
+            && self.model_rules.is_empty()
+            && self.states.values().all(|s| s.output.is_empty())
+    }
+
+    /// The rules of the named model, if the policy has any.
+    pub fn model_rules(&self, name: &str) -> Option<&ModelRules> {
+        self.model_rules.get(name)
+    }
+
+    /// Calls of a tool or model allowed in one visit of a state, if capped.
+    pub fn call_cap(&self, kind: CapabilityKind, name: &str) -> Option<u32> {
+        match kind {
+            CapabilityKind::Tool => self.tool_rules.get(name)?.max_calls_per_state,
+            CapabilityKind::Model => self.model_rules.get(name)?.max_calls_per_state,
+        }
     }
 
     /// The state called `name`, if declared.
@@ -399,6 +587,21 @@ struct CanonicalPolicy<'a> {
     states: Vec<CanonicalState<'a>>,
     gates: Vec<CanonicalGate<'a>>,
     budgets: [u64; 9],
+}
+
+/// What [`Policy::hash`] encodes for a policy with rules added since edition 1: the
+/// edition-1 form, then those rules, each sorted by name.
+#[derive(Serialize)]
+struct CanonicalPolicyV2<'a> {
+    v1: CanonicalPolicy<'a>,
+    /// (to, label, require_reconciled) per gate.
+    gates: Vec<(&'a str, Option<&'a str>, bool)>,
+    /// (tool, max_calls_per_state).
+    tools: Vec<(&'a str, Option<u32>)>,
+    /// (model, max_calls_per_state, canonical provenance).
+    models: Vec<(&'a str, Option<u32>, Option<String>)>,
+    /// (state, field, rule).
+    outputs: Vec<(&'a str, &'a str, String)>,
 }
 
 #[derive(Serialize)]

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::agent::Agent;
-use crate::driver::{self, Opened, Opening};
+use crate::driver::{self, Opened, Opening, Restore};
 use crate::effects::Effects;
 use crate::error::Error;
 use crate::journal::{Journal, Record, RecordBody, RunMeta};
@@ -271,7 +271,13 @@ fn exact(
         effects: Effects::Recorded(Recording::of(&stored.records, Answering::ByCall)),
         edition: stored.start.edition,
     };
-    let opened = match driver::open(opening, checkpoint.as_ref().map(|c| (journal, c))) {
+    let restore = checkpoint.as_ref().map(|checkpoint| Restore {
+        journal,
+        checkpoint,
+        records: &stored.records,
+        inferences: true,
+    });
+    let opened = match driver::open(opening, restore) {
         Ok(opened) => opened,
         Err(Error::Checkpoint { source, .. }) => {
             let why = Divergence::at_end("a checkpoint that restores", error_chain(&source));
@@ -312,6 +318,38 @@ fn exact(
         }
     };
     let from = from_checkpoint.unwrap_or(0);
+    let rest = recording::after_checkpoint(&stored.records, from);
+    if let (Some(checkpoint), false) = (
+        &checkpoint,
+        rest.iter()
+            .any(|r| matches!(r.body, RecordBody::StepStarted { .. })),
+    ) {
+        // The run ended at this checkpoint: there is no step to re-execute. Restoring it
+        // checked every page against its digest; capturing it again must give the
+        // checkpoint the run recorded.
+        let mut commit = crate::journal::Commit::default();
+        driver::capture(&mut exec, &mut commit)?;
+        let again = commit
+            .checkpoint
+            .as_ref()
+            .map(crate::checkpoint::Checkpoint::digest);
+        report.checkpoints_compared = 1;
+        report.verdict = if again != Some(checkpoint.digest()) {
+            report.divergence = Some(Divergence::at_end(
+                format!(
+                    "checkpoint {from} as recorded ({})",
+                    checkpoint.digest().short()
+                ),
+                "a different checkpoint after restoring it",
+            ));
+            ReplayVerdict::Diverged
+        } else if stored.meta.status() == Status::Running {
+            ReplayVerdict::Incomplete
+        } else {
+            ReplayVerdict::Identical
+        };
+        return Ok(report);
+    }
     if from_checkpoint.is_some() {
         exec.host_mut().journal.expected = Some(Expected::new(recording::after_checkpoint(
             &stored.records,

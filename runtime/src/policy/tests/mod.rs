@@ -52,17 +52,38 @@ transitions = ["approved", "declined"]   # what a reviewer may decide (used late
 [[gates]]                                # confidence gates
 to = "approved"                          # guards every transition into this state
 model = "pd_scorecard"                   # the confidence must come from an inference of this model
+label = "repay"                          # ... and is its probability of this label
 min_confidence = 0.90                    # in [0, 1]
 otherwise = "manual_review"              # where the run goes when the gate is not met: must be a review state
+
+[models.pd_scorecard]                    # rules of one model (optional)
+max_calls_per_state = 1                  # no shopping: one inference per visit of a state
+
+[models.pd_scorecard.sources]            # recorded tool answers features may come from
+bureau = { tool = "credit_bureau", args = { "/applicant_id" = "/applicant_id" } }
+
+[models.pd_scorecard.features]           # where each feature comes from; reconciled before scoring
+credit_score_scaled = "(bureau:/credit_score - 700) / 100"
 "#;
 
 /// The same contract as [`EXAMPLE`]: tables and lists reordered, inline tables, other
 /// comments and spacing, defaulted budgets left out, a whole-number-looking float.
 const EXAMPLE_REFORMATTED: &str = r#"
 # Consumer lending, reviewed by the credit committee.
+[models.pd_scorecard.features]
+credit_score_scaled = "(bureau:/credit_score - 700)/100"
+
+[models.pd_scorecard.sources.bureau]
+args = { "/applicant_id" = "/applicant_id" }
+tool = "credit_bureau"
+
+[models.pd_scorecard]
+max_calls_per_state = 1
+
 [[gates]]
 otherwise="manual_review"
 min_confidence=0.9
+label = "repay"
 model="pd_scorecard"
 to="approved"
 
@@ -162,6 +183,8 @@ fn example_parses() {
         model: "pd_scorecard".into(),
         min_confidence: 0.90,
         otherwise: "manual_review".into(),
+        label: Some("repay".into()),
+        require_reconciled: true,
     };
     assert_eq!(gate, Some(expected));
     assert!(policy.gate("declined").is_none());
@@ -419,7 +442,7 @@ fn confidence_out_of_range() {
 
 #[test]
 fn duplicate_gate() {
-    let second = "\n[[gates]]\nto = \"approved\"\nmodel = \"pd_scorecard\"\nmin_confidence = 0.5\notherwise = \"manual_review\"\n";
+    let second = "\n[[gates]]\nto = \"approved\"\nmodel = \"pd_scorecard\"\nlabel = \"repay\"\nmin_confidence = 0.5\notherwise = \"manual_review\"\n";
     let text = format!("{EXAMPLE}{second}");
     let d = only(&text);
     assert_eq!(

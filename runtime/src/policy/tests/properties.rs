@@ -76,7 +76,7 @@ impl Generated {
             "[states.review]\nreview = true\ntransitions = [\"done\", \"rejected\"]\n".into(),
         );
         let gate = self.gate.map_or(String::new(), |min| {
-            format!("[[gates]]\nto = \"done\"\nmodel = \"m\"\nmin_confidence = {min:?}\notherwise = \"review\"\n")
+            format!("[[gates]]\nto = \"done\"\nmodel = \"m\"\nlabel = \"ok\"\nmin_confidence = {min:?}\notherwise = \"review\"\nrequire_reconciled = false\n")
         });
         let budgets = self
             .max_steps
