@@ -345,9 +345,13 @@ fn eval_error_serde_round_trip() {
     for e in errors {
         let json = serde_json::to_string(&e).unwrap();
         assert_eq!(serde_json::from_str::<EvalError>(&json).unwrap(), e);
+        // Recorded in the journal inside a decision's rule: postcard must carry it (an
+        // internally tagged enum could not be read back from the journal).
+        let bytes = postcard::to_allocvec(&e).unwrap();
+        assert_eq!(postcard::from_bytes::<EvalError>(&bytes).unwrap(), e);
     }
     let json = serde_json::to_value(EvalError::DivisionByZero).unwrap();
-    assert_eq!(json, serde_json::json!({"kind": "division_by_zero"}));
+    assert_eq!(json, serde_json::json!("division_by_zero"));
 }
 
 fn arb_number() -> impl Strategy<Value = f64> {
