@@ -14,6 +14,8 @@ mod support;
 mod cli;
 mod compat;
 mod crash;
+mod enforcement;
+mod gates;
 mod hostile;
 mod hostile_agents;
 mod loan_example;

@@ -69,6 +69,12 @@ pub const REFUSED_AT_LOAD: &[Refused] = &[
         },
         says: &["`warden.table` (table)"],
     },
+    // Checkpoint completeness: a mutable funcref global, which no checkpoint can hold.
+    Refused {
+        fixture: "mutable_funcref_global",
+        is: |e| matches!(e, LoadError::UncheckpointableGlobal { global: 0 }),
+        says: &["mutable reference global (global 0)"],
+    },
     // The ABI: `warden.host_call` imported with the wrong type.
     Refused {
         fixture: "bad_signature",

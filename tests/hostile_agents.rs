@@ -387,6 +387,67 @@ fn agent_cannot_override_a_gate_escalation() {
     );
 }
 
+/// Regression (an escalation could be escaped): after its gate sent the run to `review`,
+/// the step goes on to fail (returns 1, loops until its fuel runs out, spins past its
+/// deadline). Each used to end the run as `failed`, out of the review queue; each now
+/// leaves it awaiting review, with the failure recorded in its outcome.
+#[test]
+fn whatever_a_step_does_after_an_escalation_the_run_awaits_review() {
+    let requests = [
+        Request::Model {
+            name: "risk".into(),
+            features: json!({"x": 2.0}).to_string(),
+        },
+        Request::Transition {
+            to: "approved".into(),
+            evidence: None,
+        },
+    ];
+    type Row = (&'static str, &'static str, &'static str, fn(&FailureReason) -> bool);
+    let rows: [Row; 3] = [
+        ("returns 1", "i32.const 1", "test-basic.toml", |r| {
+            matches!(r, FailureReason::BadStepResult { value: 1, .. })
+        }),
+        (
+            "loops until fuel runs out",
+            "(loop $spin (br $spin)) i32.const 0",
+            "test-basic.toml",
+            |r| matches!(r, FailureReason::FuelExhausted { .. }),
+        ),
+        (
+            "spins past the deadline",
+            "(loop $spin (br $spin)) i32.const 0",
+            "test-deadline.toml",
+            |r| matches!(r, FailureReason::DeadlineExceeded { .. }),
+        ),
+    ];
+    for (what, tail, policy, is) in rows {
+        let sandbox = Sandbox::new();
+        let agent = sandbox.path("escalate_then_fail.wat");
+        let wat = wat_sending(&requests).replace("    i32.const 0))\n", &format!("    {tail}))\n"));
+        std::fs::write(&agent, wat).expect("write agent");
+        let input = json!({"x": 2.0});
+        let report = sandbox.run(&agent.display().to_string(), policy, &input);
+        assert_eq!(
+            (report.outcome.status, report.outcome.state.as_str()),
+            (Status::AwaitingReview, "review"),
+            "{what}: {report:#?}"
+        );
+        assert!(
+            report.outcome.reason.as_ref().is_some_and(is),
+            "{what}: the failure is recorded beside the escalation: {report:#?}"
+        );
+        assert_eq!(
+            sandbox
+                .journal()
+                .verify(&report.run_id)
+                .expect("verify")
+                .problem,
+            None
+        );
+    }
+}
+
 /// A WAT agent whose one step sends `requests` in order, reading no response.
 fn wat_sending(requests: &[Request]) -> String {
     let mut data = String::new();

@@ -2,41 +2,13 @@
 //! replays from a checkpoint, determinism across processes and many varied runs,
 //! counterfactual replay that never invents an answer, and page sharing in storage.
 
+use crate::support::tamper::{CHECKPOINTS, RUNS, decode, decode_meta, encode, encode_meta, tamper};
 use crate::support::{Sandbox, loan_example, policy_path, warden_json_on as warden_on};
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, ReadableTable};
 use serde_json::{Value, json};
-use warden::Digest;
-use warden::{Journal, Record, RecordBody, RunMeta};
+use warden::{Journal, RecordBody};
 use warden::{ReplayOptions, ReplayVerdict, replay};
 use warden_guest::wire::{Request, Response};
-
-// The journal's tables, as documented in docs/journal.md.
-const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("runs");
-const RECORDS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("records");
-
-/// Stored values are a versioned envelope: the postcard variant index (0 = V1), then the value.
-fn decode<T: for<'de> serde::Deserialize<'de>>(bytes: &[u8]) -> T {
-    assert_eq!(bytes.first(), Some(&0), "format version 1");
-    postcard::from_bytes(&bytes[1..]).expect("decodes")
-}
-
-fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    let mut bytes = vec![0];
-    bytes.extend(postcard::to_allocvec(value).expect("encodes"));
-    bytes
-}
-
-/// Run summaries are format version 2 (variant index 1).
-fn decode_meta(bytes: &[u8]) -> RunMeta {
-    assert_eq!(bytes.first(), Some(&1), "run summary format version 2");
-    postcard::from_bytes(&bytes[1..]).expect("decodes")
-}
-
-fn encode_meta(meta: &RunMeta) -> Vec<u8> {
-    let mut bytes = vec![1];
-    bytes.extend(postcard::to_allocvec(meta).expect("encodes"));
-    bytes
-}
 
 fn run_loan(sandbox: &Sandbox, file: &str) -> String {
     let bindings = loan_example().join("bindings.toml");
@@ -56,68 +28,11 @@ fn run_loan(sandbox: &Sandbox, file: &str) -> String {
     report["run_id"].as_str().expect("run id").to_string()
 }
 
-/// Rewrites the records of `run_id` in the database at `db` with `edit`, optionally
-/// re-sealing the hash chain (recomputing every digest after the edit and the run's head)
-/// the way a careful forger would.
-fn tamper(
-    db: &std::path::Path,
-    run_id: &str,
-    reseal: bool,
-    mut edit: impl FnMut(&mut Record) -> bool,
-) -> u64 {
-    let database = Database::create(db).expect("open copy");
-    let tx = database.begin_write().expect("write");
-    let mut edited = None;
-    {
-        let mut table = tx.open_table(RECORDS).expect("records");
-        let mut records: Vec<(Record, Digest)> = table
-            .range((run_id, 0)..=(run_id, u64::MAX))
-            .expect("range")
-            .map(|entry| decode(entry.expect("entry").1.value()))
-            .collect();
-        let mut prev = Digest::ZERO;
-        for (record, digest) in &mut records {
-            if edited.is_none() && edit(record) {
-                edited = Some(record.index);
-                if reseal {
-                    *digest = record.digest();
-                }
-            } else if reseal && edited.is_some() {
-                record.prev = prev;
-                *digest = record.digest();
-            }
-            prev = *digest;
-            table
-                .insert(
-                    (run_id, record.index),
-                    encode(&(&*record, *digest)).as_slice(),
-                )
-                .expect("insert");
-        }
-        if reseal {
-            let mut runs = tx.open_table(RUNS).expect("runs");
-            let mut meta = decode_meta(runs.get(run_id).expect("get").expect("run").value());
-            meta.head = prev;
-            runs.insert(run_id, encode_meta(&meta).as_slice())
-                .expect("insert meta");
-        }
-    }
-    tx.commit().expect("commit");
-    edited.expect("the edit found its record")
-}
-
-fn copy_db(sandbox: &Sandbox) -> (tempfile::TempDir, std::path::PathBuf) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let copy = dir.path().join("copy.redb");
-    std::fs::copy(sandbox.db(), &copy).expect("copy");
-    (dir, copy)
-}
-
 #[test]
 fn an_edited_tool_response_fails_replay_at_exactly_that_call() {
     let sandbox = Sandbox::new();
     let run_id = run_loan(&sandbox, "01-prime-approve.json");
-    let (_dir, copy) = copy_db(&sandbox);
+    let (_dir, copy) = crate::support::tamper::copy_db(&sandbox.db());
     let mut bureau_call = None;
     let edited = tamper(&copy, &run_id, false, |record| match &mut record.body {
         RecordBody::HostCall { call, request, .. } => {
@@ -164,7 +79,7 @@ fn an_edited_tool_response_fails_replay_at_exactly_that_call() {
 fn a_resealed_forgery_of_a_host_answer_fails_replay_at_exactly_that_call() {
     let sandbox = Sandbox::new();
     let run_id = run_loan(&sandbox, "01-prime-approve.json");
-    let (_dir, copy) = copy_db(&sandbox);
+    let (_dir, copy) = crate::support::tamper::copy_db(&sandbox.db());
     let edited = tamper(&copy, &run_id, true, |record| match &mut record.body {
         RecordBody::HostResponse { response, .. } => {
             if matches!(postcard::from_bytes(response), Ok(Response::State(s)) if s == "affordability")
@@ -454,6 +369,7 @@ fn a_fork_starts_from_a_checkpoint_with_a_patched_input_and_replays() {
         "2",
         "--input-patch",
         r#"{"amount": 100}"#,
+        "--live-effects",
     ]);
     assert_eq!(code, 0, "{fork:#}");
     let fork_id = fork["run_id"].as_str().expect("id");
@@ -485,7 +401,7 @@ fn a_fork_starts_from_a_checkpoint_with_a_patched_input_and_replays() {
 fn an_edited_run_summary_fails_verification() {
     let sandbox = Sandbox::new();
     let run_id = run_loan(&sandbox, "03-high-pd-decline.json");
-    let (_dir, copy) = copy_db(&sandbox);
+    let (_dir, copy) = crate::support::tamper::copy_db(&sandbox.db());
     {
         let database = Database::create(&copy).expect("open copy");
         let tx = database.begin_write().expect("write");
@@ -515,10 +431,9 @@ fn an_edited_run_summary_fails_verification() {
 /// from that journal is refused.
 #[test]
 fn an_edited_checkpoint_fails_verification_and_cannot_be_forked() {
-    const CHECKPOINTS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("checkpoints");
     let sandbox = Sandbox::new();
     let run_id = run_loan(&sandbox, "05-gate-escalates.json");
-    let (_dir, copy) = copy_db(&sandbox);
+    let (_dir, copy) = crate::support::tamper::copy_db(&sandbox.db());
     {
         let database = Database::create(&copy).expect("open copy");
         let tx = database.begin_write().expect("write");
@@ -581,6 +496,7 @@ fn a_fork_that_fails_at_instantiation_still_verifies() {
         bindings: None,
         submitted_by: None,
         policy: Some((std::sync::Arc::new(policy), text.clone())),
+        live_effects: false,
     };
     let fork = warden::fork(&journal, request).expect("fork runs");
     assert_eq!(fork.outcome.status, warden::Status::Failed);

@@ -8,8 +8,8 @@
 
 use std::sync::Arc;
 
-use warden_guest::InferenceId;
 use warden_guest::wire::{Inference, Request, Response};
+use warden_guest::{CallError, CallErrorKind, InferenceId};
 
 use crate::bindings::{Bindings, IdempotencyKey, ModelOutput};
 use crate::recording::{Divergence, Recording};
@@ -30,6 +30,16 @@ pub(crate) enum Effects {
     Live(Arc<Bindings>),
     /// Answer from a recording; never call a provider.
     Recorded(Recording),
+    /// A fork, a what-if: tools that only read and models answer live, but a tool that
+    /// acts on the world (a ledger) is answered from the parent's recording where the
+    /// request is identical, and otherwise not performed (the agent gets an error
+    /// saying so). Live effects in a fork only with the operator's explicit flag.
+    Fork {
+        /// The fork's providers.
+        bindings: Arc<Bindings>,
+        /// The parent's answers, by request bytes.
+        parent: Recording,
+    },
 }
 
 impl Effects {
@@ -44,6 +54,26 @@ impl Effects {
     ) -> Result<Answer, Divergence> {
         match self {
             Effects::Live(bindings) => Ok(live(bindings, run_id, call, request)),
+            Effects::Fork { bindings, parent } => match request {
+                Request::Tool { name, .. } if bindings.is_effect(name) => {
+                    let recorded = parent
+                        .answer(call, request_bytes)
+                        .and_then(|(bytes, _)| postcard::from_bytes::<Response>(bytes).ok());
+                    let response = recorded.unwrap_or_else(|| {
+                        Response::Tool(Err(CallError {
+                            kind: CallErrorKind::Unavailable,
+                            message: format!(
+                                "effect `{name}` not performed in a fork: its parent never made this request, and a fork acts on the world only when started with live effects"
+                            ),
+                        }))
+                    });
+                    Ok(Answer {
+                        response,
+                        model: None,
+                    })
+                }
+                _ => Ok(live(bindings, run_id, call, request)),
+            },
             Effects::Recorded(recording) => {
                 let unanswerable = || Divergence::unanswerable(call, request);
                 let (bytes, model) = recording

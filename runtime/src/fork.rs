@@ -32,6 +32,10 @@ pub struct ForkRequest<'a> {
     /// Another policy (and its file's text) to run the fork under; by default the
     /// parent's.
     pub policy: Option<(Arc<Policy>, String)>,
+    /// Let the fork's effectful tools act on the world. Off by default: a fork is a
+    /// what-if, and its effects answer from the parent's recording where the request is
+    /// identical, or are not performed.
+    pub live_effects: bool,
 }
 
 /// Starts a new run from checkpoint `step` of run `parent` (time travel), with the
@@ -62,11 +66,22 @@ pub fn fork(journal: &Journal, request: ForkRequest<'_>) -> Result<RunReport, Er
         }
         merge_patch(&mut input, patch);
     }
-    let path = request
-        .bindings
-        .map(Path::to_path_buf)
-        .or_else(|| stored.meta.bindings_path.as_ref().map(Into::into));
-    let bindings = Bindings::from_optional_file(path.as_deref())?;
+    let bindings = match request.bindings {
+        Some(path) => Bindings::from_file(path)?,
+        None => {
+            // The parent's own bindings must still be what the parent ran with.
+            let path = stored.meta.bindings_path.as_deref().map(Path::new);
+            let bindings = Bindings::from_optional_file(path)?;
+            if bindings.hash() != stored.meta.bindings {
+                return Err(Error::BindingsChanged {
+                    run_id: parent.to_string(),
+                    recorded: stored.meta.bindings,
+                    present: bindings.hash(),
+                });
+            }
+            bindings
+        }
+    };
     let checkpoint =
         journal
             .checkpoint(parent, request.step)?
@@ -99,6 +114,7 @@ pub fn fork(journal: &Journal, request: ForkRequest<'_>) -> Result<RunReport, Er
         },
         checkpoint,
         records: stored.records,
+        live_effects: request.live_effects,
     };
     run::begin(journal, &new, Some(point))
 }

@@ -65,7 +65,9 @@ pub mod internals;
 pub use agent::{Agent, LoadError};
 pub use bindings::{Bindings, BindingsError, ModelCard};
 pub use checkpoint::{Checkpoint, CheckpointError, GlobalValue};
-pub use decision::{CapabilityKind, Decision, Rule, Verdict};
+pub use decision::{
+    CapabilityKind, Decision, FeatureRecord, GateShortfall, ModelInference, Rule, Verdict,
+};
 pub use digest::{Digest, DigestParseError};
 pub use edition::Edition;
 pub use engine::ENGINE_VERSION;

@@ -125,7 +125,15 @@ pub fn resume(journal: &Journal, run_id: &str) -> Result<RunReport, Error> {
         });
     }
     exec.host_mut().journal.expected = None;
-    exec.host_mut().effects = Effects::Live(Arc::new(bindings));
+    let bindings = Arc::new(bindings);
+    exec.host_mut().effects = match &stored.start.parent {
+        // A fork started without live effects continues without them.
+        Some(parent) if !stored.start.live_effects => Effects::Fork {
+            bindings,
+            parent: Recording::of(&journal.records(&parent.run_id)?, Answering::ByRequest),
+        },
+        _ => Effects::Live(bindings),
+    };
     run::commit_steps(journal, &mut exec, step)?;
     drop(span);
     RunReport::load(journal, run_id)

@@ -19,6 +19,7 @@ use crate::journal::{
     Commit, InheritedEvidence, Journal, Parent, Record, RecordBody, RunMeta, RunStart, now_ms,
 };
 use crate::outcome::{Outcome, Status};
+use crate::recording::{Answering, Recording};
 use crate::resolve::NewRun;
 use crate::step::Execution;
 
@@ -118,6 +119,9 @@ pub(crate) struct ForkPoint {
     pub checkpoint: Checkpoint,
     /// The parent's records (at least up to the checkpoint).
     pub records: Vec<Record>,
+    /// Whether the fork's effectful tools act on the world (the operator's explicit
+    /// choice); otherwise they answer from the parent's recording or are not performed.
+    pub live_effects: bool,
 }
 
 /// Starts a run, from the beginning or (a fork) from a parent's checkpoint.
@@ -133,14 +137,22 @@ pub(crate) fn begin(
     new.bindings.covers(&new.policy)?;
     let run_id = new_run_id();
     let span = tracing::info_span!("run", run_id = %run_id).entered();
-    let start = run_start(&run_id, new, parent.as_ref());
+    let live_effects = fork.as_ref().is_none_or(|f| f.live_effects);
+    let start = run_start(&run_id, new, parent.as_ref(), live_effects);
     let first_step = parent.as_ref().map_or(0, |(p, _)| p.step);
+    let effects = match &fork {
+        Some(f) if !f.live_effects => Effects::Fork {
+            bindings: new.bindings.clone(),
+            parent: Recording::of(&f.records, Answering::ByRequest),
+        },
+        _ => Effects::Live(new.bindings.clone()),
+    };
     let opening = Opening {
         run_id: &run_id,
         agent: &new.agent,
         policy: new.policy.clone(),
         input: &new.input,
-        effects: Effects::Live(new.bindings.clone()),
+        effects,
         edition: Edition::CURRENT,
     };
     let restore = fork.as_ref().map(|f| Restore {
@@ -155,11 +167,21 @@ pub(crate) fn begin(
     let mut commit = Commit {
         create: Some(summary(&start)),
         records: vec![RecordBody::Started(Box::new(start.clone()))],
-        blobs: vec![
+        blobs: [
             (new.agent.hash, new.agent.bytes.clone()),
             (start.policy_text, new.policy_text.clone().into_bytes()),
             (start.input, new.input.clone().into_bytes()),
-        ],
+        ]
+        .into_iter()
+        // Each model card, so that which model version answered can be read from the
+        // journal alone, years later.
+        .chain(
+            new.bindings
+                .cards()
+                .into_iter()
+                .map(|(card, bytes)| (card.card, bytes.to_vec())),
+        )
+        .collect(),
         ..Commit::default()
     };
     let mut exec = match opened {
@@ -206,7 +228,12 @@ pub(crate) fn begin(
 }
 
 /// What the first record of a new run says.
-fn run_start(run_id: &str, new: &NewRun, parent: Option<&(Parent, Checkpoint)>) -> RunStart {
+fn run_start(
+    run_id: &str,
+    new: &NewRun,
+    parent: Option<&(Parent, Checkpoint)>,
+    live_effects: bool,
+) -> RunStart {
     RunStart {
         run_id: run_id.to_string(),
         agent: new.agent.hash,
@@ -231,7 +258,13 @@ fn run_start(run_id: &str, new: &NewRun, parent: Option<&(Parent, Checkpoint)>) 
         edition: Edition::CURRENT,
         engine: crate::engine::ENGINE_VERSION.to_string(),
         submitted_by: new.submitted_by.clone(),
-        models: Vec::new(),
+        models: new
+            .bindings
+            .cards()
+            .into_iter()
+            .map(|(card, _)| card)
+            .collect(),
+        live_effects,
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod crash;
 pub mod hostile;
+pub mod tamper;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -115,9 +116,21 @@ impl Sandbox {
 
     /// As [`Sandbox::run`], on an already open journal.
     pub fn run_in(&self, journal: &Journal, agent: &str, policy: &str, input: &Value) -> RunReport {
-        let agent = Agent::from_file(Path::new(agent)).expect("agent loads");
         let policy_text = std::fs::read_to_string(policy_path(policy)).expect("policy file");
-        let policy = Policy::parse(&policy_text, policy).expect("policy parses");
+        self.run_text(journal, agent, &policy_text, input)
+    }
+
+    /// Runs `agent` on `input` under the policy text `policy_text` through the library.
+    pub fn run_text(
+        &self,
+        journal: &Journal,
+        agent: &str,
+        policy_text: &str,
+        input: &Value,
+    ) -> RunReport {
+        let agent = Agent::from_file(Path::new(agent)).expect("agent loads");
+        let policy = Policy::parse(policy_text, "test policy").expect("policy parses");
+        let policy_text = policy_text.to_string();
         let bindings = Bindings::from_file(&self.bindings()).expect("bindings");
         warden::start(
             journal,

@@ -17,9 +17,15 @@ pub struct Args {
     /// A JSON object merged into the recorded input (RFC 7386 merge patch).
     #[arg(long)]
     input_patch: Option<String>,
-    /// Bindings for the new run (default: the file recorded by the parent).
+    /// Bindings for the new run (default: the file recorded by the parent, which must
+    /// still have the digest the parent recorded).
     #[arg(long)]
     bindings: Option<PathBuf>,
+    /// Let the fork's effectful tools (ledgers, payments) act on the world. Off by
+    /// default: a fork is a what-if, so an effect answers from the parent's recording
+    /// where the request is identical and is otherwise not performed.
+    #[arg(long)]
+    live_effects: bool,
     /// Who submits the fork, recorded in it (default: $USER).
     #[arg(long, env = "WARDEN_SUBMITTER")]
     submitter: Option<String>,
@@ -47,6 +53,7 @@ pub fn run(db: &Path, args: &Args) -> anyhow::Result<u8> {
             .clone()
             .or_else(|| std::env::var("USER").ok()),
         policy: None,
+        live_effects: args.live_effects,
     };
     let report = warden::fork(&output::open(db)?, request)?;
     super::run::render(db, &report, args.json)

@@ -196,6 +196,9 @@ pub struct RunStart {
     pub submitted_by: Option<String>,
     /// The models the bindings provide, with their cards.
     pub models: Vec<ModelCard>,
+    /// Whether effectful tools act on the world. Always for a run; for a fork only when
+    /// started with live effects (otherwise they answer from the parent's recording).
+    pub live_effects: bool,
 }
 
 impl RunStart {
@@ -237,6 +240,7 @@ impl RunStart {
             engine: String::new(),
             submitted_by: None,
             models: Vec::new(),
+            live_effects: true,
         })
     }
 }

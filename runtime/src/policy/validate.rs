@@ -7,14 +7,13 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::Range;
 
-use super::decode::{Draft, DraftConstraint, DraftGate, DraftRules, DraftState, Located};
+use super::decode::{Draft, DraftGate, DraftState, Located};
 use super::diagnostic::{CapabilityKind, Problem, Report};
+use super::validate_rules;
 use super::{
-    BUDGET_FIELDS, Budgets, ConfidenceGate, HostCaps, JsonType, ModelRules, OutputConstraint,
-    Policy, State, StateKind, ToolRules,
+    BUDGET_FIELDS, Budgets, ConfidenceGate, HostCaps, ModelRules, Policy, State, StateKind,
 };
 use crate::edition::Edition;
-use crate::provenance::{Provenance, SourceSpec};
 
 /// Validates `draft` under the rules of `edition`, reporting every problem. The returned
 /// policy is meaningful only if nothing was reported.
@@ -47,14 +46,24 @@ pub(super) fn validate(
         })
         .collect();
     check_state_set(report, &draft, &states);
-    let tool_rules = check_tool_rules(report, &draft.tool_rules, &tools);
-    let model_rules = check_model_rules(report, &draft.model_rules, &models, &tools);
+    let tool_rules = validate_rules::check_tool_rules(report, &draft.tool_rules, &tools);
+    let model_rules =
+        validate_rules::check_model_rules(report, &draft.model_rules, &models, &tools);
+    // Models whose provenance was written (if it is not in `model_rules`, its mistakes
+    // were reported where they are).
+    let written: BTreeSet<String> = draft
+        .model_rules
+        .iter()
+        .filter(|r| !(r.features.is_empty() && r.sources.is_empty() && r.lets.is_empty()))
+        .map(|r| r.name.get_ref().clone())
+        .collect();
     let gates = check_gates(
         report,
         &draft.gates,
         &states,
         &models,
         &model_rules,
+        &written,
         edition,
     );
     if let (Some(initial), true) = (check_initial(report, &draft, &states), draft.graph_complete) {
@@ -73,216 +82,6 @@ pub(super) fn validate(
         tool_rules,
         model_rules,
     }
-}
-
-/// A call cap: a positive number of calls per visit of a state.
-fn call_cap(report: &mut Report<'_>, path: &str, rules: &DraftRules) -> Option<u32> {
-    let cap = rules.max_calls.as_ref()?;
-    match u32::try_from(*cap.get_ref()) {
-        Ok(0) => {
-            report.push(
-                cap.span(),
-                format!("{path}.max_calls_per_state"),
-                Problem::CallCapZero,
-            );
-            None
-        }
-        Ok(n) => Some(n),
-        Err(_) => Some(u32::MAX),
-    }
-}
-
-/// The name of a `[tools.<name>]` or `[models.<name>]` table must be declared.
-fn check_declared(
-    report: &mut Report<'_>,
-    kind: CapabilityKind,
-    rules: &DraftRules,
-    declared: &BTreeSet<String>,
-) {
-    let name = rules.name.get_ref();
-    if !declared.contains(name) {
-        let section = match kind {
-            CapabilityKind::Tool => "tools",
-            CapabilityKind::Model => "models",
-        };
-        let problem = Problem::UnknownCapability {
-            kind,
-            name: name.clone(),
-        };
-        report.push(rules.name.span(), format!("{section}.{name}"), problem);
-    }
-}
-
-fn check_tool_rules(
-    report: &mut Report<'_>,
-    drafts: &[DraftRules],
-    tools: &BTreeSet<String>,
-) -> BTreeMap<String, ToolRules> {
-    let mut out = BTreeMap::new();
-    for rules in drafts {
-        check_declared(report, CapabilityKind::Tool, rules, tools);
-        let path = format!("tools.{}", rules.name.get_ref());
-        let max_calls_per_state = call_cap(report, &path, rules);
-        out.insert(
-            rules.name.get_ref().clone(),
-            ToolRules {
-                max_calls_per_state,
-            },
-        );
-    }
-    out
-}
-
-fn check_model_rules(
-    report: &mut Report<'_>,
-    drafts: &[DraftRules],
-    models: &BTreeSet<String>,
-    tools: &BTreeSet<String>,
-) -> BTreeMap<String, ModelRules> {
-    let mut out = BTreeMap::new();
-    for rules in drafts {
-        check_declared(report, CapabilityKind::Model, rules, models);
-        let path = format!("models.{}", rules.name.get_ref());
-        let max_calls_per_state = call_cap(report, &path, rules);
-        let provenance = provenance(report, &path, rules, tools);
-        out.insert(
-            rules.name.get_ref().clone(),
-            ModelRules {
-                max_calls_per_state,
-                provenance,
-            },
-        );
-    }
-    out
-}
-
-/// The feature provenance of a model, if it declares features.
-fn provenance(
-    report: &mut Report<'_>,
-    path: &str,
-    rules: &DraftRules,
-    tools: &BTreeSet<String>,
-) -> Option<Provenance> {
-    let tolerance = match &rules.tolerance {
-        Some(t) if !(t.get_ref().is_finite() && *t.get_ref() >= 0.0) => {
-            let problem = Problem::ToleranceInvalid {
-                value: *t.get_ref(),
-            };
-            report.push(t.span(), format!("{path}.tolerance"), problem);
-            return None;
-        }
-        Some(t) => *t.get_ref(),
-        None => DEFAULT_TOLERANCE,
-    };
-    let mut sources = BTreeMap::new();
-    for source in &rules.sources {
-        let Some(tool) = &source.tool else { continue };
-        if !tools.contains(tool.get_ref()) {
-            let problem = Problem::UnknownCapability {
-                kind: CapabilityKind::Tool,
-                name: tool.get_ref().clone(),
-            };
-            let field = format!("{path}.sources.{}.tool", source.name.get_ref());
-            report.push(tool.span(), field, problem);
-        }
-        let args = source
-            .args
-            .iter()
-            .map(|(arg, input)| (pointer(arg.get_ref()), pointer(input.get_ref())))
-            .collect();
-        let spec = SourceSpec {
-            tool: tool.get_ref().clone(),
-            args,
-        };
-        sources.insert(source.name.get_ref().clone(), spec);
-    }
-    if rules.features.is_empty() && rules.sources.is_empty() && rules.lets.is_empty() {
-        return None;
-    }
-    let texts = |list: &[(Located<String>, Located<String>)]| -> BTreeMap<String, String> {
-        list.iter()
-            .map(|(name, text)| (name.get_ref().clone(), text.get_ref().clone()))
-            .collect()
-    };
-    match Provenance::build(
-        sources,
-        texts(&rules.lets),
-        texts(&rules.features),
-        tolerance,
-    ) {
-        Ok(provenance) => Some(provenance),
-        Err(errors) => {
-            for error in errors {
-                // Point at the expression (or name) the error is about, if it names one.
-                let (section, name) = error.field.split_once('.').unwrap_or((&error.field, ""));
-                let list = match section {
-                    "let" => &rules.lets,
-                    _ => &rules.features,
-                };
-                let span = list
-                    .iter()
-                    .find(|(n, _)| n.get_ref() == name)
-                    .map(|(_, text)| text.span())
-                    .or_else(|| rules.features_span.clone())
-                    .unwrap_or_else(|| rules.span.clone());
-                let problem = Problem::Provenance {
-                    message: error.message,
-                };
-                report.push(span, format!("{path}.{}", error.field), problem);
-            }
-            None
-        }
-    }
-}
-
-/// The relative tolerance of feature reconciliation when a policy sets none.
-pub(super) const DEFAULT_TOLERANCE: f64 = 1e-9;
-
-/// An argument or input pointer as written: `"/a/b"`, or a plain field name `"a"`.
-fn pointer(text: &str) -> String {
-    if text.starts_with('/') || text.is_empty() {
-        text.to_string()
-    } else {
-        format!("/{}", text.replace('~', "~0").replace('/', "~1"))
-    }
-}
-
-/// A terminal state's output rules.
-fn check_output(
-    report: &mut Report<'_>,
-    draft: &DraftState,
-    kind: StateKind,
-) -> BTreeMap<String, OutputConstraint> {
-    let name = draft.name.get_ref();
-    let path = format!("states.{name}.output");
-    if let (Some(span), false) = (&draft.output_span, kind == StateKind::Terminal) {
-        let problem = Problem::OutputNotTerminal {
-            state: name.clone(),
-        };
-        report.push(span.clone(), &path, problem);
-    }
-    let mut out = BTreeMap::new();
-    for (field, constraint) in &draft.output {
-        let rule = match constraint {
-            DraftConstraint::Equals(value) => OutputConstraint::Equals(value.clone()),
-            DraftConstraint::Type(kind) => match JsonType::parse(kind.get_ref()) {
-                Some(t) => OutputConstraint::Type(t),
-                None => {
-                    let problem = Problem::UnknownJsonType {
-                        name: kind.get_ref().clone(),
-                    };
-                    report.push(
-                        kind.span(),
-                        format!("{path}.{}.type", field.get_ref()),
-                        problem,
-                    );
-                    continue;
-                }
-            },
-        };
-        out.insert(field.get_ref().clone(), rule);
-    }
-    out
 }
 
 /// Rules across states: transition targets exist, review states offer a decision, some
@@ -478,7 +277,7 @@ fn check_state(
         tools,
         models,
         transitions,
-        output: check_output(report, draft, kind),
+        output: validate_rules::check_output(report, draft, kind),
     }
 }
 
@@ -488,6 +287,7 @@ fn check_gates(
     states: &BTreeMap<String, State>,
     models: &BTreeSet<String>,
     model_rules: &BTreeMap<String, ModelRules>,
+    provenance_written: &BTreeSet<String>,
     edition: Edition,
 ) -> Vec<ConfidenceGate> {
     let mut gates: BTreeMap<String, ConfidenceGate> = BTreeMap::new();
@@ -531,9 +331,8 @@ fn check_gates(
                 .is_some_and(|rules| rules.provenance.is_some());
             // An undeclared model is reported as such; provenance errors are reported
             // where they are.
-            let provenance_reported =
-                models.contains(model.get_ref()) && model_rules.contains_key(model.get_ref());
-            if !declared && !provenance_reported && models.contains(model.get_ref()) {
+            let reported = provenance_written.contains(model.get_ref());
+            if !declared && !reported && models.contains(model.get_ref()) {
                 let span = draft
                     .require_reconciled
                     .as_ref()

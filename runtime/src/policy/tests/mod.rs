@@ -5,6 +5,7 @@
 use super::*;
 
 mod properties;
+mod rules;
 
 /// The reference example of the format (also in `policies/README.md`).
 const EXAMPLE: &str = r#"[policy]
@@ -578,73 +579,6 @@ fn missing_tables_and_empty_input() {
     );
 }
 
-#[test]
-fn host_caps_bound_budgets_and_lower_defaults() {
-    let caps = HostCaps {
-        max_steps: 50,
-        fuel_per_step: 1_000,
-        ..HostCaps::DEFAULT
-    };
-    let text = edit("max_steps = 100\n", "");
-    let policy = Policy::parse_with_caps(&text, "t", &caps);
-    let Err(PolicyError::Invalid { diagnostics }) = policy else {
-        panic!("fuel is over the cap")
-    };
-    assert_eq!(diagnostics.len(), 1);
-    assert!(matches!(
-        diagnostics[0].problem,
-        Problem::BudgetOverCap {
-            field: "fuel_per_step",
-            cap: 1_000,
-            ..
-        }
-    ));
-
-    let text = text.replace("fuel_per_step = 500_000_000", "fuel_per_step = 900");
-    let policy = Policy::parse_with_caps(&text, "t", &caps).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        (policy.budgets.fuel_per_step, policy.budgets.max_steps),
-        (900, 50)
-    );
-}
-
-#[test]
-fn from_file_names_the_file_and_reports_io_and_encoding_errors() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let path = dir.path().join("loan.toml");
-    std::fs::write(&path, EXAMPLE.replace("max_steps = 100", "max_steps = 0"))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let Err(error) = Policy::from_file(&path) else {
-        panic!("max_steps = 0 must be refused")
-    };
-    let line = line_of(EXAMPLE, "max_steps");
-    let prefix = format!("{}:{line}:13: budgets.max_steps:", path.display());
-    assert!(error.to_string().starts_with(&prefix), "{error}");
-
-    let mut bytes = b"[policy]\nname = \"".to_vec();
-    bytes.extend_from_slice(&[0xff, 0xfe]);
-    std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("{e}"));
-    let Err(PolicyError::Invalid { diagnostics }) = Policy::from_file(&path) else {
-        panic!("not UTF-8")
-    };
-    assert!(matches!(
-        (
-            diagnostics[0].line,
-            diagnostics[0].column,
-            &diagnostics[0].problem
-        ),
-        (2, 9, Problem::Syntax(_))
-    ));
-
-    let missing = dir.path().join("absent.toml");
-    let error = Policy::from_file(&missing).err();
-    assert!(
-        matches!(&error, Some(PolicyError::Io { path, .. }) if path == &missing),
-        "{error:?}"
-    );
-}
-
-/// `policies/` beside the `runtime` crate.
 fn policies_dir() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies")
 }

@@ -1,0 +1,219 @@
+//! Checks the rules added in edition 2: call caps, feature provenance (built and checked
+//! by [`crate::provenance`]) and output rules of terminal states.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::decode::{DraftConstraint, DraftRules, DraftState, Located};
+use super::diagnostic::{CapabilityKind, Problem, Report};
+use super::{JsonType, ModelRules, OutputConstraint, StateKind, ToolRules};
+use crate::provenance::{Provenance, SourceSpec};
+
+/// A call cap: a positive number of calls per visit of a state.
+fn call_cap(report: &mut Report<'_>, path: &str, rules: &DraftRules) -> Option<u32> {
+    let cap = rules.max_calls.as_ref()?;
+    match u32::try_from(*cap.get_ref()) {
+        Ok(0) => {
+            report.push(
+                cap.span(),
+                format!("{path}.max_calls_per_state"),
+                Problem::CallCapZero,
+            );
+            None
+        }
+        Ok(n) => Some(n),
+        Err(_) => Some(u32::MAX),
+    }
+}
+
+/// The name of a `[tools.<name>]` or `[models.<name>]` table must be declared.
+fn check_declared(
+    report: &mut Report<'_>,
+    kind: CapabilityKind,
+    rules: &DraftRules,
+    declared: &BTreeSet<String>,
+) {
+    let name = rules.name.get_ref();
+    if !declared.contains(name) {
+        let section = match kind {
+            CapabilityKind::Tool => "tools",
+            CapabilityKind::Model => "models",
+        };
+        let problem = Problem::UnknownCapability {
+            kind,
+            name: name.clone(),
+        };
+        report.push(rules.name.span(), format!("{section}.{name}"), problem);
+    }
+}
+
+pub(super) fn check_tool_rules(
+    report: &mut Report<'_>,
+    drafts: &[DraftRules],
+    tools: &BTreeSet<String>,
+) -> BTreeMap<String, ToolRules> {
+    let mut out = BTreeMap::new();
+    for rules in drafts {
+        check_declared(report, CapabilityKind::Tool, rules, tools);
+        let path = format!("tools.{}", rules.name.get_ref());
+        let max_calls_per_state = call_cap(report, &path, rules);
+        out.insert(
+            rules.name.get_ref().clone(),
+            ToolRules {
+                max_calls_per_state,
+            },
+        );
+    }
+    out
+}
+
+pub(super) fn check_model_rules(
+    report: &mut Report<'_>,
+    drafts: &[DraftRules],
+    models: &BTreeSet<String>,
+    tools: &BTreeSet<String>,
+) -> BTreeMap<String, ModelRules> {
+    let mut out = BTreeMap::new();
+    for rules in drafts {
+        check_declared(report, CapabilityKind::Model, rules, models);
+        let path = format!("models.{}", rules.name.get_ref());
+        let max_calls_per_state = call_cap(report, &path, rules);
+        let provenance = provenance(report, &path, rules, tools);
+        out.insert(
+            rules.name.get_ref().clone(),
+            ModelRules {
+                max_calls_per_state,
+                provenance,
+            },
+        );
+    }
+    out
+}
+
+/// The feature provenance of a model, if it declares features.
+fn provenance(
+    report: &mut Report<'_>,
+    path: &str,
+    rules: &DraftRules,
+    tools: &BTreeSet<String>,
+) -> Option<Provenance> {
+    let tolerance = match &rules.tolerance {
+        Some(t) if !(t.get_ref().is_finite() && *t.get_ref() >= 0.0) => {
+            let problem = Problem::ToleranceInvalid {
+                value: *t.get_ref(),
+            };
+            report.push(t.span(), format!("{path}.tolerance"), problem);
+            return None;
+        }
+        Some(t) => *t.get_ref(),
+        None => DEFAULT_TOLERANCE,
+    };
+    let mut sources = BTreeMap::new();
+    for source in &rules.sources {
+        let Some(tool) = &source.tool else { continue };
+        if !tools.contains(tool.get_ref()) {
+            let problem = Problem::UnknownCapability {
+                kind: CapabilityKind::Tool,
+                name: tool.get_ref().clone(),
+            };
+            let field = format!("{path}.sources.{}.tool", source.name.get_ref());
+            report.push(tool.span(), field, problem);
+        }
+        let args = source
+            .args
+            .iter()
+            .map(|(arg, input)| (pointer(arg.get_ref()), pointer(input.get_ref())))
+            .collect();
+        let spec = SourceSpec {
+            tool: tool.get_ref().clone(),
+            args,
+        };
+        sources.insert(source.name.get_ref().clone(), spec);
+    }
+    if rules.features.is_empty() && rules.sources.is_empty() && rules.lets.is_empty() {
+        return None;
+    }
+    let texts = |list: &[(Located<String>, Located<String>)]| -> BTreeMap<String, String> {
+        list.iter()
+            .map(|(name, text)| (name.get_ref().clone(), text.get_ref().clone()))
+            .collect()
+    };
+    match Provenance::build(
+        sources,
+        texts(&rules.lets),
+        texts(&rules.features),
+        tolerance,
+    ) {
+        Ok(provenance) => Some(provenance),
+        Err(errors) => {
+            for error in errors {
+                // Point at the expression (or name) the error is about, if it names one.
+                let (section, name) = error.field.split_once('.').unwrap_or((&error.field, ""));
+                let list = match section {
+                    "let" => &rules.lets,
+                    _ => &rules.features,
+                };
+                let span = list
+                    .iter()
+                    .find(|(n, _)| n.get_ref() == name)
+                    .map(|(_, text)| text.span())
+                    .or_else(|| rules.features_span.clone())
+                    .unwrap_or_else(|| rules.span.clone());
+                let problem = Problem::Provenance {
+                    message: error.message,
+                };
+                report.push(span, format!("{path}.{}", error.field), problem);
+            }
+            None
+        }
+    }
+}
+
+/// The relative tolerance of feature reconciliation when a policy sets none.
+pub(super) const DEFAULT_TOLERANCE: f64 = 1e-9;
+
+/// An argument or input pointer as written: `"/a/b"`, or a plain field name `"a"`.
+fn pointer(text: &str) -> String {
+    if text.starts_with('/') || text.is_empty() {
+        text.to_string()
+    } else {
+        format!("/{}", text.replace('~', "~0").replace('/', "~1"))
+    }
+}
+
+/// A terminal state's output rules.
+pub(super) fn check_output(
+    report: &mut Report<'_>,
+    draft: &DraftState,
+    kind: StateKind,
+) -> BTreeMap<String, OutputConstraint> {
+    let name = draft.name.get_ref();
+    let path = format!("states.{name}.output");
+    if let (Some(span), false) = (&draft.output_span, kind == StateKind::Terminal) {
+        let problem = Problem::OutputNotTerminal {
+            state: name.clone(),
+        };
+        report.push(span.clone(), &path, problem);
+    }
+    let mut out = BTreeMap::new();
+    for (field, constraint) in &draft.output {
+        let rule = match constraint {
+            DraftConstraint::Equals(value) => OutputConstraint::Equals(value.clone()),
+            DraftConstraint::Type(kind) => match JsonType::parse(kind.get_ref()) {
+                Some(t) => OutputConstraint::Type(t),
+                None => {
+                    let problem = Problem::UnknownJsonType {
+                        name: kind.get_ref().clone(),
+                    };
+                    report.push(
+                        kind.span(),
+                        format!("{path}.{}.type", field.get_ref()),
+                        problem,
+                    );
+                    continue;
+                }
+            },
+        };
+        out.insert(field.get_ref().clone(), rule);
+    }
+    out
+}

@@ -1,0 +1,151 @@
+//! Tampering with a journal the way a person with write access to its file would: with
+//! nothing but redb, postcard and the format documented in `docs/journal.md`.
+
+use redb::{Database, ReadableTable, TableDefinition};
+use warden::{Digest, Record, RunMeta};
+
+// The journal's tables, as documented in docs/journal.md.
+pub const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("runs");
+pub const RECORDS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("records");
+pub const CHECKPOINTS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("checkpoints");
+
+/// Stored values are a versioned envelope: the postcard variant index (0 = V1), then the value.
+pub fn decode<T: for<'de> serde::Deserialize<'de>>(bytes: &[u8]) -> T {
+    assert_eq!(bytes.first(), Some(&0), "format version 1");
+    postcard::from_bytes(&bytes[1..]).expect("decodes")
+}
+
+pub fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    let mut bytes = vec![0];
+    bytes.extend(postcard::to_allocvec(value).expect("encodes"));
+    bytes
+}
+
+/// Run summaries are format version 2 (variant index 1).
+pub fn decode_meta(bytes: &[u8]) -> RunMeta {
+    assert_eq!(bytes.first(), Some(&1), "run summary format version 2");
+    postcard::from_bytes(&bytes[1..]).expect("decodes")
+}
+
+pub fn encode_meta(meta: &RunMeta) -> Vec<u8> {
+    let mut bytes = vec![1];
+    bytes.extend(postcard::to_allocvec(meta).expect("encodes"));
+    bytes
+}
+
+/// Rewrites the records of `run_id` in the database at `db` with `edit`, optionally
+/// re-sealing the hash chain (recomputing every digest after the edit and the run's head)
+/// the way a careful forger would.
+pub fn tamper(
+    db: &std::path::Path,
+    run_id: &str,
+    reseal: bool,
+    mut edit: impl FnMut(&mut Record) -> bool,
+) -> u64 {
+    let database = Database::create(db).expect("open copy");
+    let tx = database.begin_write().expect("write");
+    let mut edited = None;
+    {
+        let mut table = tx.open_table(RECORDS).expect("records");
+        let mut records: Vec<(Record, Digest)> = table
+            .range((run_id, 0)..=(run_id, u64::MAX))
+            .expect("range")
+            .map(|entry| decode(entry.expect("entry").1.value()))
+            .collect();
+        let mut prev = Digest::ZERO;
+        for (record, digest) in &mut records {
+            if edited.is_none() && edit(record) {
+                edited = Some(record.index);
+                if reseal {
+                    *digest = record.digest();
+                }
+            } else if reseal && edited.is_some() {
+                record.prev = prev;
+                *digest = record.digest();
+            }
+            prev = *digest;
+            table
+                .insert(
+                    (run_id, record.index),
+                    encode(&(&*record, *digest)).as_slice(),
+                )
+                .expect("insert");
+        }
+        if reseal {
+            let mut runs = tx.open_table(RUNS).expect("runs");
+            let mut meta = decode_meta(runs.get(run_id).expect("get").expect("run").value());
+            meta.head = prev;
+            runs.insert(run_id, encode_meta(&meta).as_slice())
+                .expect("insert meta");
+        }
+    }
+    tx.commit().expect("commit");
+    edited.expect("the edit found its record")
+}
+
+/// A copy of the sandbox's journal in a temporary directory (the original stays intact).
+pub fn copy_db(db: &std::path::Path) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let copy = dir.path().join("copy.redb");
+    std::fs::copy(db, &copy).expect("copy");
+    (dir, copy)
+}
+
+/// Replaces the stored blob under `digest` with `bytes` (a forged input, say).
+pub fn replace_blob(db: &std::path::Path, digest: &Digest, bytes: &[u8]) {
+    const BLOBS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("blobs");
+    let database = Database::create(db).expect("open copy");
+    let tx = database.begin_write().expect("write");
+    {
+        let mut blobs = tx.open_table(BLOBS).expect("blobs");
+        blobs.insert(&digest.0, bytes).expect("insert");
+    }
+    tx.commit().expect("commit");
+}
+
+/// Rewrites the summary of `run_id` with `edit`.
+pub fn edit_summary(db: &std::path::Path, run_id: &str, edit: impl FnOnce(&mut RunMeta)) {
+    let database = Database::create(db).expect("open copy");
+    let tx = database.begin_write().expect("write");
+    {
+        let mut runs = tx.open_table(RUNS).expect("runs");
+        let mut meta = decode_meta(runs.get(run_id).expect("get").expect("run").value());
+        edit(&mut meta);
+        runs.insert(run_id, encode_meta(&meta).as_slice())
+            .expect("insert");
+    }
+    tx.commit().expect("commit");
+}
+
+/// Truncates the run to its first `keep` records, re-sealing the summary (record count,
+/// head) so that the chain still checks out, and marks it running (as if interrupted),
+/// with `edit` applied to the summary last.
+pub fn truncate(db: &std::path::Path, run_id: &str, keep: u64, edit: impl FnOnce(&mut RunMeta)) {
+    let database = Database::create(db).expect("open copy");
+    let tx = database.begin_write().expect("write");
+    {
+        let mut table = tx.open_table(RECORDS).expect("records");
+        let records: Vec<(Record, Digest)> = table
+            .range((run_id, 0)..=(run_id, u64::MAX))
+            .expect("range")
+            .map(|entry| decode(entry.expect("entry").1.value()))
+            .collect();
+        for (record, _) in records.iter().skip(keep as usize) {
+            table.remove((run_id, record.index)).expect("remove");
+        }
+        let head = records
+            .get(keep as usize - 1)
+            .map_or(Digest::ZERO, |(_, digest)| *digest);
+        let mut runs = tx.open_table(RUNS).expect("runs");
+        let mut meta = decode_meta(runs.get(run_id).expect("get").expect("run").value());
+        meta.records = keep;
+        meta.head = head;
+        meta.outcome.status = warden::Status::Running;
+        meta.outcome.output = None;
+        meta.outcome.reason = None;
+        edit(&mut meta);
+        runs.insert(run_id, encode_meta(&meta).as_slice())
+            .expect("insert meta");
+    }
+    tx.commit().expect("commit");
+}
