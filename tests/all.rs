@@ -20,3 +20,4 @@ mod hostile;
 mod hostile_agents;
 mod loan_example;
 mod replay;
+mod review;

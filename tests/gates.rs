@@ -48,6 +48,12 @@ terminal = true
 review = true
 transitions = ["approved", "done"]
 
+[states.review.decisions.approved]
+roles = ["approver"]
+
+[states.review.decisions.done]
+roles = ["approver"]
+
 [[gates]]
 to = "approved"
 model = "risk"

@@ -403,7 +403,12 @@ fn whatever_a_step_does_after_an_escalation_the_run_awaits_review() {
             evidence: None,
         },
     ];
-    type Row = (&'static str, &'static str, &'static str, fn(&FailureReason) -> bool);
+    type Row = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&FailureReason) -> bool,
+    );
     let rows: [Row; 3] = [
         ("returns 1", "i32.const 1", "test-basic.toml", |r| {
             matches!(r, FailureReason::BadStepResult { value: 1, .. })

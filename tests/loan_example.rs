@@ -274,7 +274,7 @@ fn a_stricter_policy_changes_exactly_the_borderline_approval() {
         .as_array()
         .expect("reports")
         .iter()
-        .filter(|r| r["verdict"] == "different_outcome")
+        .filter(|r| r["verdict"] == "needs_review")
         .collect();
     assert_eq!(changed.len(), 1, "{reports:#}");
     let change = changed[0];

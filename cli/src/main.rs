@@ -23,6 +23,7 @@ Examples:
   warden run examples/loan-underwriting
   warden run examples/loan-underwriting --input examples/loan-underwriting/applications/05-gate-escalates.json
   warden runs --status awaiting_review
+  warden review <RUN_ID>
   warden show <RUN_ID>
   warden replay <RUN_ID>
   warden replay --all --policy policies/loan-underwriting-strict.toml
@@ -62,6 +63,8 @@ enum Command {
     Resume(commands::resume::Args),
     /// Start a new run from a checkpoint of an old one (time travel).
     Fork(commands::fork::Args),
+    /// Read the case file of a run awaiting review, decide it, or expire overdue cases.
+    Review(commands::review::Args),
     /// Recompute the hash chain of a run's journal (or every run's) and name the first
     /// record that does not check out.
     Verify(commands::verify::Args),
@@ -103,6 +106,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
         Command::Replay(args) => commands::replay::run(db, args),
         Command::Resume(args) => commands::resume::run(db, args),
         Command::Fork(args) => commands::fork::run(db, args),
+        Command::Review(args) => commands::review::run(db, args),
         Command::Verify(args) => commands::verify::run(db, args),
         Command::Compact => commands::compact::run(db),
     }

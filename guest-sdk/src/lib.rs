@@ -39,7 +39,7 @@ use core::fmt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use wire::{CallError, CallErrorKind, InferenceId, LogLevel};
+pub use wire::{CallError, CallErrorKind, InferenceId, LogLevel, ReviewInfo};
 use wire::{Request, Response};
 
 /// Why an SDK call did not give the agent what it asked for.
@@ -216,6 +216,16 @@ impl Warden {
         })? {
             Response::Ack => Ok(()),
             _ => Err(Error::Protocol("log")),
+        }
+    }
+
+    /// The latest human review of this run: who sent it to the current state, in which
+    /// role and why, so that the output can cite it. `None` if no person (or timeout)
+    /// has decided on it.
+    pub fn review(&mut self) -> Result<Option<ReviewInfo>, Error> {
+        match call(&Request::Review)? {
+            Response::Review(review) => Ok(review),
+            _ => Err(Error::Protocol("review")),
         }
     }
 

@@ -100,6 +100,8 @@ pub enum Request {
         /// Why the agent cannot go on.
         reason: String,
     },
+    /// The latest human review of this run, if a person decided it: always allowed.
+    Review,
 }
 
 /// What the host answers. A guest receives a response only for an allowed request.
@@ -117,6 +119,24 @@ pub enum Response {
     Transitioned(String),
     /// Done (log, finish).
     Ack,
+    /// The latest review of this run (`None` if no person has decided it).
+    Review(Option<ReviewInfo>),
+}
+
+/// A person's (or a timeout's) decision on a run that a gate sent to review, as the agent
+/// reads it to cite in its output.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReviewInfo {
+    /// The state the reviewer sent the run to.
+    pub outcome: String,
+    /// Who decided (`warden` for a timeout).
+    pub reviewer: String,
+    /// In which role.
+    pub role: String,
+    /// Their justification.
+    pub note: String,
+    /// Whether a person decided, or a timeout did.
+    pub by_timeout: bool,
 }
 
 /// A model's answer, with the confidence the host computed for it.

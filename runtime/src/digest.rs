@@ -29,11 +29,40 @@ pub mod domain {
     pub const BINDINGS: &str = "warden.bindings.v1";
     /// The random part of a run id (not a content address).
     pub const RUN_ID: &str = "warden-run-id";
+    /// The action a reviewer decides on: the escalated request, the inference it rested
+    /// on and the checkpoint at the gate.
+    pub const ACTION: &str = "warden-action-v1";
 }
 
-/// A 32-byte blake3 digest. Displays as lowercase hex.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// A 32-byte blake3 digest. Displays as lowercase hex, and is hex text in JSON; in the
+/// journal (postcard) it is its 32 bytes.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Digest(pub [u8; 32]);
+
+impl Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            serializer.collect_str(self)
+        } else {
+            serializer.serialize_newtype_struct("Digest", &self.0)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        if deserializer.is_human_readable() {
+            let text = String::deserialize(deserializer)?;
+            text.parse().map_err(serde::de::Error::custom)
+        } else {
+            /// The binary form, as a derived newtype would read it.
+            #[derive(Deserialize)]
+            #[serde(rename = "Digest")]
+            struct Bytes([u8; 32]);
+            Bytes::deserialize(deserializer).map(|b| Digest(b.0))
+        }
+    }
+}
 
 impl Digest {
     /// The digest of nothing, used as the predecessor of a journal's first record.

@@ -125,6 +125,16 @@ pub enum Error {
         /// Where and how.
         divergence: Box<Divergence>,
     },
+    /// The run's review state declares no review rules (an edition-1 run).
+    #[error(
+        "run {run_id} waits in `{state}`, whose policy names no reviewer roles (it was recorded before reviews existed); it cannot be reviewed with this warden"
+    )]
+    NoReviewRules {
+        /// The run.
+        run_id: String,
+        /// The review state.
+        state: String,
+    },
     /// The fork's checkpoint is in a state the fork's policy does not declare.
     #[error(
         "checkpoint {step} of run {parent} is in state `{state}`, which the fork's policy does not declare"
@@ -169,6 +179,7 @@ impl Error {
             | Error::NoCheckpoint { .. }
             | Error::WrongStatus { .. }
             | Error::BindingsChanged { .. }
+            | Error::NoReviewRules { .. }
             | Error::ForkState { .. } => ErrorKind::Usage,
         }
     }

@@ -51,6 +51,7 @@ mod recording;
 mod replay;
 mod resolve;
 mod resume;
+mod review;
 mod run;
 mod step;
 mod stored_run;
@@ -66,7 +67,8 @@ pub use agent::{Agent, LoadError};
 pub use bindings::{Bindings, BindingsError, ModelCard};
 pub use checkpoint::{Checkpoint, CheckpointError, GlobalValue};
 pub use decision::{
-    CapabilityKind, Decision, FeatureRecord, GateShortfall, ModelInference, Rule, Verdict,
+    CapabilityKind, Decision, FeatureRecord, GateShortfall, ModelInference, RefusalReason,
+    ReviewKind, ReviewRecord, ReviewRefusal, Rule, Verdict,
 };
 pub use digest::{Digest, DigestParseError};
 pub use edition::Edition;
@@ -80,12 +82,17 @@ pub use journal::{
 pub use manifest::{Manifest, ManifestError};
 pub use outcome::{FailureReason, GuestFault, HostFault, Limit, Outcome, Status, TrapCode};
 pub use policy::{
-    Budgets, ConfidenceGate, Diagnostic, HostCaps, Policy, PolicyError, Problem, State, StateKind,
+    Budgets, ConfidenceGate, DecisionRule, Diagnostic, HostCaps, Policy, PolicyError, Problem,
+    ReviewRules, ReviewTimeout, State, StateKind,
 };
 pub use recording::Divergence;
 pub use replay::{ReplayMode, ReplayOptions, ReplayReport, ReplayVerdict, replay, replay_all};
 pub use resolve::{InputSource, NewRun, ResolveError, RunSpec};
 pub use resume::resume;
+pub use review::{
+    CaseFile, QueueEntry, ReviewOption, ReviewOutcome, ReviewRequest, ToolAnswer, case_file,
+    decide, expire, queue,
+};
 pub use run::{RunReport, start};
 pub use stored_run::{Artifact, StoredRunError};
 pub use timeline::{Entry, Timeline};

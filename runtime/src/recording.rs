@@ -95,6 +95,21 @@ impl Expected {
         self.bodies.len()
     }
 
+    /// The next recorded body and its record index, without consuming it.
+    pub fn peek(&self) -> Option<(u64, &RecordBody)> {
+        self.bodies.front().map(|(index, body)| (*index, body))
+    }
+
+    /// Consumes the next recorded body without comparing it: a record that is an input to
+    /// the re-execution (a review), not something it produces.
+    pub fn take(&mut self) -> Option<(u64, RecordBody)> {
+        let next = self.bodies.pop_front();
+        if next.is_some() {
+            self.compared += 1;
+        }
+        next
+    }
+
     /// Compares the next produced record with the next recorded one.
     pub fn check(&mut self, actual: &RecordBody) -> Result<(), Divergence> {
         if let Some(divergence) = &self.diverged {
@@ -250,6 +265,7 @@ pub(crate) fn evidence_of(records: &[Record], input: &str, inherit_inferences: b
                 }
             }
             RecordBody::Transition { .. } => evidence.on_transition(),
+            RecordBody::Review(review) => evidence.review = Some(review.info()),
             RecordBody::Inherited(inherited) => {
                 evidence.inherit(&inherited.facts, inherited.visit, &inherited.calls);
             }

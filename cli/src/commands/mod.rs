@@ -5,6 +5,7 @@ pub mod compact;
 pub mod fork;
 pub mod replay;
 pub mod resume;
+pub mod review;
 pub mod run;
 pub mod runs;
 pub mod show;

@@ -99,6 +99,7 @@ fn render_table(reports: &[ReplayReport]) -> anyhow::Result<()> {
         ReplayVerdict::Identical,
         ReplayVerdict::Unchanged,
         ReplayVerdict::DifferentOutcome,
+        ReplayVerdict::NeedsReview,
         ReplayVerdict::Diverged,
         ReplayVerdict::Incomplete,
         ReplayVerdict::CouldNotReplay,
@@ -153,6 +154,7 @@ fn render(r: &ReplayReport) -> anyhow::Result<()> {
         }
         ReplayVerdict::Unchanged => "unchanged: the same outcome",
         ReplayVerdict::DifferentOutcome => "DIFFERENT OUTCOME",
+        ReplayVerdict::NeedsReview => "WOULD NEED REVIEW: the new rules send it to a person",
         ReplayVerdict::Diverged => "DIVERGED",
         ReplayVerdict::CouldNotReplay => "COULD NOT REPLAY",
     };

@@ -29,6 +29,9 @@ pub fn run(db: &Path, args: &Args) -> anyhow::Result<u8> {
         None => None,
     };
     let journal = output::open_read_only(db)?;
+    if status == Some(Status::AwaitingReview) {
+        return review_queue(&journal, args.json);
+    }
     let runs: Vec<_> = journal
         .runs()
         .map_err(warden::Error::from)?
@@ -56,6 +59,40 @@ pub fn run(db: &Path, args: &Args) -> anyhow::Result<u8> {
             r.outcome.host_calls,
             escape(&r.policy_name),
             escape(&r.policy_version)
+        )?;
+    }
+    Ok(output::exit::COMPLETED)
+}
+
+/// The reviewers' queue: runs awaiting review, oldest first, with the gate that sent each.
+fn review_queue(journal: &warden::Journal, json: bool) -> anyhow::Result<u8> {
+    let queue = warden::queue(journal)?;
+    if json {
+        output::print_json(&queue)?;
+        return Ok(output::exit::COMPLETED);
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<24} {:<20} {:<16} {:<12} {:<24} {:>7} {:>6}  SUBMITTED BY",
+        "RUN", "WAITING SINCE", "STATE", "ASKED FOR", "GATE", "P", "NEEDS"
+    )?;
+    for entry in &queue {
+        let since = humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(entry.entered_ms),
+        );
+        let number = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.4}"));
+        writeln!(
+            out,
+            "{:<24} {:<20} {:<16} {:<12} {:<24} {:>7} {:>6}  {}",
+            escape(&entry.run_id),
+            since.to_string(),
+            escape(&entry.state),
+            escape(entry.requested.as_deref().unwrap_or("-")),
+            escape(entry.gate.as_deref().unwrap_or("(the agent's own)")),
+            number(entry.probability),
+            number(entry.threshold),
+            escape(entry.submitted_by.as_deref().unwrap_or("-")),
         )?;
     }
     Ok(output::exit::COMPLETED)

@@ -61,7 +61,7 @@ fn policy(tools: &[&str], models: &[&str], label: Option<&str>) -> crate::policy
     };
     let gate = match (label, models.first()) {
         (Some(label), Some(model)) => format!(
-            "[states.review]\nreview = true\ntransitions = [\"done\"]\n\n[[gates]]\nto = \"done\"\nmodel = {model:?}\nlabel = {label:?}\nmin_confidence = 0.5\notherwise = \"review\"\nrequire_reconciled = false\n"
+            "[states.review]\nreview = true\ntransitions = [\"done\"]\n[states.review.decisions.done]\nroles = [\"r\"]\n\n[[gates]]\nto = \"done\"\nmodel = {model:?}\nlabel = {label:?}\nmin_confidence = 0.5\notherwise = \"review\"\nrequire_reconciled = false\n"
         ),
         _ => String::new(),
     };

@@ -79,6 +79,8 @@ pub struct Evidence {
     pub visit: u32,
     /// Allowed calls of each capability in the current visit.
     pub calls: BTreeMap<(CapabilityKind, String), u32>,
+    /// The latest review decision of the run, which the agent may read.
+    pub review: Option<warden_guest::wire::ReviewInfo>,
 }
 
 impl Evidence {

@@ -12,10 +12,12 @@ pub use crate::policy::CapabilityKind;
 
 mod evidence;
 mod grounded;
+mod review;
 mod rule;
 
 use crate::policy::{Policy, StateKind};
 pub use evidence::{Evidence, FeatureRecord, ModelInference};
+pub use review::{RefusalReason, ReviewKind, ReviewRecord, ReviewRefusal};
 pub use rule::{GateShortfall, Rule};
 
 /// What enforcement says of a request.
@@ -80,7 +82,7 @@ pub fn enforce(policy: &Policy, run: &RunView<'_>, request: &Request) -> Decisio
     // act, and not an abort either (that would take the run out of the review queue).
     let acts = !matches!(
         request,
-        Request::Input | Request::State | Request::Log { .. }
+        Request::Input | Request::State | Request::Log { .. } | Request::Review
     );
     if run.escalated && acts {
         return decide(
@@ -91,9 +93,11 @@ pub fn enforce(policy: &Policy, run: &RunView<'_>, request: &Request) -> Decisio
         );
     }
     match request {
-        Request::Input | Request::State | Request::Log { .. } | Request::Abort { .. } => {
-            decide(Allow, Rule::RunProtocol)
-        }
+        Request::Input
+        | Request::State
+        | Request::Log { .. }
+        | Request::Abort { .. }
+        | Request::Review => decide(Allow, Rule::RunProtocol),
         Request::Tool { name, .. } if !run.finished => {
             let decision = capability(policy, run.state, CapabilityKind::Tool, name);
             match (decision.verdict, run.evidence) {

@@ -272,6 +272,9 @@ impl HostState {
             Request::Input => Response::Input(self.input.to_string()),
             Request::State => Response::State(self.state.clone()),
             Request::Log { .. } => Response::Ack,
+            Request::Review => {
+                Response::Review(self.evidence.as_ref().and_then(|e| e.review.clone()))
+            }
             Request::Transition { to, .. } => {
                 self.move_to(to.clone())?;
                 Response::Transitioned(to)

@@ -19,6 +19,7 @@ pub fn describe_request(request: &warden_guest::wire::Request) -> String {
         Request::Log { level, message } => format!("log {level:?}: {message}"),
         Request::Finish { output } => format!("finish {output}"),
         Request::Abort { reason } => format!("abort: {reason}"),
+        Request::Review => "review".into(),
     }
 }
 
@@ -45,6 +46,11 @@ pub fn describe_response_bytes(bytes: &[u8]) -> String {
         Ok(Response::Model(Err(e))) => format!("model error {:?}: {}", e.kind, e.message),
         Ok(Response::Transitioned(state)) => format!("now in {state}"),
         Ok(Response::Ack) => "ok".into(),
+        Ok(Response::Review(Some(r))) => format!(
+            "review: {} by {} ({}): {}",
+            r.outcome, r.reviewer, r.role, r.note
+        ),
+        Ok(Response::Review(None)) => "review: none".into(),
         Err(_) => format!("{} undecodable bytes {}", bytes.len(), hex_prefix(bytes)),
     }
 }
@@ -80,6 +86,26 @@ impl RecordBody {
             RecordBody::Started(start) => format!(
                 "run {} started under {} {} in {}",
                 start.run_id, start.policy_name, start.policy_version, start.state
+            ),
+            RecordBody::Review(r) | RecordBody::ReviewPending(r) => {
+                let what = match r.kind {
+                    crate::decision::ReviewKind::Decision => "reviewed",
+                    crate::decision::ReviewKind::FirstOfTwo => "first of two reviews",
+                    crate::decision::ReviewKind::Expiry => "review expired",
+                };
+                format!(
+                    "{what}: {} -> {} by {} ({}): {} [action {}]",
+                    r.state,
+                    r.outcome,
+                    r.reviewer,
+                    r.role,
+                    r.note,
+                    r.action.short()
+                )
+            }
+            RecordBody::ReviewRefused(r) => format!(
+                "review refused: {} ({}) asked for {}: {}",
+                r.reviewer, r.role, r.outcome, r.reason
             ),
             RecordBody::Inherited(inherited) => format!(
                 "inherits {} recorded tool response(s) from its parent",

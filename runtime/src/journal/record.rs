@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::bindings::ModelCard;
-use crate::decision::{Decision, ModelInference};
+use crate::decision::{Decision, ModelInference, ReviewRecord, ReviewRefusal};
 use crate::digest::{Digest, domain};
 use crate::edition::Edition;
 use crate::outcome::{FailureReason, Outcome, Status};
@@ -146,6 +146,13 @@ pub enum RecordBody {
     /// fork's checkpoint (edition 2), so that the fork's own journal says what its
     /// features may rest on. Inferences are never inherited.
     Inherited(Box<InheritedEvidence>),
+    /// A review decision that moves the run on from its review state (a person's, or a
+    /// timeout's); the run's next records are that review step's.
+    Review(Box<ReviewRecord>),
+    /// The first of two decisions under dual control; the run still awaits review.
+    ReviewPending(Box<ReviewRecord>),
+    /// A refused review decision; the run still awaits review.
+    ReviewRefused(Box<ReviewRefusal>),
 }
 
 /// What a fork inherits from its parent's record (record `Inherited`).
@@ -257,6 +264,7 @@ impl RecordBody {
     /// The step a record belongs to, where it names one.
     pub fn step(&self) -> Option<u32> {
         match self {
+            RecordBody::Review(review) => Some(review.step),
             RecordBody::StepStarted { step, .. }
             | RecordBody::HostCall { step, .. }
             | RecordBody::Transition { step, .. }
@@ -291,6 +299,9 @@ impl RecordBody {
             RecordBody::Started(_) => "run_started",
             RecordBody::Inference(_) => "inference",
             RecordBody::Inherited(_) => "inherited",
+            RecordBody::Review(_) => "review",
+            RecordBody::ReviewPending(_) => "review_pending",
+            RecordBody::ReviewRefused(_) => "review_refused",
         }
     }
 }

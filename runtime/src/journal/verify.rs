@@ -388,10 +388,16 @@ fn summary_problem(meta: &RunMeta, records: &[(Record, Digest)]) -> Option<(Opti
             format!("Some({step})"),
         );
     }
-    let outcome = records.iter().rev().find_map(|(r, _)| match &r.body {
-        RecordBody::Outcome(outcome) => Some((r.index, outcome)),
-        _ => None,
-    });
+    // The run's outcome is its last Outcome record, unless a review decision after it
+    // moved the run on (it is then in progress again).
+    let outcome = records
+        .iter()
+        .rev()
+        .take_while(|(r, _)| !matches!(r.body, RecordBody::Review(_)))
+        .find_map(|(r, _)| match &r.body {
+            RecordBody::Outcome(outcome) => Some((r.index, outcome)),
+            _ => None,
+        });
     match outcome {
         None if meta.status() != crate::outcome::Status::Running => differs(
             records.len().saturating_sub(1) as u64,

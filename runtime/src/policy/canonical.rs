@@ -100,6 +100,23 @@ impl Policy {
                     })
                 })
                 .collect(),
+            reviews: self
+                .states
+                .iter()
+                .filter_map(|(state, s)| Some((state.as_str(), s.review.as_ref()?)))
+                .map(|(state, review)| CanonicalReview {
+                    state,
+                    decisions: review
+                        .decisions
+                        .iter()
+                        .map(|(outcome, rule)| (outcome.as_str(), &rule.roles, rule.dual_control))
+                        .collect(),
+                    timeout: review
+                        .timeout
+                        .as_ref()
+                        .map(|t| (t.after_ms, t.outcome.as_str())),
+                })
+                .collect(),
         };
         let encoded = postcard::to_allocvec(&v2).unwrap_or_default();
         crate::digest::Digest::of(HASH_DOMAIN_V2, &encoded)
@@ -112,7 +129,10 @@ impl Policy {
             .all(|g| g.label.is_none() && !g.require_reconciled)
             && self.tool_rules.is_empty()
             && self.model_rules.is_empty()
-            && self.states.values().all(|s| s.output.is_empty())
+            && self
+                .states
+                .values()
+                .all(|s| s.output.is_empty() && s.review.is_none())
     }
 }
 
@@ -144,6 +164,18 @@ struct CanonicalPolicyV2<'a> {
     models: Vec<(&'a str, Option<u32>, Option<String>)>,
     /// (state, field, rule).
     outputs: Vec<(&'a str, &'a str, String)>,
+    /// The rules of each review state.
+    reviews: Vec<CanonicalReview<'a>>,
+}
+
+/// A review state's rules, for the hash: reviewer roles are governance.
+#[derive(Serialize)]
+struct CanonicalReview<'a> {
+    state: &'a str,
+    /// (outcome, roles, dual control).
+    decisions: Vec<(&'a str, &'a BTreeSet<String>, bool)>,
+    /// (after ms, outcome).
+    timeout: Option<(u64, &'a str)>,
 }
 
 #[derive(Serialize)]

@@ -84,6 +84,28 @@ pub(super) struct DraftState {
     /// `[states.<name>.output]`: field -> constraint.
     pub output: Vec<(Located<String>, DraftConstraint)>,
     pub output_span: Option<Range<usize>>,
+    /// `[states.<name>.decisions.<outcome>]`: who may decide what, in a review state.
+    pub decisions: Vec<DraftDecision>,
+    pub decisions_span: Option<Range<usize>>,
+    /// `[states.<name>.timeout]`.
+    pub timeout: Option<DraftTimeout>,
+}
+
+/// One `decisions.<outcome>` table of a review state.
+#[derive(Debug)]
+pub(super) struct DraftDecision {
+    pub outcome: Located<String>,
+    pub span: Range<usize>,
+    pub roles: Option<Located<Vec<Located<String>>>>,
+    pub dual_control: Option<Located<bool>>,
+}
+
+/// A review state's `timeout` table.
+#[derive(Debug)]
+pub(super) struct DraftTimeout {
+    pub span: Range<usize>,
+    pub after: Option<Located<String>>,
+    pub outcome: Option<Located<String>>,
 }
 
 #[derive(Debug)]
@@ -300,6 +322,9 @@ fn states(report: &mut Report<'_>, table: &DeTable<'_>, draft: &mut Draft) {
             transitions: None,
             output: Vec::new(),
             output_span: None,
+            decisions: Vec::new(),
+            decisions_span: None,
+            timeout: None,
         };
         for (key, value) in fields.iter() {
             let field = format!("{path}.{}", key.get_ref());
@@ -311,6 +336,20 @@ fn states(report: &mut Report<'_>, table: &DeTable<'_>, draft: &mut Draft) {
                         state.output = decode_rules::output(report, &field, table);
                     }
                     // An output rule does not change the transition graph.
+                    continue;
+                }
+                "decisions" => {
+                    state.decisions_span = Some(key.span());
+                    if let Some(table) = self::table(report, &field, value) {
+                        state.decisions = decode_rules::decisions(report, &field, table);
+                    }
+                    continue;
+                }
+                "timeout" => {
+                    if let Some(table) = self::table(report, &field, value) {
+                        state.timeout =
+                            Some(decode_rules::timeout(report, &field, table, value.span()));
+                    }
                     continue;
                 }
                 "terminal" => state.terminal = boolean(report, &field, value),
@@ -483,7 +522,7 @@ pub(super) fn boolean(
 }
 
 /// A list of names. Elements that are not strings are reported one by one and dropped.
-fn names(
+pub(super) fn names(
     report: &mut Report<'_>,
     field: &str,
     value: &Spanned<DeValue<'_>>,

@@ -7,7 +7,8 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::decode::{
-    self, DraftConstraint, DraftRules, DraftSource, Located, integer, number, string, unknown,
+    self, DraftConstraint, DraftDecision, DraftRules, DraftSource, DraftTimeout, Located, boolean,
+    integer, names, number, string, unknown,
 };
 use super::diagnostic::{Problem, Report};
 
@@ -202,4 +203,72 @@ fn json(value: &DeValue<'_>) -> serde_json::Value {
                 .collect(),
         ),
     }
+}
+
+/// A review state's `decisions.<outcome> = { roles = [...], dual_control = true }` tables.
+pub(super) fn decisions(
+    report: &mut Report<'_>,
+    path: &str,
+    table: &DeTable<'_>,
+) -> Vec<DraftDecision> {
+    let mut out = Vec::new();
+    for (key, value) in table.iter() {
+        let field = format!("{path}.{}", key.get_ref());
+        let Some(fields) = decode::table(report, &field, value) else {
+            continue;
+        };
+        let mut decision = DraftDecision {
+            outcome: Spanned::new(key.span(), key.get_ref().to_string()),
+            span: value.span(),
+            roles: None,
+            dual_control: None,
+        };
+        for (key, value) in fields.iter() {
+            let inner = format!("{field}.{}", key.get_ref());
+            match key.get_ref().as_ref() {
+                "roles" => decision.roles = names(report, &inner, value),
+                "dual_control" => decision.dual_control = boolean(report, &inner, value),
+                _ => unknown(report, key, &field, &["roles", "dual_control"]),
+            }
+        }
+        out.push(decision);
+    }
+    out
+}
+
+/// A review state's `timeout = { after = "72h", outcome = "declined" }`.
+pub(super) fn timeout(
+    report: &mut Report<'_>,
+    path: &str,
+    table: &DeTable<'_>,
+    span: std::ops::Range<usize>,
+) -> DraftTimeout {
+    let mut timeout = DraftTimeout {
+        span,
+        after: None,
+        outcome: None,
+    };
+    for (key, value) in table.iter() {
+        let field = format!("{path}.{}", key.get_ref());
+        match key.get_ref().as_ref() {
+            "after" => {
+                timeout.after = string(
+                    report,
+                    &field,
+                    value,
+                    "a duration such as \"72h\" or \"30m\"",
+                )
+            }
+            "outcome" => {
+                timeout.outcome = string(
+                    report,
+                    &field,
+                    value,
+                    "the state a timeout sends the run to",
+                )
+            }
+            _ => unknown(report, key, path, &["after", "outcome"]),
+        }
+    }
+    timeout
 }

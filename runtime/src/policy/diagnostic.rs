@@ -218,6 +218,35 @@ pub enum Problem {
         /// The value as read.
         value: f64,
     },
+    /// Review rules on a state that is not a review state.
+    ReviewRulesOutsideReview {
+        /// The state.
+        state: String,
+    },
+    /// A review decision names an outcome the state does not offer.
+    NotAnOutcome {
+        /// The review state.
+        state: String,
+        /// The outcome named.
+        outcome: String,
+    },
+    /// An outcome of a review state names no roles that may give it.
+    OutcomeWithoutRoles {
+        /// The review state.
+        state: String,
+        /// The outcome.
+        outcome: String,
+    },
+    /// A duration that does not parse.
+    BadDuration {
+        /// The text as written.
+        value: String,
+    },
+    /// A timeout whose outcome is a gated state: it would approve without anyone.
+    TimeoutApproves {
+        /// The outcome.
+        outcome: String,
+    },
 }
 
 impl fmt::Display for Problem {
@@ -337,6 +366,26 @@ impl fmt::Display for Problem {
             Problem::ToleranceInvalid { value } => write!(
                 f,
                 "{value} is not a tolerance: use a small positive number such as 1e-9"
+            ),
+            Problem::ReviewRulesOutsideReview { state } => write!(
+                f,
+                "`{state}` is not a review state; decisions and timeouts belong to a state with `review = true`"
+            ),
+            Problem::NotAnOutcome { state, outcome } => write!(
+                f,
+                "review state `{state}` does not offer `{outcome}`; list it in its transitions or correct the name"
+            ),
+            Problem::OutcomeWithoutRoles { state, outcome } => write!(
+                f,
+                "review state `{state}` offers `{outcome}` but names no roles that may decide it; add [states.{state}.decisions.{outcome}] with roles = [...]"
+            ),
+            Problem::BadDuration { value } => write!(
+                f,
+                "`{value}` is not a duration; write one such as \"72h\", \"30m\" or \"2days\""
+            ),
+            Problem::TimeoutApproves { outcome } => write!(
+                f,
+                "`{outcome}` is guarded by a confidence gate: a timeout must never approve; send it to a declining or holding state"
             ),
         }
     }

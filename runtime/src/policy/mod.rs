@@ -167,6 +167,37 @@ pub struct State {
     pub transitions: BTreeSet<String>,
     /// A terminal state: what the output of a run finishing here must hold, by field.
     pub output: BTreeMap<String, OutputConstraint>,
+    /// A review state: who may decide what, and what a timeout decides.
+    pub review: Option<ReviewRules>,
+}
+
+/// The rules of a review state (edition 2): every outcome it offers (each a declared
+/// transition) names the roles that may give it, optionally under dual control; an
+/// optional timeout decides a declared outcome that never approves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReviewRules {
+    /// Who may decide each outcome, by outcome.
+    pub decisions: BTreeMap<String, DecisionRule>,
+    /// What happens when no one decides in time.
+    pub timeout: Option<ReviewTimeout>,
+}
+
+/// Who may send a run to one outcome of a review state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecisionRule {
+    /// The roles that may give it.
+    pub roles: BTreeSet<String>,
+    /// Whether two distinct reviewers must give it.
+    pub dual_control: bool,
+}
+
+/// A review state's timeout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReviewTimeout {
+    /// How long after the run entered review, in milliseconds.
+    pub after_ms: u64,
+    /// The outcome applied (never a gated, approving state).
+    pub outcome: String,
 }
 
 /// What a state is for.

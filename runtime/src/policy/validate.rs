@@ -66,6 +66,8 @@ pub(super) fn validate(
         &written,
         edition,
     );
+    let mut states = states;
+    validate_rules::check_reviews(report, &draft.states, &mut states, &gates, edition);
     if let (Some(initial), true) = (check_initial(report, &draft, &states), draft.graph_complete) {
         check_graph(report, initial, &draft.states, &states, &gates);
     }
@@ -278,6 +280,7 @@ fn check_state(
         models,
         transitions,
         output: validate_rules::check_output(report, draft, kind),
+        review: None,
     }
 }
 

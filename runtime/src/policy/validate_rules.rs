@@ -5,7 +5,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::decode::{DraftConstraint, DraftRules, DraftState, Located};
 use super::diagnostic::{CapabilityKind, Problem, Report};
-use super::{JsonType, ModelRules, OutputConstraint, StateKind, ToolRules};
+use super::{
+    ConfidenceGate, DecisionRule, JsonType, ModelRules, OutputConstraint, ReviewRules,
+    ReviewTimeout, State, StateKind, ToolRules,
+};
+use crate::edition::Edition;
 use crate::provenance::{Provenance, SourceSpec};
 
 /// A call cap: a positive number of calls per visit of a state.
@@ -216,4 +220,150 @@ pub(super) fn check_output(
         out.insert(field.get_ref().clone(), rule);
     }
     out
+}
+
+/// The review rules of review states: every outcome offered names its roles (since
+/// edition 2), only offered outcomes are named, and a timeout's outcome is offered and
+/// never gated (a timeout must never approve).
+pub(super) fn check_reviews(
+    report: &mut Report<'_>,
+    drafts: &[DraftState],
+    states: &mut BTreeMap<String, State>,
+    gates: &[ConfidenceGate],
+    edition: Edition,
+) {
+    for draft in drafts {
+        let name = draft.name.get_ref();
+        let path = format!("states.{name}");
+        let Some(state) = states.get_mut(name) else {
+            continue;
+        };
+        if state.kind != StateKind::Review {
+            if let Some(span) = &draft.decisions_span {
+                let problem = Problem::ReviewRulesOutsideReview {
+                    state: name.clone(),
+                };
+                report.push(span.clone(), format!("{path}.decisions"), problem);
+            }
+            if let Some(timeout) = &draft.timeout {
+                let problem = Problem::ReviewRulesOutsideReview {
+                    state: name.clone(),
+                };
+                report.push(timeout.span.clone(), format!("{path}.timeout"), problem);
+            }
+            continue;
+        }
+        let mut decisions = BTreeMap::new();
+        for decision in &draft.decisions {
+            let outcome = decision.outcome.get_ref();
+            let field = format!("{path}.decisions.{outcome}");
+            if !state.transitions.contains(outcome) {
+                let problem = Problem::NotAnOutcome {
+                    state: name.clone(),
+                    outcome: outcome.clone(),
+                };
+                report.push(decision.outcome.span(), &field, problem);
+                continue;
+            }
+            let roles: BTreeSet<String> = decision
+                .roles
+                .iter()
+                .flat_map(|list| list.get_ref())
+                .map(|role| role.get_ref().clone())
+                .collect();
+            if roles.is_empty() {
+                let problem = Problem::Missing {
+                    expected: "roles = [\"<role>\", ...], the roles that may give this outcome",
+                };
+                report.push(decision.span.clone(), format!("{field}.roles"), problem);
+            }
+            let dual_control = decision.dual_control.as_ref().is_some_and(|d| *d.get_ref());
+            decisions.insert(
+                outcome.clone(),
+                DecisionRule {
+                    roles,
+                    dual_control,
+                },
+            );
+        }
+        if edition >= Edition::V2 {
+            for outcome in &state.transitions {
+                if !decisions.contains_key(outcome) {
+                    let problem = Problem::OutcomeWithoutRoles {
+                        state: name.clone(),
+                        outcome: outcome.clone(),
+                    };
+                    report.push(
+                        draft.span.clone(),
+                        format!("{path}.decisions.{outcome}"),
+                        problem,
+                    );
+                }
+            }
+        }
+        let timeout = draft
+            .timeout
+            .as_ref()
+            .and_then(|t| check_timeout(report, &path, t, state, gates));
+        if edition >= Edition::V2 || !decisions.is_empty() || timeout.is_some() {
+            state.review = Some(ReviewRules { decisions, timeout });
+        }
+    }
+}
+
+fn check_timeout(
+    report: &mut Report<'_>,
+    path: &str,
+    timeout: &super::decode::DraftTimeout,
+    state: &State,
+    gates: &[ConfidenceGate],
+) -> Option<ReviewTimeout> {
+    let field = format!("{path}.timeout");
+    let after = match &timeout.after {
+        Some(after) => match humantime::parse_duration(after.get_ref()) {
+            Ok(duration) if !duration.is_zero() => Some(duration.as_millis() as u64),
+            _ => {
+                let problem = Problem::BadDuration {
+                    value: after.get_ref().clone(),
+                };
+                report.push(after.span(), format!("{field}.after"), problem);
+                None
+            }
+        },
+        None => {
+            let problem = Problem::Missing {
+                expected: "after = \"72h\", how long a run may wait",
+            };
+            report.push(timeout.span.clone(), format!("{field}.after"), problem);
+            None
+        }
+    };
+    let outcome = match &timeout.outcome {
+        Some(outcome) if !state.transitions.contains(outcome.get_ref()) => {
+            let problem = Problem::UnknownState {
+                name: outcome.get_ref().clone(),
+            };
+            report.push(outcome.span(), format!("{field}.outcome"), problem);
+            None
+        }
+        Some(outcome) if gates.iter().any(|g| &g.to == outcome.get_ref()) => {
+            let problem = Problem::TimeoutApproves {
+                outcome: outcome.get_ref().clone(),
+            };
+            report.push(outcome.span(), format!("{field}.outcome"), problem);
+            None
+        }
+        Some(outcome) => Some(outcome.get_ref().clone()),
+        None => {
+            let problem = Problem::Missing {
+                expected: "outcome = \"<state>\", what a timeout decides (never an approval)",
+            };
+            report.push(timeout.span.clone(), format!("{field}.outcome"), problem);
+            None
+        }
+    };
+    Some(ReviewTimeout {
+        after_ms: after?,
+        outcome: outcome?,
+    })
 }

@@ -114,6 +114,8 @@ pub(super) fn run(stored: StoredRun, options: &ReplayOptions) -> Result<ReplayRe
             && replayed.reason == original.reason;
         report.verdict = if same {
             ReplayVerdict::Unchanged
+        } else if replayed.status == crate::outcome::Status::AwaitingReview {
+            ReplayVerdict::NeedsReview
         } else {
             ReplayVerdict::DifferentOutcome
         };

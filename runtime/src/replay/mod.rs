@@ -76,6 +76,9 @@ pub enum ReplayVerdict {
     Unchanged,
     /// Counterfactual: the status, state, output or failure reason differs.
     DifferentOutcome,
+    /// Counterfactual: the new agent or policy would have sent the run to human review,
+    /// where the recording has no reviewer's answer for it (none is invented).
+    NeedsReview,
 }
 
 impl ReplayVerdict {
@@ -94,6 +97,7 @@ impl ReplayVerdict {
             ReplayVerdict::CouldNotReplay => "could not replay",
             ReplayVerdict::Unchanged => "unchanged",
             ReplayVerdict::DifferentOutcome => "different outcome",
+            ReplayVerdict::NeedsReview => "would need review",
         }
     }
 }
@@ -366,18 +370,46 @@ fn exact(
         exec.take_records();
     }
     let interrupted = stored.meta.status() == Status::Running;
-    let end = driver::drive(&mut exec, from, |exec, boundary| {
-        if boundary.commit.checkpoint.is_some() {
-            report.checkpoints_compared += 1;
-        }
-        let exhausted = exec
-            .host()
-            .journal
-            .expected
-            .as_ref()
-            .is_some_and(|e| e.remaining() == 0);
-        Ok(!(interrupted && exhausted))
-    })?;
+    let mut from = from;
+    let end = loop {
+        let end = driver::drive(&mut exec, from, |exec, boundary| {
+            if boundary.commit.checkpoint.is_some() {
+                report.checkpoints_compared += 1;
+            }
+            let exhausted = exec
+                .host()
+                .journal
+                .expected
+                .as_ref()
+                .is_some_and(|e| e.remaining() == 0);
+            Ok(!(interrupted && exhausted))
+        })?;
+        // A reviewed run goes on from its review: re-open it at the review's checkpoint
+        // and apply the recorded review, as the live review did.
+        let review = match (&end, exec.host_mut().journal.expected.as_mut()) {
+            (StepEnd::AwaitingReview, Some(expected)) => next_review(expected),
+            _ => None,
+        };
+        let Some((index, record)) = review else {
+            break end;
+        };
+        let awaiting = stored.records[..index as usize]
+            .iter()
+            .rev()
+            .find_map(|r| match &r.body {
+                RecordBody::Outcome(o) => Some(o.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| stored.meta.outcome.clone());
+        let effects = Effects::Recorded(Recording::of(&stored.records, Answering::ByCall));
+        let mut next = crate::review::reopen(journal, &stored, &record, effects)?;
+        next.host_mut().journal.expected = exec.host_mut().journal.expected.take();
+        let mut commit = crate::journal::Commit::default();
+        crate::review::apply(&mut next, &record, &awaiting, &stored.records, &mut commit)?;
+        report.checkpoints_compared += 1;
+        exec = next;
+        from = record.step;
+    };
     let expected = exec.host_mut().journal.expected.take().unwrap_or_default();
     let mut divergence = expected.diverged.clone();
     if let (None, StepEnd::Diverged(d)) = (&divergence, &end) {
@@ -398,6 +430,20 @@ fn exact(
     };
     report.divergence = divergence;
     Ok(report)
+}
+
+/// The review that continues a run awaiting review in the recording, if any: refused and
+/// first-of-two decisions are passed over (they do not move the run).
+fn next_review(expected: &mut Expected) -> Option<(u64, crate::decision::ReviewRecord)> {
+    while let Some((_, RecordBody::ReviewRefused(_) | RecordBody::ReviewPending(_))) =
+        expected.peek()
+    {
+        expected.take();
+    }
+    match expected.peek() {
+        Some((index, RecordBody::Review(record))) => Some((index, (**record).clone())),
+        _ => None,
+    }
 }
 
 /// The recorded outcome of a run, from its records.
@@ -421,6 +467,7 @@ mod tests {
             ReplayVerdict::CouldNotReplay,
             ReplayVerdict::Unchanged,
             ReplayVerdict::DifferentOutcome,
+            ReplayVerdict::NeedsReview,
         ]
         .into_iter()
         .filter(|v| v.confirms())

@@ -11,7 +11,7 @@
 //! underwriter in `manual_review`.
 
 use serde::{Deserialize, Serialize};
-use warden_guest::{Agent, CallErrorKind, Error, InferenceId, LogLevel, Warden};
+use warden_guest::{Agent, CallErrorKind, Error, InferenceId, LogLevel, ReviewInfo, Warden};
 
 /// Annual percentage rate of the product, fixed.
 const APR: f64 = 0.119;
@@ -97,6 +97,8 @@ struct Decision<'a> {
     monthly_payment: Option<f64>,
     apr: f64,
     inference_id: Option<u64>,
+    /// The underwriter's decision, when a person decided the case.
+    review: Option<ReviewInfo>,
 }
 
 /// The underwriting agent: what it has learned so far about the application.
@@ -302,7 +304,19 @@ impl Underwriter {
 
     /// In a terminal state: records the decision and what it rests on.
     fn decide(&mut self, warden: &mut Warden, state: &str) -> Result<(), Error> {
-        if self.escalated || self.proposed.as_deref() != Some(state) {
+        let review = warden.review()?;
+        if let Some(review) = &review {
+            let who = if review.by_timeout {
+                "no underwriter decided in time".to_string()
+            } else {
+                format!("{} ({})", review.reviewer, review.role)
+            };
+            let proposed = self.proposed.as_deref().unwrap_or("nothing");
+            self.reasons.push(format!(
+                "decided in manual review by {who}: {} (the agent had proposed {proposed})",
+                review.note
+            ));
+        } else if self.escalated || self.proposed.as_deref() != Some(state) {
             let proposed = self.proposed.as_deref().unwrap_or("nothing");
             self.reasons.push(format!(
                 "decided in manual review (the agent had proposed {proposed})"
@@ -319,6 +333,7 @@ impl Underwriter {
             monthly_payment: affordability.map(|a| a.monthly_payment),
             apr: APR,
             inference_id: self.inference.map(|id| id.0),
+            review,
         };
         warden.log(LogLevel::Info, format!("decision: {state}"))?;
         warden.finish(&decision)

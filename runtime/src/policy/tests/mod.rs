@@ -48,7 +48,18 @@ terminal = true
 
 [states.manual_review]
 review = true                            # a human-review state: a run that enters it stops as awaiting_review
-transitions = ["approved", "declined"]   # what a reviewer may decide (used later)
+transitions = ["approved", "declined"]   # what a reviewer may decide
+
+[states.manual_review.decisions.approved]   # who may decide each outcome
+roles = ["underwriter"]
+dual_control = true                      # two distinct reviewers must approve
+
+[states.manual_review.decisions.declined]
+roles = ["underwriter"]
+
+[states.manual_review.timeout]           # undecided for 72 hours: declined (never an approval)
+after = "72h"
+outcome = "declined"
 
 [[gates]]                                # confidence gates
 to = "approved"                          # guards every transition into this state
@@ -91,7 +102,7 @@ to="approved"
 [states]
 declined = { terminal = true }
 approved = { terminal = true }
-manual_review = { transitions = [ "declined", "approved" ], review = true }
+manual_review = { transitions = [ "declined", "approved" ], review = true, decisions = { declined = { roles = ["underwriter"] }, approved = { dual_control = true, roles = ["underwriter"] } }, timeout = { outcome = "declined", after = "3days" } }
 
 [states.scoring]
 transitions = [
@@ -299,7 +310,8 @@ fn gate_on_an_undeclared_model() {
 fn no_terminal_state() {
     let text = "[policy]\nname = \"n\"\nversion = \"1\"\ninitial = \"work\"\n\n\
                 [states.work]\ntransitions = [\"review\"]\n\n\
-                [states.review]\nreview = true\ntransitions = [\"work\"]\n";
+                [states.review]\nreview = true\ntransitions = [\"work\"]\n\
+                [states.review.decisions.work]\nroles = [\"r\"]\n";
     let d = only(text);
     assert_eq!((d.line, d.field.as_str()), (6, "states"));
     assert!(matches!(d.problem, Problem::NoTerminalState));
@@ -520,7 +532,8 @@ fn names_and_types() {
 #[test]
 fn review_state_without_decisions() {
     let text = edit("transitions = [\"approved\", \"declined\"]   #", "#");
-    let d = only(&text);
+    // The decisions named for outcomes it no longer offers are reported too.
+    let d = diagnostics(&text).remove(0);
     assert_eq!(
         (d.line, d.field.as_str()),
         (

@@ -73,7 +73,7 @@ impl Generated {
         states.push("[states.done]\nterminal = true\n".into());
         states.push("[states.rejected]\nterminal = true\n".into());
         states.push(
-            "[states.review]\nreview = true\ntransitions = [\"done\", \"rejected\"]\n".into(),
+            "[states.review]\nreview = true\ntransitions = [\"done\", \"rejected\"]\n[states.review.decisions.done]\nroles = [\"r\"]\n[states.review.decisions.rejected]\nroles = [\"r\"]\n".into(),
         );
         let gate = self.gate.map_or(String::new(), |min| {
             format!("[[gates]]\nto = \"done\"\nmodel = \"m\"\nlabel = \"ok\"\nmin_confidence = {min:?}\notherwise = \"review\"\nrequire_reconciled = false\n")

@@ -28,6 +28,8 @@ enum Action {
     Finish { output: Value },
     /// Write a log line.
     Log { message: String },
+    /// Read the run's review and log what it says.
+    ReadReview,
     /// Trap (`unreachable`).
     Trap,
 }
@@ -78,6 +80,14 @@ impl Agent for Scripted {
                 }
                 Action::Finish { output } => warden.finish(&output),
                 Action::Log { message } => warden.log(LogLevel::Info, message),
+                Action::ReadReview => {
+                    let review = warden.review()?;
+                    let line = match review {
+                        Some(r) => format!("reviewed by {} ({}): {}", r.reviewer, r.role, r.note),
+                        None => "not reviewed".to_string(),
+                    };
+                    warden.log(LogLevel::Info, line)
+                }
                 Action::Trap => std::process::abort(),
             };
             match done {

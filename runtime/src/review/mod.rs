@@ -1,0 +1,459 @@
+//! Human review: a run that a gate (or its agent) sent to a review state is decided by a
+//! person, bound to the exact action they were shown, and continues from the checkpoint
+//! taken at the gate.
+//!
+//! Upholds invariants 1, 4 and 5 for the other half of a gate: only a role the policy
+//! names may give an outcome the review state offers, never the run's own submitter;
+//! dual control needs two distinct reviewers; a decision on an action digest other than
+//! the one awaiting review is refused; every decision and every refusal is a chained
+//! record; and the review is a step of its own (record `Review`, the transition, a
+//! checkpoint), committed in one transaction, so a crash after it resumes from the
+//! review's checkpoint: no step before the gate runs again, no effect is repeated, and no
+//! second review is needed. A timeout (`expire`) applies only the declared outcome, which
+//! validation guarantees is never an approval.
+
+mod case;
+
+pub use case::{CaseFile, QueueEntry, ReviewOption, ToolAnswer, case_file, queue};
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::bindings::Bindings;
+use crate::decision::{RefusalReason, ReviewKind, ReviewRecord, ReviewRefusal};
+use crate::digest::Digest;
+use crate::driver::{self, Opened, Opening, Restore};
+use crate::effects::Effects;
+use crate::error::Error;
+use crate::journal::{Commit, Journal, Record, RecordBody};
+use crate::outcome::{Outcome, Status};
+use crate::recording;
+use crate::run::{self, RunReport};
+use crate::step::Execution;
+use crate::stored_run::StoredRun;
+
+/// A reviewer's decision, as they submit it.
+#[derive(Debug, Clone)]
+pub struct ReviewRequest<'a> {
+    /// The run.
+    pub run_id: &'a str,
+    /// The state to send the run to (one the review state offers).
+    pub outcome: &'a str,
+    /// Who decides.
+    pub reviewer: &'a str,
+    /// In which role.
+    pub role: &'a str,
+    /// Why.
+    pub note: &'a str,
+    /// The action digest of the case file the reviewer read.
+    pub action: Digest,
+}
+
+/// What became of a review decision.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum ReviewOutcome {
+    /// Refused (and the refusal recorded); the run still awaits review.
+    Refused {
+        /// The run.
+        run_id: String,
+        /// Why.
+        reason: RefusalReason,
+        /// The reason in words.
+        explanation: String,
+    },
+    /// The first of two decisions under dual control is recorded; the run awaits a
+    /// second, distinct reviewer.
+    Pending {
+        /// The run.
+        run_id: String,
+        /// The outcome decided so far.
+        outcome: String,
+    },
+    /// The run was decided and continued; this is what it came to.
+    Decided(RunReport),
+}
+
+/// Where a run awaiting review stands: its state, the outcome record that stopped it,
+/// and the records of the case since.
+pub(crate) struct Awaiting<'r> {
+    /// The review state.
+    pub state: String,
+    /// The `Outcome` (awaiting_review) record's index and body.
+    pub outcome: (u64, &'r Outcome),
+    /// The digest of the action awaiting review.
+    pub action: Digest,
+    /// The checkpoint the run continues from.
+    pub checkpoint: u32,
+    /// The decisions recorded for this action since, pending dual control.
+    pub pending: Vec<&'r ReviewRecord>,
+}
+
+/// Finds the case a run awaiting review stands on, from its records.
+pub(crate) fn awaiting(records: &[Record]) -> Option<Awaiting<'_>> {
+    let (at, outcome) = records
+        .iter()
+        .enumerate()
+        .rev()
+        .find_map(|(i, r)| match &r.body {
+            RecordBody::Outcome(o) if o.status == Status::AwaitingReview => Some((i, o)),
+            _ => None,
+        })?;
+    let before = &records[..at];
+    // The request that brought the run into review: the call whose transition (by the
+    // agent, or by a gate's escalation) entered the review state last.
+    let entered = before.iter().rposition(
+        |r| matches!(&r.body, RecordBody::Transition { to, .. } if *to == outcome.state),
+    );
+    let call = entered.and_then(|i| {
+        before[..i].iter().rev().find_map(|r| match &r.body {
+            RecordBody::HostCall {
+                request, decision, ..
+            } => Some((request, decision)),
+            _ => None,
+        })
+    });
+    let inference = call.and_then(|(_, decision)| match &decision.rule {
+        crate::decision::Rule::GateLabelNotMet { inference, .. }
+        | crate::decision::Rule::GateNotMet { inference, .. } => *inference,
+        _ => None,
+    });
+    let inference = inference.and_then(|id| {
+        before.iter().find_map(|r| match &r.body {
+            RecordBody::Inference(i) if i.id == id => Some(i.as_ref()),
+            _ => None,
+        })
+    });
+    let checkpoint = before.iter().rev().find_map(|r| match &r.body {
+        RecordBody::Checkpoint { step, digest } => Some((*step, *digest)),
+        _ => None,
+    })?;
+    let action = Digest::of(
+        crate::digest::domain::ACTION,
+        &crate::journal::encode(&(call.map(|(request, _)| request), inference, checkpoint.1)),
+    );
+    let pending = records[at..]
+        .iter()
+        .filter_map(|r| match &r.body {
+            RecordBody::ReviewPending(p) if p.action == action => Some(p.as_ref()),
+            _ => None,
+        })
+        .collect();
+    Some(Awaiting {
+        state: outcome.state.clone(),
+        outcome: (records[at].index, outcome),
+        action,
+        checkpoint: checkpoint.0,
+        pending,
+    })
+}
+
+/// Decides a run awaiting review, if the policy allows this reviewer, role and outcome
+/// on this action; refusals are recorded too.
+///
+/// # Errors
+/// A run that does not verify, is not awaiting review, or whose review state declares no
+/// review rules (an edition-1 run); journal errors. A refusal is not an error.
+pub fn decide(journal: &Journal, request: &ReviewRequest<'_>) -> Result<ReviewOutcome, Error> {
+    let _span = tracing::info_span!("review", run_id = request.run_id).entered();
+    let stored = load(journal, request.run_id, "reviewed")?;
+    let case = awaiting(&stored.records).ok_or_else(|| not_awaiting(&stored))?;
+    let rules = stored
+        .policy
+        .state(&case.state)
+        .and_then(|s| s.review.as_ref())
+        .ok_or_else(|| Error::NoReviewRules {
+            run_id: request.run_id.to_string(),
+            state: case.state.clone(),
+        })?;
+    let refuse = |reason: RefusalReason| -> Result<ReviewOutcome, Error> {
+        let refusal = ReviewRefusal {
+            reviewer: request.reviewer.to_string(),
+            role: request.role.to_string(),
+            outcome: request.outcome.to_string(),
+            action: request.action,
+            reason: reason.clone(),
+        };
+        append(
+            journal,
+            request.run_id,
+            RecordBody::ReviewRefused(Box::new(refusal)),
+        )?;
+        Ok(ReviewOutcome::Refused {
+            run_id: request.run_id.to_string(),
+            explanation: reason.to_string(),
+            reason,
+        })
+    };
+    if request.action != case.action {
+        return refuse(RefusalReason::StaleAction {
+            current: case.action,
+        });
+    }
+    let Some(rule) = rules.decisions.get(request.outcome) else {
+        return refuse(RefusalReason::OutcomeNotOffered {
+            offered: rules.decisions.keys().cloned().collect(),
+        });
+    };
+    if !rule.roles.contains(request.role) {
+        return refuse(RefusalReason::RoleNotAllowed {
+            allowed: rule.roles.iter().cloned().collect(),
+        });
+    }
+    if stored.start.submitted_by.as_deref() == Some(request.reviewer) {
+        return refuse(RefusalReason::SelfReview);
+    }
+    let earlier = case.pending.iter().find(|p| p.outcome == request.outcome);
+    if rule.dual_control && earlier.is_some_and(|p| p.reviewer == request.reviewer) {
+        return refuse(RefusalReason::SameReviewerTwice);
+    }
+    let mut record = ReviewRecord {
+        kind: ReviewKind::Decision,
+        step: case.outcome.1.steps + 1,
+        state: case.state.clone(),
+        outcome: request.outcome.to_string(),
+        reviewer: request.reviewer.to_string(),
+        role: request.role.to_string(),
+        note: request.note.to_string(),
+        action: case.action,
+        resumed_from: case.checkpoint,
+    };
+    if rule.dual_control && earlier.is_none() {
+        record.kind = ReviewKind::FirstOfTwo;
+        append(
+            journal,
+            request.run_id,
+            RecordBody::ReviewPending(Box::new(record)),
+        )?;
+        return Ok(ReviewOutcome::Pending {
+            run_id: request.run_id.to_string(),
+            outcome: request.outcome.to_string(),
+        });
+    }
+    continue_run(journal, &stored, &case, record).map(ReviewOutcome::Decided)
+}
+
+/// Applies the timeout of every run that has waited in review longer than its review
+/// state allows, as of `now_ms`: the declared outcome (never an approval), recorded as
+/// decided by `warden` in the role `timeout`.
+///
+/// # Errors
+/// Journal errors; a run that does not verify is skipped (it is in the list as an
+/// error-free refusal to act is not possible: it is reported by `warden verify`).
+pub fn expire(journal: &Journal, now_ms: u64) -> Result<Vec<ReviewOutcome>, Error> {
+    let mut outcomes = Vec::new();
+    for meta in journal.runs()? {
+        if meta.status() != Status::AwaitingReview {
+            continue;
+        }
+        let Ok(stored) = load(journal, &meta.run_id, "expired") else {
+            continue;
+        };
+        let Some(case) = awaiting(&stored.records) else {
+            continue;
+        };
+        let timeout = stored
+            .policy
+            .state(&case.state)
+            .and_then(|s| s.review.as_ref())
+            .and_then(|r| r.timeout.clone());
+        let entered = stored.records[case.outcome.0 as usize].at_ms;
+        let Some(timeout) = timeout.filter(|t| now_ms >= entered.saturating_add(t.after_ms)) else {
+            continue;
+        };
+        let record = ReviewRecord {
+            kind: ReviewKind::Expiry,
+            step: case.outcome.1.steps + 1,
+            state: case.state.clone(),
+            outcome: timeout.outcome.clone(),
+            reviewer: "warden".into(),
+            role: "timeout".into(),
+            note: format!(
+                "no decision within {} of entering review",
+                humantime::format_duration(std::time::Duration::from_millis(timeout.after_ms))
+            ),
+            action: case.action,
+            resumed_from: case.checkpoint,
+        };
+        outcomes.push(ReviewOutcome::Decided(continue_run(
+            journal, &stored, &case, record,
+        )?));
+    }
+    Ok(outcomes)
+}
+
+/// Loads and verifies a run a review acts on.
+fn load(journal: &Journal, run_id: &str, operation: &'static str) -> Result<StoredRun, Error> {
+    let verification = journal.verify(run_id)?;
+    if verification.problem.is_some() {
+        return Err(Error::Unverified {
+            operation,
+            verification: Box::new(verification),
+        });
+    }
+    Ok(StoredRun::load(journal, run_id)?)
+}
+
+fn not_awaiting(stored: &StoredRun) -> Error {
+    Error::WrongStatus {
+        run_id: stored.meta.run_id.clone(),
+        status: stored.meta.status(),
+        needed: "only a run awaiting review can be reviewed",
+    }
+}
+
+/// Appends one record to a run awaiting review (a refusal, or a first decision).
+fn append(journal: &Journal, run_id: &str, body: RecordBody) -> Result<(), Error> {
+    let commit = Commit {
+        records: vec![body],
+        ..Commit::default()
+    };
+    journal.commit(run_id, commit, |_| {})?;
+    Ok(())
+}
+
+/// Commits the review step and continues the run live from it.
+fn continue_run(
+    journal: &Journal,
+    stored: &StoredRun,
+    case: &Awaiting<'_>,
+    record: ReviewRecord,
+) -> Result<RunReport, Error> {
+    let run_id = stored.meta.run_id.as_str();
+    let bindings =
+        Bindings::from_optional_file(stored.meta.bindings_path.as_deref().map(Path::new))?;
+    if bindings.hash() != stored.meta.bindings {
+        return Err(Error::BindingsChanged {
+            run_id: run_id.to_string(),
+            recorded: stored.meta.bindings,
+            present: bindings.hash(),
+        });
+    }
+    let effects = match &stored.start.parent {
+        Some(parent) if !stored.start.live_effects => Effects::Fork {
+            bindings: Arc::new(bindings),
+            parent: recording::Recording::of(
+                &journal.records(&parent.run_id)?,
+                recording::Answering::ByRequest,
+            ),
+        },
+        _ => Effects::Live(Arc::new(bindings)),
+    };
+    let mut exec = reopen(journal, stored, &record, effects)?;
+    let mut commit = Commit::default();
+    apply(
+        &mut exec,
+        &record,
+        case.outcome.1,
+        &stored.records,
+        &mut commit,
+    )?;
+    let state = exec.host().state.clone();
+    let (steps, host_calls, fuel) = {
+        let host = exec.host();
+        (host.step, host.host_calls, host.fuel)
+    };
+    journal.commit(run_id, commit, |meta| {
+        meta.outcome = Outcome {
+            status: Status::Running,
+            state,
+            output: None,
+            reason: None,
+            steps,
+            host_calls,
+            fuel,
+        };
+    })?;
+    run::commit_steps(journal, &mut exec, record.step)?;
+    RunReport::load(journal, run_id)
+}
+
+/// A fresh execution of a reviewed run at the checkpoint its review continues from.
+pub(crate) fn reopen(
+    journal: &Journal,
+    stored: &StoredRun,
+    record: &ReviewRecord,
+    effects: Effects,
+) -> Result<Box<Execution>, Error> {
+    let run_id = stored.meta.run_id.as_str();
+    let checkpoint = journal
+        .checkpoint(run_id, record.resumed_from)?
+        .ok_or_else(|| Error::NoCheckpoint {
+            run_id: run_id.to_string(),
+            step: record.resumed_from,
+        })?;
+    let opening = Opening {
+        run_id,
+        agent: &stored.agent,
+        policy: stored.policy.clone(),
+        input: &stored.input,
+        effects,
+        edition: stored.start.edition,
+    };
+    let restore = Restore {
+        journal,
+        checkpoint: &checkpoint,
+        records: &stored.records,
+        inferences: true,
+    };
+    match driver::open(opening, Some(restore))? {
+        Opened::Ready(exec) => Ok(exec),
+        Opened::Failed(reason) => Err(Error::CatchUpDiverged {
+            run_id: run_id.to_string(),
+            step: record.resumed_from,
+            divergence: Box::new(recording::Divergence::at_end(
+                "the agent instantiates as it did when the run started",
+                format!("instantiation failed: {reason}"),
+            )),
+        }),
+    }
+}
+
+/// The review step: the run, restored at the review's checkpoint, takes the counters of
+/// the step that escalated, records the review, moves to its outcome and is checkpointed.
+/// The same for a live review and for a replay of one.
+pub(crate) fn apply(
+    exec: &mut Execution,
+    record: &ReviewRecord,
+    awaiting: &Outcome,
+    records: &[Record],
+    commit: &mut Commit,
+) -> Result<(), Error> {
+    let before_review: Vec<Record> = records
+        .iter()
+        .take_while(|r| !matches!(&r.body, RecordBody::Review(rv) if rv.step == record.step))
+        .cloned()
+        .collect();
+    let host = exec.host_mut();
+    host.step = record.step;
+    host.host_calls = awaiting.host_calls;
+    host.fuel = awaiting.fuel;
+    host.state.clone_from(&record.state);
+    host.finished = None;
+    if host.evidence.is_some() {
+        let input = host.input.clone();
+        host.evidence = Some(recording::evidence_of(&before_review, &input, true));
+    }
+    let _ = exec.push(RecordBody::Review(Box::new(record.clone())));
+    let host = exec.host_mut();
+    host.state.clone_from(&record.outcome);
+    if let Some(evidence) = &mut host.evidence {
+        evidence.on_transition();
+        evidence.review = Some(record.info());
+    }
+    let _ = exec.push(RecordBody::Transition {
+        step: record.step,
+        from: record.state.clone(),
+        to: record.outcome.clone(),
+    });
+    let _ = exec.push(RecordBody::StepCommitted {
+        step: record.step,
+        fuel: 0,
+        state: record.outcome.clone(),
+    });
+    driver::capture(exec, commit)?;
+    commit.records = exec.take_records();
+    Ok(())
+}

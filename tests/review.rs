@@ -1,0 +1,489 @@
+//! Human review (issue #14): a run a gate sent to review is decided by a person in a role
+//! the policy names, bound to the action digest of the case file they read, and continues
+//! from the checkpoint at the gate. Every refusal is recorded; dual control needs two
+//! distinct reviewers; a timeout applies its declared, non-approving outcome; a reviewed
+//! run verifies and replays bit for bit; and a crash right after the review resumes
+//! without a second review or a repeated effect.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use warden_test_guests as guests;
+
+use crate::support::Sandbox;
+use crate::support::crash::{Moment, Site, kill_at, ledger_lines};
+
+/// A gate on `approved` (P(safe) >= 0.9) whose review state offers `approved` to an
+/// approver under dual control, `done` to a clerk or an approver, and `working` (where a
+/// payment is made) to an approver; undecided after 24 hours it is `done`.
+const REVIEWED: &str = r#"
+[policy]
+name = "reviewed"
+version = "1"
+initial = "start"
+
+[capabilities]
+tools = ["disbursement"]
+models = ["risk"]
+
+[states.start]
+models = ["risk"]
+transitions = ["approved", "done"]
+
+[states.working]
+tools = ["disbursement"]
+transitions = ["done"]
+
+[states.approved]
+terminal = true
+
+[states.done]
+terminal = true
+
+[states.review]
+review = true
+transitions = ["approved", "done", "working"]
+
+[states.review.decisions.approved]
+roles = ["approver"]
+dual_control = true
+
+[states.review.decisions.done]
+roles = ["approver", "clerk"]
+
+[states.review.decisions.working]
+roles = ["approver"]
+
+[states.review.timeout]
+after = "24h"
+outcome = "done"
+
+[[gates]]
+to = "approved"
+model = "risk"
+label = "safe"
+min_confidence = 0.9
+otherwise = "review"
+
+[models.risk.features]
+x = "input:/x"
+"#;
+
+/// Starts a scripted run that asks the model (x = 2: P(safe) = 0.12) and proposes
+/// `approved`, so the gate sends it to review; after review it pays once if sent to
+/// `working`, and finishes, citing the review. Returns the run id (submitted by `tester`).
+fn escalated(sandbox: &Sandbox) -> String {
+    escalated_then(
+        sandbox,
+        json!([
+            [{"tool": {"name": "disbursement", "args": {"amount": 5}}}, {"transition": {"to": "done"}}],
+            [{"finish": {"output": {"paid": true}}}]
+        ]),
+    )
+}
+
+/// As [`escalated`], with `after` the steps the agent takes after the review.
+fn escalated_then(sandbox: &Sandbox, after: Value) -> String {
+    let mut plan = vec![json!([
+        {"model_from_input": {"name": "risk", "fields": ["x"]}},
+        {"transition_citing": {"to": "approved", "saved": 0}}
+    ])];
+    plan.extend(after.as_array().cloned().unwrap_or_default());
+    let policy = sandbox.path("reviewed.toml");
+    std::fs::write(&policy, REVIEWED).expect("write policy");
+    let input = sandbox.input("case.json", &json!({"x": 2.0, "plan": plan}));
+    let (code, report) = sandbox.warden_json(&[
+        "run",
+        guests::SCRIPTED,
+        "--policy",
+        policy.to_str().expect("utf-8"),
+        "--bindings",
+        sandbox.bindings().to_str().expect("utf-8"),
+        "--input",
+        input.to_str().expect("utf-8"),
+        "--submitter",
+        "tester",
+    ]);
+    assert_eq!(code, 10, "the gate sends it to review: {report:#}");
+    report["run_id"].as_str().expect("run id").to_string()
+}
+
+/// The case file's action digest.
+fn action(sandbox: &Sandbox, run_id: &str) -> String {
+    let (code, case) = sandbox.warden_json(&["review", run_id]);
+    assert_eq!(code, 10, "{case:#}");
+    case["action"]
+        .as_str()
+        .expect("the action digest")
+        .to_string()
+}
+
+fn decide(
+    sandbox: &Sandbox,
+    run_id: &str,
+    outcome: &str,
+    reviewer: &str,
+    role: &str,
+    digest: &str,
+) -> (i32, Value) {
+    sandbox.warden_json(&[
+        "review",
+        run_id,
+        "--decide",
+        outcome,
+        "--reviewer",
+        reviewer,
+        "--role",
+        role,
+        "--note",
+        "checked the file",
+        "--action",
+        digest,
+    ])
+}
+
+/// The kinds of the run's records, in order.
+fn kinds(sandbox: &Sandbox, run_id: &str) -> Vec<String> {
+    let (_, shown) = sandbox.warden_json(&["show", run_id]);
+    shown["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+fn verifies_and_replays(sandbox: &Sandbox, run_id: &str) {
+    let (code, verified) = sandbox.warden_json(&["verify", run_id]);
+    assert_eq!(code, 0, "{verified:#}");
+    let (code, replayed) = sandbox.warden_json(&["replay", run_id]);
+    assert_eq!(
+        (code, replayed["verdict"].as_str()),
+        (0, Some("identical")),
+        "{replayed:#}"
+    );
+}
+
+#[test]
+fn the_case_file_shows_what_a_reviewer_needs() {
+    let sandbox = Sandbox::new();
+    let run_id = escalated(&sandbox);
+    let (_, case) = sandbox.warden_json(&["review", &run_id]);
+    assert_eq!(case["state"], "review");
+    assert_eq!(case["requested"], "approved");
+    assert_eq!(case["submitted_by"], "tester");
+    assert_eq!(case["inference"]["model"], "risk");
+    assert!(
+        case["explanation"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("P(safe)"),
+        "{case:#}"
+    );
+    let outcomes: Vec<&str> = case["options"]
+        .as_array()
+        .expect("options")
+        .iter()
+        .filter_map(|o| o["outcome"].as_str())
+        .collect();
+    assert_eq!(outcomes, ["approved", "done", "working"]);
+    let (_, queue) = sandbox.warden_json(&["runs", "--status", "awaiting_review"]);
+    assert_eq!(queue[0]["run_id"], run_id.as_str());
+    assert_eq!(queue[0]["gate"], "risk P(safe)");
+    assert!(queue[0]["probability"].as_f64().is_some_and(|p| p < 0.9));
+}
+
+/// A decision in an allowed role, on the action shown, continues the run from the gate:
+/// the agent reads the review and cites it; nothing before the gate runs again.
+#[test]
+fn a_decision_continues_the_run_and_the_agent_cites_it() {
+    let sandbox = Sandbox::new();
+    let run_id = escalated_then(
+        &sandbox,
+        json!([["read_review", {"finish": {"output": {"closed": true}}}]]),
+    );
+    let digest = action(&sandbox, &run_id);
+    let before = kinds(&sandbox, &run_id)
+        .iter()
+        .filter(|k| *k == "step_started")
+        .count();
+    let (code, report) = decide(&sandbox, &run_id, "done", "clerk.meyer", "clerk", &digest);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(
+        (report["status"].as_str(), report["state"].as_str()),
+        (Some("completed"), Some("done"))
+    );
+    let kinds = kinds(&sandbox, &run_id);
+    assert_eq!(kinds.iter().filter(|k| *k == "review").count(), 1);
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "step_started").count(),
+        before + 1,
+        "only the step after the review ran"
+    );
+    let (_, shown) = sandbox.warden_json(&["show", &run_id]);
+    let review = shown["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .find(|r| r["kind"] == "review")
+        .expect("review record");
+    assert_eq!(review["body"]["Review"]["reviewer"], "clerk.meyer");
+    assert_eq!(review["body"]["Review"]["role"], "clerk");
+    assert_eq!(review["body"]["Review"]["action"], digest.as_str());
+    let answer = shown["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .find(|r| {
+            r["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("response: review: done by clerk.meyer"))
+        })
+        .is_some();
+    assert!(answer, "the agent read the review: {shown:#}");
+    verifies_and_replays(&sandbox, &run_id);
+}
+
+/// Refused: an outcome the state does not offer, a role not allowed, the submitter, an
+/// action digest that is not the one shown. Each refusal is recorded; the run still waits.
+#[test]
+fn refused_decisions_are_recorded_and_the_run_still_waits() {
+    let sandbox = Sandbox::new();
+    let run_id = escalated(&sandbox);
+    let digest = action(&sandbox, &run_id);
+    let stale = "0".repeat(64);
+    for (outcome, reviewer, role, digest, says) in [
+        (
+            "start",
+            "a.approver",
+            "approver",
+            digest.as_str(),
+            "does not offer",
+        ),
+        (
+            "working",
+            "c.clerk",
+            "clerk",
+            digest.as_str(),
+            "role may not",
+        ),
+        (
+            "done",
+            "tester",
+            "clerk",
+            digest.as_str(),
+            "submitted the run",
+        ),
+        (
+            "done",
+            "c.clerk",
+            "clerk",
+            stale.as_str(),
+            "not the one awaiting review",
+        ),
+    ] {
+        let (code, result) = decide(&sandbox, &run_id, outcome, reviewer, role, digest);
+        assert_eq!(code, 2, "{result:#}");
+        assert_eq!(result["result"], "refused");
+        assert!(
+            result["explanation"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(says),
+            "{result:#}"
+        );
+    }
+    let kinds = kinds(&sandbox, &run_id);
+    assert_eq!(kinds.iter().filter(|k| *k == "review_refused").count(), 4);
+    let (_, case) = sandbox.warden_json(&["review", &run_id]);
+    assert_eq!(case["refused"].as_array().map(Vec::len), Some(4));
+    assert_eq!(
+        case["action"],
+        digest.as_str(),
+        "refusals do not change the action"
+    );
+    verifies_and_replays(&sandbox, &run_id);
+}
+
+/// Dual control: an approval needs two distinct approvers; the same one twice is refused.
+#[test]
+fn dual_control_needs_two_distinct_reviewers() {
+    let sandbox = Sandbox::new();
+    let run_id = escalated(&sandbox);
+    let digest = action(&sandbox, &run_id);
+    let (code, first) = decide(&sandbox, &run_id, "approved", "a.one", "approver", &digest);
+    assert_eq!(
+        (code, first["result"].as_str()),
+        (10, Some("pending")),
+        "{first:#}"
+    );
+    let (code, again) = decide(&sandbox, &run_id, "approved", "a.one", "approver", &digest);
+    assert_eq!(code, 2, "{again:#}");
+    assert!(
+        again["explanation"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("two distinct")
+    );
+    let (code, second) = decide(&sandbox, &run_id, "approved", "a.two", "approver", &digest);
+    assert_eq!(
+        code, 11,
+        "approved, the scripted agent tries to pay in a terminal state: {second:#}"
+    );
+    assert_eq!(second["state"], "approved");
+    verifies_and_replays(&sandbox, &run_id);
+}
+
+/// A timeout applies its declared outcome, never an approval, once the time has passed.
+#[test]
+fn expiry_applies_the_declared_outcome_after_its_time() {
+    let sandbox = Sandbox::new();
+    let run_id = escalated(&sandbox);
+    let soon =
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now() + Duration::from_secs(3600))
+            .to_string();
+    let (code, none) = sandbox.warden_json(&["review", "--expire", "--now", &soon]);
+    assert_eq!(
+        (code, none.as_array().map(Vec::len)),
+        (0, Some(0)),
+        "{none:#}"
+    );
+    let later = humantime::format_rfc3339_seconds(
+        std::time::SystemTime::now() + Duration::from_secs(25 * 3600),
+    )
+    .to_string();
+    let (code, expired) = sandbox.warden_json(&["review", "--expire", "--now", &later]);
+    assert_eq!(code, 0, "{expired:#}");
+    assert_eq!(expired[0]["state"], "done", "{expired:#}");
+    let (_, shown) = sandbox.warden_json(&["show", &run_id]);
+    let review = shown["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .find(|r| r["kind"] == "review")
+        .expect("review");
+    assert_eq!(review["body"]["Review"]["kind"], "Expiry");
+    assert_eq!(review["body"]["Review"]["reviewer"], "warden");
+    verifies_and_replays(&sandbox, &run_id);
+}
+
+/// A policy whose timeout would approve (a gated state) is refused at load.
+#[test]
+fn a_timeout_may_not_approve() {
+    let text = REVIEWED.replace(
+        "after = \"24h\"\noutcome = \"done\"",
+        "after = \"24h\"\noutcome = \"approved\"",
+    );
+    let error = warden::Policy::parse(&text, "reviewed.toml").expect_err("refused");
+    assert!(error.to_string().contains("must never approve"), "{error}");
+}
+
+/// Crash consistency: `warden review --decide` killed after the review step committed (as
+/// the payment after it lands) and resumed: one review, one payment, the run completes,
+/// verifies and replays identically. What a kill here could lose: the step after the
+/// review, which the resume re-runs with the same idempotency key.
+#[test]
+fn a_crash_right_after_a_review_resumes_without_a_second_review_or_payment() {
+    for trial in 0..4u64 {
+        let sandbox = Sandbox::new();
+        let run_id = escalated(&sandbox);
+        let digest = action(&sandbox, &run_id);
+        let site = Site::new(&sandbox);
+        let args: Vec<std::ffi::OsString> = [
+            "review",
+            &run_id,
+            "--decide",
+            "working",
+            "--reviewer",
+            "a.one",
+            "--role",
+            "approver",
+            "--note",
+            "pay",
+            "--action",
+            &digest,
+        ]
+        .iter()
+        .map(Into::into)
+        .collect();
+        let child = site
+            .command(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let moment = if trial % 2 == 0 {
+            Moment::Effects(1)
+        } else {
+            Moment::After(Duration::from_millis(30 + 40 * trial))
+        };
+        kill_at(child, Some(moment), &sandbox, Some(&run_id));
+        for _ in 0..8 {
+            let (_, shown) = sandbox.warden_json(&["show", &run_id]);
+            match shown["run"]["status"].as_str() {
+                Some("running") => {
+                    let output = sandbox.warden(&["resume", &run_id]);
+                    assert!(
+                        matches!(output.status.code(), Some(0 | 10 | 11)),
+                        "trial {trial}: resume: {}",
+                        String::from_utf8_lossy(&output.stderr)
+                    );
+                }
+                Some("awaiting_review") => {
+                    // Killed before the review committed: decide again (nothing was recorded).
+                    decide(&sandbox, &run_id, "working", "a.one", "approver", &digest);
+                }
+                _ => break,
+            }
+        }
+        let (_, shown) = sandbox.warden_json(&["show", &run_id]);
+        assert_eq!(
+            shown["run"]["status"], "completed",
+            "trial {trial}: {shown:#}"
+        );
+        let kinds = kinds(&sandbox, &run_id);
+        assert_eq!(
+            kinds.iter().filter(|k| *k == "review").count(),
+            1,
+            "trial {trial}: one review"
+        );
+        assert_eq!(ledger_lines(&sandbox), 1, "trial {trial}: one payment");
+        verifies_and_replays(&sandbox, &run_id);
+    }
+}
+
+/// A stricter policy that would have escalated an autonomous decision says so, rather than
+/// inventing a reviewer's answer.
+#[test]
+fn a_counterfactual_that_escalates_reports_that_it_would_need_review() {
+    let sandbox = Sandbox::new();
+    let journal = sandbox.journal();
+    let plan = json!([[{"model_from_input": {"name": "risk", "fields": ["x"]}}, {"transition_citing": {"to": "approved", "saved": 0}}], [{"finish": {"output": {}}}]]);
+    let report = sandbox.run_text(
+        &journal,
+        guests::SCRIPTED,
+        REVIEWED,
+        &json!({"x": -3.0, "plan": plan}),
+    );
+    assert_eq!(
+        report.outcome.state, "approved",
+        "P(safe) = 0.953: {report:#?}"
+    );
+    drop(journal);
+    let stricter = sandbox.path("stricter.toml");
+    std::fs::write(
+        &stricter,
+        REVIEWED.replace("min_confidence = 0.9", "min_confidence = 0.99"),
+    )
+    .expect("write");
+    let (code, replayed) = sandbox.warden_json(&[
+        "replay",
+        &report.run_id,
+        "--policy",
+        stricter.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(code, 12, "{replayed:#}");
+    assert_eq!(replayed["verdict"], "needs_review");
+    assert_eq!(replayed["replayed"]["status"], "awaiting_review");
+}
