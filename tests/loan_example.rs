@@ -303,7 +303,7 @@ fn a_stricter_policy_changes_exactly_the_borderline_approval() {
     )
     .expect("utf-8");
     assert!(
-        table.contains("10 unchanged, 1 different outcome"),
+        table.contains("10 unchanged, 1 would need review"),
         "{table}"
     );
 }
