@@ -12,12 +12,13 @@
 mod support;
 
 mod cli;
-mod compat;
+pub mod compat;
 mod crash;
 mod enforcement;
 mod gates;
 mod hostile;
 mod hostile_agents;
 mod loan_example;
+mod redteam;
 mod replay;
 mod review;

@@ -5,7 +5,7 @@ use std::io::Read;
 
 use crate::support::warden_json_on as warden;
 
-fn fixture(dir: &std::path::Path) -> std::path::PathBuf {
+pub fn fixture(dir: &std::path::Path) -> std::path::PathBuf {
     let gz =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/compat/journal-v1.redb.gz");
     let mut bytes = Vec::new();

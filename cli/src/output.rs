@@ -109,16 +109,49 @@ fn render_error(error: &anyhow::Error) -> String {
 }
 
 /// Text from a guest, a journal or a file, made safe for a terminal: control characters
-/// (ANSI escapes, carriage returns, new lines) are shown as `\u{..}` escapes, so that
-/// nothing printed can forge a line or move the cursor.
+/// (ANSI escapes, carriage returns, new lines), line and paragraph separators, and the
+/// invisible format characters that reorder or hide text (bidirectional overrides,
+/// zero-width characters) are shown as `\u{..}` escapes, so that nothing printed can forge
+/// a line, move the cursor or make one text read as another.
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
-        if c.is_control() && c != '\t' {
+        if (c.is_control() && c != '\t') || is_format(c) {
             out.extend(c.escape_unicode());
         } else {
             out.push(c);
         }
     }
     out
+}
+
+/// Unicode's separators and the format characters (category Cf) a terminal would act on
+/// or hide.
+fn is_format(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}'
+        | '\u{061C}'
+        | '\u{180E}'
+        | '\u{200B}'..='\u{200F}'
+        | '\u{2028}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}'
+        | '\u{FEFF}'
+        | '\u{FFF9}'..='\u{FFFB}'
+        | '\u{E0000}'..='\u{E007F}'
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape;
+
+    #[test]
+    fn escapes_controls_separators_and_invisible_reordering() {
+        assert_eq!(escape("a\u{1b}[2Jb"), "a\\u{1b}[2Jb");
+        assert_eq!(
+            escape("x\u{202e}y\u{2028}z\u{200b}"),
+            "x\\u{202e}y\\u{2028}z\\u{200b}"
+        );
+        assert_eq!(escape("tab\tand é"), "tab\tand é");
+    }
 }

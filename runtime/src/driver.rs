@@ -210,7 +210,17 @@ pub(crate) fn drive(
         let ended = end.status() != Status::Running;
         let due = clean_end || (!ended && step.is_multiple_of(budgets.checkpoint_every.max(1)));
         if due && let Some(over) = capture(exec, &mut commit)? {
-            end = StepEnd::Failed(over);
+            // A run that entered a review state stays in the review queue (edition 2): the
+            // budget's failure is recorded beside it, and a review resumes from the last
+            // checkpoint that fit.
+            let host = exec.host_mut();
+            end = if matches!(end, StepEnd::AwaitingReview) && host.edition >= Edition::V2 {
+                host.after_escalation.get_or_insert(over);
+                host.stopped_mid_step = true;
+                StepEnd::AwaitingReview
+            } else {
+                StepEnd::Failed(over)
+            };
         }
         let ended = end.status() != Status::Running;
         if ended && !matches!(end, StepEnd::Diverged(_)) {

@@ -58,7 +58,7 @@ impl Effects {
                 Request::Tool { name, .. } if bindings.is_effect(name) => {
                     let recorded = parent
                         .answer(call, request_bytes)
-                        .and_then(|(bytes, _)| postcard::from_bytes::<Response>(bytes).ok());
+                        .and_then(|(bytes, _)| postcard::from_bytes::<Response>(&bytes).ok());
                     let response = recorded.unwrap_or_else(|| {
                         Response::Tool(Err(CallError {
                             kind: CallErrorKind::Unavailable,
@@ -76,14 +76,18 @@ impl Effects {
             },
             Effects::Recorded(recording) => {
                 let unanswerable = || Divergence::unanswerable(call, request);
+                let by_request = recording.by_request();
                 let (bytes, model) = recording
                     .answer(call, request_bytes)
                     .ok_or_else(unanswerable)?;
-                let response = postcard::from_bytes(bytes).map_err(|_| unanswerable())?;
-                Ok(Answer {
-                    response,
-                    model: model.cloned(),
-                })
+                let mut response: Response =
+                    postcard::from_bytes(&bytes).map_err(|_| unanswerable())?;
+                // A counterfactual's calls have their own numbers: the inference it gets
+                // is this call's, never the recorded call's id.
+                if let (true, Response::Model(Ok(inference))) = (by_request, &mut response) {
+                    inference.id = inference_id(call);
+                }
+                Ok(Answer { response, model })
             }
         }
     }

@@ -135,6 +135,32 @@ pub enum Error {
         /// The review state.
         state: String,
     },
+    /// A fork that changes the parent's input, policy or bindings may not start after a
+    /// decision made on the parent's.
+    #[error(
+        "run {parent}'s checkpoint {step} comes after a decision made on its own input, policy and bindings (record {record}: {decision}); fork a changed case from a checkpoint before that decision"
+    )]
+    ForkPastDecision {
+        /// The parent run.
+        parent: String,
+        /// The checkpoint asked for.
+        step: u32,
+        /// The record of the decision.
+        record: u64,
+        /// The decision in words.
+        decision: String,
+    },
+    /// The parent's policy does not validate under the current rules.
+    #[error(
+        "run {parent}'s policy was recorded under older rules and does not validate under the current ones; give the fork a current policy"
+    )]
+    ForkPolicy {
+        /// The parent run.
+        parent: String,
+        /// Why it does not validate.
+        #[source]
+        source: PolicyError,
+    },
     /// The fork's checkpoint is in a state the fork's policy does not declare.
     #[error(
         "checkpoint {step} of run {parent} is in state `{state}`, which the fork's policy does not declare"
@@ -180,6 +206,8 @@ impl Error {
             | Error::WrongStatus { .. }
             | Error::BindingsChanged { .. }
             | Error::NoReviewRules { .. }
+            | Error::ForkPastDecision { .. }
+            | Error::ForkPolicy { .. }
             | Error::ForkState { .. } => ErrorKind::Usage,
         }
     }

@@ -9,8 +9,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::bindings::Bindings;
+use crate::decision::Rule;
 use crate::error::Error;
-use crate::journal::{Journal, Parent};
+use crate::journal::{Journal, Parent, Record, RecordBody};
 use crate::policy::Policy;
 use crate::resolve::NewRun;
 use crate::run::{self, ForkPoint, RunReport};
@@ -89,9 +90,36 @@ pub fn fork(journal: &Journal, request: ForkRequest<'_>) -> Result<RunReport, Er
                 run_id: parent.to_string(),
                 step: request.step,
             })?;
-    let (policy, policy_text) = request
-        .policy
-        .unwrap_or((stored.policy, stored.policy_text));
+    // A fork is a new run under today's rules: a policy recorded by an older edition
+    // must still validate, or the fork must be given one that does.
+    let (policy, policy_text) = match request.policy {
+        Some(given) => given,
+        None => match Policy::parse(&stored.policy_text, "the parent's policy") {
+            Ok(policy) => (Arc::new(policy), stored.policy_text.clone()),
+            Err(source) => {
+                return Err(Error::ForkPolicy {
+                    parent: parent.to_string(),
+                    source,
+                });
+            }
+        },
+    };
+    // The decisions before the checkpoint (a gate passed, a person's review) were made on
+    // the parent's input, policy and bindings; a fork that changes any of them may not
+    // start after one, or it would inherit an approval made for another case.
+    let recorded: serde_json::Value =
+        serde_json::from_str(&stored.input).map_err(|e| Error::input(&e))?;
+    let changed = input != recorded
+        || policy.hash() != stored.start.policy
+        || bindings.hash() != stored.meta.bindings;
+    if changed && let Some((index, what)) = decision_before(&stored.records, request.step) {
+        return Err(Error::ForkPastDecision {
+            parent: parent.to_string(),
+            step: request.step,
+            record: index,
+            decision: what,
+        });
+    }
     if policy.state(&checkpoint.state).is_none() {
         return Err(Error::ForkState {
             parent: parent.to_string(),
@@ -117,6 +145,32 @@ pub fn fork(journal: &Journal, request: ForkRequest<'_>) -> Result<RunReport, Er
         live_effects: request.live_effects,
     };
     run::begin(journal, &new, Some(point))
+}
+
+/// The last decision a fork with other facts may not inherit, among the records up to
+/// checkpoint `step`: a passed confidence gate, or a review.
+fn decision_before(records: &[Record], step: u32) -> Option<(u64, String)> {
+    crate::recording::until_checkpoint(records, step)
+        .iter()
+        .rev()
+        .find_map(|r| match &r.body {
+            RecordBody::HostCall { decision, .. }
+                if matches!(
+                    decision.rule,
+                    Rule::GateLabelMet { .. } | Rule::GateMet { .. }
+                ) =>
+            {
+                Some((r.index, decision.rule.to_string()))
+            }
+            RecordBody::Review(review) => Some((
+                r.index,
+                format!(
+                    "a review sent it to `{}` ({})",
+                    review.outcome, review.reviewer
+                ),
+            )),
+            _ => None,
+        })
 }
 
 fn json_type(value: &serde_json::Value) -> &'static str {

@@ -53,6 +53,7 @@ mod resolve;
 mod resume;
 mod review;
 mod run;
+pub mod seal;
 mod step;
 mod stored_run;
 mod timeline;
@@ -76,8 +77,8 @@ pub use engine::ENGINE_VERSION;
 pub use error::{Error, ErrorKind};
 pub use fork::{ForkRequest, fork};
 pub use journal::{
-    Journal, JournalError, Parent, Record, RecordBody, RunMeta, RunStart, Verification,
-    describe_request_bytes, describe_response_bytes,
+    Journal, JournalError, LogEntry, Parent, RUN_HEAD_DOMAIN, Record, RecordBody, RunMeta,
+    RunStart, Verification, describe_request_bytes, describe_response_bytes,
 };
 pub use manifest::{Manifest, ManifestError};
 pub use outcome::{FailureReason, GuestFault, HostFault, Limit, Outcome, Status, TrapCode};

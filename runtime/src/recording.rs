@@ -146,14 +146,16 @@ pub(crate) enum Answering {
 }
 
 /// A recorded answer: the response bytes, and for a model, what the host recorded of it.
-type Recorded = (Vec<u8>, Option<ModelOutput>);
+pub(crate) type Recorded = (Vec<u8>, Option<ModelOutput>);
 
 /// The tool and model responses of a recorded run.
 #[derive(Debug)]
 pub(crate) struct Recording {
     answering: Answering,
     by_call: HashMap<u64, Recorded>,
-    by_request: HashMap<Vec<u8>, Recorded>,
+    /// Every recorded answer to each request, in call order: handed out in that order, so
+    /// identical requests get the answers they got, one each.
+    by_request: HashMap<Vec<u8>, VecDeque<Recorded>>,
 }
 
 impl Recording {
@@ -186,22 +188,35 @@ impl Recording {
                 _ => {}
             }
         }
-        for (call, answer) in &recording.by_call {
-            if let Some(request) = requests.remove(call) {
-                recording.by_request.insert(request, answer.clone());
+        let mut calls: Vec<&u64> = recording.by_call.keys().collect();
+        calls.sort();
+        for call in calls {
+            if let (Some(request), Some(answer)) =
+                (requests.remove(call), recording.by_call.get(call))
+            {
+                recording
+                    .by_request
+                    .entry(request)
+                    .or_default()
+                    .push_back(answer.clone());
             }
         }
         recording
     }
 
     /// The recorded response bytes (and model output) for call number `call`, which sent
-    /// `request`.
-    pub fn answer(&self, call: u64, request: &[u8]) -> Option<(&[u8], Option<&ModelOutput>)> {
+    /// `request`. Answering by request, each recorded answer is given once, in the order
+    /// it was recorded; a request asked more often than recorded has no answer.
+    pub fn answer(&mut self, call: u64, request: &[u8]) -> Option<Recorded> {
         match self.answering {
-            Answering::ByCall => self.by_call.get(&call),
-            Answering::ByRequest => self.by_request.get(request),
+            Answering::ByCall => self.by_call.get(&call).cloned(),
+            Answering::ByRequest => self.by_request.get_mut(request)?.pop_front(),
         }
-        .map(|(bytes, model)| (bytes.as_slice(), model.as_ref()))
+    }
+
+    /// Whether answers are found by request (a counterfactual) rather than by call.
+    pub fn by_request(&self) -> bool {
+        self.answering == Answering::ByRequest
     }
 }
 

@@ -206,6 +206,8 @@ pub(crate) fn begin(
         let host = exec.host_mut();
         host.fuel = 0;
         host.journal.bytes = 0;
+        // Inferences are never inherited: the fork's gates rest on its own.
+        host.inferences.clear();
         // What the fork inherits is written in its own journal, so that it replays and
         // resumes from its own records.
         if let Some(evidence) = &host.evidence {

@@ -21,6 +21,10 @@ pub struct Args {
     /// still have the digest the parent recorded).
     #[arg(long)]
     bindings: Option<PathBuf>,
+    /// Run the fork under another policy (default: the parent's, which must validate
+    /// under the current rules).
+    #[arg(long)]
+    policy: Option<PathBuf>,
     /// Let the fork's effectful tools (ledgers, payments) act on the world. Off by
     /// default: a fork is a what-if, so an effect answers from the parent's recording
     /// where the request is identical and is otherwise not performed.
@@ -52,7 +56,14 @@ pub fn run(db: &Path, args: &Args) -> anyhow::Result<u8> {
             .submitter
             .clone()
             .or_else(|| std::env::var("USER").ok()),
-        policy: None,
+        policy: match &args.policy {
+            Some(path) => {
+                let (policy, text) =
+                    warden::Policy::from_file_with_text(path).map_err(warden::Error::from)?;
+                Some((std::sync::Arc::new(policy), text))
+            }
+            None => None,
+        },
         live_effects: args.live_effects,
     };
     let report = warden::fork(&output::open(db)?, request)?;

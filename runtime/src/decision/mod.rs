@@ -210,8 +210,28 @@ fn transition(
     let Some(gate) = policy.gate(to) else {
         return decide(Allow, Rule::TransitionAllowed { from, to: to_owned });
     };
-    if let (Some(label), Some(grounds)) = (&gate.label, run.evidence) {
-        return grounded::gate(gate, label, grounds, run.state, to, evidence);
+    match (&gate.label, run.evidence) {
+        (Some(label), Some(grounds)) => {
+            return grounded::gate(gate, label, grounds, run.state, to, evidence);
+        }
+        // Under edition 2 a gate without a label can never be met (its policy was
+        // recorded by edition 1): the run goes to review.
+        (None, Some(_)) => {
+            return decide(
+                Escalate,
+                Rule::GateLabelNotMet {
+                    to: to_owned,
+                    model: gate.model.clone(),
+                    inference: None,
+                    label: String::new(),
+                    probability: None,
+                    threshold: gate.min_confidence,
+                    otherwise: gate.otherwise.clone(),
+                    shortfall: GateShortfall::LabelUnknown,
+                },
+            );
+        }
+        _ => {}
     }
     let inference = match evidence {
         Some(id) => match run.inferences.iter().find(|i| i.id == id) {

@@ -17,6 +17,7 @@ use crate::journal::RecordBody;
 use crate::outcome::{FailureReason, GuestFault, HostFault, Limit};
 use crate::recording::Divergence;
 
+mod json;
 mod state;
 
 pub(crate) use state::HostState;
@@ -127,6 +128,17 @@ fn call(caller: &mut Caller<'_, HostState>, ptr: u32, len: u32) -> Result<i64, H
             .fail(|step| FailureReason::Fault { step, fault })
     })?;
 
+    if caller.data().edition >= crate::edition::Edition::V2
+        && let Some(error) = ambiguous_json(&request)
+    {
+        return Err(caller.data().fail(|step| FailureReason::Fault {
+            step,
+            fault: GuestFault::MalformedRequest {
+                len: bytes.len() as u32,
+                error,
+            },
+        }));
+    }
     let state = caller.data_mut();
     let call = u64::from(state.host_calls);
     state.host_calls += 1;
@@ -220,6 +232,17 @@ fn call(caller: &mut Caller<'_, HostState>, ptr: u32, len: u32) -> Result<i64, H
     }
     state.pending = Some(response);
     Ok(len as i64)
+}
+
+/// Why the JSON payload of a request is ambiguous (a key twice in one object), if it is.
+fn ambiguous_json(request: &Request) -> Option<String> {
+    let (what, text) = match request {
+        Request::Tool { args, .. } => ("tool arguments", args),
+        Request::Model { features, .. } => ("model features", features),
+        Request::Finish { output } => ("finish output", output),
+        _ => return None,
+    };
+    json::duplicate_key(text).map(|key| format!("{what}: key `{key}` appears twice in one object"))
 }
 
 /// Decodes a request, refusing trailing bytes and non-canonical encodings, so that one

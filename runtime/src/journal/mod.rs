@@ -18,11 +18,13 @@ use crate::checkpoint::Checkpoint;
 use crate::digest::Digest;
 
 mod describe;
+mod log;
 mod record;
 mod verify;
 
 pub use crate::edition::Edition;
 pub use describe::{describe_request, describe_request_bytes, describe_response_bytes};
+pub use log::{LogEntry, RUN_HEAD_DOMAIN};
 pub use record::{InheritedEvidence, Parent, Record, RecordBody, RunMeta, RunStart};
 use record::{StoredMeta, StoredMetaRef};
 pub use verify::Verification;
@@ -77,6 +79,14 @@ pub enum JournalError {
         /// Which value.
         what: String,
         /// postcard's message.
+        message: String,
+    },
+    /// The transparency log could not be read or extended.
+    #[error("journal {path}: transparency log: {message}")]
+    Log {
+        /// The database file.
+        path: PathBuf,
+        /// What went wrong.
         message: String,
     },
     /// There is no journal file to read.
@@ -207,6 +217,9 @@ impl std::fmt::Debug for Handle {
 pub struct Journal {
     db: Handle,
     path: PathBuf,
+    /// The deployment's key: when set, every commit signs the run's head and the log's
+    /// tree head.
+    signer: Option<crate::seal::signing::SigningKey>,
 }
 
 impl Journal {
@@ -245,6 +258,7 @@ impl Journal {
         let journal = Journal {
             db: Handle::ReadOnly(db),
             path: path.to_path_buf(),
+            signer: None,
         };
         let tx = journal.read()?;
         let found = match tx.open_table(META) {
@@ -270,12 +284,13 @@ impl Journal {
         let journal = Journal {
             db: Handle::ReadWrite(db),
             path: path.to_path_buf(),
+            signer: None,
         };
         journal.init()?;
         Ok(journal)
     }
 
-    fn read(&self) -> Result<redb::ReadTransaction, JournalError> {
+    pub(super) fn read(&self) -> Result<redb::ReadTransaction, JournalError> {
         match &self.db {
             Handle::ReadWrite(db) => db.begin_read(),
             Handle::ReadOnly(db) => db.begin_read(),
@@ -314,14 +329,14 @@ impl Journal {
         &self.path
     }
 
-    fn err(&self, e: impl Into<redb::Error>) -> JournalError {
+    pub(super) fn err(&self, e: impl Into<redb::Error>) -> JournalError {
         JournalError::Database {
             path: self.path.clone(),
             source: e.into(),
         }
     }
 
-    fn corrupt(&self, what: impl Into<String>, e: postcard::Error) -> JournalError {
+    pub(super) fn corrupt(&self, what: impl Into<String>, e: postcard::Error) -> JournalError {
         JournalError::Corrupt {
             path: self.path.clone(),
             what: what.into(),
@@ -462,6 +477,7 @@ impl Journal {
                 .map_err(|e| self.err(e))?;
             meta
         };
+        self.append_log(&tx, run_id, meta.records, meta.head, at_ms)?;
         tx.commit().map_err(|e| self.err(e))?;
         Ok(meta)
     }

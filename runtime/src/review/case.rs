@@ -113,15 +113,12 @@ pub fn case_file(journal: &Journal, run_id: &str) -> Result<CaseFile, Error> {
     let entered_ms = records[case.outcome.0 as usize].at_ms;
     let (request, decision) = escalation(records, case.outcome.0, &case.state);
     let requested = decision.as_ref().and_then(gated_target);
-    let inference = decision
-        .as_ref()
-        .and_then(cited_inference)
-        .and_then(|id| {
-            records.iter().find_map(|r| match &r.body {
-                RecordBody::Inference(i) if i.id.0 == id => Some((**i).clone()),
-                _ => None,
-            })
-        });
+    let inference = decision.as_ref().and_then(cited_inference).and_then(|id| {
+        records.iter().find_map(|r| match &r.body {
+            RecordBody::Inference(i) if i.id.0 == id => Some((**i).clone()),
+            _ => None,
+        })
+    });
     let rested_on: Vec<u64> = inference
         .as_ref()
         .and_then(|i| i.features.as_ref())

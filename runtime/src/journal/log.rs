@@ -1,0 +1,333 @@
+//! The transparency log: every commit of every run appends the run's new head (its record
+//! count and last digest, signed with the deployment's key when one is configured) as a
+//! leaf of one append-only Merkle tree per journal, with the structure and hashing of
+//! RFC 9162 (Certificate Transparency). After each commit the journal signs the tree's
+//! head (size, root, time).
+//!
+//! Upholds invariant 5 against a person who can write the file: a run cut back to an
+//! earlier head, re-sealed with recomputed digests, or deleted, no longer matches the
+//! signed head the log holds for it; and the log itself cannot lose or change an entry
+//! without its root changing, which an auditor holding an earlier signed tree head
+//! detects with a consistency proof (`warden log prove`).
+
+use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use super::{Journal, JournalError, encode};
+use crate::digest::Digest;
+use crate::seal::merkle::{self, Hash, LeafStore};
+use crate::seal::signing::{KeyId, PublicKey, Signature, SignedTreeHead, SigningKey, TreeHead};
+
+/// Leaf index -> the postcard bytes of a [`LogEntry`].
+pub(super) const LOG_LEAVES: TableDefinition<u64, &[u8]> = TableDefinition::new("log_leaves");
+/// (level >= 1, index) -> hash of a complete subtree, so roots and proofs cost O(log n).
+pub(super) const LOG_NODES: TableDefinition<(u32, u64), [u8; 32]> =
+    TableDefinition::new("log_nodes");
+/// Run id -> index of its latest leaf.
+pub(super) const RUN_LEAF: TableDefinition<&str, u64> = TableDefinition::new("run_leaf");
+/// `latest` -> the postcard bytes of the latest [`SignedTreeHead`].
+pub(super) const LOG_HEAD: TableDefinition<&str, &[u8]> = TableDefinition::new("log_head");
+
+/// The domain a run head is signed under.
+pub const RUN_HEAD_DOMAIN: &str = "warden-run-head-v1";
+
+/// A run's head as one commit left it: a leaf of the transparency log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogEntry {
+    /// The run.
+    pub run_id: String,
+    /// Its number of records after the commit.
+    pub records: u64,
+    /// The digest of its last record after the commit.
+    pub head: Digest,
+    /// When the commit was made, ms since the Unix epoch.
+    pub at_ms: u64,
+    /// The deployment key's signature over (run id, records, head), if a key was
+    /// configured.
+    pub signature: Option<(KeyId, Signature)>,
+}
+
+impl LogEntry {
+    /// What is signed: postcard of (run id, records, head), under [`RUN_HEAD_DOMAIN`].
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        encode(&(&self.run_id, self.records, &self.head))
+    }
+
+    /// Whether `key` signed this head.
+    pub fn signed_by(&self, key: &PublicKey) -> bool {
+        self.signature.as_ref().is_some_and(|(id, signature)| {
+            *id == key.key_id() && key.verify(RUN_HEAD_DOMAIN, &self.signed_bytes(), signature)
+        })
+    }
+
+    /// The leaf hash of these bytes (RFC 9162: SHA-256 of 0x00 and the leaf).
+    pub fn leaf_hash(bytes: &[u8]) -> Hash {
+        merkle::leaf_hash(bytes)
+    }
+}
+
+/// Why a log leaf could not be read.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LogStoreError {
+    /// redb failed.
+    #[error(transparent)]
+    Storage(#[from] redb::StorageError),
+    /// A leaf the tree needs is missing.
+    #[error("transparency log leaf {0} is missing")]
+    Missing(u64),
+}
+
+/// The log's leaves and subtree hashes as one redb transaction sees them.
+pub(crate) struct TableStore<'t, L, N> {
+    leaves: &'t L,
+    nodes: &'t N,
+    len: u64,
+}
+
+impl<L, N> LeafStore for TableStore<'_, L, N>
+where
+    L: ReadableTable<u64, &'static [u8]>,
+    N: ReadableTable<(u32, u64), [u8; 32]>,
+{
+    type Error = LogStoreError;
+
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn leaf_hash(&self, index: u64) -> Result<Hash, LogStoreError> {
+        match self.leaves.get(index)? {
+            Some(bytes) => Ok(merkle::leaf_hash(bytes.value())),
+            None => Err(LogStoreError::Missing(index)),
+        }
+    }
+
+    fn subtree_hash(&self, level: u32, index: u64) -> Result<Option<Hash>, LogStoreError> {
+        Ok(self.nodes.get((level, index))?.map(|v| v.value()))
+    }
+}
+
+impl Journal {
+    /// Signs every commit's run head and the log's tree head with `key` from now on.
+    pub fn set_signer(&mut self, key: SigningKey) {
+        self.signer = Some(key);
+    }
+
+    /// Appends the run's new head to the log inside the commit's transaction, and signs
+    /// the new tree head if a key is configured.
+    pub(super) fn append_log(
+        &self,
+        tx: &redb::WriteTransaction,
+        run_id: &str,
+        records: u64,
+        head: Digest,
+        at_ms: u64,
+    ) -> Result<(), JournalError> {
+        let mut entry = LogEntry {
+            run_id: run_id.to_string(),
+            records,
+            head,
+            at_ms,
+            signature: None,
+        };
+        if let Some(key) = &self.signer
+            && let Ok(signature) = key.sign(RUN_HEAD_DOMAIN, &entry.signed_bytes())
+        {
+            entry.signature = Some((key.key_id(), signature));
+        }
+        let bytes = encode(&entry);
+        let mut leaves = tx.open_table(LOG_LEAVES).map_err(|e| self.err(e))?;
+        let mut nodes = tx.open_table(LOG_NODES).map_err(|e| self.err(e))?;
+        let index = leaves.len().map_err(|e| self.err(e))?;
+        let new = {
+            let store = TableStore {
+                leaves: &leaves,
+                nodes: &nodes,
+                len: index,
+            };
+            merkle::new_subtrees(&store, index, merkle::leaf_hash(&bytes))
+                .map_err(|e| self.log_error(e))?
+        };
+        leaves
+            .insert(index, bytes.as_slice())
+            .map_err(|e| self.err(e))?;
+        for node in new {
+            nodes
+                .insert((node.level, node.index), node.hash)
+                .map_err(|e| self.err(e))?;
+        }
+        tx.open_table(RUN_LEAF)
+            .map_err(|e| self.err(e))?
+            .insert(run_id, index)
+            .map_err(|e| self.err(e))?;
+        if let Some(key) = &self.signer {
+            let store = TableStore {
+                leaves: &leaves,
+                nodes: &nodes,
+                len: index + 1,
+            };
+            let root = merkle::root(&store, index + 1).map_err(|e| self.log_error(e))?;
+            let sth = key.sign_tree_head(TreeHead {
+                size: index + 1,
+                root,
+                time_ms: at_ms,
+            });
+            tx.open_table(LOG_HEAD)
+                .map_err(|e| self.err(e))?
+                .insert("latest", encode(&sth).as_slice())
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
+    fn log_error(&self, e: merkle::MerkleError<LogStoreError>) -> JournalError {
+        JournalError::Log {
+            path: self.path.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    /// Runs `f` over the log as one read transaction sees it.
+    fn with_log<T>(
+        &self,
+        f: impl FnOnce(&dyn LeafStore<Error = LogStoreError>) -> Result<T, JournalError>,
+    ) -> Result<T, JournalError> {
+        let tx = self.read()?;
+        let leaves = match tx.open_table(LOG_LEAVES) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return f(&EmptyLog),
+            Err(e) => return Err(self.err(e)),
+        };
+        let nodes = tx.open_table(LOG_NODES).map_err(|e| self.err(e))?;
+        let len = leaves.len().map_err(|e| self.err(e))?;
+        f(&TableStore {
+            leaves: &leaves,
+            nodes: &nodes,
+            len,
+        })
+    }
+
+    /// The number of entries in the log.
+    ///
+    /// # Errors
+    /// redb errors.
+    pub fn log_size(&self) -> Result<u64, JournalError> {
+        self.with_log(|store| Ok(store.len()))
+    }
+
+    /// The log's root over its first `size` entries.
+    ///
+    /// # Errors
+    /// A size larger than the log; redb errors.
+    pub fn log_root(&self, size: u64) -> Result<Hash, JournalError> {
+        self.with_log(|store| merkle::root(store, size).map_err(|e| self.log_error(e)))
+    }
+
+    /// The inclusion proof of entry `index` in the log's first `size` entries.
+    ///
+    /// # Errors
+    /// An index or size out of range; redb errors.
+    pub fn log_inclusion(&self, index: u64, size: u64) -> Result<Vec<Hash>, JournalError> {
+        self.with_log(|store| {
+            merkle::inclusion_proof(store, index, size).map_err(|e| self.log_error(e))
+        })
+    }
+
+    /// The proof that the log's first `new` entries extend its first `old` ones.
+    ///
+    /// # Errors
+    /// Sizes out of range; redb errors.
+    pub fn log_consistency(&self, old: u64, new: u64) -> Result<Vec<Hash>, JournalError> {
+        self.with_log(|store| {
+            merkle::consistency_proof(store, old, new).map_err(|e| self.log_error(e))
+        })
+    }
+
+    /// Every entry of the log, in order, with the bytes that were hashed.
+    ///
+    /// # Errors
+    /// redb or decoding errors.
+    pub fn log_entries(&self) -> Result<Vec<(LogEntry, Vec<u8>)>, JournalError> {
+        let tx = self.read()?;
+        let leaves = match tx.open_table(LOG_LEAVES) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(self.err(e)),
+        };
+        let mut out = Vec::new();
+        for item in leaves.iter().map_err(|e| self.err(e))? {
+            let (index, bytes) = item.map_err(|e| self.err(e))?;
+            let bytes = bytes.value().to_vec();
+            let entry = postcard::from_bytes(&bytes)
+                .map_err(|e| self.corrupt(format!("log entry {}", index.value()), e))?;
+            out.push((entry, bytes));
+        }
+        Ok(out)
+    }
+
+    /// The latest log entry of a run and its index, if the run is in the log.
+    ///
+    /// # Errors
+    /// redb or decoding errors.
+    pub fn log_entry_of(
+        &self,
+        run_id: &str,
+    ) -> Result<Option<(u64, LogEntry, Vec<u8>)>, JournalError> {
+        let tx = self.read()?;
+        let (run_leaf, leaves) = match (tx.open_table(RUN_LEAF), tx.open_table(LOG_LEAVES)) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(redb::TableError::TableDoesNotExist(_)), _)
+            | (_, Err(redb::TableError::TableDoesNotExist(_))) => return Ok(None),
+            (Err(e), _) | (_, Err(e)) => return Err(self.err(e)),
+        };
+        let Some(index) = run_leaf
+            .get(run_id)
+            .map_err(|e| self.err(e))?
+            .map(|v| v.value())
+        else {
+            return Ok(None);
+        };
+        let Some(bytes) = leaves.get(index).map_err(|e| self.err(e))? else {
+            return Ok(None);
+        };
+        let bytes = bytes.value().to_vec();
+        let entry = postcard::from_bytes(&bytes)
+            .map_err(|e| self.corrupt(format!("log entry {index}"), e))?;
+        Ok(Some((index, entry, bytes)))
+    }
+
+    /// The latest signed tree head, if a key ever signed one.
+    ///
+    /// # Errors
+    /// redb or decoding errors.
+    pub fn log_head(&self) -> Result<Option<SignedTreeHead>, JournalError> {
+        let tx = self.read()?;
+        let table = match tx.open_table(LOG_HEAD) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(self.err(e)),
+        };
+        match table.get("latest").map_err(|e| self.err(e))? {
+            Some(bytes) => Ok(Some(
+                postcard::from_bytes(bytes.value())
+                    .map_err(|e| self.corrupt("the signed tree head", e))?,
+            )),
+            None => Ok(None),
+        }
+    }
+}
+
+/// The log of a journal that has none yet.
+struct EmptyLog;
+
+impl LeafStore for EmptyLog {
+    type Error = LogStoreError;
+
+    fn len(&self) -> u64 {
+        0
+    }
+
+    fn leaf_hash(&self, index: u64) -> Result<Hash, LogStoreError> {
+        Err(LogStoreError::Missing(index))
+    }
+}
