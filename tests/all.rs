@@ -11,6 +11,7 @@
 
 mod support;
 
+mod bindings_paths;
 mod cli;
 pub mod compat;
 mod crash;

@@ -325,7 +325,17 @@ fn an_example_directory_manifest_names_agent_policy_bindings_and_input() {
         ),
     )
     .expect("manifest");
-    let (code, report) = sandbox.warden_json(&["run", dir.to_str().expect("utf-8")]);
+    // Its bindings and input are outside the example directory: only the operator may
+    // allow that (docs/bindings.md); its agent and policy may be anywhere.
+    let refused = sandbox.warden(&["run", dir.to_str().expect("utf-8")]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("warden.toml:3:12: bindings"), "{stderr}");
+    let (code, report) = sandbox.warden_json(&[
+        "run",
+        dir.to_str().expect("utf-8"),
+        "--allow-paths-outside-bindings-dir",
+    ]);
     assert_eq!(code, 0, "{report:#}");
     assert_eq!(report["state"], "approved");
 }

@@ -11,6 +11,13 @@
 //! fixture and scorecard file. Ledger files are left out: they are the record of effects
 //! already applied, not configuration.
 //!
+//! Where files may be: every file an entry names is opened inside the bindings file's
+//! own directory (see [`crate::confine`]); a path that leaves it (absolute, `..`, a
+//! symlink leading out) is [`BindingsError::PathOutside`], unless the operator loads with
+//! [`LoadOptions::allow_outside`]. Never a field of the file: a bindings file may come
+//! from someone else, and a ledger is a file Warden creates and appends to with content
+//! the agent chooses. `docs/bindings.md` states the rule for people.
+//!
 //! ```toml
 //! [tools.credit_bureau]
 //! provider = "fixture"                  # a JSON object file: key value -> result object
@@ -19,28 +26,32 @@
 //!
 //! [tools.disbursement]
 //! provider = "ledger"                   # an effect, applied once per idempotency key
-//! file = "ledger.jsonl"                 # created if missing
+//! file = "ledger.jsonl"                 # created if missing (see LedgerMode)
 //!
 //! [models.pd_scorecard]
 //! provider = "scorecard"                # a logistic-regression scorecard
 //! file = "models/pd_scorecard.toml"
 //! ```
 
+mod error;
 mod fixture;
 mod ledger;
+mod load;
 mod scorecard;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 use warden_guest::{CallError, CallErrorKind};
 
+use crate::confine::Confinement;
+pub use error::{BindingsError, EntryOutside};
 use fixture::Fixture;
 use ledger::Ledger;
+use load::Loader;
 use scorecard::Scorecard;
 
 /// Domain tag of [`Bindings::hash`]; change it if the hashed layout ever changes.
@@ -117,121 +128,6 @@ pub struct ModelCard {
     pub card: crate::digest::Digest,
 }
 
-/// Why bindings could not be loaded, or do not cover a policy. Every variant names the
-/// file, the place in it, and what is wrong.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum BindingsError {
-    /// A file could not be read.
-    #[error("cannot read {}: {source}", path.display())]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: io::Error,
-    },
-    /// A TOML or JSON file does not parse, or does not have the expected shape.
-    #[error("{}:{line}:{column}: {message}", path.display())]
-    Syntax {
-        /// The file.
-        path: PathBuf,
-        /// 1-based line of the problem.
-        line: usize,
-        /// 1-based column (in characters) of the problem.
-        column: usize,
-        /// What the parser said.
-        message: String,
-    },
-    /// An entry of the bindings file is well-formed TOML but makes no sense.
-    #[error("{}:{line}:{column}: {section}.{name}.{field}: {problem}", path.display())]
-    Entry {
-        /// The bindings file.
-        path: PathBuf,
-        /// 1-based line of the offending value.
-        line: usize,
-        /// 1-based column of the offending value.
-        column: usize,
-        /// `tools` or `models`.
-        section: &'static str,
-        /// The tool or model name.
-        name: String,
-        /// The offending field.
-        field: &'static str,
-        /// What is wrong with it.
-        problem: String,
-    },
-    /// A fixture file parses but a record is not usable.
-    #[error("{}: record {record:?}: {problem}", path.display())]
-    Fixture {
-        /// The fixture file.
-        path: PathBuf,
-        /// The key of the offending record.
-        record: String,
-        /// What is wrong with it.
-        problem: String,
-    },
-    /// A scorecard file parses but is not a usable scorecard.
-    #[error("{}: {field}: {problem}", path.display())]
-    Scorecard {
-        /// The scorecard file.
-        path: PathBuf,
-        /// The offending field, e.g. `features[2].weight`.
-        field: String,
-        /// What is wrong with it.
-        problem: String,
-    },
-    /// A ledger file holds a line that is not a ledger record (other than a torn last line,
-    /// which is the trace of a crash and is ignored).
-    #[error("{}:{line}: {problem}", path.display())]
-    Ledger {
-        /// The ledger file.
-        path: PathBuf,
-        /// 1-based line number.
-        line: usize,
-        /// What is wrong with it.
-        problem: String,
-    },
-    /// A ledger file could not be created or opened for appending.
-    #[error("cannot open ledger {}: {source}", path.display())]
-    LedgerOpen {
-        /// The ledger file.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: io::Error,
-    },
-    /// A gate names a label its model's card does not give a probability for.
-    #[error("the policy's gate on `{to}` needs the probability of label {label:?} from model {model:?}, but its card gives {}; correct the gate's label or bind a model that knows it", if labels.is_empty() { "no per-label probabilities".to_string() } else { format!("only {}", labels.join(", ")) })]
-    GateLabel {
-        /// The gated state.
-        to: String,
-        /// The gate's model.
-        model: String,
-        /// The label the gate names.
-        label: String,
-        /// The labels the card knows.
-        labels: Vec<String>,
-    },
-    /// The policy names a tool or model the bindings do not provide.
-    #[error("the policy's {kind} {name:?} is not bound in {}", describe_source(.bindings.as_deref()))]
-    Unbound {
-        /// `tool` or `model`.
-        kind: &'static str,
-        /// The name the policy uses.
-        name: String,
-        /// The bindings file, if the bindings came from one.
-        bindings: Option<PathBuf>,
-    },
-}
-
-fn describe_source(path: Option<&Path>) -> String {
-    match path {
-        Some(path) => path.display().to_string(),
-        None => "the empty bindings (no bindings file was given)".to_string(),
-    }
-}
-
 #[derive(Debug)]
 enum Tool {
     Fixture(Fixture),
@@ -266,24 +162,60 @@ struct Entry {
     key: Option<Spanned<String>>,
 }
 
-/// Resolves the entries of one bindings file, with what errors need to name.
-struct Loader<'a> {
-    path: &'a Path,
-    dir: &'a Path,
-    text: &'a str,
-    /// (section, name, bytes) of every file the hash covers, in name order.
-    hashed: Vec<(&'static str, String, Vec<u8>)>,
+/// How a bindings file is loaded: the operator's choices, never the file's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Let entries name files outside the bindings file's directory (an absolute path,
+    /// `..`, a symlink leading out). Default `false`: such an entry is
+    /// [`BindingsError::PathOutside`]. Turn it on only for a bindings file the operator
+    /// wrote: with it, a crafted file can point a ledger, which Warden creates and
+    /// appends to with content the agent chooses, at any file the process may write
+    /// (though never one that is not already a ledger: see [`BindingsError::NotALedger`]).
+    pub allow_outside: bool,
+    /// Whether missing ledger files are created.
+    pub ledgers: LedgerMode,
+}
+
+/// What loading does about a ledger file that does not exist.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LedgerMode {
+    /// Create it (empty): a new deployment, or a run that starts.
+    #[default]
+    CreateIfMissing,
+    /// Refuse with [`BindingsError::LedgerMissing`]: the run being continued created its
+    /// ledgers when it started, so a missing one is an effect log that was lost, and
+    /// creating a new one would let the run apply its effects again.
+    MustExist,
 }
 
 impl Bindings {
-    /// Loads a bindings file and every file it references (paths relative to its
-    /// directory). Ledger files are created if missing.
+    /// Loads a bindings file and every file it references, with the safe defaults of
+    /// [`LoadOptions`]: every referenced file inside the bindings file's directory, ledger
+    /// files created if missing.
     pub fn from_file(path: &Path) -> Result<Bindings, BindingsError> {
+        Bindings::from_file_with(path, &LoadOptions::default())
+    }
+
+    /// Loads a bindings file and every file it references (paths relative to its
+    /// directory), as `options` say.
+    ///
+    /// # Errors
+    /// [`BindingsError`] naming the file and the place: among others
+    /// [`BindingsError::PathOutside`] for a path that leaves the directory,
+    /// [`BindingsError::NotALedger`] for an existing file that is not a ledger, and
+    /// [`BindingsError::LedgerMissing`] under [`LedgerMode::MustExist`].
+    pub fn from_file_with(path: &Path, options: &LoadOptions) -> Result<Bindings, BindingsError> {
         let text = read_text(path)?;
         let file: BindingsFile = toml::from_str(&text).map_err(|e| toml_error(path, &text, &e))?;
+        let dir = path.parent().unwrap_or(Path::new(""));
+        let files =
+            Confinement::new(dir, options.allow_outside).map_err(|source| BindingsError::Read {
+                path: dir.to_path_buf(),
+                source,
+            })?;
         let mut loader = Loader {
             path,
-            dir: path.parent().unwrap_or(Path::new("")),
+            files,
             text: &text,
             hashed: Vec::new(),
         };
@@ -304,7 +236,7 @@ impl Bindings {
         }
         let mut ledger_files: BTreeMap<PathBuf, &String> = BTreeMap::new();
         for (name, entry) in ledgers {
-            let ledger = Ledger::open(&loader.resolve(&entry.file))?;
+            let ledger = loader.ledger(name, entry, options.ledgers)?;
             if let Some(other) = ledger_files.insert(ledger.identity(), name) {
                 return Err(loader.entry_error(
                     "tools",
@@ -325,10 +257,20 @@ impl Bindings {
         })
     }
 
-    /// The bindings of `path`, or [`Bindings::empty`] when there is no file.
+    /// The bindings of `path` loaded with the safe defaults, or [`Bindings::empty`] when
+    /// there is no file.
     pub fn from_optional_file(path: Option<&Path>) -> Result<Bindings, BindingsError> {
+        Bindings::from_optional_file_with(path, &LoadOptions::default())
+    }
+
+    /// The bindings of `path` loaded as `options` say, or [`Bindings::empty`] when there
+    /// is no file.
+    pub fn from_optional_file_with(
+        path: Option<&Path>,
+        options: &LoadOptions,
+    ) -> Result<Bindings, BindingsError> {
         match path {
-            Some(path) => Bindings::from_file(path),
+            Some(path) => Bindings::from_file_with(path, options),
             None => Ok(Bindings::empty()),
         }
     }
@@ -456,114 +398,6 @@ impl Bindings {
     }
 }
 
-impl Loader<'_> {
-    /// Resolves a fixture tool now; returns `None` for a ledger, opened by the caller.
-    fn tool(&mut self, name: &str, entry: &Entry) -> Result<Option<Tool>, BindingsError> {
-        match entry.provider.get_ref().as_str() {
-            "fixture" => {
-                let Some(key) = &entry.key else {
-                    return Err(self.entry_error(
-                        "tools",
-                        name,
-                        "key",
-                        &entry.provider,
-                        "a fixture needs `key`, the argument whose value is looked up".into(),
-                    ));
-                };
-                let path = self.resolve(&entry.file);
-                let bytes = read_bytes(&path)?;
-                let fixture = Fixture::parse(&path, &bytes, key.get_ref().clone())?;
-                self.hashed.push(("tools", name.to_string(), bytes));
-                Ok(Some(Tool::Fixture(fixture)))
-            }
-            "ledger" => {
-                self.no_key("tools", name, entry)?;
-                Ok(None)
-            }
-            other => Err(self.entry_error(
-                "tools",
-                name,
-                "provider",
-                &entry.provider,
-                format!("unknown tool provider {other:?} (expected \"fixture\" or \"ledger\")"),
-            )),
-        }
-    }
-
-    fn model(&mut self, name: &str, entry: &Entry) -> Result<Model, BindingsError> {
-        match entry.provider.get_ref().as_str() {
-            "scorecard" => {
-                self.no_key("models", name, entry)?;
-                let path = self.resolve(&entry.file);
-                let bytes = read_bytes(&path)?;
-                let scorecard = Scorecard::parse(&path, &bytes)?;
-                let card = ModelCard {
-                    name: name.to_string(),
-                    provider: "scorecard".into(),
-                    version: scorecard.version().to_string(),
-                    card: crate::digest::Digest::of(crate::digest::domain::BLOB, &bytes),
-                };
-                self.hashed
-                    .push(("models", name.to_string(), bytes.clone()));
-                Ok(Model::Scorecard {
-                    scorecard,
-                    card,
-                    bytes,
-                })
-            }
-            other => Err(self.entry_error(
-                "models",
-                name,
-                "provider",
-                &entry.provider,
-                format!("unknown model provider {other:?} (expected \"scorecard\")"),
-            )),
-        }
-    }
-
-    fn no_key(
-        &self,
-        section: &'static str,
-        name: &str,
-        entry: &Entry,
-    ) -> Result<(), BindingsError> {
-        match &entry.key {
-            Some(key) => Err(self.entry_error(
-                section,
-                name,
-                "key",
-                key,
-                format!("provider {:?} takes no `key`", entry.provider.get_ref()),
-            )),
-            None => Ok(()),
-        }
-    }
-
-    fn resolve(&self, file: &Spanned<String>) -> PathBuf {
-        self.dir.join(file.get_ref())
-    }
-
-    fn entry_error<T>(
-        &self,
-        section: &'static str,
-        name: &str,
-        field: &'static str,
-        at: &Spanned<T>,
-        problem: String,
-    ) -> BindingsError {
-        let (line, column) = line_column(self.text, at.span().start);
-        BindingsError::Entry {
-            path: self.path.to_path_buf(),
-            line,
-            column,
-            section,
-            name: name.to_string(),
-            field,
-            problem,
-        }
-    }
-}
-
 fn hash_of(text: &str, hashed: &[(&'static str, String, Vec<u8>)]) -> BindingsHash {
     fn part(hasher: &mut blake3::Hasher, bytes: &[u8]) {
         hasher.update(&(bytes.len() as u64).to_le_bytes());
@@ -578,13 +412,6 @@ fn hash_of(text: &str, hashed: &[(&'static str, String, Vec<u8>)]) -> BindingsHa
         part(&mut hasher, bytes);
     }
     crate::digest::Digest(*hasher.finalize().as_bytes())
-}
-
-fn read_bytes(path: &Path) -> Result<Vec<u8>, BindingsError> {
-    std::fs::read(path).map_err(|source| BindingsError::Read {
-        path: path.to_path_buf(),
-        source,
-    })
 }
 
 fn read_text(path: &Path) -> Result<String, BindingsError> {

@@ -21,7 +21,8 @@ use crate::stored_run::StoredRunError;
 /// Who must act on an [`Error`]; the CLI maps each to an exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
-    /// The user's arguments or files (policy, bindings, agent, input, run id): exit 2.
+    /// The user's arguments or files (policy, bindings, agent, input, run id; a ledger a
+    /// resumed run needs that is gone): exit 2.
     Usage,
     /// The journal's content does not check out (a broken chain, an altered artifact, a
     /// re-execution that departs from what was committed): exit 12.
@@ -196,6 +197,10 @@ impl Error {
             },
             Error::Unverified { .. } | Error::CatchUpDiverged { .. } => ErrorKind::Integrity,
             Error::Load(LoadError::Engine(_)) => ErrorKind::Host,
+            // A ledger of a resumed run that went missing is the operator's file, not a
+            // failure of Warden: a person restores it (or decides it may start empty),
+            // like any other file of theirs. Usage, exit 2, never retried blindly.
+            Error::Bindings(BindingsError::LedgerMissing { .. }) => ErrorKind::Usage,
             Error::Load(_)
             | Error::Policy(_)
             | Error::Bindings(_)

@@ -33,6 +33,7 @@
 mod agent;
 mod bindings;
 mod checkpoint;
+mod confine;
 mod decision;
 mod digest;
 mod driver;
@@ -65,8 +66,9 @@ mod architecture;
 pub mod internals;
 
 pub use agent::{Agent, LoadError};
-pub use bindings::{Bindings, BindingsError, ModelCard};
+pub use bindings::{Bindings, BindingsError, EntryOutside, LedgerMode, LoadOptions, ModelCard};
 pub use checkpoint::{Checkpoint, CheckpointError, GlobalValue};
+pub use confine::OutsideReason;
 pub use decision::{
     CapabilityKind, Decision, FeatureRecord, GateShortfall, ModelInference, RefusalReason,
     ReviewKind, ReviewRecord, ReviewRefusal, Rule, Verdict,

@@ -4,12 +4,15 @@
 //! Parse, then resolve: the CLI fills a plain [`RunSpec`]; [`RunSpec::resolve`] reads and
 //! checks every file, so that a [`NewRun`] exists only when the agent loads, the policy
 //! validates, the bindings resolve and the input is JSON. Every error names the file.
+//!
+//! Files named by a bindings file or an example manifest stay inside its directory
+//! unless [`RunSpec::allow_paths_outside`] says otherwise (`docs/bindings.md`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::agent::{Agent, LoadError};
-use crate::bindings::{Bindings, BindingsError};
+use crate::bindings::{Bindings, BindingsError, LedgerMode, LoadOptions};
 use crate::manifest::{Manifest, ManifestError};
 use crate::policy::{Policy, PolicyError};
 
@@ -52,6 +55,14 @@ pub struct RunSpec {
     pub input: Option<InputSource>,
     /// Who submits the run.
     pub submitted_by: Option<String>,
+    /// The operator lets the bindings file name files outside its own directory, and the
+    /// example manifest name bindings and input outside the example directory (an
+    /// absolute path, `..`, a symlink leading out). Default `false`: a bindings file or
+    /// an example may come from someone else, and a ledger binding makes Warden create
+    /// and append to a file with content the agent chooses (see
+    /// [`crate::LoadOptions::allow_outside`] and `docs/bindings.md`). Paths given here
+    /// (`policy`, `bindings`, `input`) are the caller's own and never confined.
+    pub allow_paths_outside: bool,
 }
 
 /// Why a [`RunSpec`] could not be resolved into a run. Every variant names its file.
@@ -109,7 +120,10 @@ impl RunSpec {
     /// [`ResolveError`] naming the file, line and field at fault.
     pub fn resolve(&self) -> Result<NewRun, ResolveError> {
         let manifest = if self.target.is_dir() {
-            Some(Manifest::from_dir(&self.target)?)
+            Some(Manifest::from_dir_with(
+                &self.target,
+                self.allow_paths_outside,
+            )?)
         } else {
             None
         };
@@ -130,7 +144,11 @@ impl RunSpec {
             source,
         })?;
         let (policy, policy_text) = Policy::from_file_with_text(&policy_path)?;
-        let bindings = Bindings::from_optional_file(bindings_path.as_deref())?;
+        let options = LoadOptions {
+            allow_outside: self.allow_paths_outside,
+            ledgers: LedgerMode::CreateIfMissing,
+        };
+        let bindings = Bindings::from_optional_file_with(bindings_path.as_deref(), &options)?;
         let input = match (&self.input, manifest.as_ref().and_then(|m| m.input.clone())) {
             (Some(InputSource::Text(text)), _) => checked_json(text.clone(), "standard input")?,
             (Some(InputSource::File(path)), _) => read_input(path)?,

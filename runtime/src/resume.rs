@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::bindings::Bindings;
+use crate::bindings::{Bindings, LedgerMode, LoadOptions};
 use crate::driver::{self, Opened, Opening, Restore};
 use crate::effects::Effects;
 use crate::error::Error;
@@ -45,7 +45,15 @@ pub fn resume(journal: &Journal, run_id: &str) -> Result<RunReport, Error> {
     }
     // Always the recorded bindings file: a copy elsewhere with the same digest could point
     // its effects at another ledger, where the step in flight would act a second time.
-    let bindings = Bindings::from_optional_file(meta.bindings_path.as_deref().map(Path::new))?;
+    // Its ledgers must exist: the run created them when it started, and a new empty one
+    // would let the step in flight (and every effect it forgot) act a second time.
+    let bindings = Bindings::from_optional_file_with(
+        meta.bindings_path.as_deref().map(Path::new),
+        &LoadOptions {
+            allow_outside: false,
+            ledgers: LedgerMode::MustExist,
+        },
+    )?;
     if bindings.hash() != meta.bindings {
         return Err(Error::BindingsChanged {
             run_id: run_id.to_string(),

@@ -29,6 +29,15 @@ pub struct Args {
     /// Print one JSON object instead of the human summary.
     #[arg(long)]
     json: bool,
+    /// Let the bindings file name files outside its own directory, and an example's
+    /// warden.toml name bindings and input outside the example directory (absolute paths,
+    /// `..`, symlinks leading out). Off by default because a bindings file or an example
+    /// may come from someone else, and a ledger binding makes Warden create and append to
+    /// a file with content the agent chooses: confined, a crafted file cannot point it at
+    /// your shell profile or another deployment's ledger. Give it only for files you wrote.
+    /// `warden resume` always keeps a run's bindings confined.
+    #[arg(long)]
+    allow_paths_outside_bindings_dir: bool,
 }
 
 /// Runs `warden run`.
@@ -53,6 +62,7 @@ pub fn run(db: &Path, args: &Args) -> anyhow::Result<u8> {
             .submitter
             .clone()
             .or_else(|| std::env::var("USER").ok()),
+        allow_paths_outside: args.allow_paths_outside_bindings_dir,
     };
     let new = spec.resolve().map_err(warden::Error::from)?;
     let journal = output::open(db)?;

@@ -4,13 +4,21 @@
 //! Invariant: a key that has a durable line in the ledger is never appended again; its
 //! recorded response is returned instead. A line is durable once `sync_data` returned,
 //! and only then is it entered in the in-memory index, so a crash mid-append can leave at
-//! most one torn last line, which readers ignore and the next append cuts off.
+//! most one torn (unterminated) last line, which readers ignore and the next append cuts
+//! off.
+//!
+//! Invariant: a ledger never changes a file it did not write. A file is taken for a
+//! ledger only if it is empty or its first line is a ledger record; anything else (a
+//! shell profile, a JSON document, a directory) is [`BindingsError::NotALedger`], refused
+//! before a byte is written. Only bytes after the last valid record of a recognised
+//! ledger are ever cut. (So a ledger whose very first append was torn is refused too:
+//! nothing in it was applied, and a person removes it.)
 //!
 //! One line per effect: `{"key":"<run_id>/<call_seq>","args":<args>,"response":<result>}`.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::fs::File;
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -42,6 +50,7 @@ struct LedgerState {
 }
 
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Line {
     key: String,
     args: Value,
@@ -49,23 +58,22 @@ struct Line {
 }
 
 impl Ledger {
-    /// Opens (creating if missing) the ledger at `path` and indexes its lines.
-    pub(super) fn open(path: &Path) -> Result<Ledger, BindingsError> {
+    /// Indexes the ledger `file`, already opened to read and append (creating it is the
+    /// loader's business: it decides where files may be); `path` names it in messages.
+    pub(super) fn open(path: &Path, mut file: File) -> Result<Ledger, BindingsError> {
         let open_error = |source| BindingsError::LedgerOpen {
             path: path.to_path_buf(),
             source,
         };
-        let existed = path.exists();
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(path)
-            .map_err(open_error)?;
-        if !existed {
-            sync_parent(path).map_err(open_error)?;
+        if !file.metadata().map_err(open_error)?.is_file() {
+            return Err(BindingsError::NotALedger {
+                path: path.to_path_buf(),
+                line: 1,
+                problem: "it is not a regular file".into(),
+            });
         }
-        let bytes = std::fs::read(path).map_err(open_error)?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(open_error)?;
         let state = index(path, &bytes, file)?;
         Ok(Ledger {
             path: path.to_path_buf(),
@@ -155,8 +163,10 @@ impl LedgerState {
     }
 }
 
-/// Reads every line of a ledger into an index. A final line that does not parse is the
-/// trace of a crash mid-append and is ignored; any other bad line is an error.
+/// Reads every line of a ledger into an index. The first line must be a record (or the
+/// file empty): otherwise the file is not a ledger. After it, an unterminated last line
+/// that does not parse is the trace of a crash mid-append and is ignored (and cut off by
+/// the next append); any other bad line is an error.
 fn index(path: &Path, bytes: &[u8], file: File) -> Result<LedgerState, BindingsError> {
     let mut state = LedgerState {
         file,
@@ -174,17 +184,23 @@ fn index(path: &Path, bytes: &[u8], file: File) -> Result<LedgerState, BindingsE
             None => (bytes.len(), false),
         };
         let text = &bytes[start..end];
-        let is_last = end == bytes.len();
-        if text.iter().all(u8::is_ascii_whitespace) {
-            if terminated {
-                state.valid_len = end as u64;
-            }
-            start = end;
-            continue;
-        }
         let line = match serde_json::from_slice::<Line>(text) {
             Ok(line) => line,
-            Err(_) if is_last => {
+            Err(e) if number == 1 => {
+                return Err(BindingsError::NotALedger {
+                    path: path.to_path_buf(),
+                    line: 1,
+                    problem: format!("its first line is not a ledger record ({e})"),
+                });
+            }
+            Err(_) if text.iter().all(u8::is_ascii_whitespace) => {
+                if terminated {
+                    state.valid_len = end as u64;
+                }
+                start = end;
+                continue;
+            }
+            Err(_) if !terminated => {
                 state.needs_repair = true;
                 break;
             }
@@ -213,20 +229,6 @@ fn index(path: &Path, bytes: &[u8], file: File) -> Result<LedgerState, BindingsE
     Ok(state)
 }
 
-/// Makes the creation of `path` durable: its directory entry is data of the parent.
-#[cfg(unix)]
-fn sync_parent(path: &Path) -> io::Result<()> {
-    match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => File::open(parent)?.sync_all(),
-        _ => File::open(".")?.sync_all(),
-    }
-}
-
-#[cfg(not(unix))]
-fn sync_parent(_path: &Path) -> io::Result<()> {
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,6 +238,17 @@ mod tests {
             run_id: "run-1".into(),
             call_seq,
         }
+    }
+
+    /// Opens `path` as the loader does, creating it if missing.
+    fn open(path: &Path) -> Result<Ledger, BindingsError> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)
+            .expect("open the file");
+        Ledger::open(path, file)
     }
 
     fn lines(path: &Path) -> Vec<String> {
@@ -250,7 +263,7 @@ mod tests {
     fn an_effect_is_appended_once_with_its_receipt() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("ledger.jsonl");
-        let ledger = Ledger::open(&path).expect("open");
+        let ledger = open(&path).expect("open");
         let result = ledger.call(r#"{"amount": 5000}"#, &key(3)).expect("apply");
         assert_eq!(result, r#"{"receipt":"run-1/3"}"#);
         assert_eq!(
@@ -263,13 +276,13 @@ mod tests {
     fn a_repeated_key_returns_the_recorded_response_and_appends_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("ledger.jsonl");
-        let first = Ledger::open(&path)
+        let first = open(&path)
             .expect("open")
             .call(r#"{"amount": 5000}"#, &key(3))
             .expect("apply");
         let before = std::fs::read(&path).expect("read");
         // A fresh open, as after a crash: the index is rebuilt from the file.
-        let reopened = Ledger::open(&path).expect("reopen");
+        let reopened = open(&path).expect("reopen");
         let again = reopened
             .call(r#"{"amount": 5000}"#, &key(3))
             .expect("repeat");
@@ -290,7 +303,7 @@ mod tests {
         let path = dir.path().join("ledger.jsonl");
         let good = r#"{"key":"run-1/1","args":{},"response":{"receipt":"run-1/1"}}"#;
         std::fs::write(&path, format!("{good}\n{{\"key\":\"run-1/2\",\"ar")).expect("write");
-        let ledger = Ledger::open(&path).expect("torn tail is tolerated");
+        let ledger = open(&path).expect("torn tail is tolerated");
         assert_eq!(
             ledger.call("{}", &key(1)).expect("recorded"),
             r#"{"receipt":"run-1/1"}"#
@@ -304,7 +317,7 @@ mod tests {
             "{}",
             lines[1]
         );
-        Ledger::open(&path).expect("clean again");
+        open(&path).expect("clean again");
     }
 
     #[test]
@@ -313,7 +326,7 @@ mod tests {
         let path = dir.path().join("ledger.jsonl");
         let good = r#"{"key":"run-1/1","args":{},"response":{"receipt":"run-1/1"}}"#;
         std::fs::write(&path, good).expect("write");
-        let ledger = Ledger::open(&path).expect("open");
+        let ledger = open(&path).expect("open");
         ledger.call("{}", &key(2)).expect("apply");
         let lines = lines(&path);
         assert_eq!(lines.len(), 2, "{lines:?}");
@@ -326,7 +339,7 @@ mod tests {
         let path = dir.path().join("ledger.jsonl");
         let good = r#"{"key":"run-1/1","args":{},"response":{"receipt":"run-1/1"}}"#;
         std::fs::write(&path, format!("{good}\ngarbage\n{good}\n")).expect("write");
-        let message = Ledger::open(&path).expect_err("corrupt").to_string();
+        let message = open(&path).expect_err("corrupt").to_string();
         assert!(message.contains("ledger.jsonl:2:"), "{message}");
     }
 
@@ -336,10 +349,72 @@ mod tests {
         let path = dir.path().join("ledger.jsonl");
         let good = r#"{"key":"run-1/1","args":{},"response":{"receipt":"run-1/1"}}"#;
         std::fs::write(&path, format!("{good}\n{good}\n")).expect("write");
-        let message = Ledger::open(&path).expect_err("duplicate").to_string();
+        let message = open(&path).expect_err("duplicate").to_string();
         assert!(
             message.contains(":2: key run-1/1 is recorded twice"),
             "{message}"
         );
+    }
+
+    /// Regression: a ledger bound to a foreign file whose only line has no newline (a
+    /// shell profile, say) took that line for a torn append and cut it off at the next
+    /// effect; one with more lines was refused only after a line was read.
+    #[test]
+    fn a_file_that_is_not_a_ledger_is_refused_and_left_unchanged() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cases: [&[u8]; 5] = [
+            b"alias ls='rm -rf ~'",
+            b"export PATH=/usr/bin\nexport EDITOR=vi\n",
+            b"{\"key\": \"value\"}",
+            b"\n",
+            b"\xff\xfe binary",
+        ];
+        for (i, bytes) in cases.into_iter().enumerate() {
+            let path = dir.path().join(format!("foreign-{i}"));
+            std::fs::write(&path, bytes).expect("write");
+            match open(&path) {
+                Err(BindingsError::NotALedger {
+                    line: 1,
+                    path: named,
+                    ..
+                }) => {
+                    assert_eq!(named, path);
+                }
+                other => panic!("case {i}: {other:?}"),
+            }
+            assert_eq!(std::fs::read(&path).expect("read"), bytes, "case {i}");
+        }
+        let directory = File::open(dir.path()).expect("open the directory");
+        let error = Ledger::open(dir.path(), directory).expect_err("a directory");
+        assert!(
+            matches!(error, BindingsError::NotALedger { .. }),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn an_empty_file_is_a_new_ledger() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ledger.jsonl");
+        std::fs::write(&path, "").expect("write");
+        open(&path)
+            .expect("an empty file")
+            .call("{}", &key(1))
+            .expect("apply");
+        assert_eq!(lines(&path).len(), 1);
+    }
+
+    /// Only an unterminated last line can be a torn append: a complete bad last line is
+    /// an error, never cut off.
+    #[test]
+    fn a_bad_terminated_last_line_is_an_error_not_cut() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ledger.jsonl");
+        let good = r#"{"key":"run-1/1","args":{},"response":{"receipt":"run-1/1"}}"#;
+        let text = format!("{good}\nexport PATH=/tmp\n");
+        std::fs::write(&path, &text).expect("write");
+        let message = open(&path).expect_err("corrupt").to_string();
+        assert!(message.contains("ledger.jsonl:2:"), "{message}");
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), text);
     }
 }

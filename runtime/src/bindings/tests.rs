@@ -250,3 +250,184 @@ fn an_unbound_call_is_unavailable_not_a_panic() {
     let error = Bindings::empty().infer("m", "{}").expect_err("unbound");
     assert_eq!(error.kind, CallErrorKind::Unavailable);
 }
+
+/// A deployment directory `deployment/` inside `root`, whose bindings bind tool
+/// `disbursement` to a ledger at `ledger` (as written in the file); and a victim file
+/// beside the directory, outside it.
+fn crafted(root: &Path, ledger: &str) -> (PathBuf, PathBuf) {
+    let victim = write(root, "victim.txt", "export PATH=/usr/bin\n");
+    let bindings = write(
+        root,
+        "deployment/bindings.toml",
+        &format!("[tools.disbursement]\nprovider = \"ledger\"\nfile = {ledger:?}\n"),
+    );
+    (bindings, victim)
+}
+
+/// Regression (paths escape): `file = "../victim.txt"`, an absolute path or a symlink
+/// leading out made a ledger of any file the process could write.
+#[test]
+fn a_ledger_outside_the_bindings_directory_is_refused_and_the_file_untouched() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let absolute = root.path().join("victim.txt");
+    let mut cases = vec![
+        ("../victim.txt".to_string(), "climbs out"),
+        (absolute.display().to_string(), "absolute"),
+        ("../elsewhere/new.jsonl".to_string(), "climbs out"),
+    ];
+    #[cfg(unix)]
+    {
+        std::fs::create_dir_all(root.path().join("deployment")).expect("mkdir");
+        std::os::unix::fs::symlink("../victim.txt", root.path().join("deployment/link"))
+            .expect("symlink");
+        cases.push(("link".to_string(), "symlink"));
+    }
+    for (ledger, why) in cases {
+        let (bindings, victim) = crafted(root.path(), &ledger);
+        let error = Bindings::from_file(&bindings).expect_err("outside");
+        match &error {
+            BindingsError::PathOutside(outside) => {
+                let EntryOutside {
+                    line,
+                    column,
+                    section,
+                    name,
+                    field,
+                    file,
+                    ..
+                } = outside.as_ref();
+                assert_eq!(
+                    (*line, *column, *section, name.as_str(), *field, file),
+                    (3, 8, "tools", "disbursement", "file", &ledger)
+                );
+            }
+            other => panic!("{ledger}: {other:?}"),
+        }
+        let message = error.to_string();
+        assert!(
+            message.contains("bindings.toml:3:8: tools.disbursement.file")
+                && message.contains(why)
+                && message.contains("--allow-paths-outside-bindings-dir"),
+            "{message}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&victim).expect("victim"),
+            "export PATH=/usr/bin\n"
+        );
+    }
+    assert!(!root.path().join("elsewhere").exists());
+}
+
+#[test]
+fn fixtures_and_scorecards_outside_the_directory_are_refused_too() {
+    let root = tempfile::tempdir().expect("tempdir");
+    write(root.path(), "secret.json", r#"{"A-1": {"pin": 1234}}"#);
+    write(root.path(), "card.toml", SCORECARD);
+    let bindings = write(
+        root.path(),
+        "deployment/b.toml",
+        "[tools.bureau]\nprovider = \"fixture\"\nfile = \"../secret.json\"\nkey = \"id\"\n",
+    );
+    let error = Bindings::from_file(&bindings).expect_err("fixture outside");
+    assert!(
+        matches!(&error, BindingsError::PathOutside(o) if o.name == "bureau" && o.line == 3),
+        "{error:?}"
+    );
+    let bindings = write(
+        root.path(),
+        "deployment/c.toml",
+        "[models.pd]\nprovider = \"scorecard\"\nfile = \"sub/../../card.toml\"\n",
+    );
+    let error = Bindings::from_file(&bindings).expect_err("scorecard outside");
+    assert!(
+        matches!(&error, BindingsError::PathOutside(o) if o.name == "pd" && o.reason == crate::confine::OutsideReason::ClimbsOut),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn the_operator_may_allow_paths_outside_but_never_a_file_that_is_not_a_ledger() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let allow = LoadOptions {
+        allow_outside: true,
+        ..LoadOptions::default()
+    };
+    let (bindings, _) = crafted(root.path(), "../shared/ledger.jsonl");
+    std::fs::create_dir_all(root.path().join("shared")).expect("mkdir");
+    let loaded = Bindings::from_file_with(&bindings, &allow).expect("allowed");
+    let key = IdempotencyKey {
+        run_id: "r".into(),
+        call_seq: 1,
+    };
+    loaded
+        .call_tool("disbursement", "{}", &key)
+        .expect("effect");
+    let ledger = std::fs::read_to_string(root.path().join("shared/ledger.jsonl")).expect("read");
+    assert!(ledger.contains(r#""key":"r/1""#), "{ledger}");
+
+    // Allowed outside, a foreign file is still no ledger.
+    let (bindings, victim) = crafted(root.path(), "../victim.txt");
+    let error = Bindings::from_file_with(&bindings, &allow).expect_err("not a ledger");
+    assert!(
+        matches!(&error, BindingsError::NotALedger { path, line: 1, .. } if path.ends_with("victim.txt")),
+        "{error:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&victim).expect("victim"),
+        "export PATH=/usr/bin\n"
+    );
+}
+
+#[test]
+fn a_ledger_inside_the_directory_that_is_not_a_ledger_is_refused_and_unchanged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let profile = write(dir.path(), "profile", "alias ls='rm -rf ~'");
+    let bindings = write(
+        dir.path(),
+        "b.toml",
+        "[tools.pay]\nprovider = \"ledger\"\nfile = \"profile\"\n",
+    );
+    let message = Bindings::from_file(&bindings)
+        .expect_err("not a ledger")
+        .to_string();
+    assert!(message.contains("profile:1: not a ledger"), "{message}");
+    assert_eq!(
+        std::fs::read_to_string(&profile).expect("read"),
+        "alias ls='rm -rf ~'"
+    );
+}
+
+/// Regression (resume recreated a lost ledger): under `LedgerMode::MustExist` a missing
+/// ledger is an error naming it and the entry, and no file is created.
+#[test]
+fn a_ledger_that_must_exist_and_does_not_is_named_and_not_created() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = deployment(dir.path());
+    let must_exist = LoadOptions {
+        ledgers: LedgerMode::MustExist,
+        ..LoadOptions::default()
+    };
+    let error = Bindings::from_file_with(&path, &must_exist).expect_err("missing");
+    match &error {
+        BindingsError::LedgerMissing {
+            path: ledger,
+            tool,
+            line: 9,
+            column: 8,
+            ..
+        } => {
+            assert_eq!(tool, "disbursement");
+            assert_eq!(ledger, &dir.path().join("ledger.jsonl"));
+        }
+        other => panic!("{other:?}"),
+    }
+    let message = error.to_string();
+    assert!(
+        message.contains("tools.disbursement.file") && message.contains("again"),
+        "{message}"
+    );
+    assert!(!dir.path().join("ledger.jsonl").exists());
+
+    Bindings::from_file(&path).expect("created by a run that starts");
+    Bindings::from_file_with(&path, &must_exist).expect("exists now");
+}

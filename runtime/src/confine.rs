@@ -1,0 +1,310 @@
+//! Confinement: the files that a bindings file or an example manifest names are opened
+//! inside that file's own directory, unless the operator allowed otherwise.
+//!
+//! Invariant: when confined, every such file is opened through a [`cap_std::fs::Dir`] for
+//! the directory, so no path the file's author writes (absolute, climbing out with `..`,
+//! or leading through a symlink to somewhere else) reaches a file outside it; a path that
+//! tries is refused before anything is read or written, with the reason as an
+//! [`OutsideReason`]. Only the operator lifts this (a load option, never a field of the
+//! file itself, which may have been written by someone else): then paths are resolved
+//! against the directory with the process's own authority, as a shell would.
+//!
+//! Why it matters: a ledger binding makes Warden create and append to a file with content
+//! the agent chooses. A crafted bindings file must not make that file the operator's
+//! shell profile or another deployment's ledger. `docs/bindings.md` states the rule.
+
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+use cap_std::ambient_authority;
+use cap_std::fs::{Dir, OpenOptions};
+
+/// Why a path named by a bindings file or a manifest leaves its directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OutsideReason {
+    /// The path is absolute.
+    Absolute,
+    /// The path climbs above the directory with `..`.
+    ClimbsOut,
+    /// The path leads through a symlink (or a `..` after one) to a file outside.
+    Symlink {
+        /// Where it leads.
+        target: PathBuf,
+    },
+}
+
+impl fmt::Display for OutsideReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OutsideReason::Absolute => f.write_str("is an absolute path"),
+            OutsideReason::ClimbsOut => f.write_str("climbs out of the directory with `..`"),
+            OutsideReason::Symlink { target } => {
+                write!(f, "leads through a symlink to {}", target.display())
+            }
+        }
+    }
+}
+
+/// Why a confined file could not be opened.
+#[derive(Debug)]
+pub(crate) enum Refused {
+    /// The path leaves the directory.
+    Outside(OutsideReason),
+    /// The file could not be opened (missing, unreadable, ...): an ordinary I/O error.
+    Io(io::Error),
+}
+
+/// How a file is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// Read only.
+    Read,
+    /// Read and append to an existing file.
+    Append,
+    /// Create a new file (failing if it exists), to read and append.
+    CreateNew,
+}
+
+/// A directory whose named files are opened inside it, or anywhere if the operator said so.
+#[derive(Debug)]
+pub(crate) struct Confinement {
+    /// The directory, as given (used to name files in messages).
+    dir: PathBuf,
+    /// The capability for it; `None` when paths outside are allowed.
+    handle: Option<Dir>,
+}
+
+impl Confinement {
+    /// Confines paths to `dir` (the empty path is the working directory), or, with
+    /// `allow_outside`, resolves them against it without confinement.
+    pub(crate) fn new(dir: &Path, allow_outside: bool) -> io::Result<Confinement> {
+        let handle = if allow_outside {
+            None
+        } else {
+            Some(Dir::open_ambient_dir(non_empty(dir), ambient_authority())?)
+        };
+        Ok(Confinement {
+            dir: dir.to_path_buf(),
+            handle,
+        })
+    }
+
+    /// The directory.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The path of `file` as a person reads it: the directory joined with it.
+    pub(crate) fn path(&self, file: &str) -> PathBuf {
+        self.dir.join(file)
+    }
+
+    /// Opens `file` (relative to the directory) as `access` says.
+    pub(crate) fn open(&self, file: &str, access: Access) -> Result<File, Refused> {
+        let (append, create_new) = match access {
+            Access::Read => (false, false),
+            Access::Append => (true, false),
+            Access::CreateNew => (true, true),
+        };
+        let Some(handle) = &self.handle else {
+            return std::fs::OpenOptions::new()
+                .read(true)
+                .append(append)
+                .create_new(create_new)
+                .open(self.path(file))
+                .map_err(Refused::Io);
+        };
+        if let Some(reason) = lexically_outside(Path::new(file)) {
+            return Err(Refused::Outside(reason));
+        }
+        let mut options = OpenOptions::new();
+        options.read(true).append(append).create_new(create_new);
+        match handle.open_with(file, &options) {
+            Ok(opened) => Ok(opened.into_std()),
+            Err(error) => Err(self.classify(file, error)),
+        }
+    }
+
+    /// Reads all of `file`.
+    pub(crate) fn read(&self, file: &str) -> Result<Vec<u8>, Refused> {
+        let mut opened = self.open(file, Access::Read)?;
+        let mut bytes = Vec::new();
+        io::Read::read_to_end(&mut opened, &mut bytes).map_err(Refused::Io)?;
+        Ok(bytes)
+    }
+
+    /// Whether `file` stays inside the directory: `Err` only for a path that leaves it.
+    /// A file that is missing or unreadable passes: whoever reads it later says so. Looks
+    /// at the file's metadata only (opening a FIFO would block).
+    pub(crate) fn check(&self, file: &str) -> Result<(), OutsideReason> {
+        let Some(handle) = &self.handle else {
+            return Ok(());
+        };
+        if let Some(reason) = lexically_outside(Path::new(file)) {
+            return Err(reason);
+        }
+        match handle.metadata(file) {
+            Ok(_) => Ok(()),
+            Err(error) => match self.classify(file, error) {
+                Refused::Outside(reason) => Err(reason),
+                Refused::Io(_) => Ok(()),
+            },
+        }
+    }
+
+    /// Makes the creation of `file` durable: its directory entry is data of its parent.
+    pub(crate) fn sync_parent(&self, file: &str) -> io::Result<()> {
+        let parent = Path::new(file)
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty());
+        // Opened to read, not as cap-std's own directory handles are (`O_PATH` on Linux,
+        // which cannot be synced).
+        let directory = match (&self.handle, parent) {
+            (Some(handle), Some(parent)) => handle.open(parent)?.into_std(),
+            (Some(handle), None) => handle.open(".")?.into_std(),
+            (None, Some(parent)) => File::open(self.dir.join(parent))?,
+            (None, None) => File::open(non_empty(&self.dir))?,
+        };
+        sync_directory(&directory)
+    }
+
+    /// Tells a refusal of the capability (a symlink leading out: cap-std says only
+    /// "permission denied") from an ordinary I/O error, by resolving the path the way the
+    /// operating system would and comparing it with the directory.
+    fn classify(&self, file: &str, error: io::Error) -> Refused {
+        if error.kind() != io::ErrorKind::PermissionDenied {
+            return Refused::Io(error);
+        }
+        let Ok(root) = std::fs::canonicalize(non_empty(&self.dir)) else {
+            return Refused::Io(error);
+        };
+        match resolve(&self.path(file)) {
+            Some(target) if !target.starts_with(&root) => {
+                Refused::Outside(OutsideReason::Symlink { target })
+            }
+            _ => Refused::Io(error),
+        }
+    }
+}
+
+/// Why `path` leaves its directory without looking at the file system: absolute, or
+/// more `..` than names before them.
+pub(crate) fn lexically_outside(path: &Path) -> Option<OutsideReason> {
+    let mut depth: usize = 0;
+    for component in path.components() {
+        match component {
+            Component::Prefix(_) | Component::RootDir => return Some(OutsideReason::Absolute),
+            Component::CurDir => {}
+            Component::ParentDir => match depth.checked_sub(1) {
+                Some(up) => depth = up,
+                None => return Some(OutsideReason::ClimbsOut),
+            },
+            Component::Normal(_) => depth += 1,
+        }
+    }
+    None
+}
+
+/// Where `path` leads: the file itself if it exists, else its parent's target joined
+/// with its name (a file about to be created).
+fn resolve(path: &Path) -> Option<PathBuf> {
+    if let Ok(target) = std::fs::canonicalize(path) {
+        return Some(target);
+    }
+    let parent = std::fs::canonicalize(non_empty(path.parent()?)).ok()?;
+    Some(parent.join(path.file_name()?))
+}
+
+/// A directory for a message: the empty path (the working directory) as `.`.
+pub(crate) fn describe_dir(dir: &Path) -> String {
+    if dir.as_os_str().is_empty() {
+        ".".to_string()
+    } else {
+        dir.display().to_string()
+    }
+}
+
+fn non_empty(dir: &Path) -> &Path {
+    if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    }
+}
+
+#[cfg(unix)]
+fn sync_directory(directory: &File) -> io::Result<()> {
+    directory.sync_all()
+}
+
+#[cfg(not(unix))]
+fn sync_directory(_directory: &File) -> io::Result<()> {
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lexical_escapes_are_named() {
+        assert_eq!(
+            lexically_outside(Path::new("/etc/passwd")),
+            Some(OutsideReason::Absolute)
+        );
+        assert_eq!(
+            lexically_outside(Path::new("../victim")),
+            Some(OutsideReason::ClimbsOut)
+        );
+        assert_eq!(
+            lexically_outside(Path::new("a/../../victim")),
+            Some(OutsideReason::ClimbsOut)
+        );
+        assert_eq!(lexically_outside(Path::new("a/../b")), None);
+        assert_eq!(lexically_outside(Path::new("./a/b.json")), None);
+    }
+
+    #[test]
+    fn a_confined_directory_refuses_every_way_out_and_opens_what_is_inside() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = root.path().join("deployment");
+        std::fs::create_dir(&dir).expect("mkdir");
+        std::fs::write(dir.join("inside.json"), "{}").expect("write");
+        std::fs::write(root.path().join("victim.txt"), "secret").expect("write");
+        let confined = Confinement::new(&dir, false).expect("open dir");
+        assert_eq!(confined.read("inside.json").expect("inside"), b"{}");
+        assert!(matches!(
+            confined.read("../victim.txt"),
+            Err(Refused::Outside(OutsideReason::ClimbsOut))
+        ));
+        let absolute = root.path().join("victim.txt");
+        assert!(matches!(
+            confined.read(absolute.to_str().expect("utf-8")),
+            Err(Refused::Outside(OutsideReason::Absolute))
+        ));
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink("../victim.txt", dir.join("link")).expect("symlink");
+            match confined.open("link", Access::Append) {
+                Err(Refused::Outside(OutsideReason::Symlink { target })) => {
+                    assert!(target.ends_with("victim.txt"), "{}", target.display());
+                }
+                other => panic!("a symlink out was not refused: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            confined.read("missing.json"),
+            Err(Refused::Io(e)) if e.kind() == io::ErrorKind::NotFound
+        ));
+        assert_eq!(
+            std::fs::read(root.path().join("victim.txt")).expect("read"),
+            b"secret"
+        );
+
+        let open = Confinement::new(&dir, true).expect("open dir");
+        assert_eq!(open.read("../victim.txt").expect("allowed"), b"secret");
+    }
+}
