@@ -16,6 +16,7 @@ mod cli;
 pub mod compat;
 mod crash;
 mod enforcement;
+mod evidence;
 mod gates;
 mod hostile;
 mod hostile_agents;

@@ -187,7 +187,7 @@ fn a_replaced_input_blob_fails_verification_and_replay() {
     );
     let (code, verified) = warden_json_on(&copy, &["verify", &report.run_id]);
     assert_eq!(code, 12, "{verified:#}");
-    let problem = verified[0]["problem"].as_str().unwrap_or_default();
+    let problem = verified["runs"][0]["problem"].as_str().unwrap_or_default();
     assert!(
         problem.contains("input") && problem.contains("altered"),
         "{problem}"
@@ -214,20 +214,23 @@ fn an_interrupted_runs_progress_must_match_its_records() {
         .expect("records")
         .len() as u64;
     let (_dir, copy) = copy_db(&sandbox.db());
-    // Dropping the outcome alone leaves a consistent interrupted run (signed heads, not
-    // this check, catch that); claiming fewer steps does not.
+    // Dropping the outcome leaves a chain that checks out; the transparency log holds the
+    // record that was dropped, and names it.
     truncate(&copy, &report.run_id, records - 1, |_| {});
     let (code, verified) = warden_json_on(&copy, &["verify", &report.run_id]);
-    assert_eq!(code, 0, "{verified:#}");
+    assert_eq!(code, 12, "{verified:#}");
+    assert_eq!(verified["runs"][0]["record"], records - 1, "{verified:#}");
+    assert!(
+        verified["runs"][0]["problem"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("truncated"),
+        "{verified:#}"
+    );
     edit_summary(&copy, &report.run_id, |meta| meta.outcome.steps = 1);
     let (code, verified) = warden_json_on(&copy, &["verify", &report.run_id]);
     assert_eq!(code, 12, "{verified:#}");
-    assert!(
-        verified[0]["problem"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("records say")
-    );
+    assert!(verified["runs"][0]["problem"].is_string(), "{verified:#}");
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
         .arg("--db")
         .arg(&copy)

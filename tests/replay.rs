@@ -76,7 +76,7 @@ fn an_edited_tool_response_fails_replay_at_exactly_that_call() {
 }
 
 #[test]
-fn a_resealed_forgery_of_a_host_answer_fails_replay_at_exactly_that_call() {
+fn a_resealed_forgery_of_a_host_answer_is_refused_by_verify_and_replay_at_exactly_that_record() {
     let sandbox = Sandbox::new();
     let run_id = run_loan(&sandbox, "01-prime-approve.json");
     let (_dir, copy) = crate::support::tamper::copy_db(&sandbox.db());
@@ -93,23 +93,25 @@ fn a_resealed_forgery_of_a_host_answer_fails_replay_at_exactly_that_call() {
         }
         _ => false,
     });
+    // The chain checks out, but the transparency log holds the record as committed.
     let (code, verification) = warden_on(&copy, &["verify", &run_id]);
-    assert_eq!(code, 0, "a resealed chain verifies: {verification:#}");
+    assert_eq!(code, 12, "a resealed chain is caught: {verification:#}");
+    assert_eq!(
+        verification["runs"][0]["record"], edited,
+        "{verification:#}"
+    );
+    // Replay holds the journal to the log first: no recording is taken from a forgery.
     let (code, report) = warden_on(&copy, &["replay", &run_id]);
     assert_eq!(code, 12, "{report:#}");
+    assert_eq!(report["verdict"], "could_not_replay", "{report:#}");
     let divergence = &report["divergence"];
     assert_eq!(divergence["record"], edited, "{report:#}");
-    assert!(
-        divergence["expected"]
-            .as_str()
-            .expect("expected")
-            .contains("state approved")
-    );
     assert!(
         divergence["actual"]
             .as_str()
             .expect("actual")
-            .contains("state affordability")
+            .contains("state approved"),
+        "{report:#}"
     );
     let text = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
         .arg("--db")
@@ -119,7 +121,7 @@ fn a_resealed_forgery_of_a_host_answer_fails_replay_at_exactly_that_call() {
         .expect("run");
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(
-        text.contains("DIVERGED") && text.contains(&format!("departs at record {edited}")),
+        text.contains("COULD NOT REPLAY") && text.contains(&format!("record {edited}")),
         "{text}"
     );
 }
@@ -422,7 +424,9 @@ fn an_edited_run_summary_fails_verification() {
     }
     let (code, verification) = warden_on(&copy, &["verify", &run_id]);
     assert_eq!(code, 12, "{verification:#}");
-    let problem = verification[0]["problem"].as_str().expect("a problem");
+    let problem = verification["runs"][0]["problem"]
+        .as_str()
+        .expect("a problem");
     assert!(problem.contains("summary was altered"), "{problem}");
 }
 
@@ -457,7 +461,7 @@ fn an_edited_checkpoint_fails_verification_and_cannot_be_forked() {
     let (code, verification) = warden_on(&copy, &["verify", &run_id]);
     assert_eq!(code, 12, "{verification:#}");
     assert!(
-        verification[0]["problem"]
+        verification["runs"][0]["problem"]
             .as_str()
             .expect("problem")
             .contains("checkpoint 3")

@@ -40,6 +40,12 @@ struct Cli {
     /// The journal database (created if missing).
     #[arg(long, global = true, env = "WARDEN_DB", default_value = "warden.redb")]
     db: PathBuf,
+    /// The deployment's signing key (from `warden key generate`): every commit of run,
+    /// resume, fork and review signs the run's new head and the transparency log's tree
+    /// head with it. Once a journal is signed, every write must be. Keep the key off the
+    /// journal's machine's backups; auditors hold the public key.
+    #[arg(long, global = true, env = "WARDEN_SIGNING_KEY", value_name = "FILE")]
+    signing_key: Option<PathBuf>,
     /// Log to standard error: -v for runs, -vv for every step and host call.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -65,9 +71,17 @@ enum Command {
     Fork(commands::fork::Args),
     /// Read the case file of a run awaiting review, decide it, or expire overdue cases.
     Review(commands::review::Args),
-    /// Recompute the hash chain of a run's journal (or every run's) and name the first
-    /// record that does not check out.
+    /// Check runs against their hash chains, the transparency log and (with --key) the
+    /// deployment's signatures, or an evidence pack; name the first record that does
+    /// not check out.
     Verify(commands::verify::Args),
+    /// Write one run's self-contained evidence pack: records, module, policy, input,
+    /// checkpoints, log entries with inclusion proofs, signed tree head.
+    Evidence(commands::evidence::Args),
+    /// The transparency log: print its signed head, prove it extends one you kept.
+    Log(commands::log::Args),
+    /// Generate or show the deployment's ed25519 signing key.
+    Key(commands::key::Args),
     /// Return the journal file's free space to the file system (nothing recorded changes).
     Compact,
 }
@@ -99,15 +113,19 @@ fn install_logging(verbose: u8) {
 /// Runs the command; its exit code on success (see `AFTER_HELP`).
 fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
     let db = &cli.db;
+    let signing_key = cli.signing_key.as_deref();
     match &cli.command {
-        Command::Run(args) => commands::run::run(db, args),
+        Command::Run(args) => commands::run::run(db, signing_key, args),
         Command::Runs(args) => commands::runs::run(db, args),
         Command::Show(args) => commands::show::run(db, args),
         Command::Replay(args) => commands::replay::run(db, args),
-        Command::Resume(args) => commands::resume::run(db, args),
-        Command::Fork(args) => commands::fork::run(db, args),
-        Command::Review(args) => commands::review::run(db, args),
+        Command::Resume(args) => commands::resume::run(db, signing_key, args),
+        Command::Fork(args) => commands::fork::run(db, signing_key, args),
+        Command::Review(args) => commands::review::run(db, signing_key, args),
         Command::Verify(args) => commands::verify::run(db, args),
+        Command::Evidence(args) => commands::evidence::run(db, signing_key, args),
+        Command::Log(args) => commands::log::run(db, args),
+        Command::Key(args) => commands::key::run(args),
         Command::Compact => commands::compact::run(db),
     }
 }

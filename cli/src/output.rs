@@ -2,8 +2,10 @@
 //! the rendering of errors.
 
 use std::io::Write;
+use std::path::Path;
 use std::process::ExitCode;
 
+use warden::seal::signing::{PublicKey, SigningKey};
 use warden::{ErrorKind, Status};
 
 /// Exit codes, documented in `--help` and the README.
@@ -34,14 +36,83 @@ impl std::fmt::Display for Usage {
 
 impl std::error::Error for Usage {}
 
-/// Opens the journal for writing.
-pub fn open(db: &std::path::Path) -> anyhow::Result<warden::Journal> {
+/// Opens the journal for writing, signing every commit with the key at `signing_key`
+/// (`--signing-key`, `WARDEN_SIGNING_KEY`). A journal whose log is signed takes no
+/// unsigned write and no other key's: each would leave entries that `verify --key`
+/// reports as not signed.
+pub fn open(db: &Path, signing_key: Option<&Path>) -> anyhow::Result<warden::Journal> {
+    let mut journal = warden::Journal::open(db).map_err(warden::Error::from)?;
+    let head = journal.log_head().map_err(warden::Error::from)?;
+    match (signing_key, head) {
+        (Some(path), head) => {
+            let key = read_signing_key(path)?;
+            if let Some(head) = head
+                && head.key_id != key.key_id()
+            {
+                return Err(Usage(format!(
+                    "journal {} is signed by key {}, but --signing-key {} is key {}; sign with the deployment's key (one key per journal)",
+                    db.display(),
+                    head.key_id,
+                    path.display(),
+                    key.key_id()
+                ))
+                .into());
+            }
+            journal.set_signer(key);
+        }
+        (None, Some(head)) => {
+            return Err(Usage(format!(
+                "journal {} is signed by key {}: pass --signing-key FILE (or set WARDEN_SIGNING_KEY) so that this write is signed too",
+                db.display(),
+                head.key_id
+            ))
+            .into());
+        }
+        (None, None) => {}
+    }
+    Ok(journal)
+}
+
+/// Opens the journal for maintenance that appends nothing (compaction).
+pub fn open_unsigned(db: &Path) -> anyhow::Result<warden::Journal> {
     Ok(warden::Journal::open(db).map_err(warden::Error::from)?)
+}
+
+/// Reads the deployment's signing key, refusing a file others may read.
+pub fn read_signing_key(path: &Path) -> anyhow::Result<SigningKey> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Usage(format!("cannot read signing key {}: {e}", path.display())))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map(|m| m.permissions().mode())
+            .unwrap_or(0);
+        if mode & 0o077 != 0 {
+            return Err(Usage(format!(
+                "signing key {} may be read by others (mode {:o}); run `chmod 600 {}` (whoever reads it can sign forged runs)",
+                path.display(),
+                mode & 0o777,
+                path.display()
+            ))
+            .into());
+        }
+    }
+    SigningKey::from_file_text(&text)
+        .map_err(|e| Usage(format!("signing key {}: {e}", path.display())).into())
+}
+
+/// Reads a public key (`--key`), as `warden key generate` wrote it.
+pub fn read_public_key(path: &Path) -> anyhow::Result<PublicKey> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Usage(format!("cannot read public key {}: {e}", path.display())))?;
+    PublicKey::from_file_text(&text)
+        .map_err(|e| Usage(format!("public key {}: {e}", path.display())).into())
 }
 
 /// Opens the journal for reading only: an archived or write-protected journal can be
 /// audited, and nothing is created.
-pub fn open_read_only(db: &std::path::Path) -> anyhow::Result<warden::Journal> {
+pub fn open_read_only(db: &Path) -> anyhow::Result<warden::Journal> {
     Ok(warden::Journal::open_read_only(db).map_err(warden::Error::from)?)
 }
 

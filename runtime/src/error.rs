@@ -180,9 +180,12 @@ impl Error {
     /// Who must act on this error.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Journal(JournalError::Missing { .. } | JournalError::NoSuchRun(_)) => {
-                ErrorKind::Usage
-            }
+            Error::Journal(
+                JournalError::Missing { .. }
+                | JournalError::NoSuchRun(_)
+                | JournalError::Pack { .. },
+            ) => ErrorKind::Usage,
+            Error::Journal(JournalError::Broken { .. }) => ErrorKind::Integrity,
             Error::Journal(_) => ErrorKind::Host,
             Error::Stored(e) if e.is_integrity() => ErrorKind::Integrity,
             Error::Stored(StoredRunError::Journal(

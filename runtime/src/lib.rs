@@ -79,8 +79,9 @@ pub use engine::ENGINE_VERSION;
 pub use error::{Error, ErrorKind};
 pub use fork::{ForkRequest, fork};
 pub use journal::{
-    Journal, JournalError, LogEntry, Parent, RUN_HEAD_DOMAIN, Record, RecordBody, RunMeta,
-    RunStart, Verification, describe_request_bytes, describe_response_bytes,
+    Audit, Journal, JournalError, LogAudit, LogEntry, PackEntry, PackManifest, PackSummary,
+    PackVerification, Parent, RUN_HEAD_DOMAIN, Record, RecordBody, RunMeta, RunStart, Verification,
+    describe_request_bytes, describe_response_bytes,
 };
 pub use manifest::{Manifest, ManifestError};
 pub use outcome::{FailureReason, GuestFault, HostFault, Limit, Outcome, Status, TrapCode};

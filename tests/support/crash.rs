@@ -194,11 +194,14 @@ impl<'a> Site<'a> {
 
     /// `warden verify --all`: every run's chain checks out.
     pub fn verify_all(&self) -> Result<usize, String> {
-        let (code, results) = self.json(&["verify", "--all"]);
-        let results = results.as_array().cloned().unwrap_or_default();
+        let (code, audit) = self.json(&["verify", "--all"]);
+        let results = audit["runs"].as_array().cloned().unwrap_or_default();
         let broken: Vec<&Value> = results.iter().filter(|v| !v["problem"].is_null()).collect();
         if code != 0 || !broken.is_empty() {
-            return Err(format!("warden verify --all exited {code}: {broken:?}"));
+            return Err(format!(
+                "warden verify --all exited {code}: {broken:?}; log: {}",
+                audit["log"]
+            ));
         }
         Ok(results.len())
     }

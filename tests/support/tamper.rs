@@ -149,3 +149,162 @@ pub fn truncate(db: &std::path::Path, run_id: &str, keep: u64, edit: impl FnOnce
     }
     tx.commit().expect("commit");
 }
+
+/// Rewrites the records of `run_id` with `edit` (which may change, remove, insert or
+/// reorder them) the way a careful forger would: every record renumbered, the hash chain
+/// recomputed, the run's summary (record count, head) re-sealed to match, every record
+/// row of the run replaced. Returns the number of records written.
+pub fn rewrite(db: &std::path::Path, run_id: &str, edit: impl FnOnce(&mut Vec<Record>)) -> u64 {
+    let database = Database::create(db).expect("open copy");
+    let tx = database.begin_write().expect("write");
+    let written;
+    {
+        let mut table = tx.open_table(RECORDS).expect("records");
+        let stored: Vec<(Record, Digest)> = table
+            .range((run_id, 0)..=(run_id, u64::MAX))
+            .expect("range")
+            .map(|entry| decode(entry.expect("entry").1.value()))
+            .collect();
+        for (record, _) in &stored {
+            table.remove((run_id, record.index)).expect("remove");
+        }
+        let mut records: Vec<Record> = stored.into_iter().map(|(r, _)| r).collect();
+        edit(&mut records);
+        let mut prev = Digest::ZERO;
+        for (position, record) in records.iter_mut().enumerate() {
+            record.index = position as u64;
+            record.prev = prev;
+            let digest = record.digest();
+            table
+                .insert(
+                    (run_id, record.index),
+                    encode(&(&*record, digest)).as_slice(),
+                )
+                .expect("insert");
+            prev = digest;
+        }
+        written = records.len() as u64;
+        let mut runs = tx.open_table(RUNS).expect("runs");
+        let mut meta = decode_meta(runs.get(run_id).expect("get").expect("run").value());
+        meta.records = written;
+        meta.head = prev;
+        runs.insert(run_id, encode_meta(&meta).as_slice())
+            .expect("insert meta");
+    }
+    tx.commit().expect("commit");
+    written
+}
+
+/// Deletes a run: its summary, records and checkpoints.
+pub fn delete_run(db: &std::path::Path, run_id: &str) {
+    let database = Database::create(db).expect("open copy");
+    let tx = database.begin_write().expect("write");
+    {
+        tx.open_table(RUNS)
+            .expect("runs")
+            .remove(run_id)
+            .expect("remove run");
+        let mut records = tx.open_table(RECORDS).expect("records");
+        let keys: Vec<u64> = records
+            .range((run_id, 0)..=(run_id, u64::MAX))
+            .expect("range")
+            .map(|entry| entry.expect("entry").0.value().1)
+            .collect();
+        for index in keys {
+            records.remove((run_id, index)).expect("remove record");
+        }
+        let mut checkpoints = tx.open_table(CHECKPOINTS).expect("checkpoints");
+        let steps: Vec<u32> = checkpoints
+            .range((run_id, 0)..=(run_id, u32::MAX))
+            .expect("range")
+            .map(|entry| entry.expect("entry").0.value().1)
+            .collect();
+        for step in steps {
+            checkpoints
+                .remove((run_id, step))
+                .expect("remove checkpoint");
+        }
+    }
+    tx.commit().expect("commit");
+}
+
+// The transparency log's tables, as documented in docs/journal.md.
+pub const LOG_LEAVES: TableDefinition<u64, &[u8]> = TableDefinition::new("log_leaves");
+pub const LOG_NODES: TableDefinition<(u32, u64), [u8; 32]> = TableDefinition::new("log_nodes");
+pub const RUN_LEAVES: TableDefinition<(&str, u64), u64> = TableDefinition::new("run_leaves");
+pub const LOG_HEAD: TableDefinition<&str, &[u8]> = TableDefinition::new("log_head");
+
+/// Rewrites the transparency log's leaves with `edit` (given each leaf decoded) and
+/// renumbers them, dropping the cached subtree hashes so that the journal recomputes
+/// them from the forged leaves, and rebuilds the run index; the signed tree head is
+/// left alone, or replaced by `head` (forger-signed) when given.
+pub fn rewrite_log(
+    db: &std::path::Path,
+    edit: impl FnOnce(&mut Vec<warden::LogEntry>),
+    head: Option<&warden::seal::signing::SigningKey>,
+) {
+    use warden::seal::merkle::MemoryTree;
+    use warden::seal::signing::TreeHead;
+    let database = Database::create(db).expect("open copy");
+    let tx = database.begin_write().expect("write");
+    {
+        let mut leaves = tx.open_table(LOG_LEAVES).expect("leaves");
+        let mut entries: Vec<warden::LogEntry> = leaves
+            .iter()
+            .expect("iter")
+            .map(|item| postcard::from_bytes(item.expect("leaf").1.value()).expect("entry"))
+            .collect();
+        let old = entries.len() as u64;
+        for index in 0..old {
+            leaves.remove(index).expect("remove leaf");
+        }
+        edit(&mut entries);
+        let mut tree = MemoryTree::new();
+        let mut run_leaves = tx.open_table(RUN_LEAVES).expect("run leaves");
+        let rows: Vec<(String, u64)> = run_leaves
+            .iter()
+            .expect("iter")
+            .map(|item| {
+                let row = item.expect("row");
+                let (run, leaf) = row.0.value();
+                (run.to_string(), leaf)
+            })
+            .collect();
+        for (run, leaf) in rows {
+            run_leaves.remove((run.as_str(), leaf)).expect("remove");
+        }
+        for (index, entry) in entries.iter().enumerate() {
+            let bytes = postcard::to_allocvec(entry).expect("encode");
+            tree.append(&bytes);
+            leaves.insert(index as u64, bytes.as_slice()).expect("leaf");
+            run_leaves
+                .insert((entry.run_id.as_str(), index as u64), entry.records)
+                .expect("run leaves");
+        }
+        let mut nodes = tx.open_table(LOG_NODES).expect("nodes");
+        let keys: Vec<(u32, u64)> = nodes
+            .iter()
+            .expect("iter")
+            .map(|item| item.expect("node").0.value())
+            .collect();
+        for key in keys {
+            nodes.remove(key).expect("remove node");
+        }
+        if let Some(key) = head {
+            let size = tree.len();
+            let sth = key.sign_tree_head(TreeHead {
+                size,
+                root: tree.root(size).expect("root"),
+                time_ms: 1,
+            });
+            tx.open_table(LOG_HEAD)
+                .expect("head")
+                .insert(
+                    "latest",
+                    postcard::to_allocvec(&sth).expect("encode").as_slice(),
+                )
+                .expect("insert head");
+        }
+    }
+    tx.commit().expect("commit");
+}

@@ -7,7 +7,7 @@ use crate::output;
 /// Runs `warden compact`.
 pub fn run(db: &Path) -> anyhow::Result<u8> {
     let before = std::fs::metadata(db).map(|m| m.len()).unwrap_or(0);
-    let mut journal = output::open(db)?;
+    let mut journal = output::open_unsigned(db)?;
     journal.compact().map_err(warden::Error::from)?;
     drop(journal);
     let after = std::fs::metadata(db).map(|m| m.len()).unwrap_or(0);

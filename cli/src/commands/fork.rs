@@ -39,7 +39,7 @@ pub struct Args {
 }
 
 /// Runs `warden fork`.
-pub fn run(db: &Path, args: &Args) -> anyhow::Result<u8> {
+pub fn run(db: &Path, signing_key: Option<&Path>, args: &Args) -> anyhow::Result<u8> {
     let input_patch = match &args.input_patch {
         Some(text) => Some(
             serde_json::from_str(text)
@@ -66,6 +66,6 @@ pub fn run(db: &Path, args: &Args) -> anyhow::Result<u8> {
         },
         live_effects: args.live_effects,
     };
-    let report = warden::fork(&output::open(db)?, request)?;
+    let report = warden::fork(&output::open(db, signing_key)?, request)?;
     super::run::render(db, &report, args.json)
 }

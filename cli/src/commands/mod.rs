@@ -2,7 +2,10 @@
 //! renders the result.
 
 pub mod compact;
+pub mod evidence;
 pub mod fork;
+pub mod key;
+pub mod log;
 pub mod replay;
 pub mod resume;
 pub mod review;

@@ -13,8 +13,11 @@ use crate::output::{self, Usage, escape};
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// The run to replay.
-    #[arg(required_unless_present = "all")]
+    #[arg(required_unless_present_any = ["all", "pack"])]
     run_id: Option<String>,
+    /// Replay the run of an evidence pack (`warden evidence`), with nothing but the pack.
+    #[arg(long, value_name = "FILE", conflicts_with = "all")]
+    pack: Option<PathBuf>,
     /// Replay every run and print a table.
     #[arg(long, conflicts_with = "run_id")]
     all: bool,
@@ -49,8 +52,23 @@ pub fn run(db: &Path, args: &Args) -> anyhow::Result<u8> {
             None => None,
         },
     };
-    let journal = output::open_read_only(db)?;
-    let reports = match &args.run_id {
+    let journal = output::open_read_only(args.pack.as_deref().unwrap_or(db))?;
+    let pack_run = match &args.pack {
+        Some(pack) => Some(
+            journal
+                .pack_manifest()
+                .map_err(warden::Error::from)?
+                .ok_or_else(|| {
+                    Usage(format!(
+                        "{} is not an evidence pack (see `warden evidence`)",
+                        pack.display()
+                    ))
+                })?
+                .run_id,
+        ),
+        None => None,
+    };
+    let reports = match args.run_id.as_ref().or(pack_run.as_ref()) {
         Some(run_id) => vec![warden::replay(&journal, run_id, &options)?],
         None if args.all => warden::replay_all(&journal, &options)?,
         None => return Err(Usage("name a run id, or pass --all".into()).into()),

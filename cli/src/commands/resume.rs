@@ -15,7 +15,7 @@ pub struct Args {
 }
 
 /// Runs `warden resume`.
-pub fn run(db: &Path, args: &Args) -> anyhow::Result<u8> {
-    let report = warden::resume(&output::open(db)?, &args.run_id)?;
+pub fn run(db: &Path, signing_key: Option<&Path>, args: &Args) -> anyhow::Result<u8> {
+    let report = warden::resume(&output::open(db, signing_key)?, &args.run_id)?;
     super::run::render(db, &report, args.json)
 }

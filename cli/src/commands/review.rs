@@ -62,9 +62,9 @@ pub struct Args {
 }
 
 /// Runs `warden review`.
-pub fn run(db: &Path, args: &Args) -> anyhow::Result<u8> {
+pub fn run(db: &Path, signing_key: Option<&Path>, args: &Args) -> anyhow::Result<u8> {
     if args.expire {
-        return expire(db, args);
+        return expire(db, signing_key, args);
     }
     let Some(run_id) = &args.run_id else {
         return Err(Usage("name a run id, or pass --expire".into()).into());
@@ -92,11 +92,11 @@ pub fn run(db: &Path, args: &Args) -> anyhow::Result<u8> {
         note: args.note.as_deref().unwrap_or_default(),
         action,
     };
-    let result = warden::decide(&output::open(db)?, &request)?;
+    let result = warden::decide(&output::open(db, signing_key)?, &request)?;
     render_result(db, &result, args.json)
 }
 
-fn expire(db: &Path, args: &Args) -> anyhow::Result<u8> {
+fn expire(db: &Path, signing_key: Option<&Path>, args: &Args) -> anyhow::Result<u8> {
     let now = match &args.now {
         Some(text) => humantime::parse_rfc3339_weak(text)
             .map_err(|e| Usage(format!("--now is not an RFC 3339 time: {e}")))?,
@@ -105,7 +105,7 @@ fn expire(db: &Path, args: &Args) -> anyhow::Result<u8> {
     let now_ms = now
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    let results = warden::expire(&output::open(db)?, now_ms)?;
+    let results = warden::expire(&output::open(db, signing_key)?, now_ms)?;
     if args.json {
         output::print_json(&results)?;
     } else {

@@ -41,7 +41,7 @@ pub struct Args {
 }
 
 /// Runs `warden run`.
-pub fn run(db: &Path, args: &Args) -> anyhow::Result<u8> {
+pub fn run(db: &Path, signing_key: Option<&Path>, args: &Args) -> anyhow::Result<u8> {
     let input = match args.input.as_deref() {
         Some("-") => {
             let mut text = String::new();
@@ -65,7 +65,7 @@ pub fn run(db: &Path, args: &Args) -> anyhow::Result<u8> {
         allow_paths_outside: args.allow_paths_outside_bindings_dir,
     };
     let new = spec.resolve().map_err(warden::Error::from)?;
-    let journal = output::open(db)?;
+    let journal = output::open(db, signing_key)?;
     let report = warden::start(&journal, &new)?;
     render(db, &report, args.json)
 }

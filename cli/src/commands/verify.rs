@@ -1,8 +1,11 @@
-//! `warden verify`: recompute hash chains and name the first record that does not check
-//! out.
+//! `warden verify`: check runs against their hash chains, the transparency log and the
+//! deployment's signatures, or an evidence pack on its own; name the first record that
+//! does not check out.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use warden::{Audit, PackVerification, Verification};
 
 use crate::output::{self, Usage, escape};
 
@@ -11,47 +14,166 @@ use crate::output::{self, Usage, escape};
 pub struct Args {
     /// The run id.
     run_id: Option<String>,
-    /// Verify every run.
+    /// Verify every run, and the transparency log: runs missing from it, entries naming
+    /// runs that are gone, its signed tree head.
     #[arg(long, conflicts_with = "run_id")]
     all: bool,
-    /// Print JSON (an array of verifications: `run_id`, `records`, `head`, `problem`,
-    /// `record`).
+    /// The deployment's public key (`warden key generate`): every head of every run and
+    /// the log's tree head must carry its signature. Without it, a person who can write
+    /// the journal file can re-seal a run so that it checks out.
+    #[arg(long, value_name = "PUB")]
+    key: Option<PathBuf>,
+    /// Verify an evidence pack (`warden evidence`) instead of the journal: the run's
+    /// chain, its log entries' inclusion proofs and the tree head's signature.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["run_id", "all"])]
+    pack: Option<PathBuf>,
+    /// Print JSON: `{runs: [..], log: {..}}` (with --pack: `{run, tree_head, key,
+    /// trusted_key, problems}`). Each run: `run_id`, `records`, `head`, `problem`,
+    /// `record`, `log_entry`, `signed_by`.
     #[arg(long)]
     json: bool,
 }
 
 /// Runs `warden verify`.
 pub fn run(db: &Path, args: &Args) -> anyhow::Result<u8> {
+    let key = args
+        .key
+        .as_deref()
+        .map(output::read_public_key)
+        .transpose()?;
+    if let Some(pack) = &args.pack {
+        let journal = output::open_read_only(pack)?;
+        let result = journal
+            .verify_pack(key.as_ref())
+            .map_err(warden::Error::from)?;
+        if args.json {
+            output::print_json(&result)?;
+        } else {
+            render_pack(&result)?;
+        }
+        return Ok(exit(result.is_intact()));
+    }
     let journal = output::open_read_only(db)?;
-    let results = match (&args.run_id, args.all) {
-        (Some(id), _) => vec![journal.verify(id).map_err(warden::Error::from)?],
-        (None, true) => journal.verify_all().map_err(warden::Error::from)?,
-        (None, false) => return Err(Usage("name a run id, or pass --all".into()).into()),
-    };
-    let broken = results.iter().filter(|v| v.problem.is_some()).count();
-    if args.json {
-        output::print_json(&results)?;
-    } else {
-        let mut out = std::io::stdout().lock();
-        for v in &results {
-            match &v.problem {
-                None => writeln!(
-                    out,
-                    "ok      {}  {} records, head {}",
-                    escape(&v.run_id),
-                    v.records,
-                    v.head.short()
-                )?,
-                Some(problem) => {
-                    writeln!(out, "BROKEN  {}  {}", escape(&v.run_id), escape(problem))?
-                }
+    let mut audit = journal.audit(key.as_ref()).map_err(warden::Error::from)?;
+    match (&args.run_id, args.all) {
+        (Some(id), _) => {
+            audit.runs.retain(|v| &v.run_id == id);
+            if audit.runs.is_empty() {
+                return Err(
+                    warden::Error::from(warden::JournalError::NoSuchRun(id.clone())).into(),
+                );
             }
         }
-        writeln!(out, "{} runs verified, {} broken", results.len(), broken)?;
+        (None, true) => {}
+        (None, false) => return Err(Usage("name a run id, or pass --all".into()).into()),
     }
-    Ok(if broken > 0 {
-        output::exit::DIVERGED
+    if args.json {
+        output::print_json(&audit)?;
     } else {
+        render(&audit)?;
+    }
+    Ok(exit(audit.is_intact()))
+}
+
+fn exit(intact: bool) -> u8 {
+    if intact {
         output::exit::COMPLETED
-    })
+    } else {
+        output::exit::DIVERGED
+    }
+}
+
+fn render_run(out: &mut impl Write, v: &Verification) -> std::io::Result<()> {
+    match &v.problem {
+        None => {
+            write!(
+                out,
+                "ok      {}  {} records, head {}",
+                escape(&v.run_id),
+                v.records,
+                v.head.short()
+            )?;
+            if let Some(entry) = v.log_entry {
+                write!(out, ", log entry {entry}")?;
+            }
+            if let Some(key) = &v.signed_by {
+                write!(out, ", signed by {key}")?;
+            }
+            writeln!(out)
+        }
+        Some(problem) => {
+            let at = v
+                .record
+                .map(|r| format!("record {r}: "))
+                .unwrap_or_default();
+            writeln!(
+                out,
+                "BROKEN  {}  {at}{}",
+                escape(&v.run_id),
+                escape(problem)
+            )
+        }
+    }
+}
+
+fn render(audit: &Audit) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    for v in &audit.runs {
+        render_run(&mut out, v)?;
+    }
+    let log = &audit.log;
+    for problem in &log.problems {
+        writeln!(out, "BROKEN  log  {}", escape(problem))?;
+    }
+    let broken = audit.runs.iter().filter(|v| v.problem.is_some()).count();
+    writeln!(
+        out,
+        "{} runs verified, {} broken; log: {} entries, {}",
+        audit.runs.len(),
+        broken,
+        log.entries,
+        if log.problems.is_empty() {
+            "intact"
+        } else {
+            "BROKEN"
+        }
+    )?;
+    match &log.key {
+        Some(key) => writeln!(out, "signatures checked against key {key}")?,
+        None => writeln!(
+            out,
+            "signatures NOT checked: pass --key PUB (the deployment's public key); without it a person who can write the file can re-seal a run"
+        )?,
+    }
+    Ok(())
+}
+
+fn render_pack(result: &PackVerification) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    render_run(&mut out, &result.run)?;
+    for problem in &result.problems {
+        writeln!(out, "BROKEN  pack  {}", escape(problem))?;
+    }
+    writeln!(out, "tree head  {}", escape(&result.tree_head))?;
+    match (&result.key, result.trusted_key) {
+        (Some(key), true) => writeln!(out, "signatures checked against your key {key}")?,
+        (Some(key), false) => writeln!(
+            out,
+            "signatures checked against the key the pack carries ({key}), which shows the pack is undamaged, not that it is genuine: pass --key PUB (the deployment's public key, from your own records)"
+        )?,
+        (None, _) => writeln!(
+            out,
+            "signatures NOT checked: the pack carries no key; pass --key PUB"
+        )?,
+    }
+    writeln!(
+        out,
+        "{}",
+        if result.is_intact() {
+            "pack verified"
+        } else {
+            "pack BROKEN"
+        }
+    )?;
+    Ok(())
 }

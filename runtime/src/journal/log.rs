@@ -23,8 +23,9 @@ pub(super) const LOG_LEAVES: TableDefinition<u64, &[u8]> = TableDefinition::new(
 /// (level >= 1, index) -> hash of a complete subtree, so roots and proofs cost O(log n).
 pub(super) const LOG_NODES: TableDefinition<(u32, u64), [u8; 32]> =
     TableDefinition::new("log_nodes");
-/// Run id -> index of its latest leaf.
-pub(super) const RUN_LEAF: TableDefinition<&str, u64> = TableDefinition::new("run_leaf");
+/// (run id, leaf index) -> the run's record count in that leaf: every leaf of a run, so
+/// that checking one run reads only its own entries.
+pub(super) const RUN_LEAVES: TableDefinition<(&str, u64), u64> = TableDefinition::new("run_leaves");
 /// `latest` -> the postcard bytes of the latest [`SignedTreeHead`].
 pub(super) const LOG_HEAD: TableDefinition<&str, &[u8]> = TableDefinition::new("log_head");
 
@@ -40,6 +41,9 @@ pub struct LogEntry {
     pub records: u64,
     /// The digest of its last record after the commit.
     pub head: Digest,
+    /// The digests of the records this commit appended (records `records - digests.len()`
+    /// to `records - 1`), so that an altered or re-sealed record is named exactly.
+    pub digests: Vec<Digest>,
     /// When the commit was made, ms since the Unix epoch.
     pub at_ms: u64,
     /// The deployment key's signature over (run id, records, head), if a key was
@@ -48,9 +52,21 @@ pub struct LogEntry {
 }
 
 impl LogEntry {
-    /// What is signed: postcard of (run id, records, head), under [`RUN_HEAD_DOMAIN`].
+    /// What is signed: postcard of (run id, records, head, the commit's record digests,
+    /// time), under [`RUN_HEAD_DOMAIN`].
     pub fn signed_bytes(&self) -> Vec<u8> {
-        encode(&(&self.run_id, self.records, &self.head))
+        encode(&(
+            &self.run_id,
+            self.records,
+            &self.head,
+            &self.digests,
+            self.at_ms,
+        ))
+    }
+
+    /// The index of the first record this commit appended.
+    pub fn first_record(&self) -> u64 {
+        self.records.saturating_sub(self.digests.len() as u64)
     }
 
     /// Whether `key` signed this head.
@@ -121,12 +137,14 @@ impl Journal {
         run_id: &str,
         records: u64,
         head: Digest,
+        digests: Vec<Digest>,
         at_ms: u64,
     ) -> Result<(), JournalError> {
         let mut entry = LogEntry {
             run_id: run_id.to_string(),
             records,
             head,
+            digests,
             at_ms,
             signature: None,
         };
@@ -156,9 +174,9 @@ impl Journal {
                 .insert((node.level, node.index), node.hash)
                 .map_err(|e| self.err(e))?;
         }
-        tx.open_table(RUN_LEAF)
+        tx.open_table(RUN_LEAVES)
             .map_err(|e| self.err(e))?
-            .insert(run_id, index)
+            .insert((run_id, index), records)
             .map_err(|e| self.err(e))?;
         if let Some(key) = &self.signer {
             let store = TableStore {
@@ -265,35 +283,35 @@ impl Journal {
         Ok(out)
     }
 
-    /// The latest log entry of a run and its index, if the run is in the log.
+    /// The log entries of a run, oldest first, found through the run index (which a
+    /// person who can write the file could alter; [`Journal::audit`] reads the log
+    /// itself).
     ///
     /// # Errors
     /// redb or decoding errors.
-    pub fn log_entry_of(
-        &self,
-        run_id: &str,
-    ) -> Result<Option<(u64, LogEntry, Vec<u8>)>, JournalError> {
+    pub fn indexed_log_entries(&self, run_id: &str) -> Result<Vec<(u64, LogEntry)>, JournalError> {
         let tx = self.read()?;
-        let (run_leaf, leaves) = match (tx.open_table(RUN_LEAF), tx.open_table(LOG_LEAVES)) {
+        let (index, leaves) = match (tx.open_table(RUN_LEAVES), tx.open_table(LOG_LEAVES)) {
             (Ok(a), Ok(b)) => (a, b),
             (Err(redb::TableError::TableDoesNotExist(_)), _)
-            | (_, Err(redb::TableError::TableDoesNotExist(_))) => return Ok(None),
+            | (_, Err(redb::TableError::TableDoesNotExist(_))) => return Ok(Vec::new()),
             (Err(e), _) | (_, Err(e)) => return Err(self.err(e)),
         };
-        let Some(index) = run_leaf
-            .get(run_id)
+        let mut out = Vec::new();
+        for item in index
+            .range((run_id, 0)..=(run_id, u64::MAX))
             .map_err(|e| self.err(e))?
-            .map(|v| v.value())
-        else {
-            return Ok(None);
-        };
-        let Some(bytes) = leaves.get(index).map_err(|e| self.err(e))? else {
-            return Ok(None);
-        };
-        let bytes = bytes.value().to_vec();
-        let entry = postcard::from_bytes(&bytes)
-            .map_err(|e| self.corrupt(format!("log entry {index}"), e))?;
-        Ok(Some((index, entry, bytes)))
+        {
+            let (key, _) = item.map_err(|e| self.err(e))?;
+            let (_, leaf) = key.value();
+            let Some(bytes) = leaves.get(leaf).map_err(|e| self.err(e))? else {
+                continue;
+            };
+            let entry = postcard::from_bytes(bytes.value())
+                .map_err(|e| self.corrupt(format!("log entry {leaf}"), e))?;
+            out.push((leaf, entry));
+        }
+        Ok(out)
     }
 
     /// The latest signed tree head, if a key ever signed one.

@@ -17,14 +17,18 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint::Checkpoint;
 use crate::digest::Digest;
 
+mod audit;
 mod describe;
 mod log;
+mod pack;
 mod record;
 mod verify;
 
 pub use crate::edition::Edition;
+pub use audit::{Audit, LogAudit};
 pub use describe::{describe_request, describe_request_bytes, describe_response_bytes};
 pub use log::{LogEntry, RUN_HEAD_DOMAIN};
+pub use pack::{PackEntry, PackManifest, PackSummary, PackVerification};
 pub use record::{InheritedEvidence, Parent, Record, RecordBody, RunMeta, RunStart};
 use record::{StoredMeta, StoredMetaRef};
 pub use verify::Verification;
@@ -88,6 +92,22 @@ pub enum JournalError {
         path: PathBuf,
         /// What went wrong.
         message: String,
+    },
+    /// An evidence pack could not be written or is not one.
+    #[error("evidence pack {path}: {message}")]
+    Pack {
+        /// The pack file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// A run does not verify, so the operation that vouches for it was refused.
+    #[error("run {run_id} does not verify: {problem}")]
+    Broken {
+        /// The run.
+        run_id: String,
+        /// Its first problem.
+        problem: String,
     },
     /// There is no journal file to read.
     #[error("there is no journal at {path} (set --db or WARDEN_DB, or start a run first)")]
@@ -410,6 +430,7 @@ impl Journal {
     ) -> Result<RunMeta, JournalError> {
         let at_ms = now_ms();
         let tx = self.write()?;
+        let mut digests = Vec::with_capacity(commit.records.len());
         let meta = {
             let mut runs = tx.open_table(RUNS).map_err(|e| self.err(e))?;
             let existing = runs
@@ -445,6 +466,7 @@ impl Journal {
                     .map_err(|e| self.err(e))?;
                 meta.records += 1;
                 meta.head = digest;
+                digests.push(digest);
             }
             let mut blobs = tx.open_table(BLOBS).map_err(|e| self.err(e))?;
             for (digest, bytes) in &commit.blobs {
@@ -477,7 +499,7 @@ impl Journal {
                 .map_err(|e| self.err(e))?;
             meta
         };
-        self.append_log(&tx, run_id, meta.records, meta.head, at_ms)?;
+        self.append_log(&tx, run_id, meta.records, meta.head, digests, at_ms)?;
         tx.commit().map_err(|e| self.err(e))?;
         Ok(meta)
     }

@@ -132,3 +132,94 @@ proptest! {
         }
     }
 }
+
+/// The log of `records` as commits of the sizes in `cuts` (cycled) would have left it,
+/// each entry signed by `key`.
+fn log_of(
+    records: &[(Record, Digest)],
+    cuts: &[usize],
+    key: &crate::seal::signing::SigningKey,
+) -> Vec<(u64, LogEntry)> {
+    let mut entries = Vec::new();
+    let mut at = 0;
+    for (index, cut) in cuts.iter().cycle().enumerate() {
+        if at >= records.len() {
+            break;
+        }
+        let end = (at + cut).min(records.len());
+        let mut entry = LogEntry {
+            run_id: "r".into(),
+            records: end as u64,
+            head: records[end - 1].1,
+            digests: records[at..end].iter().map(|(_, d)| *d).collect(),
+            at_ms: 1_700_000_000_000 + index as u64,
+            signature: None,
+        };
+        let signature = key
+            .sign(RUN_HEAD_DOMAIN, &entry.signed_bytes())
+            .unwrap_or_else(|_| unreachable!("a valid domain"));
+        entry.signature = Some((key.key_id(), signature));
+        entries.push((index as u64 * 3, entry));
+        at = end;
+    }
+    entries
+}
+
+/// What a forger does after an edit: renumber the records and recompute the chain.
+fn reseal(records: &mut [(Record, Digest)]) {
+    let mut prev = Digest::ZERO;
+    for (position, (record, digest)) in records.iter_mut().enumerate() {
+        record.index = position as u64;
+        record.prev = prev;
+        *digest = record.digest();
+        prev = *digest;
+    }
+}
+
+/// The first position at which `forged` is not `original`.
+fn first_difference(original: &[(Record, Digest)], forged: &[(Record, Digest)]) -> Option<u64> {
+    let common = original.len().min(forged.len());
+    (0..common)
+        .find(|&i| original[i].1 != forged[i].1)
+        .or((original.len() != forged.len()).then_some(common))
+        .map(|i| i as u64)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(crate::test_support::cases(2_000)))]
+
+    /// A forger who re-seals the chain after any corruption leaves a chain that checks
+    /// out, and the log still names the first record that is not the one committed.
+    #[test]
+    fn every_resealed_forgery_is_named_by_the_log(
+        n in 1usize..40,
+        c in corruption(),
+        cuts in proptest::collection::vec(1usize..7, 1..8),
+    ) {
+        let key = crate::seal::signing::SigningKey::from_seed(&[1; 32]);
+        let (_, original) = chain(n);
+        let entries = log_of(&original, &cuts, &key);
+        let mut forged = original.clone();
+        if !apply(&mut forged, &c) {
+            return Ok(());
+        }
+        reseal(&mut forged);
+        let expected = first_difference(&original, &forged);
+        let found = super::audit::log_problem(&forged, &entries, Some(&key.public_key()));
+        prop_assert_eq!(found.as_ref().and_then(|(r, _)| *r), expected, "{:?}: {:?}", c, found);
+        prop_assert_eq!(found.is_some(), expected.is_some());
+    }
+
+    /// Heads signed by another key are refused, naming the first record of the first
+    /// such commit.
+    #[test]
+    fn heads_not_signed_by_the_key_are_refused(n in 1usize..20, cuts in proptest::collection::vec(1usize..7, 1..8)) {
+        let key = crate::seal::signing::SigningKey::from_seed(&[1; 32]);
+        let other = crate::seal::signing::SigningKey::from_seed(&[2; 32]);
+        let (_, records) = chain(n);
+        let entries = log_of(&records, &cuts, &other);
+        let found = super::audit::log_problem(&records, &entries, Some(&key.public_key()));
+        prop_assert_eq!(found.and_then(|(r, _)| r), Some(0));
+        prop_assert!(super::audit::log_problem(&records, &entries, Some(&other.public_key())).is_none());
+    }
+}

@@ -4,8 +4,10 @@
 
 use serde::Serialize;
 
+use super::audit::{LogCheck, log_problem};
 use super::{Journal, JournalError, Record, RecordBody, RunMeta};
 use crate::digest::{Digest, domain};
+use crate::seal::signing::KeyId;
 
 /// The result of checking one run's hash chain.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -20,53 +22,96 @@ pub struct Verification {
     pub problem: Option<String>,
     /// The index of the first record that does not check out, where one can be named.
     pub record: Option<u64>,
+    /// The index of the run's latest entry in the transparency log, when the log was
+    /// consulted in full ([`Journal::verify_run`], [`Journal::audit`]).
+    pub log_entry: Option<u64>,
+    /// The key every head of the run was found signed by, when one was given and the run
+    /// checks out.
+    pub signed_by: Option<KeyId>,
 }
 
 impl Journal {
-    /// Recomputes a run's hash chain and names the first record that does not check out.
+    /// Recomputes a run's hash chain, checks its summary, blobs and checkpoints, and
+    /// holds its records to the heads the transparency log holds for it (found through
+    /// the run index), naming the first record that does not check out.
+    /// [`Journal::verify_run`] and [`Journal::audit`] read the log itself, and check
+    /// signatures.
     ///
     /// # Errors
     /// redb errors, or [`JournalError::NoSuchRun`]. A broken chain is not an error: it is
     /// the `problem` of the returned [`Verification`].
     pub fn verify(&self, run_id: &str) -> Result<Verification, JournalError> {
         let meta = self.run(run_id)?;
-        let records = match self.stored_records(run_id) {
+        let records = self.stored_records(run_id);
+        let entries = self.indexed_log_entries(run_id)?;
+        self.verify_with(
+            &meta,
+            records,
+            LogCheck {
+                entries: &entries,
+                required: false,
+                key: None,
+            },
+        )
+    }
+
+    /// Verifies a run whose records were read as `records`, consulting the log as `log`
+    /// says.
+    pub(super) fn verify_with(
+        &self,
+        meta: &RunMeta,
+        records: Result<Vec<(Record, Digest)>, JournalError>,
+        log: LogCheck<'_>,
+    ) -> Result<Verification, JournalError> {
+        let run_id = meta.run_id.as_str();
+        let mut verification = Verification {
+            run_id: run_id.to_string(),
+            records: meta.records,
+            head: meta.head,
+            problem: None,
+            record: None,
+            log_entry: None,
+            signed_by: None,
+        };
+        let records = match records {
             Ok(records) => records,
             Err(JournalError::Corrupt { what, message, .. }) => {
-                return Ok(Verification {
-                    run_id: run_id.to_string(),
-                    records: meta.records,
-                    head: meta.head,
-                    problem: Some(format!("{what} does not decode: {message}")),
-                    record: None,
-                });
+                verification.problem = Some(format!("{what} does not decode: {message}"));
+                return Ok(verification);
             }
             Err(e) => return Err(e),
         };
-        let found = match chain_problem(&meta, &records) {
+        let logged = |records: &[(Record, Digest)]| {
+            if log.entries.is_empty() && log.required {
+                Some((
+                    Some(0),
+                    "the run is not in the transparency log: it did not come from a commit (it was inserted into the file, or its log entries removed)".to_string(),
+                ))
+            } else {
+                log_problem(records, log.entries, log.key)
+            }
+        };
+        let found = match chain_problem(meta, &records) {
             Some(found) => Some(found),
-            None => match summary_problem(&meta, &records) {
+            None => match logged(&records) {
                 Some(found) => Some(found),
-                None => match self.blob_problem(&records)? {
+                None => match summary_problem(meta, &records) {
                     Some(found) => Some(found),
-                    None => match self.checkpoint_problem(run_id, &records)? {
+                    None => match self.blob_problem(&records)? {
                         Some(found) => Some(found),
-                        None => self.progress_problem(run_id, &meta, &records)?,
+                        None => match self.checkpoint_problem(run_id, &records)? {
+                            Some(found) => Some(found),
+                            None => self.progress_problem(run_id, meta, &records)?,
+                        },
                     },
                 },
             },
         };
-        let (record, problem) = match found {
-            Some((record, problem)) => (record, Some(problem)),
-            None => (None, None),
-        };
-        Ok(Verification {
-            run_id: run_id.to_string(),
-            records: meta.records,
-            head: meta.head,
-            problem,
-            record,
-        })
+        if let Some((record, problem)) = found {
+            verification.record = record;
+            verification.problem = Some(problem);
+        }
+        Ok(verification)
     }
 }
 
@@ -76,10 +121,7 @@ impl Journal {
     /// # Errors
     /// redb errors reading the list of runs or a run's records.
     pub fn verify_all(&self) -> Result<Vec<Verification>, JournalError> {
-        self.runs()?
-            .iter()
-            .map(|meta| self.verify(&meta.run_id))
-            .collect()
+        Ok(self.audit(None)?.runs)
     }
 
     /// Checks the blobs the run's start record names (agent module, policy text, input,

@@ -3,6 +3,6 @@
 //! structure and hashing of RFC 9162 ([`merkle`]), whose proofs an auditor checks with
 //! nothing but hashes.
 
-mod hex;
+pub(crate) mod hex;
 pub mod merkle;
 pub mod signing;

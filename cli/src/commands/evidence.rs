@@ -1,0 +1,67 @@
+//! `warden evidence`: write one run's self-contained evidence pack.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::output::{self, escape};
+
+/// Arguments of `warden evidence`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The run.
+    run_id: String,
+    /// The pack file to write (must not exist).
+    #[arg(short, long, value_name = "FILE")]
+    out: PathBuf,
+    /// The deployment's public key, stored in the pack to say which key signed it
+    /// (taken from --signing-key when that is given). Auditors check against their own
+    /// copy.
+    #[arg(long, value_name = "PUB")]
+    key: Option<PathBuf>,
+    /// Print JSON: `run_id`, `records`, `checkpoints`, `pages`, `entries`, `tree_size`,
+    /// `signed`.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `warden evidence`.
+pub fn run(db: &Path, signing_key: Option<&Path>, args: &Args) -> anyhow::Result<u8> {
+    let public_key = match (&args.key, signing_key) {
+        (Some(path), _) => Some(output::read_public_key(path)?),
+        (None, Some(path)) => Some(output::read_signing_key(path)?.public_key()),
+        (None, None) => None,
+    };
+    let journal = output::open_read_only(db)?;
+    let summary = journal
+        .write_pack(&args.run_id, &args.out, public_key)
+        .map_err(warden::Error::from)?;
+    if args.json {
+        output::print_json(&summary)?;
+        return Ok(output::exit::COMPLETED);
+    }
+    let mut out = std::io::stdout().lock();
+    let pack = args.out.display();
+    writeln!(
+        out,
+        "evidence pack {pack}: run {}, {} records, {} checkpoints, {} memory pages, {} log entries with inclusion proofs in a tree of {} ({})",
+        escape(&summary.run_id),
+        summary.records,
+        summary.checkpoints,
+        summary.pages,
+        summary.entries,
+        summary.tree_size,
+        if summary.signed {
+            "signed"
+        } else {
+            "UNSIGNED: the journal has no signing key, so the pack proves integrity, not origin"
+        }
+    )?;
+    writeln!(
+        out,
+        "on any machine, with only the pack and the public key:"
+    )?;
+    writeln!(out, "  warden verify --pack {pack} --key deployment.pub")?;
+    writeln!(out, "  warden replay --pack {pack}")?;
+    writeln!(out, "  warden --db {pack} show {}", escape(&summary.run_id))?;
+    Ok(output::exit::COMPLETED)
+}

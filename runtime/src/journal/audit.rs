@@ -1,0 +1,405 @@
+//! Auditing: every run checked against the transparency log as well as its own chain, and,
+//! given the deployment's public key, every head and the log itself checked for the key's
+//! signature. Upholds invariant 5 against a person who can write the journal file but
+//! does not hold the signing key (`docs/threat-model.md`).
+//!
+//! A run's own chain proves only that its records agree with one another: whoever can
+//! write the file can cut a run short, re-seal it with new digests and timestamps, or
+//! delete it, and leave a chain that checks out. The log holds, for every commit, the
+//! run's record count, head and the digests of the records the commit appended, signed;
+//! so the audit names the first record that is not the one committed, a run cut back
+//! to an earlier head, a run the log never saw, and a run that is gone.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use super::{Journal, JournalError, LogEntry, Record, RunMeta, Verification};
+use crate::digest::Digest;
+use crate::edition::Edition;
+use crate::seal::merkle::{self, MemoryTree};
+use crate::seal::signing::{KeyId, PublicKey, SignedTreeHead};
+
+/// The result of auditing a whole journal.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Audit {
+    /// Every run, oldest first, then every run the log names that the journal no longer
+    /// holds (each with its problem).
+    pub runs: Vec<Verification>,
+    /// The transparency log as a whole.
+    pub log: LogAudit,
+}
+
+impl Audit {
+    /// Whether nothing at all was found wrong.
+    pub fn is_intact(&self) -> bool {
+        self.log.problems.is_empty() && self.runs.iter().all(|v| v.problem.is_none())
+    }
+}
+
+/// The transparency log as a whole.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LogAudit {
+    /// Entries in the log.
+    pub entries: u64,
+    /// Its root over all entries, recomputed from the entries (hex).
+    pub root: String,
+    /// The latest signed tree head the journal holds, in its one-line text form.
+    pub signed_head: Option<String>,
+    /// The key the signatures were checked against, if one was given.
+    pub key: Option<KeyId>,
+    /// What is wrong with the log, first problem first; empty when it checks out.
+    pub problems: Vec<String>,
+}
+
+/// The log entries a run's verification holds it to.
+#[derive(Clone, Copy)]
+pub(super) struct LogCheck<'a> {
+    /// The run's entries, by log index.
+    pub entries: &'a [(u64, LogEntry)],
+    /// Whether a run with no entry is a problem.
+    pub required: bool,
+    /// The key each entry must be signed by.
+    pub key: Option<&'a PublicKey>,
+}
+
+/// ms since the epoch, as RFC 3339 (UTC).
+pub(crate) fn timestamp(ms: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+/// The first way in which a run's records depart from what the log holds for it, with
+/// the index of the first record at fault where one can be named. `entries` are in log
+/// order.
+pub(super) fn log_problem(
+    records: &[(Record, Digest)],
+    entries: &[(u64, LogEntry)],
+    key: Option<&PublicKey>,
+) -> Option<(Option<u64>, String)> {
+    for (index, entry) in entries {
+        let first = entry.first_record();
+        if let Some(key) = key
+            && !entry.signed_by(key)
+        {
+            let signer = match &entry.signature {
+                Some((id, _)) if *id == key.key_id() => "carries a signature that is not valid",
+                Some(_) => "is signed by another key",
+                None => "is not signed",
+            };
+            return Some((
+                Some(first),
+                format!(
+                    "log entry {index} (the run's head at {} records, committed {}) {signer}: key {} did not sign it (the entry was forged, or written without the key)",
+                    entry.records,
+                    timestamp(entry.at_ms),
+                    key.key_id()
+                ),
+            ));
+        }
+        for (offset, logged) in entry.digests.iter().enumerate() {
+            let position = first + offset as u64;
+            match records.get(position as usize) {
+                None => {
+                    return Some((
+                        Some(position),
+                        format!(
+                            "record {position} is missing: the log holds its digest {} from the commit of {} (log entry {index}); the run was truncated or the record deleted",
+                            logged.short(),
+                            timestamp(entry.at_ms)
+                        ),
+                    ));
+                }
+                Some((record, _)) if record.digest() != *logged => {
+                    return Some((
+                        Some(position),
+                        format!(
+                            "record {position} is not the record committed on {}: the log holds digest {} for it (log entry {index}), the journal's record hashes to {} (it was altered, replaced or re-sealed)",
+                            timestamp(entry.at_ms),
+                            logged.short(),
+                            record.digest().short()
+                        ),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        let head = entry
+            .records
+            .checked_sub(1)
+            .and_then(|last| records.get(last as usize))
+            .map_or(Digest::ZERO, |(record, _)| record.digest());
+        if entry.records as usize <= records.len() && head != entry.head {
+            return Some((
+                Some(first),
+                format!(
+                    "the run's head at {} records is not the head {} the log holds (log entry {index}, committed {})",
+                    entry.records,
+                    entry.head.short(),
+                    timestamp(entry.at_ms)
+                ),
+            ));
+        }
+    }
+    if let Some((index, latest)) = entries.last()
+        && records.len() as u64 > latest.records
+    {
+        return Some((
+            Some(latest.records),
+            format!(
+                "records {} to {} were added after the last head the log holds for the run ({} records, log entry {index}): they did not come from a commit",
+                latest.records,
+                records.len() - 1,
+                latest.records
+            ),
+        ));
+    }
+    None
+}
+
+impl Journal {
+    /// Verifies one run against its own chain, blobs and checkpoints and against every
+    /// entry the transparency log holds for it; with `key`, each of those entries must be
+    /// signed by it.
+    ///
+    /// # Errors
+    /// [`JournalError::NoSuchRun`] when the run is neither in the journal nor in the log;
+    /// redb errors. What does not check out is the returned verification's `problem`.
+    pub fn verify_run(
+        &self,
+        run_id: &str,
+        key: Option<&PublicKey>,
+    ) -> Result<Verification, JournalError> {
+        let log = self.log_by_run()?;
+        let entries = log.get(run_id).map(Vec::as_slice).unwrap_or_default();
+        match self.run(run_id) {
+            Ok(meta) => self.verify_logged(&meta, entries, key),
+            Err(JournalError::NoSuchRun(_)) if !entries.is_empty() => {
+                Ok(deleted_run(run_id, entries))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Audits the whole journal: every run as [`Journal::verify_run`] does, every run the
+    /// log names that is gone, and the log itself (its entries against its stored tree,
+    /// its signed tree head, and with `key` every signature).
+    ///
+    /// # Errors
+    /// redb errors.
+    pub fn audit(&self, key: Option<&PublicKey>) -> Result<Audit, JournalError> {
+        let leaves = self.log_leaves()?;
+        let mut by_run: BTreeMap<String, Vec<(u64, LogEntry)>> = BTreeMap::new();
+        let mut problems = Vec::new();
+        let mut tree = MemoryTree::new();
+        let mut unsigned = Vec::new();
+        for (index, bytes) in &leaves {
+            tree.append(bytes);
+            match postcard::from_bytes::<LogEntry>(bytes) {
+                Ok(entry) => {
+                    if let Some(key) = key
+                        && !entry.signed_by(key)
+                    {
+                        unsigned.push(*index);
+                    }
+                    by_run
+                        .entry(entry.run_id.clone())
+                        .or_default()
+                        .push((*index, entry));
+                }
+                Err(e) => problems.push(format!(
+                    "log entry {index} does not decode ({e}): the log was altered"
+                )),
+            }
+        }
+        if let (Some(first), Some(key)) = (unsigned.first(), key) {
+            problems.push(format!(
+                "{} of {} log entries are not signed by key {} (the first is entry {first})",
+                unsigned.len(),
+                leaves.len(),
+                key.key_id()
+            ));
+        }
+        let size = leaves.len() as u64;
+        let root = tree.root(size).unwrap_or_else(|_| merkle::empty_root());
+        if size > 0 {
+            match self.log_root(size) {
+                Ok(stored) if stored == root => {}
+                _ => problems.push(
+                    "the log's stored subtree hashes do not match its entries (the log was altered; proofs served from this file would not verify)".into(),
+                ),
+            }
+        }
+        let head = match self.log_head() {
+            Ok(head) => head,
+            Err(e) => {
+                problems.push(format!("{e}"));
+                None
+            }
+        };
+        problems.extend(head_problems(head.as_ref(), &tree, size, key));
+        let mut runs = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for meta in self.runs()? {
+            let entries = by_run
+                .get(&meta.run_id)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            seen.insert(meta.run_id.clone());
+            runs.push(self.verify_logged(&meta, entries, key)?);
+        }
+        for (run_id, entries) in &by_run {
+            if !seen.contains(run_id) {
+                runs.push(deleted_run(run_id, entries));
+            }
+        }
+        Ok(Audit {
+            runs,
+            log: LogAudit {
+                entries: size,
+                root: crate::seal::hex::encode(&root),
+                signed_head: head.map(|h| h.to_string()),
+                key: key.map(PublicKey::key_id),
+                problems,
+            },
+        })
+    }
+
+    /// One run against the entries the log holds for it.
+    fn verify_logged(
+        &self,
+        meta: &RunMeta,
+        entries: &[(u64, LogEntry)],
+        key: Option<&PublicKey>,
+    ) -> Result<Verification, JournalError> {
+        let records = self.stored_records(&meta.run_id);
+        // Runs started before the log existed (edition 1) are not in it; without a key
+        // they are checked against their own chain only.
+        let required = key.is_some()
+            || records.as_ref().ok().is_some_and(|records| {
+                records
+                    .first()
+                    .and_then(|(r, _)| r.body.run_start())
+                    .is_none_or(|start| start.edition != Edition::V1)
+            });
+        let mut verification = self.verify_with(
+            meta,
+            records,
+            LogCheck {
+                entries,
+                required,
+                key,
+            },
+        )?;
+        verification.log_entry = entries.last().map(|(index, _)| *index);
+        if verification.problem.is_none() {
+            verification.signed_by = key.map(PublicKey::key_id);
+        }
+        Ok(verification)
+    }
+
+    /// Every leaf of the log, by index, as stored.
+    pub(super) fn log_leaves(&self) -> Result<Vec<(u64, Vec<u8>)>, JournalError> {
+        let tx = self.read()?;
+        let leaves = match tx.open_table(super::log::LOG_LEAVES) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(self.err(e)),
+        };
+        let mut out = Vec::new();
+        for item in redb::ReadableTable::iter(&leaves).map_err(|e| self.err(e))? {
+            let (index, bytes) = item.map_err(|e| self.err(e))?;
+            out.push((index.value(), bytes.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// The log's entries grouped by run, in log order; entries that do not decode are
+    /// left out (the audit reports them).
+    fn log_by_run(&self) -> Result<BTreeMap<String, Vec<(u64, LogEntry)>>, JournalError> {
+        let mut by_run: BTreeMap<String, Vec<(u64, LogEntry)>> = BTreeMap::new();
+        for (index, bytes) in self.log_leaves()? {
+            if let Ok(entry) = postcard::from_bytes::<LogEntry>(&bytes) {
+                by_run
+                    .entry(entry.run_id.clone())
+                    .or_default()
+                    .push((index, entry));
+            }
+        }
+        Ok(by_run)
+    }
+}
+
+/// The verification of a run the log names but the journal no longer holds.
+fn deleted_run(run_id: &str, entries: &[(u64, LogEntry)]) -> Verification {
+    let (index, latest) = entries
+        .last()
+        .map_or((0, None), |(index, entry)| (*index, Some(entry)));
+    Verification {
+        run_id: run_id.to_string(),
+        records: latest.map_or(0, |e| e.records),
+        head: latest.map_or(Digest::ZERO, |e| e.head),
+        problem: Some(format!(
+            "the run is missing from the journal, but the transparency log holds {} of its heads (the last, entry {index}, at {} records, committed {}): the run was deleted",
+            entries.len(),
+            latest.map_or(0, |e| e.records),
+            timestamp(latest.map_or(0, |e| e.at_ms)),
+        )),
+        record: Some(0),
+        log_entry: Some(index),
+        signed_by: None,
+    }
+}
+
+/// What is wrong with the log's signed tree head, given the tree its entries make.
+fn head_problems(
+    head: Option<&SignedTreeHead>,
+    tree: &MemoryTree,
+    size: u64,
+    key: Option<&PublicKey>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let Some(sth) = head else {
+        if let Some(key) = key
+            && size > 0
+        {
+            problems.push(format!(
+                "the log has {size} entries but no signed tree head: key {} never signed it, or the head was removed",
+                key.key_id()
+            ));
+        }
+        return problems;
+    };
+    if let Some(key) = key
+        && !sth.verify(key)
+    {
+        problems.push(format!(
+            "the log's signed tree head (size {}) is not signed by key {} (it names key {}): it was forged or signed by another deployment",
+            sth.head.size,
+            key.key_id(),
+            sth.key_id
+        ));
+    }
+    if sth.head.size > size {
+        problems.push(format!(
+            "the log's signed tree head covers {} entries but the log holds only {size}: entries were removed",
+            sth.head.size
+        ));
+    } else {
+        if tree.root(sth.head.size).ok() != Some(sth.head.root) {
+            problems.push(format!(
+                "the log's first {} entries do not hash to the root its signed tree head holds: the log was altered",
+                sth.head.size
+            ));
+        }
+        if sth.head.size < size {
+            problems.push(format!(
+                "log entries {} to {} came after the last signed tree head (size {}): they were written without the signing key, or inserted",
+                sth.head.size,
+                size - 1,
+                sth.head.size
+            ));
+        }
+    }
+    problems
+}
