@@ -24,3 +24,4 @@ mod loan_example;
 mod redteam;
 mod replay;
 mod review;
+mod secrets;

@@ -687,3 +687,60 @@ fn an_evidence_pack_verifies_and_replays_from_a_fresh_directory_with_only_the_pa
         text(&out)
     );
 }
+
+#[test]
+fn an_export_has_one_line_per_record_with_the_documented_fields_and_digests() {
+    let signed = signed_journal();
+    let out = warden(
+        signed.dir.path(),
+        &["--db", "warden.redb", "export", "--all"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let journal = Journal::open_read_only(&signed.db()).expect("journal");
+    let mut expected = Vec::new();
+    for meta in journal.runs().expect("runs") {
+        for (record, digest) in journal.stored_records(&meta.run_id).expect("records") {
+            expected.push((meta.run_id.clone(), record.index, digest, record.at_ms));
+        }
+    }
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(lines.len(), expected.len());
+    for (line, (run_id, index, digest, at_ms)) in lines.iter().zip(&expected) {
+        for field in [
+            "format", "run_id", "index", "at", "at_ms", "prev", "digest", "prev_ok", "kind",
+            "text", "body",
+        ] {
+            assert!(line.get(field).is_some(), "{field} missing: {line}");
+        }
+        assert_eq!(line["format"], "warden-export-v1");
+        assert_eq!(line["run_id"], run_id.as_str());
+        assert_eq!(line["index"], *index);
+        assert_eq!(line["digest"], digest.to_string());
+        assert_eq!(line["at_ms"], *at_ms);
+        assert_eq!(line["prev_ok"], true);
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["kind"] == "host_call" && l["body"]["decision"]["verdict"] == "Escalate"),
+        "the gate's escalation is exported"
+    );
+    assert!(lines.iter().any(|l| l["kind"] == "review"));
+    // One run, to a file that is never overwritten.
+    let file = signed.dir.path().join("one.jsonl");
+    let args = [
+        "--db",
+        "warden.redb",
+        "export",
+        signed.completed.as_str(),
+        "-o",
+        "one.jsonl",
+    ];
+    assert!(warden(signed.dir.path(), &args).status.success());
+    let one = std::fs::read_to_string(&file).expect("export file");
+    assert!(one.lines().all(|l| l.contains(&signed.completed)));
+    assert_eq!(warden(signed.dir.path(), &args).status.code(), Some(2));
+}

@@ -78,6 +78,9 @@ enum Command {
     /// Write one run's self-contained evidence pack: records, module, policy, input,
     /// checkpoints, log entries with inclusion proofs, signed tree head.
     Evidence(commands::evidence::Args),
+    /// Write records as JSON lines with stable field names (docs/export.md), for a SIEM or
+    /// a data warehouse.
+    Export(commands::export::Args),
     /// The transparency log: print its signed head, prove it extends one you kept.
     Log(commands::log::Args),
     /// Generate or show the deployment's ed25519 signing key.
@@ -124,6 +127,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
         Command::Review(args) => commands::review::run(db, signing_key, args),
         Command::Verify(args) => commands::verify::run(db, args),
         Command::Evidence(args) => commands::evidence::run(db, signing_key, args),
+        Command::Export(args) => commands::export::run(db, args),
         Command::Log(args) => commands::log::run(db, args),
         Command::Key(args) => commands::key::run(args),
         Command::Compact => commands::compact::run(db),

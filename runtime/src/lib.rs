@@ -99,7 +99,7 @@ pub use review::{
 };
 pub use run::{RunReport, start};
 pub use stored_run::{Artifact, StoredRunError};
-pub use timeline::{Entry, Timeline};
+pub use timeline::{EXPORT_FORMAT, Entry, ExportLine, Timeline};
 
 /// Shared by the property tests of every module.
 #[cfg(test)]

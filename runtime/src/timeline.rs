@@ -14,6 +14,8 @@ pub struct Entry {
     pub index: u64,
     /// Commit time, RFC 3339.
     pub at: String,
+    /// Commit time, ms since the Unix epoch.
+    pub at_ms: u64,
     /// The digest of the previous record, as stored.
     pub prev: Digest,
     /// This record's digest, recomputed.
@@ -62,6 +64,34 @@ impl Timeline {
     }
 }
 
+/// The format tag of every line `warden export --format jsonl` writes.
+pub const EXPORT_FORMAT: &str = "warden-export-v1";
+
+/// One line of `warden export --format jsonl`: one record of one run, with its digests.
+/// The field names are stable and documented in `docs/export.md`; new fields may be
+/// added, none is renamed or removed without a new [`EXPORT_FORMAT`].
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportLine<'a> {
+    /// [`EXPORT_FORMAT`].
+    pub format: &'static str,
+    /// The run.
+    pub run_id: &'a str,
+    /// The record, decoded.
+    #[serde(flatten)]
+    pub record: &'a Entry,
+}
+
+impl Timeline {
+    /// The run's records as export lines, in order.
+    pub fn export_lines(&self) -> impl Iterator<Item = ExportLine<'_>> {
+        self.records.iter().map(|record| ExportLine {
+            format: EXPORT_FORMAT,
+            run_id: &self.run.run_id,
+            record,
+        })
+    }
+}
+
 fn entry(record: &Record, digest: Digest, prev_ok: bool) -> Entry {
     let at = humantime::format_rfc3339_millis(
         std::time::UNIX_EPOCH + std::time::Duration::from_millis(record.at_ms),
@@ -69,6 +99,7 @@ fn entry(record: &Record, digest: Digest, prev_ok: bool) -> Entry {
     Entry {
         index: record.index,
         at: at.to_string(),
+        at_ms: record.at_ms,
         prev: record.prev,
         digest,
         prev_ok,

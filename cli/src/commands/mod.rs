@@ -3,6 +3,7 @@
 
 pub mod compact;
 pub mod evidence;
+pub mod export;
 pub mod fork;
 pub mod key;
 pub mod log;
