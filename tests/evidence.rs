@@ -744,3 +744,95 @@ fn an_export_has_one_line_per_record_with_the_documented_fields_and_digests() {
     assert!(one.lines().all(|l| l.contains(&signed.completed)));
     assert_eq!(warden(signed.dir.path(), &args).status.code(), Some(2));
 }
+
+#[test]
+fn a_parquet_export_has_one_row_per_run_with_versions_outcome_gate_and_review() {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let signed = signed_journal();
+    let out = warden(
+        signed.dir.path(),
+        &[
+            "--db",
+            "warden.redb",
+            "export",
+            "--all",
+            "--format",
+            "parquet",
+            "-o",
+            "runs.parquet",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let file = std::fs::File::open(signed.dir.path().join("runs.parquet")).expect("file");
+    let reader = SerializedFileReader::new(file).expect("a parquet file");
+    let columns: Vec<String> = reader
+        .metadata()
+        .file_metadata()
+        .schema_descr()
+        .columns()
+        .iter()
+        .map(|c| c.name().to_string())
+        .collect();
+    let expected: Vec<&str> = warden::RUN_ROW_COLUMNS.iter().map(|(n, _)| *n).collect();
+    assert_eq!(columns, expected);
+    let rows: Vec<Value> = reader
+        .get_row_iter(None)
+        .expect("rows")
+        .map(|row| {
+            use parquet::record::Field;
+            let row = row.expect("row");
+            let mut object = serde_json::Map::new();
+            for (name, field) in row.get_column_iter() {
+                let value = match field {
+                    Field::Str(s) => Value::from(s.as_str()),
+                    Field::Long(i) => Value::from(*i),
+                    Field::Double(f) => Value::from(*f),
+                    Field::Bool(b) => Value::from(*b),
+                    Field::Null => Value::Null,
+                    other => panic!("unexpected field {other:?}"),
+                };
+                object.insert(name.clone(), value);
+            }
+            Value::Object(object)
+        })
+        .collect();
+    assert_eq!(rows.len(), 3);
+    let reviewed = rows
+        .iter()
+        .find(|r| r["run_id"] == signed.reviewed.as_str())
+        .expect("the reviewed run");
+    assert_eq!(reviewed["policy_name"], "loan-underwriting");
+    assert_eq!(reviewed["last_gate_met"], false, "{reviewed}");
+    assert!(
+        reviewed["last_gate_confidence"]
+            .as_f64()
+            .expect("confidence")
+            < 1.0
+    );
+    assert!(reviewed["last_gate_threshold"].is_number());
+    assert_eq!(reviewed["reviewer"], "u.schmidt");
+    assert_eq!(reviewed["reviewer_role"], "underwriter");
+    assert_eq!(reviewed["escalations"], 1);
+    assert_eq!(reviewed["verified"], true);
+    let completed = rows
+        .iter()
+        .find(|r| r["run_id"] == signed.completed.as_str())
+        .expect("the completed run");
+    assert_eq!(completed["status"], "completed");
+    assert_eq!(completed["last_gate_met"], true, "{completed}");
+    assert_eq!(completed["last_gate_label"], "repay", "{completed}");
+    assert!(completed["reviewer"].is_null());
+    // -o is required, and never overwrites.
+    let out = warden(
+        signed.dir.path(),
+        &[
+            "--db",
+            "warden.redb",
+            "export",
+            "--all",
+            "--format",
+            "parquet",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}

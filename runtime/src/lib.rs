@@ -31,6 +31,7 @@
 #![deny(missing_docs)]
 
 mod agent;
+mod analysis;
 mod bindings;
 mod checkpoint;
 mod confine;
@@ -66,6 +67,7 @@ mod architecture;
 pub mod internals;
 
 pub use agent::{Agent, LoadError};
+pub use analysis::{ColumnType, RUN_ROW_COLUMNS, RunRow};
 pub use bindings::{Bindings, BindingsError, EntryOutside, LedgerMode, LoadOptions, ModelCard};
 pub use checkpoint::{Checkpoint, CheckpointError, GlobalValue};
 pub use confine::OutsideReason;
