@@ -23,5 +23,6 @@ mod hostile_agents;
 mod loan_example;
 mod redteam;
 mod replay;
+mod report;
 mod review;
 mod secrets;

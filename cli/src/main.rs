@@ -27,6 +27,7 @@ Examples:
   warden show <RUN_ID>
   warden replay <RUN_ID>
   warden replay --all --policy policies/loan-underwriting-strict.toml
+  warden report <RUN_ID> -o report.html
   warden verify --all
 
 Logging: -v (info), -vv (debug: every step and host call as tracing spans), or RUST_LOG.";
@@ -75,6 +76,10 @@ enum Command {
     /// deployment's signatures, or an evidence pack; name the first record that does
     /// not check out.
     Verify(commands::verify::Args),
+    /// Write a self-contained HTML audit report of one run: its path through the state
+    /// machine, every host call with its decision and rule, gates, reviews, digests and
+    /// the verification of its chain, log entry and signatures.
+    Report(commands::report::Args),
     /// Write one run's self-contained evidence pack: records, module, policy, input,
     /// checkpoints, log entries with inclusion proofs, signed tree head.
     Evidence(commands::evidence::Args),
@@ -126,6 +131,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
         Command::Fork(args) => commands::fork::run(db, signing_key, args),
         Command::Review(args) => commands::review::run(db, signing_key, args),
         Command::Verify(args) => commands::verify::run(db, args),
+        Command::Report(args) => commands::report::run(db, args),
         Command::Evidence(args) => commands::evidence::run(db, signing_key, args),
         Command::Export(args) => commands::export::run(db, args),
         Command::Log(args) => commands::log::run(db, args),

@@ -8,6 +8,7 @@ pub mod fork;
 pub mod key;
 pub mod log;
 pub mod replay;
+pub mod report;
 pub mod resume;
 pub mod review;
 pub mod run;
