@@ -21,6 +21,7 @@ mod gates;
 mod hostile;
 mod hostile_agents;
 mod loan_example;
+mod module_cache;
 mod redteam;
 mod replay;
 mod report;

@@ -47,6 +47,18 @@ struct Cli {
     /// journal's machine's backups; auditors hold the public key.
     #[arg(long, global = true, env = "WARDEN_SIGNING_KEY", value_name = "FILE")]
     signing_key: Option<PathBuf>,
+    /// Where compiled agents are kept between processes, so that only the first run of
+    /// an agent pays for compiling it. Compiled code is trusted native code: the directory
+    /// must be yours alone (it is created with mode 700; one others may write is not used).
+    /// `off`: compile in every process. Default: $XDG_CACHE_HOME/warden/modules, else
+    /// ~/.cache/warden/modules.
+    #[arg(
+        long,
+        global = true,
+        env = "WARDEN_MODULE_CACHE",
+        value_name = "DIR|off"
+    )]
+    module_cache: Option<PathBuf>,
     /// Log to standard error: -v for runs, -vv for every step and host call.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -97,9 +109,23 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     install_logging(cli.verbose);
+    install_module_cache(cli.module_cache.as_deref());
     match dispatch(&cli) {
         Ok(code) => ExitCode::from(code),
         Err(error) => output::report_error(&error),
+    }
+}
+
+/// Points the library at the on-disk module cache; a cache that cannot be used is only
+/// a warning (runs compile instead).
+fn install_module_cache(choice: Option<&std::path::Path>) {
+    let dir = match choice {
+        Some(path) if path.as_os_str() == "off" => return,
+        Some(path) => Some(path.to_path_buf()),
+        None => warden::default_module_cache_dir(),
+    };
+    if let Err(e) = warden::set_module_cache_dir(dir.as_deref()) {
+        eprintln!("warning: {}", output::escape(&e.to_string()));
     }
 }
 

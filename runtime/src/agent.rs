@@ -142,8 +142,8 @@ impl Agent {
             .into_owned();
         let scan = scan(&binary)?;
         let rewritten = export_globals(&binary, &scan)?;
-        let module =
-            Module::new(engine, &rewritten).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        let module = crate::module_cache::compile(engine, &rewritten)
+            .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
         check_imports(&module)?;
         check_exports(&module)?;
         let globals = scan

@@ -166,13 +166,25 @@ pub struct PageTracker {
     digests: Vec<Digest>,
 }
 
+/// A page that changed since the previous capture, to store if new.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangedPage {
+    /// The digest of its content.
+    pub digest: Digest,
+    /// Its content.
+    pub bytes: Vec<u8>,
+    /// The page it replaced at the same index (digest and content), which the journal
+    /// may store it as a difference against.
+    pub base: Option<(Digest, Vec<u8>)>,
+}
+
 /// A capture: the page list, and the pages not seen in the previous image.
 #[derive(Debug)]
 pub struct Capture {
     /// Digest of every page.
     pub pages: Vec<Digest>,
     /// Pages that changed since the previous capture, to store if new.
-    pub changed: Vec<(Digest, Vec<u8>)>,
+    pub changed: Vec<ChangedPage>,
 }
 
 impl PageTracker {
@@ -194,10 +206,15 @@ impl PageTracker {
         {
             match self.digests.get(index) {
                 Some(digest) if old == page => pages.push(*digest),
-                _ => {
+                previous => {
                     let digest = Digest::of(domain::PAGE, page);
+                    let base = previous.map(|base| (*base, old.to_vec()));
                     old.copy_from_slice(page);
-                    changed.push((digest, page.to_vec()));
+                    changed.push(ChangedPage {
+                        digest,
+                        bytes: page.to_vec(),
+                        base,
+                    });
                     pages.push(digest);
                 }
             }

@@ -60,7 +60,7 @@ impl BenchPages {
     /// Captures `memory`; returns (pages, bytes of changed pages to store).
     pub fn capture(&mut self, memory: &[u8]) -> (usize, usize) {
         let capture = self.0.capture(memory);
-        let stored = capture.changed.iter().map(|(_, bytes)| bytes.len()).sum();
+        let stored = capture.changed.iter().map(|page| page.bytes.len()).sum();
         (capture.pages.len(), stored)
     }
 }

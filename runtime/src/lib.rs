@@ -46,6 +46,7 @@ mod fork;
 mod host_call;
 mod journal;
 mod manifest;
+mod module_cache;
 mod outcome;
 mod policy;
 mod provenance;
@@ -82,10 +83,11 @@ pub use error::{Error, ErrorKind};
 pub use fork::{ForkRequest, fork};
 pub use journal::{
     Audit, Journal, JournalError, LogAudit, LogEntry, PackEntry, PackManifest, PackSummary,
-    PackVerification, Parent, RUN_HEAD_DOMAIN, Record, RecordBody, RunMeta, RunStart, Verification,
-    describe_request_bytes, describe_response_bytes,
+    PackVerification, Parent, RUN_HEAD_DOMAIN, Record, RecordBody, RunMeta, RunStart, Storage,
+    Verification, describe_request_bytes, describe_response_bytes,
 };
 pub use manifest::{Manifest, ManifestError};
+pub use module_cache::{CacheError, default_module_cache_dir, set_module_cache_dir};
 pub use outcome::{FailureReason, GuestFault, HostFault, Limit, Outcome, Status, TrapCode};
 pub use policy::{
     Budgets, ConfidenceGate, DecisionRule, Diagnostic, HostCaps, Policy, PolicyError, Problem,

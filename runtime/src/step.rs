@@ -308,7 +308,7 @@ impl Execution {
         // Since edition 2 the pages a step changed count against the journal budget
         // (the initial image, checkpoint 0, is the module's own and does not).
         if host.edition >= Edition::V2 && host.step > 0 {
-            let bytes: usize = capture.changed.iter().map(|(_, page)| page.len()).sum();
+            let bytes: usize = capture.changed.iter().map(|page| page.bytes.len()).sum();
             host.journal.bytes += bytes as u64;
         }
         let checkpoint = Checkpoint {

@@ -21,11 +21,13 @@ mod audit;
 mod describe;
 mod log;
 mod pack;
+mod page_store;
 mod record;
 mod verify;
 
 pub use crate::edition::Edition;
 pub use audit::{Audit, LogAudit};
+
 pub use describe::{describe_request, describe_request_bytes, describe_response_bytes};
 pub use log::{LogEntry, RUN_HEAD_DOMAIN};
 pub use pack::{PackEntry, PackManifest, PackSummary, PackVerification};
@@ -35,7 +37,7 @@ pub use verify::Verification;
 
 /// The journal format this build writes. Readers accept every version up to it
 /// (`docs/journal.md`, "Format versions").
-pub const FORMAT_VERSION: u64 = 2;
+pub const FORMAT_VERSION: u64 = 3;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("runs");
@@ -129,6 +131,35 @@ pub enum JournalError {
     RunExists(String),
 }
 
+/// What a journal holds ([`Journal::storage`]): counts and the bytes of stored values.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Storage {
+    /// Runs.
+    pub runs: u64,
+    /// Records, and their stored bytes.
+    pub records: u64,
+    /// Bytes of all records as stored.
+    pub record_bytes: u64,
+    /// Bytes of modules, policy texts, inputs and model cards.
+    pub blob_bytes: u64,
+    /// Checkpoints, and their stored bytes (page lists, globals).
+    pub checkpoints: u64,
+    /// Bytes of all checkpoints.
+    pub checkpoint_bytes: u64,
+    /// Distinct memory pages (shared by every run).
+    pub pages: u64,
+    /// Their bytes as stored (compressed).
+    pub page_bytes: u64,
+    /// Their bytes uncompressed.
+    pub page_bytes_raw: u64,
+    /// Transparency log entries, and their bytes.
+    pub log_entries: u64,
+    /// Bytes of all log entries.
+    pub log_bytes: u64,
+    /// The file's size on disk (redb allocates ahead and reuses freed space).
+    pub file_bytes: u64,
+}
+
 /// One atomic write: a step's worth of journal.
 #[derive(Debug, Default)]
 pub struct Commit {
@@ -139,7 +170,7 @@ pub struct Commit {
     /// Content-addressed blobs (module, policy text, input) to store if absent.
     pub blobs: Vec<(Digest, Vec<u8>)>,
     /// Memory pages to store if absent.
-    pub pages: Vec<(Digest, Vec<u8>)>,
+    pub pages: Vec<crate::checkpoint::ChangedPage>,
     /// The checkpoint taken at this boundary.
     pub checkpoint: Option<Checkpoint>,
 }
@@ -477,12 +508,30 @@ impl Journal {
                 }
             }
             let mut pages = tx.open_table(PAGES).map_err(|e| self.err(e))?;
-            for (digest, bytes) in &commit.pages {
-                if pages.get(&digest.0).map_err(|e| self.err(e))?.is_none() {
-                    pages
-                        .insert(&digest.0, bytes.as_slice())
-                        .map_err(|e| self.err(e))?;
+            for page in &commit.pages {
+                if pages
+                    .get(&page.digest.0)
+                    .map_err(|e| self.err(e))?
+                    .is_some()
+                {
+                    continue;
                 }
+                // A page is stored as its difference from the page it replaced when that
+                // one is stored and its chain of differences is short.
+                let base = match &page.base {
+                    Some((digest, bytes)) => pages
+                        .get(&digest.0)
+                        .map_err(|e| self.err(e))?
+                        .and_then(|stored| page_store::depth(stored.value()))
+                        .map(|depth| (*digest, bytes.as_slice(), depth)),
+                    None => None,
+                };
+                pages
+                    .insert(
+                        &page.digest.0,
+                        page_store::pack(&page.bytes, base).as_slice(),
+                    )
+                    .map_err(|e| self.err(e))?;
             }
             if let Some(checkpoint) = &commit.checkpoint {
                 let mut table = tx.open_table(CHECKPOINTS).map_err(|e| self.err(e))?;
@@ -584,10 +633,72 @@ impl Journal {
     pub fn page(&self, digest: &Digest) -> Result<Option<Vec<u8>>, JournalError> {
         let tx = self.read()?;
         let pages = tx.open_table(PAGES).map_err(|e| self.err(e))?;
-        Ok(pages
-            .get(&digest.0)
-            .map_err(|e| self.err(e))?
-            .map(|v| v.value().to_vec()))
+        let Some(stored) = pages.get(&digest.0).map_err(|e| self.err(e))? else {
+            return Ok(None);
+        };
+        let stored = stored.value().to_vec();
+        page_store::unpack(&stored, |base| {
+            Ok(pages
+                .get(&base.0)
+                .map_err(|e| e.to_string())?
+                .map(|v| v.value().to_vec()))
+        })
+        .map(Some)
+        .map_err(|message| JournalError::Corrupt {
+            path: self.path.clone(),
+            what: format!("memory page {}", digest.short()),
+            message,
+        })
+    }
+
+    /// What the journal holds, table by table: what an operator sizes storage by, and
+    /// what the benchmarks report as bytes per run.
+    ///
+    /// # Errors
+    /// redb errors.
+    pub fn storage(&self) -> Result<Storage, JournalError> {
+        let tx = self.read()?;
+        let mut storage = Storage {
+            runs: tx
+                .open_table(RUNS)
+                .map_err(|e| self.err(e))?
+                .len()
+                .map_err(|e| self.err(e))?,
+            ..Storage::default()
+        };
+        let records = tx.open_table(RECORDS).map_err(|e| self.err(e))?;
+        for item in records.iter().map_err(|e| self.err(e))? {
+            let (_, value) = item.map_err(|e| self.err(e))?;
+            storage.records += 1;
+            storage.record_bytes += value.value().len() as u64;
+        }
+        let blobs = tx.open_table(BLOBS).map_err(|e| self.err(e))?;
+        for item in blobs.iter().map_err(|e| self.err(e))? {
+            let (_, value) = item.map_err(|e| self.err(e))?;
+            storage.blob_bytes += value.value().len() as u64;
+        }
+        let checkpoints = tx.open_table(CHECKPOINTS).map_err(|e| self.err(e))?;
+        for item in checkpoints.iter().map_err(|e| self.err(e))? {
+            let (_, value) = item.map_err(|e| self.err(e))?;
+            storage.checkpoints += 1;
+            storage.checkpoint_bytes += value.value().len() as u64;
+        }
+        let pages = tx.open_table(PAGES).map_err(|e| self.err(e))?;
+        for item in pages.iter().map_err(|e| self.err(e))? {
+            let (_, value) = item.map_err(|e| self.err(e))?;
+            storage.pages += 1;
+            storage.page_bytes += value.value().len() as u64;
+        }
+        storage.page_bytes_raw = storage.pages * crate::checkpoint::PAGE_SIZE as u64;
+        if let Ok(leaves) = tx.open_table(log::LOG_LEAVES) {
+            for item in leaves.iter().map_err(|e| self.err(e))? {
+                let (_, value) = item.map_err(|e| self.err(e))?;
+                storage.log_entries += 1;
+                storage.log_bytes += value.value().len() as u64;
+            }
+        }
+        storage.file_bytes = std::fs::metadata(&self.path).map_or(0, |m| m.len());
+        Ok(storage)
     }
 
     /// Number of distinct memory pages stored (shared by all runs).

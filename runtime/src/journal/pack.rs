@@ -281,7 +281,9 @@ impl Journal {
                     .insert(key.value(), value.value())
                     .map_err(|e| pack.err(e))?;
                 summary.checkpoints += 1;
-                for page in &checkpoint.pages {
+                // Each page, and the base pages a page stored as a difference needs.
+                let mut wanted: Vec<Digest> = checkpoint.pages.clone();
+                while let Some(page) = wanted.pop() {
                     if to_pages.get(&page.0).map_err(|e| pack.err(e))?.is_some() {
                         continue;
                     }
@@ -290,6 +292,7 @@ impl Journal {
                             .insert(&page.0, bytes.value())
                             .map_err(|e| pack.err(e))?;
                         summary.pages += 1;
+                        wanted.extend(super::page_store::base_of(bytes.value()));
                     }
                 }
             }

@@ -272,9 +272,19 @@ impl Journal {
                 if !checked.insert(*page) {
                     continue;
                 }
-                match self.page(page)? {
-                    Some(bytes) if Digest::of(domain::PAGE, &bytes) == *page => {}
-                    Some(_) => {
+                match self.page(page) {
+                    Ok(Some(bytes)) if Digest::of(domain::PAGE, &bytes) == *page => {}
+                    Err(JournalError::Corrupt { message, .. }) => {
+                        return Ok(Some((
+                            Some(record.index),
+                            format!(
+                                "memory page {} of checkpoint {step} does not decode: {message} (the page was altered)",
+                                page.short()
+                            ),
+                        )));
+                    }
+                    Err(e) => return Err(e),
+                    Ok(Some(_)) => {
                         return Ok(Some((
                             Some(record.index),
                             format!(
@@ -283,7 +293,7 @@ impl Journal {
                             ),
                         )));
                     }
-                    None => {
+                    Ok(None) => {
                         return Ok(Some((
                             Some(record.index),
                             format!(

@@ -1,0 +1,227 @@
+//! How a memory page is stored. A page is always [`PAGE_SIZE`] bytes; its digest, the
+//! key, names the uncompressed content, so content addressing, sharing and verification
+//! are unchanged by how it is stored:
+//!
+//! - exactly [`PAGE_SIZE`] bytes: the page, raw (every page of format versions 1 and 2,
+//!   and a page that does not compress);
+//! - `0x01` then one zstd frame: the page, compressed;
+//! - `0x02`, a depth (1 byte), the digest of a base page (32 bytes), then one zstd frame
+//!   of the page XOR the base: the page as its difference from the page it replaced at
+//!   the same index in the previous checkpoint. A step changes a few bytes of a page, so
+//!   the difference is mostly zeros. The base is itself stored in one of these forms;
+//!   the depth (its base's depth plus one) is kept at most [`MAX_DEPTH`], so reading a
+//!   page reads at most that many others.
+
+use crate::checkpoint::PAGE_SIZE;
+use crate::digest::Digest;
+
+/// zstd's level: fast; a guest's heap is mostly zeros and repeated structure.
+const LEVEL: i32 = 3;
+
+/// The longest chain of differences a stored page may head.
+pub(super) const MAX_DEPTH: u8 = 8;
+
+const COMPRESSED: u8 = 0x01;
+const DELTA: u8 = 0x02;
+
+/// The depth of the chain of differences a stored page heads (0: a whole page), or `None`
+/// when it is too deep to serve as a base, or not a stored page at all.
+pub(super) fn depth(stored: &[u8]) -> Option<u8> {
+    if stored.len() == PAGE_SIZE {
+        return Some(0);
+    }
+    match stored.first() {
+        Some(&COMPRESSED) => Some(0),
+        Some(&DELTA) => stored.get(1).copied().filter(|depth| *depth < MAX_DEPTH),
+        _ => None,
+    }
+}
+
+/// The base page a stored difference refers to.
+pub(super) fn base_of(stored: &[u8]) -> Option<Digest> {
+    if stored.len() == PAGE_SIZE || stored.first() != Some(&DELTA) {
+        return None;
+    }
+    let digest: [u8; 32] = stored.get(2..34)?.try_into().ok()?;
+    Some(Digest(digest))
+}
+
+/// The stored form of `page`, as a difference from `base` (digest, content, depth of its
+/// stored chain) when that is smaller.
+pub(super) fn pack(page: &[u8], base: Option<(Digest, &[u8], u8)>) -> Vec<u8> {
+    if page.len() != PAGE_SIZE {
+        return page.to_vec();
+    }
+    let mut best = match zstd::bulk::compress(page, LEVEL) {
+        Ok(frame) if frame.len() + 1 < PAGE_SIZE => {
+            let mut out = Vec::with_capacity(frame.len() + 1);
+            out.push(COMPRESSED);
+            out.extend_from_slice(&frame);
+            out
+        }
+        _ => page.to_vec(),
+    };
+    if let Some((digest, base, depth)) = base
+        && base.len() == PAGE_SIZE
+        && depth < MAX_DEPTH
+    {
+        let difference: Vec<u8> = page.iter().zip(base).map(|(a, b)| a ^ b).collect();
+        if let Ok(frame) = zstd::bulk::compress(&difference, LEVEL)
+            && frame.len() + 34 < best.len()
+        {
+            let mut out = Vec::with_capacity(frame.len() + 34);
+            out.push(DELTA);
+            out.push(depth + 1);
+            out.extend_from_slice(&digest.0);
+            out.extend_from_slice(&frame);
+            best = out;
+        }
+    }
+    best
+}
+
+/// The page a stored value holds; `base` fetches a stored base page by digest.
+pub(super) fn unpack(
+    stored: &[u8],
+    mut base: impl FnMut(&Digest) -> Result<Option<Vec<u8>>, String>,
+) -> Result<Vec<u8>, String> {
+    unpack_at(stored, &mut base, MAX_DEPTH)
+}
+
+fn unpack_at(
+    stored: &[u8],
+    base: &mut impl FnMut(&Digest) -> Result<Option<Vec<u8>>, String>,
+    budget: u8,
+) -> Result<Vec<u8>, String> {
+    if stored.len() == PAGE_SIZE {
+        return Ok(stored.to_vec());
+    }
+    match stored.split_first() {
+        Some((&COMPRESSED, frame)) => decompress(frame),
+        Some((&DELTA, rest)) if rest.len() > 33 => {
+            let (header, frame) = rest.split_at(33);
+            let depth = header[0];
+            if depth == 0 || depth > budget {
+                return Err(format!(
+                    "its chain of differences is deeper than {MAX_DEPTH} pages"
+                ));
+            }
+            let mut digest = [0u8; 32];
+            digest.copy_from_slice(&header[1..]);
+            let digest = Digest(digest);
+            let Some(stored_base) = base(&digest)? else {
+                return Err(format!("its base page {} is missing", digest.short()));
+            };
+            let whole = unpack_at(&stored_base, base, depth - 1)?;
+            if Digest::of(crate::digest::domain::PAGE, &whole) != digest {
+                return Err(format!(
+                    "its base page {} does not match its digest",
+                    digest.short()
+                ));
+            }
+            let difference = decompress(frame)?;
+            Ok(difference.iter().zip(&whole).map(|(a, b)| a ^ b).collect())
+        }
+        _ => Err("not a stored page (unknown form)".into()),
+    }
+}
+
+fn decompress(frame: &[u8]) -> Result<Vec<u8>, String> {
+    let page = zstd::bulk::decompress(frame, PAGE_SIZE).map_err(|e| e.to_string())?;
+    if page.len() != PAGE_SIZE {
+        return Err(format!(
+            "decompresses to {} bytes, not a page of {PAGE_SIZE}",
+            page.len()
+        ));
+    }
+    Ok(page)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::domain;
+    use proptest::prelude::*;
+
+    fn none(_: &Digest) -> Result<Option<Vec<u8>>, String> {
+        Ok(None)
+    }
+
+    fn noise(seed: u64) -> Vec<u8> {
+        let mut state = seed | 1;
+        (0..PAGE_SIZE)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn zeros_shrink_and_noise_stays_raw() {
+        let zeros = vec![0u8; PAGE_SIZE];
+        let stored = pack(&zeros, None);
+        assert!(stored.len() < 100, "{}", stored.len());
+        assert_eq!(unpack(&stored, none).as_deref(), Ok(zeros.as_slice()));
+        let noise = noise(7);
+        let stored = pack(&noise, None);
+        assert_eq!(
+            stored.len(),
+            PAGE_SIZE,
+            "incompressible pages are stored raw"
+        );
+        assert_eq!(unpack(&stored, none).as_deref(), Ok(noise.as_slice()));
+    }
+
+    #[test]
+    fn a_small_change_to_a_noisy_page_is_stored_as_a_small_difference() {
+        let base = noise(9);
+        let base_digest = Digest::of(domain::PAGE, &base);
+        let mut page = base.clone();
+        page[100] ^= 0xff;
+        page[40_000] = 7;
+        let stored = pack(&page, Some((base_digest, &base, 0)));
+        assert!(stored.len() < 200, "{}", stored.len());
+        let base_stored = pack(&base, None);
+        let fetch = |digest: &Digest| Ok((*digest == base_digest).then(|| base_stored.clone()));
+        assert_eq!(unpack(&stored, fetch).as_deref(), Ok(page.as_slice()));
+        // A missing or altered base is an error, never a wrong page.
+        assert!(unpack(&stored, none).is_err());
+        let mut altered = base_stored.clone();
+        altered[5] ^= 1;
+        assert!(unpack(&stored, |_| Ok(Some(altered.clone()))).is_err());
+        // Too deep a base is not used.
+        let deep = pack(&page, Some((base_digest, &base, MAX_DEPTH)));
+        assert_ne!(deep.first(), Some(&DELTA));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(crate::test_support::cases(200)))]
+
+        /// Every page round-trips, whole or as a difference; garbage never panics and
+        /// never yields a page of the wrong size.
+        #[test]
+        fn pages_round_trip_and_garbage_is_refused(
+            fill in any::<u8>(),
+            edits in proptest::collection::vec((0..PAGE_SIZE, any::<u8>()), 0..64),
+            garbage in proptest::collection::vec(any::<u8>(), 0..512),
+        ) {
+            let base = vec![fill; PAGE_SIZE];
+            let base_digest = Digest::of(domain::PAGE, &base);
+            let mut page = base.clone();
+            for (at, byte) in edits {
+                page[at] = byte;
+            }
+            prop_assert_eq!(unpack(&pack(&page, None), none), Ok(page.clone()));
+            let base_stored = pack(&base, None);
+            let stored = pack(&page, Some((base_digest, &base, 0)));
+            let fetch = |_: &Digest| Ok(Some(base_stored.clone()));
+            prop_assert_eq!(unpack(&stored, fetch), Ok(page));
+            if let Ok(decoded) = unpack(&garbage, |_| Ok(Some(garbage.clone()))) {
+                prop_assert_eq!(decoded.len(), PAGE_SIZE);
+            }
+        }
+    }
+}
