@@ -17,6 +17,7 @@ pub mod compat;
 mod crash;
 mod enforcement;
 mod evidence;
+mod evidence_attacks;
 mod gates;
 mod hostile;
 mod hostile_agents;

@@ -43,16 +43,33 @@ impl std::error::Error for Usage {}
 pub fn open(db: &Path, signing_key: Option<&Path>) -> anyhow::Result<warden::Journal> {
     let mut journal = warden::Journal::open(db).map_err(warden::Error::from)?;
     let head = journal.log_head().map_err(warden::Error::from)?;
-    match (signing_key, head) {
-        (Some(path), head) => {
+    let last = journal.last_log_entry().map_err(warden::Error::from)?;
+    let signed_by = head.as_ref().map(|h| h.key_id).or_else(|| {
+        last.as_ref()
+            .and_then(|e| e.signature.as_ref().map(|(id, _)| *id))
+    });
+    match (signing_key, signed_by) {
+        (Some(path), _) => {
             let key = read_signing_key(path)?;
-            if let Some(head) = head
-                && head.key_id != key.key_id()
+            let public = key.public_key();
+            // The stored head must be this key's: a head planted by someone else would
+            // make this writer extend a forged log (or deny it service).
+            if let Some(head) = &head
+                && !head.verify(&public)
             {
                 return Err(Usage(format!(
-                    "journal {} is signed by key {}, but --signing-key {} is key {}; sign with the deployment's key (one key per journal)",
+                    "journal {}: its signed tree head is not signed by --signing-key {} (key {}; the head names key {}): the journal belongs to another deployment or was altered; check it with `warden verify --all --key` before writing to it",
                     db.display(),
-                    head.key_id,
+                    path.display(),
+                    key.key_id(),
+                    head.key_id
+                ))
+                .into());
+            }
+            if let Some(id) = signed_by.filter(|id| *id != key.key_id()) {
+                return Err(Usage(format!(
+                    "journal {} is signed by key {id}, but --signing-key {} is key {}; sign with the deployment's key (one key per journal)",
+                    db.display(),
                     path.display(),
                     key.key_id()
                 ))
@@ -60,11 +77,10 @@ pub fn open(db: &Path, signing_key: Option<&Path>) -> anyhow::Result<warden::Jou
             }
             journal.set_signer(key);
         }
-        (None, Some(head)) => {
+        (None, Some(id)) => {
             return Err(Usage(format!(
-                "journal {} is signed by key {}: pass --signing-key FILE (or set WARDEN_SIGNING_KEY) so that this write is signed too",
-                db.display(),
-                head.key_id
+                "journal {} is signed by key {id}: pass --signing-key FILE (or set WARDEN_SIGNING_KEY) so that this write is signed too",
+                db.display()
             ))
             .into());
         }

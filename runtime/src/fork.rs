@@ -83,13 +83,12 @@ pub fn fork(journal: &Journal, request: ForkRequest<'_>) -> Result<RunReport, Er
             bindings
         }
     };
-    let checkpoint =
-        journal
-            .checkpoint(parent, request.step)?
-            .ok_or_else(|| Error::NoCheckpoint {
-                run_id: parent.to_string(),
-                step: request.step,
-            })?;
+    let checkpoint = journal
+        .recorded_checkpoint(parent, request.step)?
+        .ok_or_else(|| Error::NoCheckpoint {
+            run_id: parent.to_string(),
+            step: request.step,
+        })?;
     // A fork is a new run under today's rules: a policy recorded by an older edition
     // must still validate, or the fork must be given one that does.
     let (policy, policy_text) = match request.policy {

@@ -65,12 +65,13 @@ pub fn resume(journal: &Journal, run_id: &str) -> Result<RunReport, Error> {
         run_id: run_id.to_string(),
         step: 0,
     })?;
-    let checkpoint = journal
-        .checkpoint(run_id, from)?
-        .ok_or_else(|| Error::NoCheckpoint {
-            run_id: run_id.to_string(),
-            step: from,
-        })?;
+    let checkpoint =
+        journal
+            .recorded_checkpoint(run_id, from)?
+            .ok_or_else(|| Error::NoCheckpoint {
+                run_id: run_id.to_string(),
+                step: from,
+            })?;
     let opening = Opening {
         run_id,
         agent: &stored.agent,

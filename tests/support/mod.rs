@@ -23,9 +23,42 @@ pub fn policy_path(name: &str) -> PathBuf {
     workspace().join("policies").join(name)
 }
 
-/// The loan example directory.
+/// The loan example directory, as the tests run it: a copy of `examples/loan-underwriting`
+/// (bindings, fixtures, model card, applications) whose `warden.toml` names the loan agent
+/// the test guests' build script compiled from source (the shipped manifest names the one
+/// `./x demo` builds, which a fresh checkout does not have) and the shipped policy. Made
+/// once per test process under `target/tests/`.
 pub fn loan_example() -> PathBuf {
-    workspace().join("examples/loan-underwriting")
+    static COPY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    COPY.get_or_init(|| {
+        let source = workspace().join("examples/loan-underwriting");
+        let copy = workspace()
+            .join("target/tests")
+            .join(format!("loan-example-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&copy);
+        for sub in ["fixtures", "models", "applications"] {
+            std::fs::create_dir_all(copy.join(sub)).expect("example copy");
+            for entry in std::fs::read_dir(source.join(sub)).expect("example files") {
+                let entry = entry.expect("entry");
+                std::fs::copy(entry.path(), copy.join(sub).join(entry.file_name()))
+                    .expect("copy");
+            }
+        }
+        std::fs::copy(source.join("bindings.toml"), copy.join("bindings.toml")).expect("copy");
+        std::fs::write(
+            copy.join("warden.toml"),
+            format!(
+                "agent = {:?}\npolicy = {:?}\nbindings = \"bindings.toml\"\ninput = \"applications/01-prime-approve.json\"\n",
+                warden_test_guests::LOAN_AGENT,
+                policy_path("loan-underwriting.toml")
+                    .canonicalize()
+                    .expect("the shipped policy"),
+            ),
+        )
+        .expect("manifest");
+        copy
+    })
+    .clone()
 }
 
 /// Runs `warden --db DB ARGS --json` (the real binary) on any journal, parsing its output.

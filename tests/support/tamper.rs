@@ -231,12 +231,11 @@ pub fn delete_run(db: &std::path::Path, run_id: &str) {
 // The transparency log's tables, as documented in docs/journal.md.
 pub const LOG_LEAVES: TableDefinition<u64, &[u8]> = TableDefinition::new("log_leaves");
 pub const LOG_NODES: TableDefinition<(u32, u64), [u8; 32]> = TableDefinition::new("log_nodes");
-pub const RUN_LEAVES: TableDefinition<(&str, u64), u64> = TableDefinition::new("run_leaves");
 pub const LOG_HEAD: TableDefinition<&str, &[u8]> = TableDefinition::new("log_head");
 
 /// Rewrites the transparency log's leaves with `edit` (given each leaf decoded) and
 /// renumbers them, dropping the cached subtree hashes so that the journal recomputes
-/// them from the forged leaves, and rebuilds the run index; the signed tree head is
+/// them from the forged leaves; the signed tree head is
 /// left alone, or replaced by `head` (forger-signed) when given.
 pub fn rewrite_log(
     db: &std::path::Path,
@@ -260,26 +259,10 @@ pub fn rewrite_log(
         }
         edit(&mut entries);
         let mut tree = MemoryTree::new();
-        let mut run_leaves = tx.open_table(RUN_LEAVES).expect("run leaves");
-        let rows: Vec<(String, u64)> = run_leaves
-            .iter()
-            .expect("iter")
-            .map(|item| {
-                let row = item.expect("row");
-                let (run, leaf) = row.0.value();
-                (run.to_string(), leaf)
-            })
-            .collect();
-        for (run, leaf) in rows {
-            run_leaves.remove((run.as_str(), leaf)).expect("remove");
-        }
         for (index, entry) in entries.iter().enumerate() {
             let bytes = postcard::to_allocvec(entry).expect("encode");
             tree.append(&bytes);
             leaves.insert(index as u64, bytes.as_slice()).expect("leaf");
-            run_leaves
-                .insert((entry.run_id.as_str(), index as u64), entry.records)
-                .expect("run leaves");
         }
         let mut nodes = tx.open_table(LOG_NODES).expect("nodes");
         let keys: Vec<(u32, u64)> = nodes

@@ -15,7 +15,9 @@ pub struct Args {
     out: PathBuf,
     /// The deployment's public key, stored in the pack to say which key signed it
     /// (taken from --signing-key when that is given). Auditors check against their own
-    /// copy.
+    /// copy. With --signing-key (or WARDEN_SIGNING_KEY) the pack also carries the
+    /// deployment's attestation that it holds the run's last commit, so a pack cut back
+    /// to an earlier commit does not verify.
     #[arg(long, value_name = "PUB")]
     key: Option<PathBuf>,
     /// Print JSON: `run_id`, `records`, `checkpoints`, `pages`, `entries`, `tree_size`,
@@ -26,14 +28,15 @@ pub struct Args {
 
 /// Runs `warden evidence`.
 pub fn run(db: &Path, signing_key: Option<&Path>, args: &Args) -> anyhow::Result<u8> {
-    let public_key = match (&args.key, signing_key) {
-        (Some(path), _) => Some(output::read_public_key(path)?),
-        (None, Some(path)) => Some(output::read_signing_key(path)?.public_key()),
-        (None, None) => None,
-    };
+    let public_key = args
+        .key
+        .as_deref()
+        .map(output::read_public_key)
+        .transpose()?;
+    let signer = signing_key.map(output::read_signing_key).transpose()?;
     let journal = output::open_read_only(db)?;
     let summary = journal
-        .write_pack(&args.run_id, &args.out, public_key)
+        .write_pack(&args.run_id, &args.out, public_key, signer.as_ref())
         .map_err(warden::Error::from)?;
     if args.json {
         output::print_json(&summary)?;

@@ -16,8 +16,13 @@ pub struct Args {
     #[arg(required_unless_present_any = ["all", "pack"])]
     run_id: Option<String>,
     /// Replay the run of an evidence pack (`warden evidence`), with nothing but the pack.
+    /// The pack is verified first (with --key, against the deployment's key); one that
+    /// does not verify is not replayed.
     #[arg(long, value_name = "FILE", conflicts_with = "all")]
     pack: Option<PathBuf>,
+    /// With --pack: the deployment's public key to verify the pack against.
+    #[arg(long, value_name = "PUB", requires = "pack")]
+    key: Option<PathBuf>,
     /// Replay every run and print a table.
     #[arg(long, conflicts_with = "run_id")]
     all: bool,
@@ -52,20 +57,46 @@ pub fn run(db: &Path, args: &Args) -> anyhow::Result<u8> {
             None => None,
         },
     };
-    let journal = output::open_read_only(args.pack.as_deref().unwrap_or(db))?;
+    let journal = match &args.pack {
+        Some(pack) => warden::Journal::open_pack(pack).map_err(warden::Error::from)?,
+        None => output::open_read_only(db)?,
+    };
     let pack_run = match &args.pack {
-        Some(pack) => Some(
-            journal
-                .pack_manifest()
-                .map_err(warden::Error::from)?
-                .ok_or_else(|| {
-                    Usage(format!(
-                        "{} is not an evidence pack (see `warden evidence`)",
-                        pack.display()
-                    ))
-                })?
-                .run_id,
-        ),
+        Some(pack) => {
+            let key = args
+                .key
+                .as_deref()
+                .map(output::read_public_key)
+                .transpose()?;
+            let verified = journal
+                .verify_pack(key.as_ref())
+                .map_err(warden::Error::from)?;
+            if !verified.is_intact() {
+                let problem = verified
+                    .run
+                    .problem
+                    .iter()
+                    .chain(&verified.problems)
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                if args.json {
+                    output::print_json(&serde_json::json!({
+                        "run_id": verified.run.run_id,
+                        "verdict": "could_not_replay",
+                        "pack_problem": problem,
+                    }))?;
+                } else {
+                    println!(
+                        "COULD NOT REPLAY  the pack {} does not verify: {}",
+                        pack.display(),
+                        escape(&problem)
+                    );
+                }
+                return Ok(output::exit::DIVERGED);
+            }
+            Some(verified.run.run_id)
+        }
         None => None,
     };
     let reports = match args.run_id.as_ref().or(pack_run.as_ref()) {

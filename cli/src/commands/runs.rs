@@ -94,6 +94,14 @@ fn review_queue(journal: &warden::Journal, json: bool) -> anyhow::Result<u8> {
             number(entry.threshold),
             escape(entry.submitted_by.as_deref().unwrap_or("-")),
         )?;
+        if let Some(problem) = &entry.problem {
+            writeln!(
+                out,
+                "{:<24} BROKEN: does not verify, cannot be reviewed: {}",
+                "",
+                escape(problem)
+            )?;
+        }
     }
     Ok(output::exit::COMPLETED)
 }

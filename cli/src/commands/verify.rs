@@ -42,7 +42,7 @@ pub fn run(db: &Path, args: &Args) -> anyhow::Result<u8> {
         .map(output::read_public_key)
         .transpose()?;
     if let Some(pack) = &args.pack {
-        let journal = output::open_read_only(pack)?;
+        let journal = warden::Journal::open_pack(pack).map_err(warden::Error::from)?;
         let result = journal
             .verify_pack(key.as_ref())
             .map_err(warden::Error::from)?;
@@ -155,6 +155,24 @@ fn render_pack(result: &PackVerification) -> anyhow::Result<()> {
         writeln!(out, "BROKEN  pack  {}", escape(problem))?;
     }
     writeln!(out, "tree head  {}", escape(&result.tree_head))?;
+    if result.attested {
+        writeln!(
+            out,
+            "complete   attested: the pack holds the run's last commit as of its tree head"
+        )?;
+    } else {
+        writeln!(
+            out,
+            "complete   NOT attested (written without the signing key): a pack cut back to an earlier commit would look the same; ask for one written with the key"
+        )?;
+    }
+    if !result.ended && !result.status.is_empty() {
+        writeln!(
+            out,
+            "status     the run was {} at the pack's last entry: the pack shows that moment, not an ending",
+            escape(&result.status)
+        )?;
+    }
     match (&result.key, result.trusted_key) {
         (Some(key), true) => writeln!(out, "signatures checked against your key {key}")?,
         (Some(key), false) => writeln!(

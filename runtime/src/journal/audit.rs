@@ -170,8 +170,8 @@ impl Journal {
         run_id: &str,
         key: Option<&PublicKey>,
     ) -> Result<Verification, JournalError> {
-        let log = self.log_by_run()?;
-        let entries = log.get(run_id).map(Vec::as_slice).unwrap_or_default();
+        let index = self.log_index()?;
+        let entries = index.entries_of(run_id);
         match self.run(run_id) {
             Ok(meta) => self.verify_logged(&meta, entries, key),
             Err(JournalError::NoSuchRun(_)) if !entries.is_empty() => {
@@ -240,13 +240,35 @@ impl Journal {
         problems.extend(head_problems(head.as_ref(), &tree, size, key));
         let mut runs = Vec::new();
         let mut seen = std::collections::BTreeSet::new();
-        for meta in self.runs()? {
-            let entries = by_run
-                .get(&meta.run_id)
-                .map(Vec::as_slice)
-                .unwrap_or_default();
-            seen.insert(meta.run_id.clone());
-            runs.push(self.verify_logged(&meta, entries, key)?);
+        let mut rows = self.run_rows()?;
+        rows.sort_by(|(ia, a), (ib, b)| {
+            let created =
+                |m: &Result<RunMeta, JournalError>| m.as_ref().map_or(0, |m| m.created_ms);
+            (created(a), ia).cmp(&(created(b), ib))
+        });
+        for (id, meta) in rows {
+            let entries = by_run.get(&id).map(Vec::as_slice).unwrap_or_default();
+            seen.insert(id.clone());
+            let problem = match meta {
+                Ok(meta) if meta.run_id == id => {
+                    runs.push(self.verify_logged(&meta, entries, key)?);
+                    continue;
+                }
+                Ok(meta) => format!(
+                    "the summary stored under run id {id} names run {} (a summary was moved or copied)",
+                    meta.run_id
+                ),
+                Err(e) => format!("its summary does not decode: {e}"),
+            };
+            runs.push(Verification {
+                run_id: id,
+                records: 0,
+                head: Digest::ZERO,
+                problem: Some(problem),
+                record: None,
+                log_entry: entries.last().map(|(index, _)| *index),
+                signed_by: None,
+            });
         }
         for (run_id, entries) in &by_run {
             if !seen.contains(run_id) {
@@ -266,7 +288,7 @@ impl Journal {
     }
 
     /// One run against the entries the log holds for it.
-    fn verify_logged(
+    pub(super) fn verify_logged(
         &self,
         meta: &RunMeta,
         entries: &[(u64, LogEntry)],
@@ -298,6 +320,20 @@ impl Journal {
         Ok(verification)
     }
 
+    /// The log's Merkle tree rebuilt from its leaves alone (never from the stored subtree
+    /// hashes, which are a cache a person with the file could alter): what `warden log`
+    /// computes roots and proofs from.
+    ///
+    /// # Errors
+    /// redb errors.
+    pub fn log_tree(&self) -> Result<MemoryTree, JournalError> {
+        let mut tree = MemoryTree::new();
+        for (_, bytes) in self.log_leaves()? {
+            tree.append(&bytes);
+        }
+        Ok(tree)
+    }
+
     /// Every leaf of the log, by index, as stored.
     pub(super) fn log_leaves(&self) -> Result<Vec<(u64, Vec<u8>)>, JournalError> {
         let tx = self.read()?;
@@ -314,11 +350,26 @@ impl Journal {
         Ok(out)
     }
 
-    /// The log's entries grouped by run, in log order; entries that do not decode are
-    /// left out (the audit reports them).
-    fn log_by_run(&self) -> Result<BTreeMap<String, Vec<(u64, LogEntry)>>, JournalError> {
+    /// The log's entries grouped by run, read once per size of the log; for an evidence
+    /// pack (which has no log), the entries its manifest carries.
+    pub(super) fn log_index(&self) -> Result<std::sync::Arc<LogIndex>, JournalError> {
+        let size = self.log_size()?;
+        if let Ok(memo) = self.log_index.lock()
+            && let Some(index) = memo.as_ref()
+            && index.size == size
+        {
+            return Ok(index.clone());
+        }
         let mut by_run: BTreeMap<String, Vec<(u64, LogEntry)>> = BTreeMap::new();
-        for (index, bytes) in self.log_leaves()? {
+        let leaves = match (size, self.pack_manifest()?) {
+            (0, Some(manifest)) => manifest
+                .entries
+                .into_iter()
+                .map(|entry| (entry.index, entry.bytes))
+                .collect(),
+            _ => self.log_leaves()?,
+        };
+        for (index, bytes) in leaves {
             if let Ok(entry) = postcard::from_bytes::<LogEntry>(&bytes) {
                 by_run
                     .entry(entry.run_id.clone())
@@ -326,7 +377,29 @@ impl Journal {
                     .push((index, entry));
             }
         }
-        Ok(by_run)
+        let index = std::sync::Arc::new(LogIndex { size, by_run });
+        if let Ok(mut memo) = self.log_index.lock() {
+            *memo = Some(index.clone());
+        }
+        Ok(index)
+    }
+}
+
+/// The log's entries grouped by run (entries that do not decode are left out; the audit
+/// reports them).
+#[derive(Debug)]
+pub(super) struct LogIndex {
+    size: u64,
+    by_run: BTreeMap<String, Vec<(u64, LogEntry)>>,
+}
+
+impl LogIndex {
+    /// The entries of `run_id`, oldest first.
+    pub(super) fn entries_of(&self, run_id: &str) -> &[(u64, LogEntry)] {
+        self.by_run
+            .get(run_id)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
     }
 }
 

@@ -23,9 +23,6 @@ pub(super) const LOG_LEAVES: TableDefinition<u64, &[u8]> = TableDefinition::new(
 /// (level >= 1, index) -> hash of a complete subtree, so roots and proofs cost O(log n).
 pub(super) const LOG_NODES: TableDefinition<(u32, u64), [u8; 32]> =
     TableDefinition::new("log_nodes");
-/// (run id, leaf index) -> the run's record count in that leaf: every leaf of a run, so
-/// that checking one run reads only its own entries.
-pub(super) const RUN_LEAVES: TableDefinition<(&str, u64), u64> = TableDefinition::new("run_leaves");
 /// `latest` -> the postcard bytes of the latest [`SignedTreeHead`].
 pub(super) const LOG_HEAD: TableDefinition<&str, &[u8]> = TableDefinition::new("log_head");
 
@@ -174,10 +171,6 @@ impl Journal {
                 .insert((node.level, node.index), node.hash)
                 .map_err(|e| self.err(e))?;
         }
-        tx.open_table(RUN_LEAVES)
-            .map_err(|e| self.err(e))?
-            .insert((run_id, index), records)
-            .map_err(|e| self.err(e))?;
         if let Some(key) = &self.signer {
             let store = TableStore {
                 leaves: &leaves,
@@ -283,35 +276,19 @@ impl Journal {
         Ok(out)
     }
 
-    /// The log entries of a run, oldest first, found through the run index (which a
-    /// person who can write the file could alter; [`Journal::audit`] reads the log
-    /// itself).
+    /// The log's last entry, if it has one and it decodes.
     ///
     /// # Errors
-    /// redb or decoding errors.
-    pub fn indexed_log_entries(&self, run_id: &str) -> Result<Vec<(u64, LogEntry)>, JournalError> {
+    /// redb errors.
+    pub fn last_log_entry(&self) -> Result<Option<LogEntry>, JournalError> {
         let tx = self.read()?;
-        let (index, leaves) = match (tx.open_table(RUN_LEAVES), tx.open_table(LOG_LEAVES)) {
-            (Ok(a), Ok(b)) => (a, b),
-            (Err(redb::TableError::TableDoesNotExist(_)), _)
-            | (_, Err(redb::TableError::TableDoesNotExist(_))) => return Ok(Vec::new()),
-            (Err(e), _) | (_, Err(e)) => return Err(self.err(e)),
+        let leaves = match tx.open_table(LOG_LEAVES) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(self.err(e)),
         };
-        let mut out = Vec::new();
-        for item in index
-            .range((run_id, 0)..=(run_id, u64::MAX))
-            .map_err(|e| self.err(e))?
-        {
-            let (key, _) = item.map_err(|e| self.err(e))?;
-            let (_, leaf) = key.value();
-            let Some(bytes) = leaves.get(leaf).map_err(|e| self.err(e))? else {
-                continue;
-            };
-            let entry = postcard::from_bytes(bytes.value())
-                .map_err(|e| self.corrupt(format!("log entry {leaf}"), e))?;
-            out.push((leaf, entry));
-        }
-        Ok(out)
+        let last = leaves.last().map_err(|e| self.err(e))?;
+        Ok(last.and_then(|(_, bytes)| postcard::from_bytes(bytes.value()).ok()))
     }
 
     /// The latest signed tree head, if a key ever signed one.

@@ -160,6 +160,9 @@ pub struct Storage {
     pub file_bytes: u64,
 }
 
+/// A row of the `runs` table: its key, and its summary or why that does not decode.
+pub(crate) type RunRow = (String, Result<RunMeta, JournalError>);
+
 /// One atomic write: a step's worth of journal.
 #[derive(Debug, Default)]
 pub struct Commit {
@@ -269,8 +272,10 @@ pub struct Journal {
     db: Handle,
     path: PathBuf,
     /// The deployment's key: when set, every commit signs the run's head and the log's
-    /// tree head.
+    /// tree head, and every verification checks signatures against it.
     signer: Option<crate::seal::signing::SigningKey>,
+    /// The log's entries by run, read once per size of the log (it only grows).
+    log_index: std::sync::Mutex<Option<std::sync::Arc<audit::LogIndex>>>,
 }
 
 impl Journal {
@@ -294,6 +299,19 @@ impl Journal {
     /// [`JournalError::Missing`] if there is no file; [`JournalError::InUse`] while a
     /// process writes to it; redb's error or a newer format, naming the file.
     pub fn open_read_only(path: &Path) -> Result<Journal, JournalError> {
+        Journal::open_reading(path, true)
+    }
+
+    /// Opens an evidence pack (or any journal) for reading without ever writing to it,
+    /// not even redb's repair: a pack is evidence, and its bytes must stay as received.
+    ///
+    /// # Errors
+    /// As [`Journal::open_read_only`]; a file that needs repair is [`JournalError::Pack`].
+    pub fn open_pack(path: &Path) -> Result<Journal, JournalError> {
+        Journal::open_reading(path, false)
+    }
+
+    fn open_reading(path: &Path, repair: bool) -> Result<Journal, JournalError> {
         if !path.exists() {
             return Err(JournalError::Missing {
                 path: path.to_path_buf(),
@@ -303,13 +321,22 @@ impl Journal {
             Ok(db) => db,
             // A journal whose last writer was killed needs redb's repair, which only a
             // writer can do: repair it (nothing committed is lost), then read.
-            Err(redb::DatabaseError::RepairAborted) => return Journal::create_or_open(path),
+            Err(redb::DatabaseError::RepairAborted) if repair => {
+                return Journal::create_or_open(path);
+            }
+            Err(redb::DatabaseError::RepairAborted) => {
+                return Err(JournalError::Pack {
+                    path: path.to_path_buf(),
+                    message: "the file needs redb's repair (it was altered, or its writer was killed); it is not changed here: verify a copy of it, or ask for the pack again".into(),
+                });
+            }
             Err(e) => return Err(open_error(path, e)),
         };
         let journal = Journal {
             db: Handle::ReadOnly(db),
             path: path.to_path_buf(),
             signer: None,
+            log_index: std::sync::Mutex::new(None),
         };
         let tx = journal.read()?;
         let found = match tx.open_table(META) {
@@ -336,6 +363,7 @@ impl Journal {
             db: Handle::ReadWrite(db),
             path: path.to_path_buf(),
             signer: None,
+            log_index: std::sync::Mutex::new(None),
         };
         journal.init()?;
         Ok(journal)
@@ -400,16 +428,29 @@ impl Journal {
         what: impl Into<String>,
         bytes: &[u8],
     ) -> Result<T, JournalError> {
-        match postcard::from_bytes::<Stored<T>>(bytes) {
-            Ok(Stored::V1(value)) => Ok(value),
+        match postcard::take_from_bytes::<Stored<T>>(bytes) {
+            Ok((Stored::V1(value), [])) => Ok(value),
+            Ok((_, rest)) => Err(JournalError::Corrupt {
+                path: self.path.clone(),
+                what: what.into(),
+                message: format!(
+                    "{} bytes follow the value (bytes no digest covers were appended)",
+                    rest.len()
+                ),
+            }),
             Err(e) => Err(self.corrupt(what, e)),
         }
     }
 
     fn decode_meta(&self, run_id: &str, bytes: &[u8]) -> Result<RunMeta, JournalError> {
-        match postcard::from_bytes::<StoredMeta>(bytes) {
-            Ok(StoredMeta::V1(v1)) => Ok(v1.into()),
-            Ok(StoredMeta::V2(meta)) => Ok(meta),
+        match postcard::take_from_bytes::<StoredMeta>(bytes) {
+            Ok((StoredMeta::V1(v1), [])) => Ok(v1.into()),
+            Ok((StoredMeta::V2(meta), [])) => Ok(meta),
+            Ok((_, rest)) => Err(JournalError::Corrupt {
+                path: self.path.clone(),
+                what: format!("the summary of run {run_id}"),
+                message: format!("{} bytes follow the value", rest.len()),
+            }),
             Err(e) => Err(self.corrupt(format!("the summary of run {run_id}"), e)),
         }
     }
@@ -470,7 +511,11 @@ impl Journal {
                 .map(|v| v.value().to_vec());
             let mut meta: RunMeta = match (existing, commit.create) {
                 (Some(_), Some(_)) => return Err(JournalError::RunExists(run_id.to_string())),
-                (None, Some(meta)) => meta,
+                // A run's creation time is its first commit's, the time of record 0.
+                (None, Some(meta)) => RunMeta {
+                    created_ms: at_ms,
+                    ..meta
+                },
                 (Some(bytes), None) => self.decode_meta(run_id, &bytes)?,
                 (None, None) => return Err(JournalError::NoSuchRun(run_id.to_string())),
             };
@@ -579,6 +624,44 @@ impl Journal {
             out.push(self.decode_meta(key.value(), value.value())?);
         }
         out.sort_by(|a, b| (a.created_ms, &a.run_id).cmp(&(b.created_ms, &b.run_id)));
+        Ok(out)
+    }
+
+    /// Every row of the `runs` table as stored: its key and its summary, or why the
+    /// summary does not decode. The audit checks that each key is the run id its
+    /// summary names.
+    ///
+    /// # Errors
+    /// redb errors.
+    pub(crate) fn run_rows(&self) -> Result<Vec<RunRow>, JournalError> {
+        let tx = self.read()?;
+        let runs = tx.open_table(RUNS).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for entry in runs.iter().map_err(|e| self.err(e))? {
+            let (key, value) = entry.map_err(|e| self.err(e))?;
+            out.push((
+                key.value().to_string(),
+                self.decode_meta(key.value(), value.value()),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The steps of every checkpoint row stored for a run.
+    ///
+    /// # Errors
+    /// redb errors.
+    pub(crate) fn checkpoint_steps(&self, run_id: &str) -> Result<Vec<u32>, JournalError> {
+        let tx = self.read()?;
+        let table = tx.open_table(CHECKPOINTS).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for entry in table
+            .range((run_id, 0)..=(run_id, u32::MAX))
+            .map_err(|e| self.err(e))?
+        {
+            let (key, _) = entry.map_err(|e| self.err(e))?;
+            out.push(key.value().1);
+        }
         Ok(out)
     }
 
@@ -711,7 +794,36 @@ impl Journal {
         pages.len().map_err(|e| self.err(e))
     }
 
-    /// The checkpoint taken at the end of `step` (0: right after instantiation).
+    /// The checkpoint taken at the end of `step`, only if the run's own chained records
+    /// name it (a `Checkpoint` record for that step with the checkpoint's digest): what
+    /// fork, resume, review and replay restore. A checkpoint row no record names (planted
+    /// in the file) is never restored.
+    ///
+    /// # Errors
+    /// redb or decoding errors.
+    pub fn recorded_checkpoint(
+        &self,
+        run_id: &str,
+        step: u32,
+    ) -> Result<Option<Checkpoint>, JournalError> {
+        let recorded = self
+            .records(run_id)?
+            .into_iter()
+            .find_map(|r| match r.body {
+                RecordBody::Checkpoint { step: s, digest } if s == step => Some(digest),
+                _ => None,
+            });
+        let Some(digest) = recorded else {
+            return Ok(None);
+        };
+        Ok(self
+            .checkpoint(run_id, step)?
+            .filter(|checkpoint| checkpoint.digest() == digest))
+    }
+
+    /// The checkpoint row stored for the end of `step` (0: right after instantiation),
+    /// whether or not a record names it; [`Journal::recorded_checkpoint`] is what may be
+    /// restored.
     ///
     /// # Errors
     /// redb or decoding errors.

@@ -27,7 +27,7 @@ use super::{
 };
 use crate::digest::Digest;
 use crate::seal::merkle::{self, Hash};
-use crate::seal::signing::{KeyId, PublicKey, SignedTreeHead, TreeHead};
+use crate::seal::signing::{KeyId, PublicKey, Signature, SignedTreeHead, SigningKey, TreeHead};
 
 /// `manifest` -> the postcard bytes of the [`PackManifest`].
 const PACK: TableDefinition<&str, &[u8]> = TableDefinition::new("pack");
@@ -52,6 +52,23 @@ pub struct PackManifest {
     pub public_key: Option<PublicKey>,
     /// Every entry the log holds for the run, oldest first, with inclusion proofs.
     pub entries: Vec<PackEntry>,
+    /// The deployment's signature (under [`PACK_DOMAIN`]) over [`PackManifest::attested`]:
+    /// that the last entry is the run's last as of the tree head, so a pack cut back to
+    /// an earlier commit (hiding, say, a review decision) does not verify. Present when
+    /// the pack was written with the signing key.
+    pub attestation: Option<(KeyId, Signature)>,
+}
+
+/// The domain a pack's attestation is signed under.
+pub const PACK_DOMAIN: &str = "warden-pack-v1";
+
+impl PackManifest {
+    /// What the attestation signs: postcard of (run id, the last entry's index and bytes,
+    /// the tree head).
+    pub fn attested(&self) -> Vec<u8> {
+        let last = self.entries.last().map(|e| (e.index, e.bytes.as_slice()));
+        super::encode(&(&self.run_id, last, self.tree_head))
+    }
 }
 
 /// One log entry of the run and the proof that it is in the tree head.
@@ -82,6 +99,8 @@ pub struct PackSummary {
     pub tree_size: u64,
     /// Whether that tree head is signed.
     pub signed: bool,
+    /// Whether the pack attests that it holds the run's last commit as of the tree head.
+    pub attested: bool,
 }
 
 /// The result of verifying a pack.
@@ -96,11 +115,41 @@ pub struct PackVerification {
     pub key: Option<KeyId>,
     /// Whether `key` is the auditor's own (`--key`), not the pack's.
     pub trusted_key: bool,
-    /// What does not check out beyond the run: proofs, tree head.
+    /// What does not check out beyond the run: proofs, tree head, attestation.
     pub problems: Vec<String>,
+    /// Whether the pack attests (signed) that its last entry is the run's last as of
+    /// its tree head. Without it, a pack cut back to an earlier commit looks the same.
+    pub attested: bool,
+    /// The run's status at the pack's last entry, and whether it had ended there.
+    pub status: String,
+    /// False when the run was still running or awaiting review at the pack's last entry:
+    /// the pack shows a moment, and later commits (a review decision) are not in it.
+    pub ended: bool,
 }
 
 impl PackVerification {
+    /// The verification of a pack too damaged to check further.
+    fn broken(run_id: &str, problem: String) -> PackVerification {
+        PackVerification {
+            run: Verification {
+                run_id: run_id.to_string(),
+                records: 0,
+                head: Digest::ZERO,
+                problem: Some(problem),
+                record: None,
+                log_entry: None,
+                signed_by: None,
+            },
+            tree_head: String::new(),
+            key: None,
+            trusted_key: false,
+            problems: Vec::new(),
+            attested: false,
+            status: String::new(),
+            ended: false,
+        }
+    }
+
     /// Whether the run and every proof check out.
     pub fn is_intact(&self) -> bool {
         self.run.problem.is_none() && self.problems.is_empty()
@@ -128,6 +177,7 @@ impl Journal {
         run_id: &str,
         out: &Path,
         public_key: Option<PublicKey>,
+        signer: Option<&SigningKey>,
     ) -> Result<PackSummary, JournalError> {
         if out.exists() {
             return Err(pack_error(
@@ -168,16 +218,22 @@ impl Journal {
                 proof,
             });
         }
-        let manifest = PackManifest {
+        let mut manifest = PackManifest {
             run_id: run_id.to_string(),
             created_ms: now_ms(),
             warden_version: env!("CARGO_PKG_VERSION").to_string(),
             source: self.path.display().to_string(),
             tree_head,
             signed_head,
-            public_key,
+            public_key: public_key.or(signer.map(SigningKey::public_key)),
             entries: pack_entries,
+            attestation: None,
         };
+        if let Some(key) = signer
+            && let Ok(signature) = key.sign(PACK_DOMAIN, &manifest.attested())
+        {
+            manifest.attestation = Some((key.key_id(), signature));
+        }
         // Made under a temporary name and renamed into place when whole.
         let temp = out.with_file_name(format!(
             ".{}.{}.new",
@@ -217,6 +273,7 @@ impl Journal {
             entries: manifest.entries.len() as u64,
             tree_size: manifest.tree_head.size,
             signed: manifest.signed_head.is_some(),
+            attested: manifest.attestation.is_some(),
         };
         {
             let runs = from.open_table(RUNS).map_err(|e| self.err(e))?;
@@ -347,12 +404,24 @@ impl Journal {
     /// # Errors
     /// [`JournalError::Pack`] if the file is not a pack; redb errors.
     pub fn verify_pack(&self, key: Option<&PublicKey>) -> Result<PackVerification, JournalError> {
-        let manifest = self.pack_manifest()?.ok_or_else(|| {
-            pack_error(
-                &self.path,
-                "this file is not an evidence pack (it has no `pack` table); for a journal, leave out --pack",
-            )
-        })?;
+        let manifest = match self.pack_manifest() {
+            Ok(Some(manifest)) => manifest,
+            Ok(None) => {
+                return Err(pack_error(
+                    &self.path,
+                    "this file is not an evidence pack (it has no `pack` table); for a journal, leave out --pack",
+                ));
+            }
+            Err(JournalError::Corrupt { message, .. }) => {
+                return Ok(PackVerification::broken(
+                    "",
+                    format!(
+                        "the pack's manifest does not decode ({message}): the pack was altered"
+                    ),
+                ));
+            }
+            Err(e) => return Err(e),
+        };
         let trusted_key = key.is_some();
         let key = key.copied().or(manifest.public_key);
         let mut problems = Vec::new();
@@ -399,7 +468,33 @@ impl Journal {
             )),
             (_, None) => {}
         }
-        let meta = self.run(&manifest.run_id)?;
+        let meta = match self.run(&manifest.run_id) {
+            Ok(meta) => meta,
+            Err(JournalError::NoSuchRun(_) | JournalError::Corrupt { .. }) => {
+                return Ok(PackVerification::broken(
+                    &manifest.run_id,
+                    format!(
+                        "the pack's manifest names run {}, whose summary the pack does not hold: the pack was altered",
+                        manifest.run_id
+                    ),
+                ));
+            }
+            Err(e) => return Err(e),
+        };
+        let attested = match (&manifest.attestation, &key) {
+            (Some((id, signature)), Some(key)) => {
+                if *id == key.key_id() && key.verify(PACK_DOMAIN, &manifest.attested(), signature) {
+                    true
+                } else {
+                    problems.push(format!(
+                        "the pack's attestation that it holds the run's last commit is not signed by key {} (the pack was cut back or altered)",
+                        key.key_id()
+                    ));
+                    false
+                }
+            }
+            _ => false,
+        };
         let records = self.stored_records(&manifest.run_id);
         let mut run = self.verify_with(
             &meta,
@@ -428,6 +523,12 @@ impl Journal {
             key: key.as_ref().map(PublicKey::key_id),
             trusted_key,
             problems,
+            attested,
+            status: meta.status().to_string(),
+            ended: matches!(
+                meta.status(),
+                crate::outcome::Status::Completed | crate::outcome::Status::Failed
+            ),
         })
     }
 }

@@ -32,27 +32,21 @@ pub struct Verification {
 
 impl Journal {
     /// Recomputes a run's hash chain, checks its summary, blobs and checkpoints, and
-    /// holds its records to the heads the transparency log holds for it (found through
-    /// the run index), naming the first record that does not check out.
-    /// [`Journal::verify_run`] and [`Journal::audit`] read the log itself, and check
-    /// signatures.
+    /// holds its records to every head the transparency log holds for it (an evidence
+    /// pack: the heads its manifest carries), naming the first record that does not check
+    /// out. A run of edition 2 or later must be in the log. When the journal has a
+    /// signing key ([`Journal::set_signer`]), every head must carry its signature:
+    /// writers check what they build on against their own key.
     ///
     /// # Errors
     /// redb errors, or [`JournalError::NoSuchRun`]. A broken chain is not an error: it is
     /// the `problem` of the returned [`Verification`].
     pub fn verify(&self, run_id: &str) -> Result<Verification, JournalError> {
         let meta = self.run(run_id)?;
-        let records = self.stored_records(run_id);
-        let entries = self.indexed_log_entries(run_id)?;
-        self.verify_with(
-            &meta,
-            records,
-            LogCheck {
-                entries: &entries,
-                required: false,
-                key: None,
-            },
-        )
+        let index = self.log_index()?;
+        let entries = index.entries_of(run_id);
+        let key = self.signer.as_ref().map(|k| k.public_key());
+        self.verify_logged(&meta, entries, key.as_ref())
     }
 
     /// Verifies a run whose records were read as `records`, consulting the log as `log`
@@ -237,6 +231,25 @@ impl Journal {
         run_id: &str,
         records: &[(Record, Digest)],
     ) -> Result<Option<(Option<u64>, String)>, JournalError> {
+        let recorded: std::collections::BTreeSet<u32> = records
+            .iter()
+            .filter_map(|(r, _)| match r.body {
+                RecordBody::Checkpoint { step, .. } => Some(step),
+                _ => None,
+            })
+            .collect();
+        if let Some(step) = self
+            .checkpoint_steps(run_id)?
+            .into_iter()
+            .find(|step| !recorded.contains(step))
+        {
+            return Ok(Some((
+                None,
+                format!(
+                    "a checkpoint for step {step} is stored that no record of the run names (it was planted; it is never restored)"
+                ),
+            )));
+        }
         let mut checked = std::collections::HashSet::new();
         for (record, _) in records {
             let RecordBody::Checkpoint { step, digest } = &record.body else {
@@ -424,6 +437,32 @@ fn summary_problem(meta: &RunMeta, records: &[(Record, Digest)]) -> Option<(Opti
             if summary != record {
                 return differs(0, field, summary, record);
             }
+        }
+    }
+    let edition = records
+        .first()
+        .and_then(|(r, _)| r.body.run_start())
+        .map(|start| start.edition);
+    if edition.is_some_and(|e| e != crate::edition::Edition::V1) {
+        if let Some((first, _)) = records.first()
+            && first.at_ms != meta.created_ms
+        {
+            return differs(
+                0,
+                "created_ms",
+                meta.created_ms.to_string(),
+                first.at_ms.to_string(),
+            );
+        }
+        if let Some((last, _)) = records.last()
+            && last.at_ms != meta.updated_ms
+        {
+            return differs(
+                last.index,
+                "updated_ms",
+                meta.updated_ms.to_string(),
+                last.at_ms.to_string(),
+            );
         }
     }
     let last_checkpoint = records.iter().rev().find_map(|(r, _)| match r.body {

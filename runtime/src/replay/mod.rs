@@ -255,16 +255,12 @@ fn exact(
     let from_checkpoint = from_checkpoint.or(stored.start.parent.as_ref().map(|p| p.step));
     report.from_checkpoint = from_checkpoint;
     let checkpoint = match from_checkpoint {
-        Some(step) => {
-            Some(
-                journal
-                    .checkpoint(&run_id, step)?
-                    .ok_or_else(|| Error::NoCheckpoint {
-                        run_id: run_id.clone(),
-                        step,
-                    })?,
-            )
-        }
+        Some(step) => Some(journal.recorded_checkpoint(&run_id, step)?.ok_or_else(|| {
+            Error::NoCheckpoint {
+                run_id: run_id.clone(),
+                step,
+            }
+        })?),
         None => None,
     };
     let opening = Opening {

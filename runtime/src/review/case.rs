@@ -97,6 +97,8 @@ pub struct QueueEntry {
     pub threshold: Option<f64>,
     /// Who submitted the run.
     pub submitted_by: Option<String>,
+    /// Why the run does not verify, if it does not: its case cannot be opened.
+    pub problem: Option<String>,
 }
 
 /// The case file of a run awaiting review.
@@ -104,6 +106,14 @@ pub struct QueueEntry {
 /// # Errors
 /// No such run, a run not awaiting review, journal errors.
 pub fn case_file(journal: &Journal, run_id: &str) -> Result<CaseFile, Error> {
+    // A reviewer never reads a case assembled from records that do not check out.
+    let verification = journal.verify(run_id)?;
+    if verification.problem.is_some() {
+        return Err(Error::Unverified {
+            operation: "shown for review",
+            verification: Box::new(verification),
+        });
+    }
     let stored = StoredRun::load(journal, run_id)?;
     let case = awaiting(&stored.records).filter(|_| stored.meta.status() == Status::AwaitingReview);
     let Some(case) = case else {
@@ -230,6 +240,7 @@ pub fn queue(journal: &Journal) -> Result<Vec<QueueEntry>, Error> {
             probability,
             threshold,
             submitted_by,
+            problem: journal.verify(&meta.run_id)?.problem,
         });
     }
     entries.sort_by(|a, b| (a.entered_ms, &a.run_id).cmp(&(b.entered_ms, &b.run_id)));

@@ -379,7 +379,7 @@ pub(crate) fn reopen(
 ) -> Result<Box<Execution>, Error> {
     let run_id = stored.meta.run_id.as_str();
     let checkpoint = journal
-        .checkpoint(run_id, record.resumed_from)?
+        .recorded_checkpoint(run_id, record.resumed_from)?
         .ok_or_else(|| Error::NoCheckpoint {
             run_id: run_id.to_string(),
             step: record.resumed_from,

@@ -1,0 +1,542 @@
+//! Regressions from the red team's attack on the evidence guarantees (issue #15), each on
+//! a copy of a real signed journal: a planted checkpoint a fork would start from; a
+//! re-sealed run that review, replay and resume would have built on; an evidence pack cut
+//! back to before its review decision, or altered and then replayed; a summary moved to
+//! another key, or one that does not decode; a log whose leaves were replaced while its
+//! cached subtree hashes stayed; a removed or stale tree head; bytes appended after a
+//! stored value; back-dated summary times; and a pack whose header asks for repair.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use redb::{Database, ReadableTable, TableDefinition};
+use serde_json::Value;
+use warden::{Journal, PackManifest, Record};
+
+use crate::support::loan_example;
+use crate::support::tamper::{
+    CHECKPOINTS, LOG_HEAD, LOG_LEAVES, RECORDS, RUNS, copy_db, decode, edit_summary, encode,
+    rewrite,
+};
+
+struct Signed {
+    dir: tempfile::TempDir,
+    /// Completed, several commits.
+    completed: String,
+    /// Escalated by the gate, then approved by an underwriter.
+    reviewed: String,
+    /// Escalated by the gate, still awaiting review.
+    waiting: String,
+}
+
+fn warden(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("WARDEN_DB")
+        .env_remove("WARDEN_SIGNING_KEY")
+        .env("WARDEN_MODULE_CACHE", "off")
+        .output()
+        .expect("run warden")
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// `warden --db DB --signing-key deployment.key ARGS` in the journal's directory.
+fn with_key(dir: &Path, db: &Path, args: &[&str]) -> Output {
+    let db = db.to_str().expect("utf-8");
+    let mut all = vec!["--db", db, "--signing-key", "deployment.key"];
+    all.extend(args);
+    warden(dir, &all)
+}
+
+fn json(output: &Output) -> Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|_| panic!("no JSON: {}", text(output)))
+}
+
+fn run_loan(dir: &Path, db: &Path, application: &str) -> String {
+    let example = loan_example();
+    let input = example.join("applications").join(application);
+    let out = with_key(
+        dir,
+        db,
+        &[
+            "run",
+            example.to_str().expect("utf-8"),
+            "--input",
+            input.to_str().expect("utf-8"),
+            "--json",
+        ],
+    );
+    json(&out)["run_id"].as_str().expect("run id").to_string()
+}
+
+fn action(dir: &Path, db: &Path, run_id: &str) -> String {
+    let out = warden(
+        dir,
+        &[
+            "--db",
+            db.to_str().expect("utf-8"),
+            "review",
+            run_id,
+            "--json",
+        ],
+    );
+    json(&out)["action"].as_str().expect("action").to_string()
+}
+
+fn decide(dir: &Path, db: &Path, run_id: &str, reviewer: &str) -> Output {
+    let action = action(dir, db, run_id);
+    with_key(
+        dir,
+        db,
+        &[
+            "review",
+            run_id,
+            "--decide",
+            "approved",
+            "--reviewer",
+            reviewer,
+            "--role",
+            "underwriter",
+            "--note",
+            "checked",
+            "--action",
+            &action,
+        ],
+    )
+}
+
+fn journal() -> Signed {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path();
+    assert!(
+        warden(root, &["key", "generate", "--out", "deployment"])
+            .status
+            .success()
+    );
+    let db = root.join("warden.redb");
+    let completed = run_loan(root, &db, "01-prime-approve.json");
+    let reviewed = run_loan(root, &db, "05-gate-escalates.json");
+    let out = decide(root, &db, &reviewed, "u.schmidt");
+    assert!(out.status.success(), "{}", text(&out));
+    let waiting = run_loan(root, &db, "05-gate-escalates.json");
+    Signed {
+        dir,
+        completed,
+        reviewed,
+        waiting,
+    }
+}
+
+impl Signed {
+    fn db(&self) -> PathBuf {
+        self.dir.path().join("warden.redb")
+    }
+    fn copy(&self) -> (tempfile::TempDir, PathBuf) {
+        copy_db(&self.db())
+    }
+    fn audit(&self, db: &Path) -> (i32, Value) {
+        let out = warden(
+            self.dir.path(),
+            &[
+                "--db",
+                db.to_str().expect("utf-8"),
+                "verify",
+                "--all",
+                "--key",
+                "deployment.pub",
+                "--json",
+            ],
+        );
+        (out.status.code().unwrap_or(-1), json(&out))
+    }
+}
+
+fn broken<'a>(audit: &'a Value, run_id: &str) -> &'a Value {
+    audit["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .find(|v| v["run_id"] == run_id && v["problem"].is_string())
+        .unwrap_or_else(|| panic!("{run_id} is reported broken: {audit:#}"))
+}
+
+fn write<K: redb::Key + 'static, V: redb::Value + 'static>(
+    db: &Path,
+    table: TableDefinition<K, V>,
+    edit: impl FnOnce(&mut redb::Table<K, V>),
+) {
+    let database = Database::create(db).expect("open copy");
+    let tx = database.begin_write().expect("write");
+    {
+        let mut table = tx.open_table(table).expect("table");
+        edit(&mut table);
+    }
+    tx.commit().expect("commit");
+}
+
+#[test]
+fn a_planted_checkpoint_is_reported_and_never_restored_by_a_fork() {
+    let journal = journal();
+    let (_d, copy) = journal.copy();
+    let run = journal.completed.clone();
+    // A checkpoint row for a step no record names: a copy of the last one, moved on.
+    write(&copy, CHECKPOINTS, |table| {
+        let last: Vec<u8> = table
+            .iter()
+            .expect("iter")
+            .filter_map(|row| {
+                let (key, value) = row.expect("row");
+                (key.value().0 == run).then(|| value.value().to_vec())
+            })
+            .last()
+            .expect("a checkpoint");
+        let mut checkpoint: warden::Checkpoint = decode(&last);
+        checkpoint.step = 99;
+        checkpoint.state = "manual_review".into();
+        table
+            .insert((run.as_str(), 99), encode(&checkpoint).as_slice())
+            .expect("plant");
+    });
+    let (code, audit) = journal.audit(&copy);
+    assert_eq!(code, 12);
+    assert!(
+        broken(&audit, &run)["problem"]
+            .as_str()
+            .expect("problem")
+            .contains("no record of the run names"),
+        "{audit:#}"
+    );
+    let out = with_key(
+        journal.dir.path(),
+        &copy,
+        &["fork", &run, "--at-step", "99"],
+    );
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    let out = warden(
+        journal.dir.path(),
+        &[
+            "--db",
+            copy.to_str().expect("utf-8"),
+            "replay",
+            &run,
+            "--from-checkpoint",
+            "99",
+        ],
+    );
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+#[test]
+fn a_resealed_run_is_refused_by_review_replay_show_and_resume_not_only_by_verify() {
+    let journal = journal();
+    let (_d, copy) = journal.copy();
+    let run = journal.waiting.clone();
+    // The submitter's name changed and the chain recomputed: the chain checks out.
+    rewrite(&copy, &run, |records: &mut Vec<Record>| {
+        if let warden::RecordBody::Started(start) = &mut records[0].body {
+            start.submitted_by = Some("someone-else".into());
+        }
+    });
+    edit_summary(&copy, &run, |_| {});
+    let db = copy.to_str().expect("utf-8");
+    let root = journal.dir.path();
+    let out = warden(root, &["--db", db, "review", &run]);
+    assert_eq!(out.status.code(), Some(12), "the case file: {}", text(&out));
+    let out = warden(root, &["--db", db, "runs", "--status", "awaiting_review"]);
+    assert!(
+        text(&out).contains("BROKEN"),
+        "the queue says so: {}",
+        text(&out)
+    );
+    let out = with_key(
+        root,
+        &copy,
+        &[
+            "review",
+            &run,
+            "--decide",
+            "approved",
+            "--reviewer",
+            "u.schmidt",
+            "--role",
+            "underwriter",
+            "--note",
+            "x",
+            "--action",
+            "0000000000000000000000000000000000000000000000000000000000000000",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(12), "a decision: {}", text(&out));
+    let out = warden(root, &["--db", db, "replay", &run]);
+    assert_eq!(out.status.code(), Some(12), "replay: {}", text(&out));
+    let out = warden(root, &["--db", db, "show", &run]);
+    assert_eq!(out.status.code(), Some(12), "show: {}", text(&out));
+    let out = with_key(root, &copy, &["fork", &run, "--at-step", "1"]);
+    assert_eq!(out.status.code(), Some(12), "fork: {}", text(&out));
+}
+
+/// Cuts the pack back to its first `keep` log entries and the records they cover, as a
+/// forger who holds the pack would: nothing re-sealed, every remaining byte genuine.
+fn cut_back(pack: &Path, run_id: &str, keep: usize) {
+    const PACK: TableDefinition<&str, &[u8]> = TableDefinition::new("pack");
+    let database = Database::create(pack).expect("open pack");
+    let tx = database.begin_write().expect("write");
+    let records;
+    {
+        let mut table = tx.open_table(PACK).expect("pack");
+        let mut manifest: PackManifest = postcard::from_bytes(
+            table
+                .get("manifest")
+                .expect("get")
+                .expect("manifest")
+                .value(),
+        )
+        .expect("manifest");
+        manifest.entries.truncate(keep);
+        let last: warden::LogEntry =
+            postcard::from_bytes(&manifest.entries[keep - 1].bytes).expect("entry");
+        records = last.records;
+        table
+            .insert(
+                "manifest",
+                postcard::to_allocvec(&manifest).expect("encode").as_slice(),
+            )
+            .expect("insert");
+    }
+    tx.commit().expect("commit");
+    drop(database);
+    let database = Database::create(pack).expect("open pack");
+    let tx = database.begin_write().expect("write");
+    let head;
+    {
+        let mut table = tx.open_table(RECORDS).expect("records");
+        let all: Vec<(u64, (Record, warden::Digest))> = table
+            .range((run_id, 0)..=(run_id, u64::MAX))
+            .expect("range")
+            .map(|row| {
+                let row = row.expect("row");
+                (row.0.value().1, decode(row.1.value()))
+            })
+            .collect();
+        for (index, _) in all.iter().filter(|(i, _)| *i >= records) {
+            table.remove((run_id, *index)).expect("remove");
+        }
+        head = all[records as usize - 1].1.1;
+    }
+    tx.commit().expect("commit");
+    drop(database);
+    edit_summary(pack, run_id, |meta| {
+        meta.records = records;
+        meta.head = head;
+        meta.outcome.status = warden::Status::AwaitingReview;
+        meta.outcome.state = "manual_review".into();
+        meta.outcome.output = None;
+    });
+}
+
+#[test]
+fn a_pack_cut_back_to_before_its_review_or_altered_does_not_verify_or_replay() {
+    let journal = journal();
+    let root = journal.dir.path();
+    let out = with_key(
+        root,
+        &journal.db(),
+        &["evidence", &journal.reviewed, "-o", "case.pack"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let pack = root.join("case.pack");
+    let entries = {
+        let journal = Journal::open_pack(&pack).expect("pack");
+        journal
+            .pack_manifest()
+            .expect("manifest")
+            .expect("a pack")
+            .entries
+            .len()
+    };
+    let review_entry = entries - 2;
+    let (_d, cut) = copy_db(&pack);
+    cut_back(&cut, &journal.reviewed, review_entry);
+    let cut = cut.to_str().expect("utf-8");
+    let out = warden(root, &["verify", "--pack", cut, "--key", "deployment.pub"]);
+    assert_eq!(out.status.code(), Some(12), "{}", text(&out));
+    assert!(text(&out).contains("cut back"), "{}", text(&out));
+    let out = warden(root, &["replay", "--pack", cut, "--key", "deployment.pub"]);
+    assert_eq!(out.status.code(), Some(12), "{}", text(&out));
+    assert!(text(&out).contains("COULD NOT REPLAY"), "{}", text(&out));
+
+    // Re-sealed inside the pack: replay refuses it too, even without --key.
+    let (_d, altered) = copy_db(&pack);
+    rewrite(&altered, &journal.reviewed, |records: &mut Vec<Record>| {
+        records[3].at_ms += 1;
+    });
+    let altered = altered.to_str().expect("utf-8");
+    let out = warden(root, &["replay", "--pack", altered]);
+    assert_eq!(out.status.code(), Some(12), "{}", text(&out));
+    // Verifying never writes to the pack.
+    let before = std::fs::read(&pack).expect("pack");
+    let out = warden(
+        root,
+        &["verify", "--pack", "case.pack", "--key", "deployment.pub"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("attested"), "{}", text(&out));
+    assert_eq!(std::fs::read(&pack).expect("pack"), before);
+}
+
+#[test]
+fn summaries_moved_undecodable_or_back_dated_and_appended_bytes_are_reported() {
+    let journal = journal();
+    let run = journal.completed.clone();
+    // Moved to another key: the run is named, not silently hidden.
+    let (_d, copy) = journal.copy();
+    write(&copy, RUNS, |table| {
+        let bytes = table
+            .get(run.as_str())
+            .expect("get")
+            .expect("row")
+            .value()
+            .to_vec();
+        table.remove(run.as_str()).expect("remove");
+        table
+            .insert("zzzz-hidden", bytes.as_slice())
+            .expect("insert");
+    });
+    let (code, audit) = journal.audit(&copy);
+    assert_eq!(code, 12, "{audit:#}");
+    broken(&audit, "zzzz-hidden");
+    // Undecodable: named, exit 12 (not a host error).
+    let (_d, copy) = journal.copy();
+    write(&copy, RUNS, |table| {
+        table
+            .insert(run.as_str(), [9u8, 9, 9].as_slice())
+            .expect("insert");
+    });
+    let (code, audit) = journal.audit(&copy);
+    assert_eq!(code, 12, "{audit:#}");
+    broken(&audit, &run);
+    // Back-dated by a year.
+    let (_d, copy) = journal.copy();
+    edit_summary(&copy, &run, |meta| {
+        meta.created_ms -= 365 * 24 * 3600 * 1000;
+    });
+    let (code, audit) = journal.audit(&copy);
+    assert_eq!(code, 12, "{audit:#}");
+    assert!(
+        broken(&audit, &run)["problem"]
+            .as_str()
+            .expect("problem")
+            .contains("created_ms")
+    );
+    // Bytes appended after a record's value.
+    let (_d, copy) = journal.copy();
+    write(&copy, RECORDS, |table| {
+        let mut bytes = table
+            .get((run.as_str(), 3))
+            .expect("get")
+            .expect("record")
+            .value()
+            .to_vec();
+        bytes.extend_from_slice(b"\x1b[31mhidden");
+        table
+            .insert((run.as_str(), 3), bytes.as_slice())
+            .expect("insert");
+    });
+    let (code, audit) = journal.audit(&copy);
+    assert_eq!(code, 12, "{audit:#}");
+    broken(&audit, &run);
+}
+
+#[test]
+fn the_log_commands_read_the_leaves_not_the_cache_and_writers_trust_no_planted_head() {
+    let journal = journal();
+    let root = journal.dir.path();
+    let out = warden(root, &["--db", "warden.redb", "log", "head"]);
+    let kept = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    // Replace one run's leaves with junk, keeping the cached subtree hashes and the head.
+    let (_d, copy) = journal.copy();
+    let run = journal.completed.clone();
+    write(&copy, LOG_LEAVES, |table| {
+        let theirs: Vec<u64> = table
+            .iter()
+            .expect("iter")
+            .filter_map(|row| {
+                let (index, bytes) = row.expect("row");
+                let entry: warden::LogEntry = postcard::from_bytes(bytes.value()).expect("entry");
+                (entry.run_id == run).then_some(index.value())
+            })
+            .collect();
+        for index in theirs {
+            table.insert(index, b"junk".as_slice()).expect("insert");
+        }
+    });
+    let db = copy.to_str().expect("utf-8");
+    let out = warden(
+        root,
+        &[
+            "--db",
+            db,
+            "log",
+            "prove",
+            "--from",
+            &kept,
+            "--key",
+            "deployment.pub",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(12), "{}", text(&out));
+    let out = warden(root, &["--db", db, "log", "head"]);
+    assert_eq!(
+        out.status.code(),
+        Some(12),
+        "a stale head is not handed out: {}",
+        text(&out)
+    );
+
+    // The tree head removed: an unsigned write is still refused (the log is signed).
+    let (_d, copy) = journal.copy();
+    write(&copy, LOG_HEAD, |table| {
+        table.remove("latest").expect("remove");
+    });
+    let out = warden(
+        root,
+        &[
+            "--db",
+            copy.to_str().expect("utf-8"),
+            "run",
+            loan_example().to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    // A head planted by another key: the deployment's writer refuses to build on it.
+    let (_d, copy) = journal.copy();
+    let forger = warden::seal::signing::SigningKey::from_seed(&[3; 32]);
+    write(&copy, LOG_HEAD, |table| {
+        let sth = forger.sign_tree_head(warden::seal::signing::TreeHead {
+            size: 1,
+            root: [0; 32],
+            time_ms: 1,
+        });
+        table
+            .insert(
+                "latest",
+                postcard::to_allocvec(&sth).expect("encode").as_slice(),
+            )
+            .expect("insert");
+    });
+    let out = with_key(
+        root,
+        &copy,
+        &["run", loan_example().to_str().expect("utf-8")],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("not signed by"), "{}", text(&out));
+}
