@@ -64,3 +64,43 @@ impl BenchPages {
         (capture.pages.len(), stored)
     }
 }
+
+/// Compiles `binary` (a module binary) with the process's engine, bypassing every cache:
+/// what the first run of an agent pays.
+///
+/// # Panics
+/// If the module does not compile (a benchmark's own mistake).
+pub fn compile_uncached(binary: &[u8]) -> wasmtime::Module {
+    let engine = crate::engine::engine().unwrap_or_else(|e| panic!("engine: {e}"));
+    wasmtime::Module::new(engine, binary).unwrap_or_else(|e| panic!("compile: {e}"))
+}
+
+/// Stores `module` in `dir` as the module cache does; returns the file.
+pub fn cache_store(module: &wasmtime::Module, binary: &[u8], dir: &std::path::Path) -> std::path::PathBuf {
+    let engine = crate::engine::engine().unwrap_or_else(|e| panic!("engine: {e}"));
+    let key = crate::module_cache::key(engine, binary);
+    let file = dir.join(format!(
+        "{}.cwasm",
+        key.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    ));
+    crate::module_cache::store(module, &file);
+    file
+}
+
+/// Loads a cached module back as a later process would (digest check, deserialize).
+pub fn cache_load(file: &std::path::Path) -> bool {
+    let engine = crate::engine::engine().unwrap_or_else(|e| panic!("engine: {e}"));
+    crate::module_cache::load(engine, file).is_some()
+}
+
+/// A page as the journal stores it: compressed, or as its difference from `base`.
+pub fn pack_page(page: &[u8], base: Option<&[u8]>) -> Vec<u8> {
+    let base = base.map(|b| (crate::digest::Digest::of(PAGE_DOMAIN, b), b, 0));
+    crate::journal::page_store::pack(page, base)
+}
+
+/// The page a stored value holds, given its base page's stored value.
+pub fn unpack_page(stored: &[u8], base: Option<&[u8]>) -> Vec<u8> {
+    crate::journal::page_store::unpack(stored, |_| Ok(base.map(<[u8]>::to_vec)))
+        .unwrap_or_else(|e| panic!("unpack: {e}"))
+}

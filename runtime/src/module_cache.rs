@@ -168,7 +168,7 @@ impl Hasher for Blake3Hasher {
 
 /// The cache key of `binary` under `engine`: its bytes, the wasmtime version and every
 /// configuration setting that changes compiled code.
-fn key(engine: &Engine, binary: &[u8]) -> [u8; 32] {
+pub(crate) fn key(engine: &Engine, binary: &[u8]) -> [u8; 32] {
     let mut hasher = Blake3Hasher(blake3::Hasher::new());
     hasher.0.update(b"warden-module-cache-v1\0");
     std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut hasher);
@@ -216,7 +216,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// The module in `file`, if it is there, whole and unaltered; a damaged file is removed.
-fn load(engine: &Engine, file: &Path) -> Option<Module> {
+pub(crate) fn load(engine: &Engine, file: &Path) -> Option<Module> {
     let bytes = std::fs::read(file).ok()?;
     let artifact = match bytes.strip_prefix(MAGIC.as_slice()) {
         Some(rest) if rest.len() >= 32 => {
@@ -246,7 +246,7 @@ fn load(engine: &Engine, file: &Path) -> Option<Module> {
 
 /// Writes `module` to `file` whole (temporary name, then rename). Failures only cost a
 /// later compile.
-fn store(module: &Module, file: &Path) {
+pub(crate) fn store(module: &Module, file: &Path) {
     let Ok(artifact) = module.serialize() else {
         return;
     };

@@ -21,7 +21,7 @@ mod audit;
 mod describe;
 mod log;
 mod pack;
-mod page_store;
+pub(crate) mod page_store;
 mod record;
 mod verify;
 

@@ -19,14 +19,14 @@ use crate::digest::Digest;
 const LEVEL: i32 = 3;
 
 /// The longest chain of differences a stored page may head.
-pub(super) const MAX_DEPTH: u8 = 8;
+pub(crate) const MAX_DEPTH: u8 = 8;
 
 const COMPRESSED: u8 = 0x01;
 const DELTA: u8 = 0x02;
 
 /// The depth of the chain of differences a stored page heads (0: a whole page), or `None`
 /// when it is too deep to serve as a base, or not a stored page at all.
-pub(super) fn depth(stored: &[u8]) -> Option<u8> {
+pub(crate) fn depth(stored: &[u8]) -> Option<u8> {
     if stored.len() == PAGE_SIZE {
         return Some(0);
     }
@@ -38,7 +38,7 @@ pub(super) fn depth(stored: &[u8]) -> Option<u8> {
 }
 
 /// The base page a stored difference refers to.
-pub(super) fn base_of(stored: &[u8]) -> Option<Digest> {
+pub(crate) fn base_of(stored: &[u8]) -> Option<Digest> {
     if stored.len() == PAGE_SIZE || stored.first() != Some(&DELTA) {
         return None;
     }
@@ -48,7 +48,7 @@ pub(super) fn base_of(stored: &[u8]) -> Option<Digest> {
 
 /// The stored form of `page`, as a difference from `base` (digest, content, depth of its
 /// stored chain) when that is smaller.
-pub(super) fn pack(page: &[u8], base: Option<(Digest, &[u8], u8)>) -> Vec<u8> {
+pub(crate) fn pack(page: &[u8], base: Option<(Digest, &[u8], u8)>) -> Vec<u8> {
     if page.len() != PAGE_SIZE {
         return page.to_vec();
     }
@@ -81,7 +81,7 @@ pub(super) fn pack(page: &[u8], base: Option<(Digest, &[u8], u8)>) -> Vec<u8> {
 }
 
 /// The page a stored value holds; `base` fetches a stored base page by digest.
-pub(super) fn unpack(
+pub(crate) fn unpack(
     stored: &[u8],
     mut base: impl FnMut(&Digest) -> Result<Option<Vec<u8>>, String>,
 ) -> Result<Vec<u8>, String> {
