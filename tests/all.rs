@@ -11,8 +11,11 @@
 
 mod support;
 
+mod authoring;
 mod bindings_paths;
+mod check;
 mod cli;
+mod cli_small;
 pub mod compat;
 mod crash;
 mod enforcement;

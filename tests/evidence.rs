@@ -8,7 +8,6 @@
 //! the pack and the public key.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use serde_json::Value;
 use warden::seal::signing::SigningKey;
@@ -16,6 +15,7 @@ use warden::{Journal, Record, RecordBody};
 
 use crate::support::tamper::{copy_db, delete_run, replace_blob, rewrite, rewrite_log, tamper};
 use crate::support::{loan_example, warden_json_on};
+use crate::support::{output_text as text, warden_in as warden};
 
 /// A signed journal of real loan-underwriting runs, and what an auditor keeps.
 struct Signed {
@@ -40,24 +40,6 @@ impl Signed {
     fn secret(&self) -> PathBuf {
         self.dir.path().join("deployment.key")
     }
-}
-
-fn warden(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("WARDEN_DB")
-        .env_remove("WARDEN_SIGNING_KEY")
-        .output()
-        .expect("run warden")
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 /// Runs the loan example on `application` (None: its default input) with the signing key.

@@ -7,7 +7,7 @@
 //! stored value; back-dated summary times; and a pack whose header asks for repair.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use redb::{Database, ReadableTable, TableDefinition};
 use serde_json::Value;
@@ -18,6 +18,7 @@ use crate::support::tamper::{
     CHECKPOINTS, LOG_HEAD, LOG_LEAVES, RECORDS, RUNS, copy_db, decode, edit_summary, encode,
     rewrite,
 };
+use crate::support::{output_text as text, warden_in as warden};
 
 struct Signed {
     dir: tempfile::TempDir,
@@ -27,25 +28,6 @@ struct Signed {
     reviewed: String,
     /// Escalated by the gate, still awaiting review.
     waiting: String,
-}
-
-fn warden(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("WARDEN_DB")
-        .env_remove("WARDEN_SIGNING_KEY")
-        .env("WARDEN_MODULE_CACHE", "off")
-        .output()
-        .expect("run warden")
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 /// `warden --db DB --signing-key deployment.key ARGS` in the journal's directory.

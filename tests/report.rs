@@ -6,7 +6,7 @@
 //! Chromium is installed, the page is rendered and its DOM read back.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use serde_json::{Value, json};
 use warden::RecordBody;
@@ -14,25 +14,7 @@ use warden_test_guests as guests;
 
 use crate::support::tamper::{copy_db, tamper};
 use crate::support::{Sandbox, loan_example, warden_json_on};
-
-fn warden(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("WARDEN_DB")
-        .env_remove("WARDEN_SIGNING_KEY")
-        .env_remove("WARDEN_SUBMITTER")
-        .output()
-        .expect("run warden")
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
+use crate::support::{output_text as text, warden_in as warden};
 
 /// Text as the report writes it into HTML (`=` too, so that no text reads as `src=`).
 fn html(text: &str) -> String {

@@ -18,8 +18,10 @@ Exit codes:
   10  the run stopped awaiting human review
   11  the run failed (the reason is recorded in the journal)
   12  replay diverged, could not replay, or verification found a broken chain
+      (warden test: a sample input's expectation was not met)
 
 Examples:
+  warden check examples/loan-underwriting
   warden run examples/loan-underwriting
   warden run examples/loan-underwriting --input examples/loan-underwriting/applications/05-gate-escalates.json
   warden runs --status awaiting_review
@@ -29,6 +31,10 @@ Examples:
   warden replay --all --policy policies/loan-underwriting-strict.toml
   warden report <RUN_ID> -o report.html
   warden verify --all
+  warden new claims-triage
+  warden test examples/loan-underwriting
+
+Run ids may be shortened to any unique prefix (warden show 20261201-0442).
 
 Logging: -v (info), -vv (debug: every step and host call as tracing spans), or RUST_LOG.";
 
@@ -68,6 +74,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Check a deployment before running it: the example's warden.toml, policy, bindings,
+    /// model cards, fixtures, agent and input, every problem at once (changes nothing).
+    Check(commands::check::Args),
     /// Run an agent on one input under a policy, journaling every step.
     Run(commands::run::Args),
     /// List runs, oldest first.
@@ -104,6 +113,13 @@ enum Command {
     Key(commands::key::Args),
     /// Return the journal file's free space to the file system (nothing recorded changes).
     Compact,
+    /// Create a working agent project (crate, policy, bindings, model card, fixture,
+    /// sample inputs with their expected outcomes, warden.toml); docs/authoring.md.
+    New(commands::new::Args),
+    /// Run every sample input of an agent project under its policy and compare each run
+    /// with the expectations beside it (status, state, output fields); exit 12 if one is
+    /// not met.
+    Test(commands::test::Args),
 }
 
 fn main() -> ExitCode {
@@ -149,6 +165,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
     let db = &cli.db;
     let signing_key = cli.signing_key.as_deref();
     match &cli.command {
+        Command::Check(args) => commands::check::run(args),
         Command::Run(args) => commands::run::run(db, signing_key, args),
         Command::Runs(args) => commands::runs::run(db, args),
         Command::Show(args) => commands::show::run(db, args),
@@ -163,5 +180,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
         Command::Log(args) => commands::log::run(db, args),
         Command::Key(args) => commands::key::run(args),
         Command::Compact => commands::compact::run(db),
+        Command::New(args) => commands::new::run(args),
+        Command::Test(args) => commands::test::run(db, signing_key, args),
     }
 }

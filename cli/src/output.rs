@@ -132,6 +132,17 @@ pub fn open_read_only(db: &Path) -> anyhow::Result<warden::Journal> {
     Ok(warden::Journal::open_read_only(db).map_err(warden::Error::from)?)
 }
 
+/// The full id of the run `id` names: the id itself, or a unique prefix of one
+/// ([`warden::Journal::resolve_run_id`]).
+pub fn run_id(journal: &warden::Journal, id: &str) -> anyhow::Result<String> {
+    Ok(journal.resolve_run_id(id).map_err(warden::Error::from)?)
+}
+
+/// As [`run_id`], for a command that opens the journal for writing afterwards.
+pub fn run_id_in(db: &Path, id: &str) -> anyhow::Result<String> {
+    run_id(&open_read_only(db)?, id)
+}
+
 /// The exit code of a run that stands at `status`.
 pub fn status_code(status: Status) -> u8 {
     match status {
@@ -159,7 +170,19 @@ pub fn report_error(error: &anyhow::Error) -> ExitCode {
     if broken_pipe {
         return ExitCode::SUCCESS;
     }
-    eprintln!("error: {}", render_error(error));
+    // An error listing several problems (a policy's, a bindings file's) prints one per
+    // line, each escaped on its own.
+    match error
+        .downcast_ref::<warden::Error>()
+        .and_then(warden::Error::problems)
+    {
+        Some(problems) => {
+            for problem in problems {
+                eprintln!("error: {}", escape(&problem));
+            }
+        }
+        None => eprintln!("error: {}", render_error(error)),
+    }
     ExitCode::from(error_code(error))
 }
 

@@ -25,11 +25,17 @@
 //!
 //! The raw ABI (pointers, lengths, the import and the export) lives in this crate only;
 //! agent authors never write `unsafe`. The wire types are in [`wire`], shared with the host.
+//!
+//! With the cargo feature `stub`, `stub::StubHost` runs an agent's steps natively
+//! (`cargo test`) against scripted answers, through the same boundary.
 #![no_std]
 
 extern crate alloc;
 
 pub mod wire;
+
+#[cfg(all(not(target_arch = "wasm32"), any(feature = "stub", test)))]
+pub mod stub;
 
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -270,6 +276,8 @@ fn call(request: &Request) -> Result<Response, Error> {
 
 mod abi {
     //! The raw import, wrapped so that the rest of the SDK passes slices, not pointers.
+    //! Off wasm32 there is no Warden: the stub host answers instead (feature `stub`), or
+    //! a call panics saying how to test an agent natively.
 
     #[cfg(target_arch = "wasm32")]
     #[link(wasm_import_module = "warden")]
@@ -278,17 +286,13 @@ mod abi {
         fn raw_host_call(op: i32, ptr: i32, len: i32) -> i64;
     }
 
-    /// Outside wasm32 there is no host: agents run only inside Warden.
-    #[cfg(not(target_arch = "wasm32"))]
-    unsafe fn raw_host_call(_op: i32, _ptr: i32, _len: i32) -> i64 {
-        panic!("a Warden agent runs only inside Warden, compiled for wasm32")
-    }
-
+    #[cfg(target_arch = "wasm32")]
     pub(super) fn host_call(op: i32, bytes: &[u8]) -> i64 {
         // SAFETY: the host reads `len` bytes at `ptr`, which is exactly `bytes`.
         unsafe { raw_host_call(op, bytes.as_ptr() as usize as i32, bytes.len() as i32) }
     }
 
+    #[cfg(target_arch = "wasm32")]
     pub(super) fn host_read(buffer: &mut [u8]) {
         // SAFETY: the host writes at most `len` bytes at `ptr`, which is exactly `buffer`.
         unsafe {
@@ -298,6 +302,23 @@ mod abi {
                 buffer.len() as i32,
             );
         }
+    }
+
+    #[cfg(all(not(target_arch = "wasm32"), any(feature = "stub", test)))]
+    pub(super) use crate::stub::transport::{host_call, host_read};
+
+    #[cfg(all(not(target_arch = "wasm32"), not(any(feature = "stub", test))))]
+    pub(super) fn host_call(_op: i32, _bytes: &[u8]) -> i64 {
+        panic!(
+            "a Warden agent runs only inside Warden, compiled for wasm32; to unit-test its \
+             steps natively, enable warden-guest's `stub` feature and use \
+             warden_guest::stub::StubHost"
+        )
+    }
+
+    #[cfg(all(not(target_arch = "wasm32"), not(any(feature = "stub", test))))]
+    pub(super) fn host_read(_buffer: &mut [u8]) {
+        panic!("a Warden agent runs only inside Warden, compiled for wasm32")
     }
 }
 

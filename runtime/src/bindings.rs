@@ -1,4 +1,6 @@
 //! Bindings: how the tools and models a policy names are provided in one deployment.
+//! `docs/bindings.md` documents every field of a bindings file, of a model card and of a
+//! fixture, and what each provider answers.
 //!
 //! A policy says *which* tools and models an agent may use; bindings say *how* each is
 //! provided here (a fixture file, a ledger, a scorecard). They are operations, not
@@ -18,6 +20,11 @@
 //! from someone else, and a ledger is a file Warden creates and appends to with content
 //! the agent chooses. `docs/bindings.md` states the rule for people.
 //!
+//! A file is checked whole: every problem of the bindings file, its cards and its
+//! fixtures is reported at once, each with its file, line and field path
+//! ([`BindingsError::Several`]); [`Bindings::inspect`] returns them with what did load,
+//! for `warden check`, and creates nothing.
+//!
 //! ```toml
 //! [tools.credit_bureau]
 //! provider = "fixture"                  # a JSON object file: key value -> result object
@@ -33,6 +40,8 @@
 //! file = "models/pd_scorecard.toml"
 //! ```
 
+mod card;
+mod decode;
 mod error;
 mod fixture;
 mod ledger;
@@ -44,14 +53,11 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use toml::Spanned;
 use warden_guest::{CallError, CallErrorKind};
 
-use crate::confine::Confinement;
-pub use error::{BindingsError, EntryOutside};
+pub use error::{BindingsError, CardNameMismatch, EntryOutside};
 use fixture::Fixture;
 use ledger::Ledger;
-use load::Loader;
 use scorecard::Scorecard;
 
 /// Domain tag of [`Bindings::hash`]; change it if the hashed layout ever changes.
@@ -132,6 +138,11 @@ pub struct ModelCard {
 enum Tool {
     Fixture(Fixture),
     Ledger(Ledger),
+    /// A ledger that an inspection ([`LedgerMode::Inspect`]) found missing and did not
+    /// create: a run creates it. Never answers a call.
+    Unopened {
+        path: PathBuf,
+    },
 }
 
 #[derive(Debug)]
@@ -140,26 +151,64 @@ enum Model {
         scorecard: Scorecard,
         card: ModelCard,
         bytes: Vec<u8>,
+        /// The card file, as the bindings name it.
+        path: PathBuf,
     },
 }
 
-/// The bindings file as written.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BindingsFile {
-    #[serde(default)]
-    tools: BTreeMap<String, Entry>,
-    #[serde(default)]
-    models: BTreeMap<String, Entry>,
+/// A bindings file checked whole (what `warden check` reads): the providers that loaded,
+/// where each entry is written, and every problem found. [`Bindings::from_file_with`]
+/// refuses a file with any problem.
+#[derive(Debug)]
+pub struct BindingsInspection {
+    /// The providers of the entries that loaded without a problem.
+    pub bindings: Bindings,
+    /// Every entry as written, in file order, whether it loaded or not.
+    pub entries: Vec<BindingEntry>,
+    /// Every problem found, in the order found: the file's own (syntax, fields), then each
+    /// model's and tool's, in name order.
+    pub problems: Vec<BindingsError>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Entry {
-    provider: Spanned<String>,
-    file: Spanned<String>,
-    #[serde(default)]
-    key: Option<Spanned<String>>,
+/// One `[tools.<name>]` or `[models.<name>]` entry, where it is written and what it says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BindingEntry {
+    /// `tools` or `models`.
+    pub section: &'static str,
+    /// The tool or model name (the policy's).
+    pub name: String,
+    /// 1-based line of the name in the entry's header.
+    pub line: usize,
+    /// 1-based column of the name.
+    pub column: usize,
+    /// `provider`, as written.
+    pub provider: Option<String>,
+    /// `file`, as written (relative to the bindings file's directory).
+    pub file: Option<String>,
+    /// `key`, as written (fixtures).
+    pub key: Option<String>,
+    /// 1-based line and column of the `key` value, if written.
+    pub key_at: Option<(usize, usize)>,
+}
+
+/// Where a model card's fields are written: 1-based (line, column) pairs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CardPlaces {
+    /// The card's `name` value.
+    pub name: (usize, usize),
+    /// Its first `[[features]]` table.
+    pub features: (usize, usize),
+    /// Each feature's `name`, in the card's order.
+    pub feature_names: Vec<(usize, usize)>,
+}
+
+/// A fixture tool as loaded: the argument it looks up and its records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FixtureView<'a> {
+    /// The argument whose string value is looked up.
+    pub key: &'a str,
+    /// Every record: id, compact JSON, line of the id in the fixture file.
+    pub records: Vec<(&'a str, &'a str, usize)>,
 }
 
 /// How a bindings file is loaded: the operator's choices, never the file's.
@@ -186,6 +235,10 @@ pub enum LedgerMode {
     /// ledgers when it started, so a missing one is an effect log that was lost, and
     /// creating a new one would let the run apply its effects again.
     MustExist,
+    /// Check only (`warden check`): create nothing and write nothing. A missing ledger is
+    /// fine (a run creates it); an existing one is opened to read and must be a ledger.
+    /// The bindings loaded this way cannot perform an effect.
+    Inspect,
 }
 
 impl Bindings {
@@ -205,56 +258,11 @@ impl Bindings {
     /// [`BindingsError::NotALedger`] for an existing file that is not a ledger, and
     /// [`BindingsError::LedgerMissing`] under [`LedgerMode::MustExist`].
     pub fn from_file_with(path: &Path, options: &LoadOptions) -> Result<Bindings, BindingsError> {
-        let text = read_text(path)?;
-        let file: BindingsFile = toml::from_str(&text).map_err(|e| toml_error(path, &text, &e))?;
-        let dir = path.parent().unwrap_or(Path::new(""));
-        let files =
-            Confinement::new(dir, options.allow_outside).map_err(|source| BindingsError::Read {
-                path: dir.to_path_buf(),
-                source,
-            })?;
-        let mut loader = Loader {
-            path,
-            files,
-            text: &text,
-            hashed: Vec::new(),
-        };
-        let mut models = BTreeMap::new();
-        for (name, entry) in &file.models {
-            models.insert(name.clone(), loader.model(name, entry)?);
+        let inspection = Bindings::inspect(path, options);
+        match BindingsError::from_all(inspection.problems) {
+            None => Ok(inspection.bindings),
+            Some(error) => Err(error),
         }
-        // Ledgers are opened last, so that a broken fixture or scorecard creates no file.
-        let mut tools = BTreeMap::new();
-        let mut ledgers = Vec::new();
-        for (name, entry) in &file.tools {
-            match loader.tool(name, entry)? {
-                Some(tool) => {
-                    tools.insert(name.clone(), tool);
-                }
-                None => ledgers.push((name, entry)),
-            }
-        }
-        let mut ledger_files: BTreeMap<PathBuf, &String> = BTreeMap::new();
-        for (name, entry) in ledgers {
-            let ledger = loader.ledger(name, entry, options.ledgers)?;
-            if let Some(other) = ledger_files.insert(ledger.identity(), name) {
-                return Err(loader.entry_error(
-                    "tools",
-                    name,
-                    "file",
-                    &entry.file,
-                    format!("the same ledger file is already bound to tool {other:?}"),
-                ));
-            }
-            tools.insert(name.clone(), Tool::Ledger(ledger));
-        }
-        let hash = hash_of(&text, &loader.hashed);
-        Ok(Bindings {
-            source: Some(path.to_path_buf()),
-            hash,
-            tools,
-            models,
-        })
     }
 
     /// The bindings of `path` loaded with the safe defaults, or [`Bindings::empty`] when
@@ -344,6 +352,47 @@ impl Bindings {
         }
     }
 
+    /// The features the named model's card lists, in the card's order (empty for a model
+    /// not bound here).
+    pub fn features(&self, model: &str) -> Vec<String> {
+        match self.models.get(model) {
+            Some(Model::Scorecard { scorecard, .. }) => scorecard.features(),
+            None => Vec::new(),
+        }
+    }
+
+    /// The named model's card file, with the line and column of its `name`, of its
+    /// first feature, and of each feature's name (for messages that point into it).
+    pub(crate) fn card_places(&self, model: &str) -> Option<(&Path, CardPlaces)> {
+        match self.models.get(model)? {
+            Model::Scorecard {
+                scorecard, path, ..
+            } => {
+                let places = scorecard.places();
+                Some((
+                    path.as_path(),
+                    CardPlaces {
+                        name: places.name,
+                        features: places.features,
+                        feature_names: places.feature_names.clone(),
+                    },
+                ))
+            }
+        }
+    }
+
+    /// The named fixture tool: its file, its `key`, and every record (id, compact JSON,
+    /// line of the id in the file).
+    pub(crate) fn fixture(&self, tool: &str) -> Option<FixtureView<'_>> {
+        match self.tools.get(tool)? {
+            Tool::Fixture(fixture) => Some(FixtureView {
+                key: fixture.key(),
+                records: fixture.records().collect(),
+            }),
+            _ => None,
+        }
+    }
+
     /// The cards of the bound models, in name order, with their bytes (stored by a run so
     /// that its models' lineage can be read from the journal alone).
     pub fn cards(&self) -> Vec<(ModelCard, &[u8])> {
@@ -364,7 +413,10 @@ impl Bindings {
 
     /// Whether the named tool acts on the world (a ledger), rather than only reading.
     pub fn is_effect(&self, tool: &str) -> bool {
-        matches!(self.tools.get(tool), Some(Tool::Ledger(_)))
+        matches!(
+            self.tools.get(tool),
+            Some(Tool::Ledger(_) | Tool::Unopened { .. })
+        )
     }
 
     /// Calls the named tool with JSON arguments; returns its JSON result. `key` makes
@@ -379,6 +431,13 @@ impl Bindings {
         match self.tools.get(name) {
             Some(Tool::Fixture(fixture)) => fixture.call(args_json),
             Some(Tool::Ledger(ledger)) => ledger.call(args_json, key),
+            Some(Tool::Unopened { path }) => Err(call_error(
+                CallErrorKind::Unavailable,
+                format!(
+                    "ledger {} was only inspected, not opened: load the bindings to run",
+                    path.display()
+                ),
+            )),
             None => Err(call_error(
                 CallErrorKind::Unavailable,
                 format!("no binding for tool {name:?}"),
@@ -419,19 +478,6 @@ fn read_text(path: &Path) -> Result<String, BindingsError> {
         path: path.to_path_buf(),
         source,
     })
-}
-
-/// A TOML error with its line and column, computed from toml's span.
-fn toml_error(path: &Path, text: &str, error: &toml::de::Error) -> BindingsError {
-    let (line, column) = error
-        .span()
-        .map_or((1, 1), |span| line_column(text, span.start));
-    BindingsError::Syntax {
-        path: path.to_path_buf(),
-        line,
-        column,
-        message: error.message().trim_end().to_string(),
-    }
 }
 
 /// 1-based line and column (in characters) of a byte offset.

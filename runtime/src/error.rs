@@ -183,13 +183,16 @@ impl Error {
             Error::Journal(
                 JournalError::Missing { .. }
                 | JournalError::NoSuchRun(_)
+                | JournalError::AmbiguousRunId { .. }
                 | JournalError::Pack { .. },
             ) => ErrorKind::Usage,
             Error::Journal(JournalError::Broken { .. }) => ErrorKind::Integrity,
             Error::Journal(_) => ErrorKind::Host,
             Error::Stored(e) if e.is_integrity() => ErrorKind::Integrity,
             Error::Stored(StoredRunError::Journal(
-                JournalError::Missing { .. } | JournalError::NoSuchRun(_),
+                JournalError::Missing { .. }
+                | JournalError::NoSuchRun(_)
+                | JournalError::AmbiguousRunId { .. },
             )) => ErrorKind::Usage,
             Error::Stored(_) => ErrorKind::Host,
             Error::Checkpoint { source, .. } => match source {
@@ -218,6 +221,24 @@ impl Error {
             | Error::ForkPolicy { .. }
             | Error::ForkState { .. } => ErrorKind::Usage,
         }
+    }
+
+    /// The problems this error lists, one per line, when it lists several (every problem
+    /// of a policy or of a bindings file, each naming its file, line and field); `None`
+    /// for an error that is one problem. The text comes from the operator's files, not
+    /// from a guest.
+    pub fn problems(&self) -> Option<Vec<String>> {
+        let lines: Vec<String> = match self {
+            Error::Policy(PolicyError::Invalid { diagnostics })
+            | Error::Resolve(ResolveError::Policy(PolicyError::Invalid { diagnostics })) => {
+                diagnostics.iter().map(ToString::to_string).collect()
+            }
+            Error::Bindings(error) | Error::Resolve(ResolveError::Bindings(error)) => {
+                error.problems().iter().map(ToString::to_string).collect()
+            }
+            _ => return None,
+        };
+        (lines.len() > 1).then_some(lines)
     }
 
     /// The error for input text that is not JSON.

@@ -5,8 +5,11 @@
 //! from a checkpoint that does not check out; the fork records its parent and step in its
 //! own first record.
 
+use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
+
+use serde::Serialize;
 
 use crate::bindings::Bindings;
 use crate::decision::Rule;
@@ -39,6 +42,66 @@ pub struct ForkRequest<'a> {
     pub live_effects: bool,
 }
 
+/// A fork as it went, and what its operator should know about it. JSON (`warden fork
+/// --json`): the fields of [`RunReport`], and `warnings`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ForkReport {
+    /// The fork's run.
+    #[serde(flatten)]
+    pub run: RunReport,
+    /// Why the fork may not show what was asked of it; empty when nothing is suspect.
+    pub warnings: Vec<ForkWarning>,
+}
+
+/// Something about a fork its operator should know: it ran, but may not show what was
+/// asked of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ForkWarning {
+    /// The input was patched, but the agent had read its input before the fork point: it
+    /// holds the recorded values in its memory, and the patch changes only what a later
+    /// read of the input would return.
+    InputAlreadyRead {
+        /// The patched fields (the patch's top-level keys).
+        fields: Vec<String>,
+        /// The run whose records show the read (the parent, or an ancestor of a fork).
+        run_id: String,
+        /// The step that read the input.
+        step: u32,
+        /// The call that read it.
+        call: u64,
+        /// The record of that call.
+        record: u64,
+        /// The fork point: the checkpoint after this step.
+        fork_step: u32,
+    },
+}
+
+impl fmt::Display for ForkWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ForkWarning::InputAlreadyRead {
+                fields,
+                run_id,
+                step,
+                call,
+                record,
+                fork_step,
+            } => write!(
+                f,
+                "the input patch changes {}, but the agent already read its input in step {step} of run {run_id} (call {call}, record {record}), before the fork point (the checkpoint after step {fork_step}); it keeps the values it read, so the patch matters only if the agent reads the input again. Fork from an earlier checkpoint (--at-step {}) to run on the patched input",
+                fields
+                    .iter()
+                    .map(|f| format!("`{f}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                step.saturating_sub(1)
+            ),
+        }
+    }
+}
+
 /// Starts a new run from checkpoint `step` of run `parent` (time travel), with the
 /// parent's stored agent and policy, its recorded input patched as asked, and its
 /// bindings unless others are given.
@@ -47,6 +110,15 @@ pub struct ForkRequest<'a> {
 /// A parent whose journal does not verify, a missing checkpoint, a patch that is not an
 /// object, bindings that cannot be loaded; as [`crate::start`] otherwise.
 pub fn fork(journal: &Journal, request: ForkRequest<'_>) -> Result<RunReport, Error> {
+    fork_report(journal, request).map(|report| report.run)
+}
+
+/// As [`fork`], with the warnings an operator should see (an input patch the agent had
+/// already read, say).
+///
+/// # Errors
+/// As [`fork`].
+pub fn fork_report(journal: &Journal, request: ForkRequest<'_>) -> Result<ForkReport, Error> {
     let parent = request.parent;
     // The checkpoint is only as trustworthy as the parent's journal.
     let verification = journal.verify(parent)?;
@@ -59,12 +131,14 @@ pub fn fork(journal: &Journal, request: ForkRequest<'_>) -> Result<RunReport, Er
     let stored = StoredRun::load(journal, parent)?;
     let mut input: serde_json::Value =
         serde_json::from_str(&stored.input).map_err(|e| Error::input(&e))?;
+    let mut patched = Vec::new();
     if let Some(patch) = request.input_patch {
-        if !patch.is_object() {
+        let serde_json::Value::Object(fields) = &patch else {
             return Err(Error::InputPatch {
                 found: json_type(&patch),
             });
-        }
+        };
+        patched = fields.keys().cloned().collect();
         merge_patch(&mut input, patch);
     }
     let bindings = match request.bindings {
@@ -134,6 +208,20 @@ pub fn fork(journal: &Journal, request: ForkRequest<'_>) -> Result<RunReport, Er
         input: input.to_string(),
         submitted_by: request.submitted_by,
     };
+    let mut warnings = Vec::new();
+    if input != recorded
+        && let Some((run_id, record)) = input_read(journal, parent, &stored.records, request.step)?
+        && let Some(step) = record.body.step()
+    {
+        warnings.push(ForkWarning::InputAlreadyRead {
+            fields: patched,
+            run_id,
+            step,
+            call: record.body.call().unwrap_or(0),
+            record: record.index,
+            fork_step: request.step,
+        });
+    }
     let point = ForkPoint {
         parent: Parent {
             run_id: parent.to_string(),
@@ -143,7 +231,47 @@ pub fn fork(journal: &Journal, request: ForkRequest<'_>) -> Result<RunReport, Er
         records: stored.records,
         live_effects: request.live_effects,
     };
-    run::begin(journal, &new, Some(point))
+    let run = run::begin(journal, &new, Some(point))?;
+    Ok(ForkReport { run, warnings })
+}
+
+/// The first record, among those up to checkpoint `step` of `run_id` (and, for a fork,
+/// its ancestors' up to their fork points), of the agent reading its input; with the run
+/// it belongs to.
+fn input_read(
+    journal: &Journal,
+    run_id: &str,
+    records: &[Record],
+    step: u32,
+) -> Result<Option<(String, Record)>, Error> {
+    let mut run_id = run_id.to_string();
+    let mut records = records.to_vec();
+    let mut step = step;
+    // Each fork starts from its parent's memory; a chain of forks ends at a run that
+    // started fresh. The bound stops a cycle a damaged journal could hold.
+    for _ in 0..64 {
+        let before = crate::recording::until_checkpoint(&records, step);
+        let read = before.iter().find(|r| match &r.body {
+            RecordBody::HostCall { request, .. } => matches!(
+                postcard::from_bytes::<warden_guest::wire::Request>(request),
+                Ok(warden_guest::wire::Request::Input)
+            ),
+            _ => false,
+        });
+        if let Some(read) = read {
+            return Ok(Some((run_id, read.clone())));
+        }
+        let parent = before
+            .iter()
+            .find_map(|r| r.body.run_start().and_then(|start| start.parent));
+        let Some(parent) = parent else {
+            return Ok(None);
+        };
+        records = journal.records(&parent.run_id)?;
+        run_id = parent.run_id;
+        step = parent.step;
+    }
+    Ok(None)
 }
 
 /// The last decision a fork with other facts may not inherit, among the records up to

@@ -76,7 +76,11 @@ pub fn compile_uncached(binary: &[u8]) -> wasmtime::Module {
 }
 
 /// Stores `module` in `dir` as the module cache does; returns the file.
-pub fn cache_store(module: &wasmtime::Module, binary: &[u8], dir: &std::path::Path) -> std::path::PathBuf {
+pub fn cache_store(
+    module: &wasmtime::Module,
+    binary: &[u8],
+    dir: &std::path::Path,
+) -> std::path::PathBuf {
     let engine = crate::engine::engine().unwrap_or_else(|e| panic!("engine: {e}"));
     let key = crate::module_cache::key(engine, binary);
     let file = dir.join(format!(

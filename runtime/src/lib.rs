@@ -33,6 +33,7 @@
 mod agent;
 mod analysis;
 mod bindings;
+mod check;
 mod checkpoint;
 mod confine;
 mod decision;
@@ -69,7 +70,11 @@ pub mod internals;
 
 pub use agent::{Agent, LoadError};
 pub use analysis::{ColumnType, RUN_ROW_COLUMNS, RunRow};
-pub use bindings::{Bindings, BindingsError, EntryOutside, LedgerMode, LoadOptions, ModelCard};
+pub use bindings::{
+    BindingEntry, Bindings, BindingsError, BindingsInspection, CardNameMismatch, EntryOutside,
+    LedgerMode, LoadOptions, ModelCard,
+};
+pub use check::{CheckKind, CheckReport, CheckSpec, CheckedFiles, Finding, Severity, check};
 pub use checkpoint::{Checkpoint, CheckpointError, GlobalValue};
 pub use confine::OutsideReason;
 pub use decision::{
@@ -80,13 +85,13 @@ pub use digest::{Digest, DigestParseError};
 pub use edition::Edition;
 pub use engine::ENGINE_VERSION;
 pub use error::{Error, ErrorKind};
-pub use fork::{ForkRequest, fork};
+pub use fork::{ForkReport, ForkRequest, ForkWarning, fork, fork_report};
 pub use journal::{
     Audit, Journal, JournalError, LogAudit, LogEntry, PackEntry, PackManifest, PackSummary,
     PackVerification, Parent, RUN_HEAD_DOMAIN, Record, RecordBody, RunMeta, RunStart, Storage,
     Verification, describe_request_bytes, describe_response_bytes,
 };
-pub use manifest::{Manifest, ManifestError};
+pub use manifest::{Manifest, ManifestError, ManifestInspection};
 pub use module_cache::{CacheError, default_module_cache_dir, set_module_cache_dir};
 pub use outcome::{FailureReason, GuestFault, HostFault, Limit, Outcome, Status, TrapCode};
 pub use policy::{

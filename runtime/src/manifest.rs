@@ -16,22 +16,28 @@
 //! the manifest is read, through a capability for the directory (see
 //! [`crate::confine`]); the files a bindings file names are confined on their own.
 
+use std::collections::BTreeMap;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
 use toml::Spanned;
+use toml::de::{DeTable, DeValue};
 
 use crate::confine::{Confinement, OutsideReason};
 
 /// The file name of a manifest inside an example directory.
 pub const MANIFEST_FILE: &str = "warden.toml";
 
+/// The fields of a manifest.
+const FIELDS: &[&str] = &["agent", "build", "policy", "bindings", "input"];
+
 /// A parsed manifest, with paths resolved against its directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
     /// The agent module.
     pub agent: PathBuf,
-    /// The command that builds the agent, shown when the module is missing.
+    /// The command that builds the agent. Advisory: Warden never runs it; it is shown
+    /// when the module is missing (by `warden run` and `warden check`).
     pub build: Option<String>,
     /// The policy file.
     pub policy: PathBuf,
@@ -41,14 +47,19 @@ pub struct Manifest {
     pub input: Option<PathBuf>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Raw {
-    agent: String,
-    build: Option<String>,
-    policy: String,
-    bindings: Option<Spanned<String>>,
-    input: Option<Spanned<String>>,
+/// A manifest checked whole (what `warden check` reads): the manifest if its fields could
+/// be read, where each field is written, and every problem found.
+#[derive(Debug)]
+pub struct ManifestInspection {
+    /// The manifest file.
+    pub path: PathBuf,
+    /// The manifest, when `agent` and `policy` could be read (even if a file it names is
+    /// missing: the problems say so).
+    pub manifest: Option<Manifest>,
+    /// 1-based line and column of each field's value, by field name.
+    pub places: BTreeMap<&'static str, (usize, usize)>,
+    /// Every problem, in the order of the file.
+    pub problems: Vec<ManifestError>,
 }
 
 /// Why a manifest cannot be used.
@@ -63,7 +74,7 @@ pub enum ManifestError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// The manifest is not valid.
+    /// The manifest is not valid TOML.
     #[error("{path}:{line}:{column}: {message}")]
     Invalid {
         /// The manifest file.
@@ -74,6 +85,20 @@ pub enum ManifestError {
         column: usize,
         /// toml's message.
         message: String,
+    },
+    /// A field is unknown, missing or of the wrong type.
+    #[error("{}:{line}:{column}: {field}: {problem}", manifest.display())]
+    Field {
+        /// The manifest file.
+        manifest: PathBuf,
+        /// 1-based line (1 for a missing field).
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// The field.
+        field: String,
+        /// What is wrong, and how to fix it.
+        problem: String,
     },
     /// The manifest's `bindings` or `input` leaves the example directory, and the
     /// operator did not allow that.
@@ -101,15 +126,47 @@ pub enum ManifestError {
         source: std::io::Error,
     },
     /// The agent module named by the manifest does not exist yet.
-    #[error("agent module {agent} (named in {manifest}) does not exist{}", build.as_ref().map(|b| format!("; build it with: {b}")).unwrap_or_default())]
+    #[error("{}:{line}:{column}: agent: agent module {} does not exist; {}", manifest.display(), agent.display(), build.as_ref().map_or_else(|| "build it, or correct the path (relative to the example directory)".to_string(), |b| format!("build it with: {b}")))]
     AgentMissing {
         /// The module path.
         agent: PathBuf,
         /// The manifest.
         manifest: PathBuf,
-        /// The build command.
+        /// 1-based line of the `agent` value.
+        line: usize,
+        /// 1-based column of the `agent` value.
+        column: usize,
+        /// The build command (`build`).
         build: Option<String>,
     },
+    /// A file the manifest names (`policy`, `bindings`, `input`) does not exist.
+    #[error("{}:{line}:{column}: {field}: {} does not exist; correct the path (relative to the example directory)", manifest.display(), path.display())]
+    NotFound {
+        /// The manifest.
+        manifest: PathBuf,
+        /// 1-based line of the value.
+        line: usize,
+        /// 1-based column of the value.
+        column: usize,
+        /// `policy`, `bindings` or `input`.
+        field: &'static str,
+        /// The path, resolved against the example directory.
+        path: PathBuf,
+    },
+}
+
+impl ManifestError {
+    /// The 1-based line and column this error points at (0 where it has none).
+    pub fn place(&self) -> (usize, usize) {
+        match self {
+            ManifestError::Invalid { line, column, .. }
+            | ManifestError::Field { line, column, .. }
+            | ManifestError::PathOutside { line, column, .. }
+            | ManifestError::AgentMissing { line, column, .. }
+            | ManifestError::NotFound { line, column, .. } => (*line, *column),
+            ManifestError::Io { .. } | ManifestError::Dir { .. } => (0, 0),
+        }
+    }
 }
 
 impl Manifest {
@@ -125,65 +182,227 @@ impl Manifest {
     /// `bindings` and `input` may be outside `dir`.
     ///
     /// # Errors
-    /// [`ManifestError`] naming the file, line and field;
-    /// [`ManifestError::PathOutside`] for a path that leaves `dir` unless allowed.
+    /// [`ManifestError`] naming the file, line and field (the first problem; `warden
+    /// check` lists them all); [`ManifestError::PathOutside`] for a path that leaves `dir`
+    /// unless allowed; [`ManifestError::AgentMissing`] when the agent is not built.
     pub fn from_dir_with(dir: &Path, allow_outside: bool) -> Result<Manifest, ManifestError> {
-        let path = dir.join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|source| ManifestError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        let place = |offset: usize| {
-            let before = text.get(..offset).unwrap_or("");
-            (
-                before.matches('\n').count() + 1,
-                before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1,
-            )
-        };
-        let raw: Raw = toml::from_str(&text).map_err(|e| {
-            let (line, column) = place(e.span().map_or(0, |s| s.start));
-            ManifestError::Invalid {
+        let mut inspection = inspect(dir, allow_outside, false);
+        if !inspection.problems.is_empty() {
+            return Err(inspection.problems.remove(0));
+        }
+        inspection.manifest.ok_or_else(|| ManifestError::Field {
+            manifest: inspection.path,
+            line: 1,
+            column: 1,
+            field: String::new(),
+            problem: "the manifest could not be read".into(),
+        })
+    }
+
+    /// Checks `dir/warden.toml` whole: every unknown, missing or wrongly typed field, every
+    /// path that leaves the directory (unless `allow_outside`), and every file it names
+    /// that does not exist (the agent's problem says how to build it). Reads nothing but
+    /// the manifest and the metadata of the files it names.
+    pub fn inspect(dir: &Path, allow_outside: bool) -> ManifestInspection {
+        inspect(dir, allow_outside, true)
+    }
+}
+
+/// The manifest as written: each field's value and where it is.
+#[derive(Default)]
+struct Raw {
+    agent: Option<Spanned<String>>,
+    build: Option<Spanned<String>>,
+    policy: Option<Spanned<String>>,
+    bindings: Option<Spanned<String>>,
+    input: Option<Spanned<String>>,
+}
+
+fn inspect(dir: &Path, allow_outside: bool, every_file: bool) -> ManifestInspection {
+    let path = dir.join(MANIFEST_FILE);
+    let mut inspection = ManifestInspection {
+        path: path.clone(),
+        manifest: None,
+        places: BTreeMap::new(),
+        problems: Vec::new(),
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(source) => {
+            inspection.problems.push(ManifestError::Io { path, source });
+            return inspection;
+        }
+    };
+    let place = |span: &Range<usize>| {
+        let before = text.get(..span.start).unwrap_or("");
+        (
+            before.matches('\n').count() + 1,
+            before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1,
+        )
+    };
+    let (document, errors) = DeTable::parse_recoverable(&text);
+    if !errors.is_empty() {
+        for error in errors {
+            let (line, column) = place(&error.span().unwrap_or(0..0));
+            inspection.problems.push(ManifestError::Invalid {
                 path: path.clone(),
                 line,
                 column,
-                message: e.message().to_string(),
+                message: error.message().trim_end().to_string(),
+            });
+        }
+        return inspection;
+    }
+    let field_error = |span: &Range<usize>, field: &str, problem: String| {
+        let (line, column) = place(span);
+        ManifestError::Field {
+            manifest: path.clone(),
+            line,
+            column,
+            field: field.to_string(),
+            problem,
+        }
+    };
+    let mut raw = Raw::default();
+    for (key, value) in document.get_ref().iter() {
+        let field = key.get_ref().as_ref();
+        let slot = match field {
+            "agent" => &mut raw.agent,
+            "build" => &mut raw.build,
+            "policy" => &mut raw.policy,
+            "bindings" => &mut raw.bindings,
+            "input" => &mut raw.input,
+            other => {
+                inspection.problems.push(field_error(
+                    &key.span(),
+                    other,
+                    format!(
+                        "unknown field `{other}`; remove it or correct its spelling (a manifest has {})",
+                        FIELDS.join(", ")
+                    ),
+                ));
+                continue;
             }
-        })?;
-        let confined =
-            Confinement::new(dir, allow_outside).map_err(|source| ManifestError::Dir {
+        };
+        match value.get_ref() {
+            DeValue::String(text) => {
+                *slot = Some(Spanned::new(value.span(), text.to_string()));
+            }
+            _ => inspection.problems.push(field_error(
+                &value.span(),
+                field,
+                "expected a string in quotes (a path relative to the example directory, or the build command)".into(),
+            )),
+        }
+    }
+    for (field, value) in [
+        ("agent", &raw.agent),
+        ("build", &raw.build),
+        ("policy", &raw.policy),
+        ("bindings", &raw.bindings),
+        ("input", &raw.input),
+    ] {
+        if let Some(value) = value {
+            inspection.places.insert(field, place(&value.span()));
+        }
+    }
+    for (field, value, example) in [
+        (
+            "agent",
+            &raw.agent,
+            "agent = \"target/wasm32-unknown-unknown/release/my_agent.wasm\"",
+        ),
+        ("policy", &raw.policy, "policy = \"policy.toml\""),
+    ] {
+        if value.is_none() && document.get_ref().get(field).is_none() {
+            inspection.problems.push(field_error(
+                &(0..0),
+                field,
+                format!("required field is missing; add {example}"),
+            ));
+        }
+    }
+    let confined = match Confinement::new(dir, allow_outside) {
+        Ok(confined) => confined,
+        Err(source) => {
+            inspection.problems.push(ManifestError::Dir {
                 dir: dir.to_path_buf(),
                 source,
-            })?;
-        for (field, value) in [("bindings", &raw.bindings), ("input", &raw.input)] {
-            let Some(value) = value else { continue };
-            if let Err(reason) = confined.check(value.get_ref()) {
-                let (line, column) = place(value.span().start);
-                return Err(ManifestError::PathOutside {
-                    manifest: path,
+            });
+            return inspection;
+        }
+    };
+    for (field, value) in [("bindings", &raw.bindings), ("input", &raw.input)] {
+        let Some(value) = value else { continue };
+        if let Err(reason) = confined.check(value.get_ref()) {
+            let (line, column) = place(&value.span());
+            inspection.problems.push(ManifestError::PathOutside {
+                manifest: path.clone(),
+                line,
+                column,
+                field,
+                file: value.get_ref().clone(),
+                reason,
+            });
+        }
+    }
+    let (Some(agent), Some(policy)) = (&raw.agent, &raw.policy) else {
+        return inspection;
+    };
+    let manifest = Manifest {
+        agent: dir.join(agent.get_ref()),
+        build: raw.build.as_ref().map(|b| b.get_ref().clone()),
+        policy: dir.join(policy.get_ref()),
+        bindings: raw.bindings.as_ref().map(|b| dir.join(b.get_ref())),
+        input: raw.input.as_ref().map(|i| dir.join(i.get_ref())),
+    };
+    if !manifest.agent.exists() {
+        let (line, column) = place(&agent.span());
+        inspection.problems.push(ManifestError::AgentMissing {
+            agent: manifest.agent.clone(),
+            manifest: path.clone(),
+            line,
+            column,
+            build: manifest.build.clone(),
+        });
+    }
+    if every_file {
+        let files = [
+            ("policy", Some(policy), Some(&manifest.policy)),
+            (
+                "bindings",
+                raw.bindings.as_ref(),
+                manifest.bindings.as_ref(),
+            ),
+            ("input", raw.input.as_ref(), manifest.input.as_ref()),
+        ];
+        let outside: Vec<&'static str> = inspection
+            .problems
+            .iter()
+            .filter_map(|p| match p {
+                ManifestError::PathOutside { field, .. } => Some(*field),
+                _ => None,
+            })
+            .collect();
+        for (field, value, resolved) in files {
+            let (Some(value), Some(resolved)) = (value, resolved) else {
+                continue;
+            };
+            if !outside.contains(&field) && !resolved.exists() {
+                let (line, column) = place(&value.span());
+                inspection.problems.push(ManifestError::NotFound {
+                    manifest: path.clone(),
                     line,
                     column,
                     field,
-                    file: value.get_ref().clone(),
-                    reason,
+                    path: resolved.clone(),
                 });
             }
         }
-        let manifest = Manifest {
-            agent: dir.join(raw.agent),
-            build: raw.build,
-            policy: dir.join(raw.policy),
-            bindings: raw.bindings.map(|b| dir.join(b.into_inner())),
-            input: raw.input.map(|i| dir.join(i.into_inner())),
-        };
-        if !manifest.agent.exists() {
-            return Err(ManifestError::AgentMissing {
-                agent: manifest.agent,
-                manifest: path,
-                build: manifest.build,
-            });
-        }
-        Ok(manifest)
     }
+    inspection.problems.sort_by_key(ManifestError::place);
+    inspection.manifest = Some(manifest);
+    inspection
 }
 
 #[cfg(test)]

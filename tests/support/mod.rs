@@ -61,6 +61,28 @@ pub fn loan_example() -> PathBuf {
     .clone()
 }
 
+/// Runs the real `warden` binary in `dir`, with none of the settings a developer's shell
+/// may carry (`WARDEN_DB`, `WARDEN_SIGNING_KEY`, `WARDEN_SUBMITTER`).
+pub fn warden_in(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("WARDEN_DB")
+        .env_remove("WARDEN_SIGNING_KEY")
+        .env_remove("WARDEN_SUBMITTER")
+        .output()
+        .expect("run warden")
+}
+
+/// What a process printed: standard output, then standard error.
+pub fn output_text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
 /// Runs `warden --db DB ARGS --json` (the real binary) on any journal, parsing its output.
 pub fn warden_json_on(db: &Path, args: &[&str]) -> (i32, Value) {
     let output = Command::new(env!("CARGO_BIN_EXE_warden"))

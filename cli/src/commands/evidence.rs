@@ -36,7 +36,12 @@ pub fn run(db: &Path, signing_key: Option<&Path>, args: &Args) -> anyhow::Result
     let signer = signing_key.map(output::read_signing_key).transpose()?;
     let journal = output::open_read_only(db)?;
     let summary = journal
-        .write_pack(&args.run_id, &args.out, public_key, signer.as_ref())
+        .write_pack(
+            &output::run_id(&journal, &args.run_id)?,
+            &args.out,
+            public_key,
+            signer.as_ref(),
+        )
         .map_err(warden::Error::from)?;
     if args.json {
         output::print_json(&summary)?;

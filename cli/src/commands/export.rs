@@ -41,7 +41,7 @@ pub struct Args {
 pub fn run(db: &Path, args: &Args) -> anyhow::Result<u8> {
     let journal = output::open_read_only(db)?;
     let runs: Vec<String> = match &args.run_id {
-        Some(id) => vec![id.clone()],
+        Some(id) => vec![output::run_id(&journal, id)?],
         None => journal
             .runs()
             .map_err(warden::Error::from)?

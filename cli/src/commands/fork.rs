@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use warden::ForkRequest;
 
-use crate::output::{self, Usage};
+use crate::output::{self, Usage, escape};
 
 /// Arguments of `warden fork`.
 #[derive(clap::Args, Debug)]
@@ -33,7 +33,9 @@ pub struct Args {
     /// Who submits the fork, recorded in it (default: $USER).
     #[arg(long, env = "WARDEN_SUBMITTER")]
     submitter: Option<String>,
-    /// Print JSON.
+    /// Print JSON: the run report's fields (as `warden run --json`) and `warnings`, each
+    /// with its `kind` (`input_already_read`: the patched `fields`, and the `run_id`,
+    /// `step`, `call` and `record` where the agent read its input before the fork point).
     #[arg(long)]
     json: bool,
 }
@@ -47,8 +49,9 @@ pub fn run(db: &Path, signing_key: Option<&Path>, args: &Args) -> anyhow::Result
         ),
         None => None,
     };
+    let parent = output::run_id_in(db, &args.run_id)?;
     let request = ForkRequest {
-        parent: &args.run_id,
+        parent: &parent,
         step: args.at_step,
         input_patch,
         bindings: args.bindings.as_deref(),
@@ -66,6 +69,13 @@ pub fn run(db: &Path, signing_key: Option<&Path>, args: &Args) -> anyhow::Result
         },
         live_effects: args.live_effects,
     };
-    let report = warden::fork(&output::open(db, signing_key)?, request)?;
-    super::run::render(db, &report, args.json)
+    let report = warden::fork_report(&output::open(db, signing_key)?, request)?;
+    for warning in &report.warnings {
+        eprintln!("warning: {}", escape(&warning.to_string()));
+    }
+    if args.json {
+        output::print_json(&report)?;
+        return Ok(output::status_code(report.run.outcome.status));
+    }
+    super::run::render(db, &report.run, false)
 }

@@ -11,6 +11,15 @@ use crate::output::{self, Usage, escape};
 
 /// Arguments of `warden replay`.
 #[derive(clap::Args, Debug)]
+#[command(after_help = "\
+Verdicts: exact replay is identical, diverged, incomplete (the run has not ended) or could
+not replay. A counterfactual (--agent, --policy) is unchanged; different outcome (the run
+ends with another status, in another state, or fails for another reason); different
+output (the same status and state, another output); would need review; or could not
+replay (it asked something the recording cannot answer).
+
+Exit codes: 0 identical or unchanged; 12 anything else, a different output included (what
+the run hands on changed, even if its status did not).")]
 pub struct Args {
     /// The run to replay.
     #[arg(required_unless_present_any = ["all", "pack"])]
@@ -100,7 +109,11 @@ pub fn run(db: &Path, args: &Args) -> anyhow::Result<u8> {
         None => None,
     };
     let reports = match args.run_id.as_ref().or(pack_run.as_ref()) {
-        Some(run_id) => vec![warden::replay(&journal, run_id, &options)?],
+        Some(run_id) => vec![warden::replay(
+            &journal,
+            &output::run_id(&journal, run_id)?,
+            &options,
+        )?],
         None if args.all => warden::replay_all(&journal, &options)?,
         None => return Err(Usage("name a run id, or pass --all".into()).into()),
     };
@@ -143,11 +156,13 @@ fn render_table(reports: &[ReplayReport]) -> anyhow::Result<()> {
         )?;
     }
     let count = |verdict: ReplayVerdict| reports.iter().filter(|r| r.verdict == verdict).count();
-    let mut summary = format!("{} runs:", reports.len());
+    let runs = u32::try_from(reports.len()).unwrap_or(u32::MAX);
+    let mut summary = format!("{}:", super::run::plural(runs, "run"));
     for verdict in [
         ReplayVerdict::Identical,
         ReplayVerdict::Unchanged,
         ReplayVerdict::DifferentOutcome,
+        ReplayVerdict::DifferentOutput,
         ReplayVerdict::NeedsReview,
         ReplayVerdict::Diverged,
         ReplayVerdict::Incomplete,
@@ -195,6 +210,11 @@ fn render(r: &ReplayReport) -> anyhow::Result<()> {
         if let Some(reason) = &replayed.reason {
             writeln!(out, "         {}", escape(&reason.to_string()))?;
         }
+        if r.verdict == ReplayVerdict::DifferentOutput {
+            let output = |o: &Option<String>| o.as_deref().map_or_else(|| "(none)".into(), escape);
+            writeln!(out, "output   was {}", output(&r.original.output))?;
+            writeln!(out, "         now {}", output(&replayed.output))?;
+        }
     }
     let result = match r.verdict {
         ReplayVerdict::Identical => "identical: every record reproduced bit for bit",
@@ -202,7 +222,10 @@ fn render(r: &ReplayReport) -> anyhow::Result<()> {
             "incomplete: every recorded record reproduced, but the run has not ended"
         }
         ReplayVerdict::Unchanged => "unchanged: the same outcome",
-        ReplayVerdict::DifferentOutcome => "DIFFERENT OUTCOME",
+        ReplayVerdict::DifferentOutcome => "DIFFERENT OUTCOME: the run ends otherwise",
+        ReplayVerdict::DifferentOutput => {
+            "DIFFERENT OUTPUT: the same status and state, another output"
+        }
         ReplayVerdict::NeedsReview => "WOULD NEED REVIEW: the new rules send it to a person",
         ReplayVerdict::Diverged => "DIVERGED",
         ReplayVerdict::CouldNotReplay => "COULD NOT REPLAY",

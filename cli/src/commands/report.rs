@@ -66,7 +66,8 @@ pub fn run(db: &Path, args: &Args) -> anyhow::Result<u8> {
         return Err(exists(&args.out).into());
     }
     let journal = output::open_read_only(db)?;
-    let material = Material::read(&journal, db, &args.run_id, key)?;
+    let run_id = output::run_id(&journal, &args.run_id)?;
+    let material = Material::read(&journal, db, &run_id, key)?;
     let page = html::page(&material)?;
     if to_stdout {
         std::io::stdout().lock().write_all(page.as_bytes())?;

@@ -16,6 +16,7 @@ pub struct Args {
 
 /// Runs `warden resume`.
 pub fn run(db: &Path, signing_key: Option<&Path>, args: &Args) -> anyhow::Result<u8> {
-    let report = warden::resume(&output::open(db, signing_key)?, &args.run_id)?;
+    let run_id = output::run_id_in(db, &args.run_id)?;
+    let report = warden::resume(&output::open(db, signing_key)?, &run_id)?;
     super::run::render(db, &report, args.json)
 }

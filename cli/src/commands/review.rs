@@ -69,6 +69,7 @@ pub fn run(db: &Path, signing_key: Option<&Path>, args: &Args) -> anyhow::Result
     let Some(run_id) = &args.run_id else {
         return Err(Usage("name a run id, or pass --expire".into()).into());
     };
+    let run_id = &output::run_id_in(db, run_id)?;
     let Some(outcome) = &args.decide else {
         let case = warden::case_file(&output::open_read_only(db)?, run_id)?;
         if args.json {

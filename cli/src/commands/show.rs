@@ -21,7 +21,8 @@ pub struct Args {
 /// Runs `warden show`.
 pub fn run(db: &Path, args: &Args) -> anyhow::Result<u8> {
     let journal = output::open_read_only(db)?;
-    let timeline = Timeline::load(&journal, &args.run_id).map_err(warden::Error::from)?;
+    let run_id = output::run_id(&journal, &args.run_id)?;
+    let timeline = Timeline::load(&journal, &run_id).map_err(warden::Error::from)?;
     if args.json {
         output::print_json(&timeline)?;
     } else {

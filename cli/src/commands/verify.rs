@@ -57,6 +57,7 @@ pub fn run(db: &Path, args: &Args) -> anyhow::Result<u8> {
     let mut audit = journal.audit(key.as_ref()).map_err(warden::Error::from)?;
     match (&args.run_id, args.all) {
         (Some(id), _) => {
+            let id = &output::run_id(&journal, id)?;
             audit.runs.retain(|v| &v.run_id == id);
             if audit.runs.is_empty() {
                 return Err(
@@ -128,8 +129,8 @@ fn render(audit: &Audit) -> anyhow::Result<()> {
     let broken = audit.runs.iter().filter(|v| v.problem.is_some()).count();
     writeln!(
         out,
-        "{} runs verified, {} broken; log: {} entries, {}",
-        audit.runs.len(),
+        "{} verified, {} broken; log: {} entries, {}",
+        super::run::plural(u32::try_from(audit.runs.len()).unwrap_or(u32::MAX), "run"),
         broken,
         log.entries,
         if log.problems.is_empty() {

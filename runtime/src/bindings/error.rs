@@ -32,8 +32,9 @@ pub enum BindingsError {
         /// What the parser said.
         message: String,
     },
-    /// An entry of the bindings file is well-formed TOML but makes no sense.
-    #[error("{}:{line}:{column}: {section}.{name}.{field}: {problem}", path.display())]
+    /// An entry of the bindings file is well-formed TOML but makes no sense: an unknown or
+    /// missing field, a value of the wrong type, an unknown provider.
+    #[error("{}:{line}:{column}: {section}.{name}{}{field}: {problem}", path.display(), if field.is_empty() { "" } else { "." })]
     Entry {
         /// The bindings file.
         path: PathBuf,
@@ -45,30 +46,67 @@ pub enum BindingsError {
         section: &'static str,
         /// The tool or model name.
         name: String,
-        /// The offending field.
+        /// The offending field (empty when the entry as a whole is wrong).
         field: &'static str,
         /// What is wrong with it.
         problem: String,
     },
+    /// A field of a bindings file outside its entries, or of a model card, is wrong: an
+    /// unknown, missing or wrongly typed field, or a value that makes no sense.
+    #[error("{}:{line}:{column}: {}{problem}", path.display(), if field.is_empty() { String::new() } else { format!("{field}: ") })]
+    Field {
+        /// The file (the bindings file, or a model card).
+        path: PathBuf,
+        /// 1-based line of the offending value (1 for a missing field).
+        line: usize,
+        /// 1-based column of the offending value.
+        column: usize,
+        /// Dotted path of the field, e.g. `features[2].weight`.
+        field: String,
+        /// What is wrong, and how to fix it.
+        problem: String,
+    },
     /// A fixture file parses but a record is not usable.
-    #[error("{}: record {record:?}: {problem}", path.display())]
+    #[error("{}:{line}: record {record:?}: {problem}", path.display())]
     Fixture {
         /// The fixture file.
         path: PathBuf,
+        /// 1-based line of the record's key.
+        line: usize,
         /// The key of the offending record.
         record: String,
         /// What is wrong with it.
         problem: String,
     },
-    /// A scorecard file parses but is not a usable scorecard.
-    #[error("{}: {field}: {problem}", path.display())]
-    Scorecard {
-        /// The scorecard file.
+    /// The file a binding names cannot be read (it is missing, say). Names the binding
+    /// that points there and the cause, once.
+    #[error("{}:{line}:{column}: {section}.{name}.file: cannot read {}: {cause}{}", bindings.display(), path.display(), if cause.kind() == io::ErrorKind::NotFound { format!("; the path is relative to the bindings file's directory ({})", describe_dir(bindings.parent().unwrap_or(Path::new("")))) } else { String::new() })]
+    EntryFile {
+        /// The bindings file.
+        bindings: PathBuf,
+        /// 1-based line of the entry's `file` value.
+        line: usize,
+        /// 1-based column of the entry's `file` value.
+        column: usize,
+        /// `tools` or `models`.
+        section: &'static str,
+        /// The tool or model name.
+        name: String,
+        /// The file it names.
         path: PathBuf,
-        /// The offending field, e.g. `features[2].weight`.
-        field: String,
-        /// What is wrong with it.
-        problem: String,
+        /// The I/O error (part of the message, not a separate cause, so it is said once).
+        cause: io::Error,
+    },
+    /// A model card whose own `name` is not the name it is bound under: the binding most
+    /// likely points at another model's card.
+    #[error(transparent)]
+    CardName(Box<CardNameMismatch>),
+    /// Several problems, each one of the other variants, in the order found: a bindings
+    /// file is checked whole, not up to its first mistake.
+    #[error("{}", errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Several {
+        /// Every problem (at least two).
+        errors: Vec<BindingsError>,
     },
     /// A ledger file holds a line that is not a ledger record (other than an unterminated
     /// last line, the trace of a crash mid-append, which is ignored), or a key twice.
@@ -144,6 +182,27 @@ pub enum BindingsError {
     },
 }
 
+/// A model card whose own `name` differs from the name it is bound under.
+#[derive(Debug, thiserror::Error)]
+#[error("{}:{line}:{column}: name: the card is named {found:?}, but {}:{binding_line} binds it as model {model:?}; bind model {model:?} to its own card, or correct the card's name", path.display(), bindings.display())]
+#[non_exhaustive]
+pub struct CardNameMismatch {
+    /// The card.
+    pub path: PathBuf,
+    /// 1-based line of the card's `name`.
+    pub line: usize,
+    /// 1-based column of the card's `name`.
+    pub column: usize,
+    /// The name the card gives itself.
+    pub found: String,
+    /// The bindings file.
+    pub bindings: PathBuf,
+    /// 1-based line of the binding in it.
+    pub binding_line: usize,
+    /// The model name it is bound under (the policy's name).
+    pub model: String,
+}
+
 /// An entry of a bindings file that names a file outside the bindings file's directory:
 /// where it is written, and how the path leaves the directory.
 #[derive(Debug, thiserror::Error)]
@@ -168,6 +227,68 @@ pub struct EntryOutside {
     pub dir: PathBuf,
     /// How it leaves it.
     pub reason: OutsideReason,
+}
+
+impl BindingsError {
+    /// One error for `errors`: the error itself when there is one, [`BindingsError::Several`]
+    /// otherwise. `None` for none.
+    pub(crate) fn from_all(mut errors: Vec<BindingsError>) -> Option<BindingsError> {
+        match errors.len() {
+            0 => None,
+            1 => errors.pop(),
+            _ => Some(BindingsError::Several { errors }),
+        }
+    }
+
+    /// The file this error is about, and the 1-based line and column in it (0 where the
+    /// error has none).
+    pub fn place(&self) -> (Option<&Path>, usize, usize) {
+        match self {
+            BindingsError::Read { path, .. } | BindingsError::LedgerOpen { path, .. } => {
+                (Some(path), 0, 0)
+            }
+            BindingsError::Syntax {
+                path, line, column, ..
+            }
+            | BindingsError::Entry {
+                path, line, column, ..
+            }
+            | BindingsError::Field {
+                path, line, column, ..
+            } => (Some(path), *line, *column),
+            BindingsError::CardName(card) => (Some(&card.path), card.line, card.column),
+            BindingsError::Fixture { path, line, .. }
+            | BindingsError::Ledger { path, line, .. }
+            | BindingsError::NotALedger { path, line, .. } => (Some(path), *line, 0),
+            BindingsError::EntryFile {
+                bindings,
+                line,
+                column,
+                ..
+            }
+            | BindingsError::LedgerMissing {
+                bindings,
+                line,
+                column,
+                ..
+            } => (Some(bindings), *line, *column),
+            BindingsError::PathOutside(outside) => {
+                (Some(&outside.path), outside.line, outside.column)
+            }
+            BindingsError::Unbound { bindings, .. } => (bindings.as_deref(), 0, 0),
+            BindingsError::GateLabel { .. } | BindingsError::Several { .. } => (None, 0, 0),
+        }
+    }
+
+    /// Every problem this error reports: the list of [`BindingsError::Several`], or itself.
+    pub fn problems(&self) -> Vec<&BindingsError> {
+        match self {
+            BindingsError::Several { errors } => {
+                errors.iter().flat_map(BindingsError::problems).collect()
+            }
+            other => vec![other],
+        }
+    }
 }
 
 fn describe_source(path: Option<&Path>) -> String {

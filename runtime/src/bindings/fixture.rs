@@ -17,32 +17,83 @@ use super::{BindingsError, call_error};
 pub(super) struct Fixture {
     key: String,
     records: BTreeMap<String, String>,
+    /// The 1-based line of each record's key in the file.
+    lines: BTreeMap<String, usize>,
 }
 
 impl Fixture {
     /// Parses `bytes` (the content of `path`): a JSON object whose values are objects.
-    pub(super) fn parse(path: &Path, bytes: &[u8], key: String) -> Result<Fixture, BindingsError> {
-        let records: serde_json::Map<String, Value> =
-            serde_json::from_slice(bytes).map_err(|e| BindingsError::Syntax {
+    /// Every record that is not an object is reported, each with its line.
+    pub(super) fn parse(
+        path: &Path,
+        bytes: &[u8],
+        key: String,
+    ) -> Result<Fixture, Vec<BindingsError>> {
+        let document: Value = serde_json::from_slice(bytes).map_err(|e| {
+            vec![BindingsError::Syntax {
                 path: path.to_path_buf(),
                 line: e.line(),
                 column: e.column(),
                 message: format!("fixture must be a JSON object of records: {e}"),
-            })?;
-        let records = records
+            }]
+        })?;
+        let Value::Object(records) = document else {
+            return Err(vec![BindingsError::Syntax {
+                path: path.to_path_buf(),
+                line: 1,
+                column: 1,
+                message: format!(
+                    "fixture must be a JSON object of records, found {}; write {{\"<{key}>\": {{...}}, ...}}: each record under the value of `{key}` that looks it up",
+                    kind(&document)
+                ),
+            }]);
+        };
+        let text = String::from_utf8_lossy(bytes);
+        let lines: BTreeMap<String, usize> = top_level_keys(&text)
             .into_iter()
-            .map(|(id, record)| {
-                if !record.is_object() {
-                    return Err(BindingsError::Fixture {
-                        path: path.to_path_buf(),
-                        record: id,
-                        problem: format!("a record must be a JSON object, found {record}"),
-                    });
-                }
-                Ok((id, record.to_string()))
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(Fixture { key, records })
+            .map(|(id, offset)| (id, line_of(&text, offset)))
+            .collect();
+        let mut problems = Vec::new();
+        let mut parsed = BTreeMap::new();
+        for (id, record) in records {
+            if !record.is_object() {
+                problems.push(BindingsError::Fixture {
+                    path: path.to_path_buf(),
+                    line: lines.get(&id).copied().unwrap_or(1),
+                    problem: format!(
+                        "a record must be a JSON object of the tool's answer, found {}; write {{...}}",
+                        kind(&record)
+                    ),
+                    record: id,
+                });
+                continue;
+            }
+            parsed.insert(id, record.to_string());
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(Fixture {
+            key,
+            records: parsed,
+            lines,
+        })
+    }
+
+    /// The argument whose string value is looked up.
+    pub(super) fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Every record: its id, its compact JSON and the line of its id in the file.
+    pub(super) fn records(&self) -> impl Iterator<Item = (&str, &str, usize)> {
+        self.records.iter().map(|(id, json)| {
+            (
+                id.as_str(),
+                json.as_str(),
+                self.lines.get(id).copied().unwrap_or(1),
+            )
+        })
     }
 
     /// Looks up the record named by the `key` argument.
@@ -67,6 +118,66 @@ impl Fixture {
             )
         })
     }
+}
+
+/// A JSON value's kind, for messages.
+fn kind(value: &Value) -> String {
+    match value {
+        Value::Null => "null".into(),
+        Value::Bool(b) => format!("the boolean {b}"),
+        Value::Number(n) => format!("the number {n}"),
+        Value::String(s) => format!("the string {}", Value::String(s.clone())),
+        Value::Array(_) => "a list".into(),
+        Value::Object(_) => "an object".into(),
+    }
+}
+
+/// The 1-based line of byte `offset`.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()
+        .iter()
+        .take(offset)
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// The keys of a JSON object's top level, each with the byte offset of its opening
+/// quote. The text is valid JSON (it parsed); structural characters are ASCII, so bytes
+/// are scanned.
+fn top_level_keys(text: &str) -> Vec<(String, usize)> {
+    let bytes = text.as_bytes();
+    let mut keys = Vec::new();
+    let mut depth = 0usize;
+    let mut expect_key = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                let start = i;
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                if depth == 1 && expect_key {
+                    let token = text.get(start..=i.min(bytes.len() - 1)).unwrap_or("");
+                    if let Ok(key) = serde_json::from_str::<String>(token) {
+                        keys.push((key, start));
+                    }
+                    expect_key = false;
+                }
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                expect_key = depth == 1;
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b',' if depth == 1 => expect_key = true,
+            _ => {}
+        }
+        i += 1;
+    }
+    keys
 }
 
 #[cfg(test)]
@@ -121,12 +232,49 @@ mod tests {
 
     #[test]
     fn a_broken_fixture_names_the_file_line_and_column() {
-        let error = Fixture::parse(Path::new("f.json"), b"{\n  \"A-1\": {,}\n}", "k".into())
+        let errors = Fixture::parse(Path::new("f.json"), b"{\n  \"A-1\": {,}\n}", "k".into())
             .expect_err("syntax");
-        let message = error.to_string();
+        let message = errors[0].to_string();
         assert!(message.starts_with("f.json:2:"), "{message}");
-        let error =
-            Fixture::parse(Path::new("f.json"), br#"{"A-1": 3}"#, "k".into()).expect_err("shape");
-        assert!(error.to_string().contains("record \"A-1\""), "{error}");
+        let errors = Fixture::parse(
+            Path::new("f.json"),
+            b"{\n  \"A-1\": 3,\n  \"A-2\": {\"x\": {\"A-3\": 1}},\n  \"A-3\": [1]\n}",
+            "k".into(),
+        )
+        .expect_err("shape");
+        let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(messages.len(), 2, "{messages:?}");
+        assert!(
+            messages[0].starts_with("f.json:2: record \"A-1\": ")
+                && messages[0].contains("the number 3"),
+            "{messages:?}"
+        );
+        assert!(
+            messages[1].starts_with("f.json:4: record \"A-3\": "),
+            "{messages:?}"
+        );
+    }
+
+    #[test]
+    fn a_list_of_records_is_refused_saying_what_shape_to_write() {
+        let errors = Fixture::parse(Path::new("f.json"), br#"[{"id": "A-1"}]"#, "id".into())
+            .expect_err("a list");
+        let message = errors[0].to_string();
+        assert!(
+            message.contains("found a list") && message.contains("\"<id>\""),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn records_know_their_lines() {
+        let fixture = Fixture::parse(
+            Path::new("f.json"),
+            b"{\n \"a\\\"b\": {\"k\": \"}\"},\n\n \"c\": {}\n}",
+            "k".into(),
+        )
+        .expect("parse");
+        let lines: Vec<(&str, usize)> = fixture.records().map(|(id, _, line)| (id, line)).collect();
+        assert_eq!(lines, [("a\"b", 2), ("c", 4)]);
     }
 }

@@ -1,20 +1,167 @@
 //! Loading one bindings file: each entry resolved into its provider, every problem an
-//! error naming the file, the line and column, the entry and the field.
+//! error naming the file, the line and column, the entry and the field. A problem in one
+//! entry does not stop the others from being checked.
 //!
 //! Invariant: every file an entry names is opened through the bindings file's
 //! [`Confinement`], never by path; a ledger file is created only under
-//! [`LedgerMode::CreateIfMissing`], and only once every fixture and scorecard loaded.
+//! [`LedgerMode::CreateIfMissing`], and only once every other entry loaded without a
+//! problem.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
+use super::decode::{self, Entry, closest};
+use super::error::CardNameMismatch;
+use super::{BindingEntry, Bindings, BindingsInspection, LoadOptions, hash_of, read_text};
 use super::{
-    BindingsError, Entry, EntryOutside, Fixture, Ledger, LedgerMode, Model, ModelCard, Scorecard,
-    Tool, line_column,
+    BindingsError, EntryOutside, Fixture, Ledger, LedgerMode, Model, ModelCard, Scorecard, Tool,
+    line_column,
 };
 use crate::confine::{Access, Confinement, Refused};
+
+/// The providers of each section, as the loader knows them.
+pub(super) const TOOL_PROVIDERS: &[&str] = &["fixture", "ledger"];
+pub(super) const MODEL_PROVIDERS: &[&str] = &["scorecard"];
+
+impl Bindings {
+    /// Checks a bindings file whole: every entry is loaded as `options` say, and every
+    /// problem found is reported, not only the first. Under [`LedgerMode::Inspect`]
+    /// nothing is created or written; otherwise a missing ledger is created only when no
+    /// other entry has a problem.
+    pub fn inspect(path: &Path, options: &LoadOptions) -> BindingsInspection {
+        let mut inspection = BindingsInspection {
+            bindings: Bindings {
+                source: Some(path.to_path_buf()),
+                hash: hash_of("", &[]),
+                tools: BTreeMap::new(),
+                models: BTreeMap::new(),
+            },
+            entries: Vec::new(),
+            problems: Vec::new(),
+        };
+        let text = match read_text(path) {
+            Ok(text) => text,
+            Err(error) => {
+                inspection.problems.push(error);
+                return inspection;
+            }
+        };
+        let document = match decode::parse(path, &text) {
+            Ok(document) => document,
+            Err(errors) => {
+                inspection.problems = errors;
+                return inspection;
+            }
+        };
+        let mut problems = decode::Problems::new(path, &text);
+        let mut entries = decode::entries(document.get_ref(), &mut problems);
+        inspection.entries = entries
+            .iter()
+            .map(|entry| BindingEntry {
+                section: entry.section,
+                name: entry.name.clone(),
+                line: line_column(&text, entry.at.start).0,
+                column: line_column(&text, entry.at.start).1,
+                provider: entry.provider.as_ref().map(|p| p.get_ref().clone()),
+                file: entry.file.as_ref().map(|f| f.get_ref().clone()),
+                key: entry.key.as_ref().map(|k| k.get_ref().clone()),
+                key_at: entry
+                    .key
+                    .as_ref()
+                    .map(|k| line_column(&text, k.span().start)),
+            })
+            .collect();
+        let dir = path.parent().unwrap_or(Path::new(""));
+        let files = match Confinement::new(dir, options.allow_outside) {
+            Ok(files) => files,
+            Err(source) => {
+                problems.list.push(BindingsError::Read {
+                    path: dir.to_path_buf(),
+                    source,
+                });
+                inspection.problems = problems.list;
+                return inspection;
+            }
+        };
+        // Name order within each section, models first: the order the hash has always
+        // covered, so that a run's recorded bindings digest stays what it was.
+        entries.sort_by(|a, b| {
+            (a.section != "models", &a.name).cmp(&(b.section != "models", &b.name))
+        });
+        let mut loader = Loader {
+            path,
+            files,
+            text: &text,
+            hashed: Vec::new(),
+            problems: problems.list,
+        };
+        let bindings = &mut inspection.bindings;
+        let mut ledgers = Vec::new();
+        for entry in &entries {
+            match entry.section {
+                "models" => {
+                    if let Some(model) = loader.model(entry) {
+                        bindings.models.insert(entry.name.clone(), model);
+                    }
+                }
+                _ => match loader.tool(entry) {
+                    Some(Resolved::Tool(tool)) => {
+                        bindings.tools.insert(entry.name.clone(), tool);
+                    }
+                    Some(Resolved::Ledger) => ledgers.push(entry),
+                    None => {}
+                },
+            }
+        }
+        // Ledgers are opened last, so that a broken entry creates no file.
+        let mode = match options.ledgers {
+            LedgerMode::CreateIfMissing if !loader.problems.is_empty() => LedgerMode::Inspect,
+            mode => mode,
+        };
+        let mut ledger_files: BTreeMap<PathBuf, &String> = BTreeMap::new();
+        for entry in ledgers {
+            let Some(tool) = loader.ledger(entry, mode) else {
+                continue;
+            };
+            let identity = match &tool {
+                Tool::Ledger(ledger) => ledger.identity(),
+                Tool::Unopened { path } => path.clone(),
+                Tool::Fixture(_) => continue,
+            };
+            if let Some(other) = ledger_files.insert(identity, &entry.name) {
+                let at = entry.file.as_ref().map_or(entry.at.clone(), |f| f.span());
+                loader.entry_error(
+                    entry,
+                    "file",
+                    &at,
+                    format!("the same ledger file is already bound to tool {other:?}; give each effect its own ledger"),
+                );
+                continue;
+            }
+            bindings.tools.insert(entry.name.clone(), tool);
+        }
+        bindings.hash = hash_of(&text, &loader.hashed);
+        inspection.problems = loader.problems;
+        // The bindings file's own problems first, then each other file's; by position.
+        inspection.problems.sort_by(|a, b| {
+            let key = |e: &BindingsError| {
+                let (file, line, column) = e.place();
+                (
+                    file != Some(path),
+                    file.map(Path::to_path_buf),
+                    line,
+                    column,
+                )
+            };
+            key(a).cmp(&key(b))
+        });
+        inspection.entries.sort_by_key(|e| (e.line, e.column));
+        inspection
+    }
+}
 
 /// Resolves the entries of one bindings file, with what errors need to name.
 pub(super) struct Loader<'a> {
@@ -23,178 +170,267 @@ pub(super) struct Loader<'a> {
     pub(super) text: &'a str,
     /// (section, name, bytes) of every file the hash covers, in name order.
     pub(super) hashed: Vec<(&'static str, String, Vec<u8>)>,
+    /// Every problem found so far.
+    pub(super) problems: Vec<BindingsError>,
+}
+
+/// What a tool entry resolved to.
+pub(super) enum Resolved {
+    /// A provider, loaded.
+    Tool(Tool),
+    /// A ledger: opened by the caller once every other entry has loaded.
+    Ledger,
 }
 
 impl Loader<'_> {
-    /// Resolves a fixture tool now; returns `None` for a ledger, opened by the caller.
-    pub(super) fn tool(
-        &mut self,
-        name: &str,
-        entry: &Entry,
-    ) -> Result<Option<Tool>, BindingsError> {
-        match entry.provider.get_ref().as_str() {
+    /// Resolves a fixture tool now, or says that the entry is a ledger. `None` after a
+    /// problem (recorded).
+    pub(super) fn tool(&mut self, entry: &Entry) -> Option<Resolved> {
+        let provider = entry.provider.as_ref()?;
+        match provider.get_ref().as_str() {
             "fixture" => {
-                let Some(key) = &entry.key else {
-                    return Err(self.entry_error(
-                        "tools",
-                        name,
+                // A misspelt `key` was reported as an unknown field already.
+                if entry.key.is_none() && !entry.misspelt("key") {
+                    self.entry_error(
+                        entry,
                         "key",
-                        &entry.provider,
-                        "a fixture needs `key`, the argument whose value is looked up".into(),
-                    ));
-                };
-                let (path, bytes) = self.read("tools", name, &entry.file)?;
-                let fixture = Fixture::parse(&path, &bytes, key.get_ref().clone())?;
-                self.hashed.push(("tools", name.to_string(), bytes));
-                Ok(Some(Tool::Fixture(fixture)))
+                        &provider.span(),
+                        "a fixture needs `key`, the argument whose string value is looked up among the records (key = \"applicant_id\", say)".into(),
+                    );
+                }
+                let (path, bytes) = self.read(entry)?;
+                let key = entry.key.as_ref().map(|k| k.get_ref().clone());
+                match Fixture::parse(&path, &bytes, key.clone().unwrap_or_default()) {
+                    Ok(fixture) if key.is_some() => {
+                        self.hashed.push(("tools", entry.name.clone(), bytes));
+                        Some(Resolved::Tool(Tool::Fixture(fixture)))
+                    }
+                    Ok(_) => None,
+                    Err(errors) => {
+                        self.problems.extend(errors);
+                        None
+                    }
+                }
             }
             "ledger" => {
-                self.no_key("tools", name, entry)?;
-                Ok(None)
+                self.no_key(entry, provider);
+                Some(Resolved::Ledger)
             }
-            other => Err(self.entry_error(
-                "tools",
-                name,
-                "provider",
-                &entry.provider,
-                format!("unknown tool provider {other:?} (expected \"fixture\" or \"ledger\")"),
-            )),
+            other => {
+                self.unknown_provider(entry, provider, other, TOOL_PROVIDERS);
+                None
+            }
         }
     }
 
-    pub(super) fn model(&mut self, name: &str, entry: &Entry) -> Result<Model, BindingsError> {
-        match entry.provider.get_ref().as_str() {
+    /// Resolves a model entry. `None` after a problem (recorded).
+    pub(super) fn model(&mut self, entry: &Entry) -> Option<Model> {
+        let provider = entry.provider.as_ref()?;
+        match provider.get_ref().as_str() {
             "scorecard" => {
-                self.no_key("models", name, entry)?;
-                let (path, bytes) = self.read("models", name, &entry.file)?;
-                let scorecard = Scorecard::parse(&path, &bytes)?;
+                self.no_key(entry, provider);
+                let (path, bytes) = self.read(entry)?;
+                let scorecard = match Scorecard::parse(&path, &bytes) {
+                    Ok(scorecard) => scorecard,
+                    Err(errors) => {
+                        self.problems.extend(errors);
+                        return None;
+                    }
+                };
+                if scorecard.name() != entry.name {
+                    let (line, column) = scorecard.places().name;
+                    self.problems
+                        .push(BindingsError::CardName(Box::new(CardNameMismatch {
+                            path: path.clone(),
+                            line,
+                            column,
+                            found: scorecard.name().to_string(),
+                            bindings: self.path.to_path_buf(),
+                            binding_line: line_column(self.text, entry.at.start).0,
+                            model: entry.name.clone(),
+                        })));
+                    return None;
+                }
                 let card = ModelCard {
-                    name: name.to_string(),
+                    name: entry.name.clone(),
                     provider: "scorecard".into(),
                     version: scorecard.version().to_string(),
                     card: crate::digest::Digest::of(crate::digest::domain::BLOB, &bytes),
                 };
                 self.hashed
-                    .push(("models", name.to_string(), bytes.clone()));
-                Ok(Model::Scorecard {
+                    .push(("models", entry.name.clone(), bytes.clone()));
+                Some(Model::Scorecard {
                     scorecard,
                     card,
                     bytes,
+                    path,
                 })
             }
-            other => Err(self.entry_error(
-                "models",
-                name,
-                "provider",
-                &entry.provider,
-                format!("unknown model provider {other:?} (expected \"scorecard\")"),
-            )),
+            other => {
+                self.unknown_provider(entry, provider, other, MODEL_PROVIDERS);
+                None
+            }
         }
     }
 
-    fn no_key(
-        &self,
-        section: &'static str,
-        name: &str,
+    fn unknown_provider(
+        &mut self,
         entry: &Entry,
-    ) -> Result<(), BindingsError> {
-        match &entry.key {
-            Some(key) => Err(self.entry_error(
-                section,
-                name,
+        provider: &Spanned<String>,
+        other: &str,
+        known: &[&str],
+    ) {
+        let expected = known
+            .iter()
+            .map(|p| format!("{p:?}"))
+            .collect::<Vec<_>>()
+            .join(" or ");
+        let hint = match closest(other, known) {
+            Some(near) => format!("; did you mean {near:?}?"),
+            None if entry.section == "tools" && MODEL_PROVIDERS.contains(&other) => {
+                "; a scorecard provides a model: bind it under [models.<name>]".into()
+            }
+            None if entry.section == "models" && TOOL_PROVIDERS.contains(&other) => {
+                format!("; {other:?} provides a tool: bind it under [tools.<name>]")
+            }
+            None => " (docs/bindings.md lists the providers and their fields)".into(),
+        };
+        let kind = if entry.section == "tools" {
+            "tool"
+        } else {
+            "model"
+        };
+        self.entry_error(
+            entry,
+            "provider",
+            &provider.span(),
+            format!("unknown {kind} provider {other:?} (expected {expected}){hint}"),
+        );
+    }
+
+    fn no_key(&mut self, entry: &Entry, provider: &Spanned<String>) {
+        if let Some(key) = &entry.key {
+            self.entry_error(
+                entry,
                 "key",
-                key,
-                format!("provider {:?} takes no `key`", entry.provider.get_ref()),
-            )),
-            None => Ok(()),
+                &key.span(),
+                format!(
+                    "provider {:?} takes no `key` (only a fixture looks records up); remove it",
+                    provider.get_ref()
+                ),
+            );
         }
     }
 
     /// Reads the file an entry names, inside the bindings file's directory unless the
-    /// operator allowed otherwise; returns its path (for messages) and its bytes.
-    fn read(
-        &self,
-        section: &'static str,
-        name: &str,
-        file: &Spanned<String>,
-    ) -> Result<(PathBuf, Vec<u8>), BindingsError> {
+    /// operator allowed otherwise; returns its path (for messages) and its bytes. `None`
+    /// after a problem (recorded).
+    fn read(&mut self, entry: &Entry) -> Option<(PathBuf, Vec<u8>)> {
+        let file = entry.file.as_ref()?;
         let path = self.files.path(file.get_ref());
-        let read_error = |source| BindingsError::Read {
-            path: path.clone(),
-            source,
-        };
-        let bytes = self
-            .files
-            .read(file.get_ref())
-            .map_err(|refused| self.refused(section, name, file, refused, read_error))?;
-        Ok((path, bytes))
+        match self.files.read(file.get_ref()) {
+            Ok(bytes) => Some((path, bytes)),
+            Err(refused) => {
+                let error = self.refused(entry, file, refused, |cause, loader| {
+                    let (line, column) = line_column(loader.text, file.span().start);
+                    BindingsError::EntryFile {
+                        bindings: loader.path.to_path_buf(),
+                        line,
+                        column,
+                        section: entry.section,
+                        name: entry.name.clone(),
+                        path: path.clone(),
+                        cause,
+                    }
+                });
+                self.problems.push(error);
+                None
+            }
+        }
     }
 
-    /// Opens the ledger of tool `name`: an existing file, or, if it is missing and `mode`
-    /// allows, a new one (made durable before anything is written to it).
-    pub(super) fn ledger(
-        &self,
-        name: &str,
-        entry: &Entry,
-        mode: LedgerMode,
-    ) -> Result<Ledger, BindingsError> {
-        let file = entry.file.get_ref();
+    /// Opens the ledger of a tool entry: an existing file, or, if it is missing and `mode`
+    /// allows, a new one (made durable before anything is written to it). Under
+    /// [`LedgerMode::Inspect`], a missing ledger is [`Tool::Unopened`] and an existing one
+    /// is opened to read only. `None` after a problem (recorded).
+    pub(super) fn ledger(&mut self, entry: &Entry, mode: LedgerMode) -> Option<Tool> {
+        let written = entry.file.as_ref()?;
+        let file = written.get_ref();
         let path = self.files.path(file);
         let open_error = |source| BindingsError::LedgerOpen {
             path: path.clone(),
             source,
         };
-        let opened = match self.files.open(file, Access::Append) {
+        let access = if mode == LedgerMode::Inspect {
+            Access::Read
+        } else {
+            Access::Append
+        };
+        let opened = match self.files.open(file, access) {
             Ok(opened) => opened,
             Err(Refused::Io(e)) if e.kind() == io::ErrorKind::NotFound => match mode {
                 LedgerMode::MustExist => {
-                    let (line, column) = line_column(self.text, entry.file.span().start);
-                    return Err(BindingsError::LedgerMissing {
+                    let (line, column) = line_column(self.text, written.span().start);
+                    self.problems.push(BindingsError::LedgerMissing {
                         path,
                         bindings: self.path.to_path_buf(),
                         line,
                         column,
-                        tool: name.to_string(),
+                        tool: entry.name.clone(),
                     });
+                    return None;
                 }
+                LedgerMode::Inspect => return Some(Tool::Unopened { path }),
                 LedgerMode::CreateIfMissing => {
-                    let created = self
-                        .files
-                        .open(file, Access::CreateNew)
-                        .map_err(|refused| {
-                            self.refused("tools", name, &entry.file, refused, open_error)
-                        })?;
-                    self.files.sync_parent(file).map_err(open_error)?;
+                    let created = match self.files.open(file, Access::CreateNew) {
+                        Ok(created) => created,
+                        Err(refused) => {
+                            let error = self.refused(entry, written, refused, |e, _| open_error(e));
+                            self.problems.push(error);
+                            return None;
+                        }
+                    };
+                    if let Err(e) = self.files.sync_parent(file) {
+                        self.problems.push(open_error(e));
+                        return None;
+                    }
                     created
                 }
             },
             Err(refused) => {
-                return Err(self.refused("tools", name, &entry.file, refused, open_error));
+                let error = self.refused(entry, written, refused, |e, _| open_error(e));
+                self.problems.push(error);
+                return None;
             }
         };
-        Ledger::open(&path, opened)
+        match Ledger::open(&path, opened) {
+            Ok(ledger) => Some(Tool::Ledger(ledger)),
+            Err(error) => {
+                self.problems.push(error);
+                None
+            }
+        }
     }
 
     /// The error for a file the confinement refused: [`BindingsError::PathOutside`] for a
     /// path that leaves the directory, `io` for an I/O error.
     fn refused(
         &self,
-        section: &'static str,
-        name: &str,
+        entry: &Entry,
         file: &Spanned<String>,
         refused: Refused,
-        io: impl FnOnce(io::Error) -> BindingsError,
+        io: impl FnOnce(io::Error, &Self) -> BindingsError,
     ) -> BindingsError {
         match refused {
-            Refused::Io(source) => io(source),
+            Refused::Io(source) => io(source, self),
             Refused::Outside(reason) => {
                 let (line, column) = line_column(self.text, file.span().start);
                 BindingsError::PathOutside(Box::new(EntryOutside {
                     path: self.path.to_path_buf(),
                     line,
                     column,
-                    section,
-                    name: name.to_string(),
+                    section: entry.section,
+                    name: entry.name.clone(),
                     field: "file",
                     file: file.get_ref().clone(),
                     dir: self.files.dir().to_path_buf(),
@@ -204,23 +440,23 @@ impl Loader<'_> {
         }
     }
 
-    pub(super) fn entry_error<T>(
-        &self,
-        section: &'static str,
-        name: &str,
+    /// Records a problem with field `field` of `entry`, at byte `at`.
+    pub(super) fn entry_error(
+        &mut self,
+        entry: &Entry,
         field: &'static str,
-        at: &Spanned<T>,
+        at: &std::ops::Range<usize>,
         problem: String,
-    ) -> BindingsError {
-        let (line, column) = line_column(self.text, at.span().start);
-        BindingsError::Entry {
+    ) {
+        let (line, column) = line_column(self.text, at.start);
+        self.problems.push(BindingsError::Entry {
             path: self.path.to_path_buf(),
             line,
             column,
-            section,
-            name: name.to_string(),
+            section: entry.section,
+            name: entry.name.clone(),
             field,
             problem,
-        }
+        });
     }
 }

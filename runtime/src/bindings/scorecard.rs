@@ -4,6 +4,12 @@
 //! for bit: plain `f64` operations in the file's feature order, no fused multiply-add, no
 //! parallel sum, so the same request gives the same probability on every host.
 //!
+//! The answer's value is `{"probability": p, "label": ..., "score": z}`: p the
+//! probability of `positive_label`, `label` the predicted one (positive if p >= 0.5), z
+//! the log-odds before the logistic function. The confidence beside it is the probability
+//! of the predicted label; gates compare the probability of their own label
+//! (`docs/bindings.md`, "scorecard"). The card is read by `card`.
+//!
 //! ```toml
 //! name = "pd_scorecard"
 //! version = "2024.1"
@@ -18,14 +24,14 @@
 //! max = 1.0
 //! ```
 
-use std::collections::BTreeSet;
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 use warden_guest::{CallError, CallErrorKind};
 
-use super::{BindingsError, ModelAnswer, call_error, toml_error};
+use super::card::{self, Card, Feature, Places};
+use super::{BindingsError, ModelAnswer, call_error};
 
 /// A validated scorecard: z = intercept + Σ weightᵢ · clamp(xᵢ), p = 1 / (1 + e⁻ᶻ).
 #[derive(Debug)]
@@ -36,32 +42,8 @@ pub(super) struct Scorecard {
     positive_label: String,
     negative_label: String,
     features: Vec<Feature>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Feature {
-    name: String,
-    weight: f64,
-    #[serde(default)]
-    min: Option<f64>,
-    #[serde(default)]
-    max: Option<f64>,
-    #[serde(default, rename = "description")]
-    _description: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ScorecardFile {
-    name: String,
-    version: String,
-    #[serde(default, rename = "description")]
-    _description: Option<String>,
-    intercept: f64,
-    positive_label: String,
-    negative_label: String,
-    features: Vec<Feature>,
+    /// Where things are written in the card, for messages that point into it.
+    places: Places,
 }
 
 /// The value of an answer, serialized in this field order.
@@ -72,93 +54,27 @@ struct Score<'a> {
     score: f64,
 }
 
-impl Feature {
-    fn clamp(&self, x: f64) -> f64 {
-        let x = match self.min {
-            Some(min) if x < min => min,
-            _ => x,
-        };
-        match self.max {
-            Some(max) if x > max => max,
-            _ => x,
-        }
-    }
-}
-
 impl Scorecard {
-    /// Parses and validates `bytes`, the content of `path`.
-    pub(super) fn parse(path: &Path, bytes: &[u8]) -> Result<Scorecard, BindingsError> {
-        let invalid = |field: String, problem: String| BindingsError::Scorecard {
-            path: path.to_path_buf(),
-            field,
-            problem,
-        };
-        let text = std::str::from_utf8(bytes)
-            .map_err(|e| invalid("(file)".into(), format!("not UTF-8: {e}")))?;
-        let file: ScorecardFile = toml::from_str(text).map_err(|e| toml_error(path, text, &e))?;
-        let finite = |field: String, value: f64| {
-            if value.is_finite() {
-                Ok(())
-            } else {
-                Err(invalid(
-                    field,
-                    format!("must be a finite number, found {value}"),
-                ))
-            }
-        };
-        finite("intercept".into(), file.intercept)?;
-        for (field, label) in [
-            ("positive_label", &file.positive_label),
-            ("negative_label", &file.negative_label),
-        ] {
-            if label.is_empty() {
-                return Err(invalid(field.into(), "must not be empty".into()));
-            }
-        }
-        if file.positive_label == file.negative_label {
-            return Err(invalid(
-                "negative_label".into(),
-                format!("must differ from positive_label {:?}", file.positive_label),
-            ));
-        }
-        if file.features.is_empty() {
-            return Err(invalid(
-                "features".into(),
-                "a scorecard needs at least one feature".into(),
-            ));
-        }
-        let mut seen = BTreeSet::new();
-        for (i, feature) in file.features.iter().enumerate() {
-            let field = |name: &str| format!("features[{i}].{name}");
-            if feature.name.is_empty() {
-                return Err(invalid(field("name"), "must not be empty".into()));
-            }
-            if !seen.insert(feature.name.as_str()) {
-                return Err(invalid(
-                    field("name"),
-                    format!("feature {:?} is listed twice", feature.name),
-                ));
-            }
-            finite(field("weight"), feature.weight)?;
-            if let Some(min) = feature.min {
-                finite(field("min"), min)?;
-            }
-            if let Some(max) = feature.max {
-                finite(field("max"), max)?;
-            }
-            if let (Some(min), Some(max)) = (feature.min, feature.max)
-                && min > max
-            {
-                return Err(invalid(field("max"), format!("{max} is below min {min}")));
-            }
-        }
+    /// Parses and validates `bytes`, the content of `path`; every problem at once, each
+    /// with its line and field.
+    pub(super) fn parse(path: &Path, bytes: &[u8]) -> Result<Scorecard, Vec<BindingsError>> {
+        let Card {
+            name,
+            version,
+            intercept,
+            positive_label,
+            negative_label,
+            features,
+            places,
+        } = card::parse(path, bytes)?;
         Ok(Scorecard {
-            name: file.name,
-            version: file.version,
-            intercept: file.intercept,
-            positive_label: file.positive_label,
-            negative_label: file.negative_label,
-            features: file.features,
+            name,
+            version,
+            intercept,
+            positive_label,
+            negative_label,
+            features,
+            places,
         })
     }
 
@@ -239,6 +155,21 @@ impl Scorecard {
     /// The labels it gives a probability for: positive, then negative.
     pub(super) fn labels(&self) -> Vec<String> {
         vec![self.positive_label.clone(), self.negative_label.clone()]
+    }
+
+    /// The card's own `name`.
+    pub(super) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The names of its features, in the card's order.
+    pub(super) fn features(&self) -> Vec<String> {
+        self.features.iter().map(|f| f.name.clone()).collect()
+    }
+
+    /// Where its fields are written.
+    pub(super) fn places(&self) -> &Places {
+        &self.places
     }
 }
 
@@ -362,31 +293,72 @@ max = 4.0
     }
 
     #[test]
-    fn a_broken_scorecard_names_the_field() {
+    fn a_broken_scorecard_names_the_field_and_line() {
         let cases = [
             (
                 PD.replace("weight = 3.0", "weight = nan"),
-                "features[0].weight",
+                "pd.toml:10:10: features[0].weight",
             ),
-            (PD.replace("max = 1.0", "max = -1.0"), "features[0].max"),
+            (
+                PD.replace("max = 1.0", "max = -1.0"),
+                "pd.toml:12:7: features[0].max",
+            ),
             (
                 PD.replace("delinquencies_24m", "debt_to_income"),
-                "features[1].name",
+                "pd.toml:15:8: features[1].name",
             ),
             (
                 PD.replace("negative_label = \"repay\"", "negative_label = \"default\""),
-                "negative_label",
+                "pd.toml:6:18: negative_label",
+            ),
+            (
+                PD.replace("weight = 0.5", "wieght = 0.5"),
+                "pd.toml:16:1: features[1].wieght",
             ),
         ];
-        for (text, field) in cases {
-            let error = Scorecard::parse(Path::new("pd.toml"), text.as_bytes()).expect_err(field);
+        for (text, place) in cases {
+            let errors = Scorecard::parse(Path::new("pd.toml"), text.as_bytes()).expect_err(place);
             assert!(
-                error.to_string().starts_with(&format!("pd.toml: {field}")),
-                "{error}"
+                errors.iter().any(|e| e.to_string().starts_with(place)),
+                "{place}: {errors:?}"
             );
         }
-        let error = Scorecard::parse(Path::new("pd.toml"), b"name = \"x\"\nintercept = \"a\"\n")
-            .expect_err("syntax");
-        assert!(error.to_string().starts_with("pd.toml:2:"), "{error}");
+        let errors = Scorecard::parse(Path::new("pd.toml"), b"name = \"x\"\nintercept = \"a\"\n")
+            .expect_err("types");
+        let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.starts_with("pd.toml:2:13: intercept: expected a number")),
+            "{messages:?}"
+        );
+    }
+
+    /// Issue #18: a card stopped at its first mistake; now every one is listed.
+    #[test]
+    fn every_problem_of_a_card_is_reported_at_once() {
+        let text = PD
+            .replace("version = \"test\"\n", "")
+            .replace("weight = 3.0", "weight = \"high\"")
+            .replace("max = 4.0", "max = 4.0\nunit = \"count\"");
+        let errors = Scorecard::parse(Path::new("pd.toml"), text.as_bytes()).expect_err("broken");
+        let fields: Vec<String> = errors
+            .iter()
+            .map(|e| match e {
+                BindingsError::Field { field, .. } => field.clone(),
+                other => panic!("{other}"),
+            })
+            .collect();
+        assert_eq!(
+            fields,
+            ["features[0].weight", "features[1].unit", "version"]
+        );
+        assert!(
+            errors[1]
+                .to_string()
+                .contains("remove it or correct its spelling"),
+            "{}",
+            errors[1]
+        );
     }
 }

@@ -12,7 +12,7 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 }
 
 const SCORECARD: &str = r#"
-name = "pd"
+name = "pd_scorecard"
 version = "1"
 intercept = -1.0
 positive_label = "default"
@@ -430,4 +430,152 @@ fn a_ledger_that_must_exist_and_does_not_is_named_and_not_created() {
 
     Bindings::from_file(&path).expect("created by a run that starts");
     Bindings::from_file_with(&path, &must_exist).expect("exists now");
+}
+
+/// Issue #18: a bindings file stopped at its first mistake, without a field path; now
+/// every problem of the file, of its cards and of its fixtures is listed at once, each
+/// with its line and field.
+#[test]
+fn every_problem_of_a_bindings_file_is_reported_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "fixtures/bureau.json", "{\n  \"A-1\": 700\n}");
+    write(
+        dir.path(),
+        "models/pd.toml",
+        &SCORECARD.replace("weight = 2.0", "weight = \"2\""),
+    );
+    let path = write(
+        dir.path(),
+        "bindings.toml",
+        "[tools.credit_bureau]\nprovider = \"fixture\"\nfile = \"fixtures/bureau.json\"\nkye = \"applicant_id\"\n\n\
+         [tools.payments]\nprovider = \"ledgr\"\nfile = \"ledger.jsonl\"\n\n\
+         [models.pd_scorecard]\nprovider = \"scorecard\"\nfile = \"models/pd.toml\"\n\n\
+         [modles.x]\n",
+    );
+    let error = Bindings::from_file(&path).expect_err("broken");
+    let messages: Vec<String> = error.problems().iter().map(ToString::to_string).collect();
+    let expected = [
+        "bindings.toml:4:1: tools.credit_bureau.kye: unknown field `kye`; did you mean `key`?",
+        "bindings.toml:7:12: tools.payments.provider: unknown tool provider \"ledgr\" (expected \"fixture\" or \"ledger\"); did you mean \"ledger\"?",
+        "bindings.toml:14:2: modles: unknown field `modles`; did you mean `models`?",
+        "bureau.json:2: record \"A-1\": a record must be a JSON object",
+        "pd.toml:9:10: features[0].weight: expected a number, found a string",
+    ];
+    // The bindings file's own problems first, by line; then each other file's.
+    for (want, got) in expected.iter().zip(&messages) {
+        assert!(got.contains(want), "{want:?} is not {got:?}");
+    }
+    for want in expected {
+        assert!(
+            messages.iter().any(|m| m.contains(want)),
+            "{want:?} is not among:\n{}",
+            messages.join("\n")
+        );
+    }
+    assert_eq!(messages.len(), expected.len(), "{}", messages.join("\n"));
+    assert!(
+        !dir.path().join("ledger.jsonl").exists(),
+        "a broken file creates no ledger"
+    );
+}
+
+/// Issue #18: a missing card printed its cause twice and did not say which binding
+/// pointed there.
+#[test]
+fn a_missing_card_names_its_binding_and_its_cause_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write(
+        dir.path(),
+        "b.toml",
+        "[models.pd]\nprovider = \"scorecard\"\nfile = \"nowhere.toml\"\n",
+    );
+    let error = Bindings::from_file(&path).expect_err("missing");
+    assert!(std::error::Error::source(&error).is_none(), "{error:?}");
+    let message = error.to_string();
+    assert!(
+        message.contains("b.toml:3:8: models.pd.file: cannot read ")
+            && message.contains("nowhere.toml: "),
+        "{message}"
+    );
+    assert_eq!(message.matches("os error 2").count(), 1, "{message}");
+}
+
+/// Issue #18: a card whose `name` differs from its binding was accepted.
+#[test]
+fn a_card_named_otherwise_than_its_binding_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(
+        dir.path(),
+        "fraud.toml",
+        &SCORECARD.replace("\"pd_scorecard\"", "\"fraud_model\""),
+    );
+    let path = write(
+        dir.path(),
+        "b.toml",
+        "\n[models.pd_scorecard]\nprovider = \"scorecard\"\nfile = \"fraud.toml\"\n",
+    );
+    let error = Bindings::from_file(&path).expect_err("another model's card");
+    assert!(
+        matches!(&error, BindingsError::CardName(card) if card.line == 2 && card.binding_line == 2 && card.found == "fraud_model" && card.model == "pd_scorecard"),
+        "{error:?}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("fraud.toml:2:8: name: the card is named \"fraud_model\""),
+        "{error}"
+    );
+}
+
+#[test]
+fn an_inspection_creates_and_writes_nothing_and_describes_every_entry() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = deployment(dir.path());
+    let inspect = LoadOptions {
+        ledgers: LedgerMode::Inspect,
+        ..LoadOptions::default()
+    };
+    let inspection = Bindings::inspect(&path, &inspect);
+    assert!(inspection.problems.is_empty(), "{:?}", inspection.problems);
+    assert!(!dir.path().join("ledger.jsonl").exists());
+    assert!(inspection.bindings.is_effect("disbursement"));
+    let key = IdempotencyKey {
+        run_id: "r".into(),
+        call_seq: 1,
+    };
+    let error = inspection
+        .bindings
+        .call_tool("disbursement", "{}", &key)
+        .expect_err("an inspected ledger performs nothing");
+    assert_eq!(error.kind, CallErrorKind::Unavailable);
+    let names: Vec<(&str, &str, usize)> = inspection
+        .entries
+        .iter()
+        .map(|e| (e.section, e.name.as_str(), e.line))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("tools", "credit_bureau", 2),
+            ("tools", "disbursement", 7),
+            ("models", "pd_scorecard", 11)
+        ]
+    );
+    assert_eq!(inspection.bindings.features("pd_scorecard"), ["dti"]);
+    assert_eq!(
+        inspection.bindings.hash(),
+        Bindings::from_file(&path).expect("load").hash(),
+        "inspecting hashes what loading hashes"
+    );
+    // A file that exists but is not a ledger is refused by an inspection too.
+    write(dir.path(), "ledger.jsonl", "alias ls='rm -rf ~'\n");
+    let inspection = Bindings::inspect(&path, &inspect);
+    assert!(
+        matches!(
+            inspection.problems.as_slice(),
+            [BindingsError::NotALedger { .. }]
+        ),
+        "{:?}",
+        inspection.problems
+    );
 }

@@ -126,6 +126,14 @@ pub enum JournalError {
     /// No run has this id.
     #[error("no run `{0}` in this journal (see `warden runs`)")]
     NoSuchRun(String),
+    /// A shortened run id is the start of several runs' ids.
+    #[error("run id `{prefix}` is ambiguous: it matches {}; give more of the id", matches.join(", "))]
+    AmbiguousRunId {
+        /// The id as given.
+        prefix: String,
+        /// The ids it starts (the first few).
+        matches: Vec<String>,
+    },
     /// A run id is already taken.
     #[error("run `{0}` already exists in this journal; start the run again for a fresh id")]
     RunExists(String),
@@ -608,6 +616,40 @@ impl Journal {
         match runs.get(run_id).map_err(|e| self.err(e))? {
             Some(bytes) => self.decode_meta(run_id, bytes.value()),
             None => Err(JournalError::NoSuchRun(run_id.to_string())),
+        }
+    }
+
+    /// The full id of the run whose id is `id` or starts with it, so that people may
+    /// shorten run ids to any unique prefix (`warden show 20261201-0442`).
+    ///
+    /// # Errors
+    /// [`JournalError::NoSuchRun`] when no id starts with it;
+    /// [`JournalError::AmbiguousRunId`] when several do (naming them); redb errors.
+    pub fn resolve_run_id(&self, id: &str) -> Result<String, JournalError> {
+        let tx = self.read()?;
+        let runs = tx.open_table(RUNS).map_err(|e| self.err(e))?;
+        if id.is_empty() {
+            return Err(JournalError::NoSuchRun(id.to_string()));
+        }
+        if runs.get(id).map_err(|e| self.err(e))?.is_some() {
+            return Ok(id.to_string());
+        }
+        let mut matches = Vec::new();
+        for entry in runs.range(id..).map_err(|e| self.err(e))? {
+            let (key, _) = entry.map_err(|e| self.err(e))?;
+            let key = key.value();
+            if !key.starts_with(id) || matches.len() == 5 {
+                break;
+            }
+            matches.push(key.to_string());
+        }
+        match matches.len() {
+            0 => Err(JournalError::NoSuchRun(id.to_string())),
+            1 => Ok(matches.remove(0)),
+            _ => Err(JournalError::AmbiguousRunId {
+                prefix: id.to_string(),
+                matches,
+            }),
         }
     }
 

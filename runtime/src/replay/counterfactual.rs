@@ -89,17 +89,22 @@ pub(super) fn run(stored: StoredRun, options: &ReplayOptions) -> Result<ReplayRe
             fuel: 0,
         },
     };
-    let old: Vec<(u64, RecordBody)> = stored
+    // Compared without fuel; described as recorded and as produced, fuel and all (a
+    // departure that printed the compared form read "fuel 0" on every line).
+    let old: Vec<(u64, RecordBody, &RecordBody)> = stored
         .records
         .iter()
-        .filter_map(|r| behaviour(&r.body).map(|b| (r.index, b)))
+        .filter_map(|r| behaviour(&r.body).map(|b| (r.index, b, &r.body)))
         .collect();
-    let new: Vec<RecordBody> = produced.iter().filter_map(behaviour).collect();
-    let departure = old
+    let new: Vec<(RecordBody, &RecordBody)> = produced
         .iter()
-        .zip(&new)
-        .find(|((_, a), b)| a != *b)
-        .map(|((index, a), b)| Divergence::between(Some(*index), a, b));
+        .filter_map(|body| behaviour(body).map(|b| (b, body)))
+        .collect();
+    let departure = old.iter().zip(&new).find(|((_, a, _), (b, _))| a != b).map(
+        |((index, _, recorded), (_, produced))| {
+            Divergence::between(Some(*index), recorded, produced)
+        },
+    );
     if let Some(unanswered) = unanswered {
         // The first departure says where the new behaviour begins; without one, the
         // request the recording could not answer is the departure.
@@ -108,14 +113,15 @@ pub(super) fn run(stored: StoredRun, options: &ReplayOptions) -> Result<ReplayRe
         report.unanswered = Some(unanswered);
     } else {
         let original = recorded_outcome(&stored.records).unwrap_or(&stored.meta.outcome);
-        let same = replayed.status == original.status
+        let same_end = replayed.status == original.status
             && replayed.state == original.state
-            && replayed.output == original.output
             && replayed.reason == original.reason;
-        report.verdict = if same {
+        report.verdict = if same_end && replayed.output == original.output {
             ReplayVerdict::Unchanged
         } else if replayed.status == crate::outcome::Status::AwaitingReview {
             ReplayVerdict::NeedsReview
+        } else if same_end {
+            ReplayVerdict::DifferentOutput
         } else {
             ReplayVerdict::DifferentOutcome
         };

@@ -74,8 +74,13 @@ pub enum ReplayVerdict {
     CouldNotReplay,
     /// Counterfactual: the new agent or policy reaches the same outcome.
     Unchanged,
-    /// Counterfactual: the status, state, output or failure reason differs.
+    /// Counterfactual: the status, state or failure reason differs: the run ends
+    /// otherwise.
     DifferentOutcome,
+    /// Counterfactual: the run ends with the same status in the same state, but its output
+    /// differs (the decision's reasons, say). Not a confirmation: what the run hands on
+    /// changed, so it counts as a change (exit code 12) as a different outcome does.
+    DifferentOutput,
     /// Counterfactual: the new agent or policy would have sent the run to human review,
     /// where the recording has no reviewer's answer for it (none is invented).
     NeedsReview,
@@ -97,6 +102,7 @@ impl ReplayVerdict {
             ReplayVerdict::CouldNotReplay => "could not replay",
             ReplayVerdict::Unchanged => "unchanged",
             ReplayVerdict::DifferentOutcome => "different outcome",
+            ReplayVerdict::DifferentOutput => "different output",
             ReplayVerdict::NeedsReview => "would need review",
         }
     }
@@ -463,6 +469,7 @@ mod tests {
             ReplayVerdict::CouldNotReplay,
             ReplayVerdict::Unchanged,
             ReplayVerdict::DifferentOutcome,
+            ReplayVerdict::DifferentOutput,
             ReplayVerdict::NeedsReview,
         ]
         .into_iter()

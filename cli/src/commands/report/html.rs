@@ -296,8 +296,10 @@ fn header(out: &mut String, m: &Material) -> fmt::Result {
     )?;
     writeln!(
         out,
-        "<tr><th>Work</th><td>{} steps, {} host calls, {} fuel</td></tr>",
-        outcome.steps, outcome.host_calls, outcome.fuel
+        "<tr><th>Work</th><td>{}, {}, {} fuel</td></tr>",
+        crate::commands::run::plural(outcome.steps, "step"),
+        crate::commands::run::plural(outcome.host_calls, "host call"),
+        outcome.fuel
     )?;
     writeln!(
         out,
