@@ -339,3 +339,72 @@ fn an_example_directory_manifest_names_agent_policy_bindings_and_input() {
     assert_eq!(code, 0, "{report:#}");
     assert_eq!(report["state"], "approved");
 }
+
+/// Model lineage (issue #18): `show --json` names the model, its version and the digest
+/// of its card; the card is in the journal, so replay and a counterfactual still work
+/// after the card file is gone.
+#[test]
+fn show_names_the_model_version_and_card_and_replay_needs_no_card_file() {
+    let sandbox = Sandbox::new();
+    let copy = sandbox.path("loan");
+    for sub in ["models", "fixtures"] {
+        std::fs::create_dir_all(copy.join(sub)).expect("dir");
+        for entry in std::fs::read_dir(loan_example().join(sub)).expect("files") {
+            let entry = entry.expect("entry");
+            std::fs::copy(entry.path(), copy.join(sub).join(entry.file_name())).expect("copy");
+        }
+    }
+    std::fs::copy(
+        loan_example().join("bindings.toml"),
+        copy.join("bindings.toml"),
+    )
+    .expect("bindings");
+    let input = loan_example().join("applications/05-gate-escalates.json");
+    let policy = policy_path("loan-underwriting.toml");
+    let bindings = copy.join("bindings.toml");
+    let (_, report) = sandbox.warden_json(&[
+        "run",
+        warden_test_guests::LOAN_AGENT,
+        "--policy",
+        policy.to_str().expect("utf-8"),
+        "--bindings",
+        bindings.to_str().expect("utf-8"),
+        "--input",
+        input.to_str().expect("utf-8"),
+    ]);
+    let run_id = report["run_id"].as_str().expect("run id").to_string();
+    let card_text = std::fs::read(copy.join("models/pd_scorecard.toml")).expect("card");
+    let card_digest = warden::Digest::of("warden-blob-v1", &card_text).to_string();
+    let (code, shown) = sandbox.warden_json(&["show", &run_id]);
+    assert_eq!(code, 0);
+    let records = shown["records"].as_array().expect("records");
+    let started = &records[0]["body"]["Started"];
+    let model = &started["models"][0];
+    assert_eq!(model["name"], "pd_scorecard", "{started:#}");
+    assert!(model["version"].is_string(), "{model:#}");
+    assert_eq!(model["card"], card_digest.as_str(), "{model:#}");
+    let inference = records
+        .iter()
+        .find(|r| r["kind"] == "inference")
+        .expect("an inference record");
+    let card = &inference["body"]["Inference"]["card"];
+    assert_eq!(card["name"], "pd_scorecard", "{inference:#}");
+    assert_eq!(card["version"], model["version"]);
+    assert_eq!(card["card"], card_digest.as_str());
+
+    std::fs::remove_file(copy.join("models/pd_scorecard.toml")).expect("delete the card");
+    let (code, replayed) = sandbox.warden_json(&["replay", &run_id]);
+    assert_eq!(code, 0, "{replayed:#}");
+    assert_eq!(replayed["verdict"], "identical");
+    let strict = policy_path("loan-underwriting-strict.toml");
+    let (_, counterfactual) = sandbox.warden_json(&[
+        "replay",
+        &run_id,
+        "--policy",
+        strict.to_str().expect("utf-8"),
+    ]);
+    assert_ne!(
+        counterfactual["verdict"], "could_not_replay",
+        "{counterfactual:#}"
+    );
+}
