@@ -12,6 +12,7 @@
 mod support;
 
 mod authoring;
+mod batch;
 mod bindings_paths;
 mod check;
 mod cli;

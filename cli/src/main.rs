@@ -79,6 +79,10 @@ enum Command {
     Check(commands::check::Args),
     /// Run an agent on one input under a policy, journaling every step.
     Run(commands::run::Args),
+    /// Run one agent over many inputs in one process, on a pool of workers whose step
+    /// commits share transactions; started again after a crash, it completes every input
+    /// exactly once (ended runs are skipped, interrupted ones resumed).
+    Batch(commands::batch::Args),
     /// List runs, oldest first.
     Runs(commands::runs::Args),
     /// Print a run's timeline: every step, host call with its decision, transition and outcome.
@@ -167,6 +171,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
     match &cli.command {
         Command::Check(args) => commands::check::run(args),
         Command::Run(args) => commands::run::run(db, signing_key, args),
+        Command::Batch(args) => commands::batch::run(db, signing_key, args),
         Command::Runs(args) => commands::runs::run(db, args),
         Command::Show(args) => commands::show::run(db, args),
         Command::Replay(args) => commands::replay::run(db, args),

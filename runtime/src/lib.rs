@@ -32,6 +32,7 @@
 
 mod agent;
 mod analysis;
+mod batch;
 mod bindings;
 mod check;
 mod checkpoint;
@@ -70,6 +71,7 @@ pub mod internals;
 
 pub use agent::{Agent, LoadError};
 pub use analysis::{ColumnType, RUN_ROW_COLUMNS, RunRow};
+pub use batch::{BatchAction, BatchInput, BatchLine, batch};
 pub use bindings::{
     BindingEntry, Bindings, BindingsError, BindingsInspection, CardNameMismatch, EntryOutside,
     LedgerMode, LoadOptions, ModelCard,

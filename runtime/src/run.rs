@@ -16,7 +16,8 @@ use crate::edition::Edition;
 use crate::effects::Effects;
 use crate::error::Error;
 use crate::journal::{
-    Commit, InheritedEvidence, Journal, Parent, Record, RecordBody, RunMeta, RunStart, now_ms,
+    Commit, InheritedEvidence, Journal, Parent, Progress, Record, RecordBody, RunMeta, RunStart,
+    now_ms,
 };
 use crate::outcome::{Outcome, Status};
 use crate::recording::{Answering, Recording};
@@ -196,7 +197,7 @@ pub(crate) fn begin(
                 host_calls: 0,
                 fuel: 0,
             }));
-            journal.commit(&run_id, commit, |_| {})?;
+            journal.commit(&run_id, commit)?;
             return RunReport::load(journal, &run_id);
         }
     };
@@ -223,7 +224,7 @@ pub(crate) fn begin(
     }
     driver::capture(&mut exec, &mut commit)?;
     commit.records.extend(exec.take_records());
-    journal.commit(&run_id, commit, |_| {})?;
+    journal.commit(&run_id, commit)?;
     commit_steps(journal, &mut exec, first_step)?;
     drop(span);
     RunReport::load(journal, &run_id)
@@ -311,12 +312,15 @@ pub(crate) fn commit_steps(
     driver::drive(exec, from, |exec, boundary| {
         let progress = driver::outcome_of(exec, &boundary.end, boundary.step);
         // An ended run's summary comes from its Outcome record (see `Journal::commit`).
-        journal.commit(&run_id, boundary.commit, |meta| {
-            meta.outcome.state = progress.state;
-            meta.outcome.steps = progress.steps;
-            meta.outcome.host_calls = progress.host_calls;
-            meta.outcome.fuel = progress.fuel;
-        })?;
+        let mut commit = boundary.commit;
+        commit.progress = Some(Progress {
+            state: progress.state,
+            steps: progress.steps,
+            host_calls: progress.host_calls,
+            fuel: progress.fuel,
+            reopened: false,
+        });
+        journal.commit(&run_id, commit)?;
         Ok(true)
     })?;
     Ok(())

@@ -1,6 +1,7 @@
 //! One module per command: each parses its own arguments (clap), calls the library and
 //! renders the result.
 
+pub mod batch;
 pub mod check;
 pub mod compact;
 pub mod evidence;

@@ -126,25 +126,13 @@ impl Journal {
         self.signer = Some(key);
     }
 
-    /// Appends the run's new head to the log inside the commit's transaction, and signs
-    /// the new tree head if a key is configured.
+    /// Appends a run's new head to the log inside the commit's transaction, signed when
+    /// a key is configured.
     pub(super) fn append_log(
         &self,
         tx: &redb::WriteTransaction,
-        run_id: &str,
-        records: u64,
-        head: Digest,
-        digests: Vec<Digest>,
-        at_ms: u64,
+        mut entry: LogEntry,
     ) -> Result<(), JournalError> {
-        let mut entry = LogEntry {
-            run_id: run_id.to_string(),
-            records,
-            head,
-            digests,
-            at_ms,
-            signature: None,
-        };
         if let Some(key) = &self.signer
             && let Ok(signature) = key.sign(RUN_HEAD_DOMAIN, &entry.signed_bytes())
         {
@@ -171,23 +159,37 @@ impl Journal {
                 .insert((node.level, node.index), node.hash)
                 .map_err(|e| self.err(e))?;
         }
-        if let Some(key) = &self.signer {
-            let store = TableStore {
-                leaves: &leaves,
-                nodes: &nodes,
-                len: index + 1,
-            };
-            let root = merkle::root(&store, index + 1).map_err(|e| self.log_error(e))?;
-            let sth = key.sign_tree_head(TreeHead {
-                size: index + 1,
-                root,
-                time_ms: at_ms,
-            });
-            tx.open_table(LOG_HEAD)
-                .map_err(|e| self.err(e))?
-                .insert("latest", encode(&sth).as_slice())
-                .map_err(|e| self.err(e))?;
-        }
+        Ok(())
+    }
+
+    /// Signs the log's tree head as the transaction leaves it, if a key is configured.
+    pub(super) fn sign_log_head(
+        &self,
+        tx: &redb::WriteTransaction,
+        at_ms: u64,
+    ) -> Result<(), JournalError> {
+        let Some(key) = &self.signer else {
+            return Ok(());
+        };
+        let leaves = tx.open_table(LOG_LEAVES).map_err(|e| self.err(e))?;
+        let nodes = tx.open_table(LOG_NODES).map_err(|e| self.err(e))?;
+        let size = leaves.len().map_err(|e| self.err(e))?;
+        let store = TableStore {
+            leaves: &leaves,
+            nodes: &nodes,
+            len: size,
+        };
+        let root = merkle::root(&store, size).map_err(|e| self.log_error(e))?;
+        let sth = key.sign_tree_head(TreeHead {
+            size,
+            root,
+            time_ms: at_ms,
+        });
+        drop((leaves, nodes));
+        tx.open_table(LOG_HEAD)
+            .map_err(|e| self.err(e))?
+            .insert("latest", encode(&sth).as_slice())
+            .map_err(|e| self.err(e))?;
         Ok(())
     }
 

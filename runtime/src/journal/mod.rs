@@ -18,6 +18,7 @@ use crate::checkpoint::Checkpoint;
 use crate::digest::Digest;
 
 mod audit;
+mod commit;
 mod describe;
 mod log;
 mod pack;
@@ -27,12 +28,13 @@ mod verify;
 
 pub use crate::edition::Edition;
 pub use audit::{Audit, LogAudit};
+pub use commit::{Commit, Progress};
 
 pub use describe::{describe_request, describe_request_bytes, describe_response_bytes};
 pub use log::{LogEntry, RUN_HEAD_DOMAIN};
 pub use pack::{PackEntry, PackManifest, PackSummary, PackVerification};
+use record::StoredMeta;
 pub use record::{InheritedEvidence, Parent, Record, RecordBody, RunMeta, RunStart};
-use record::{StoredMeta, StoredMetaRef};
 pub use verify::Verification;
 
 /// The journal format this build writes. Readers accept every version up to it
@@ -171,21 +173,6 @@ pub struct Storage {
 /// A row of the `runs` table: its key, and its summary or why that does not decode.
 pub(crate) type RunRow = (String, Result<RunMeta, JournalError>);
 
-/// One atomic write: a step's worth of journal.
-#[derive(Debug, Default)]
-pub struct Commit {
-    /// Creates the run with this metadata in the same transaction (the first commit).
-    pub create: Option<RunMeta>,
-    /// Records to append (chained by the journal).
-    pub records: Vec<RecordBody>,
-    /// Content-addressed blobs (module, policy text, input) to store if absent.
-    pub blobs: Vec<(Digest, Vec<u8>)>,
-    /// Memory pages to store if absent.
-    pub pages: Vec<crate::checkpoint::ChangedPage>,
-    /// The checkpoint taken at this boundary.
-    pub checkpoint: Option<Checkpoint>,
-}
-
 /// Versioned envelope of every stored value: postcard encodes the variant index first, so
 /// old values keep decoding after new versions are added.
 #[derive(Serialize, Deserialize)]
@@ -284,6 +271,8 @@ pub struct Journal {
     signer: Option<crate::seal::signing::SigningKey>,
     /// The log's entries by run, read once per size of the log (it only grows).
     log_index: std::sync::Mutex<Option<std::sync::Arc<audit::LogIndex>>>,
+    /// Commits waiting to be written together (group commit).
+    group: commit::Group,
 }
 
 impl Journal {
@@ -345,6 +334,7 @@ impl Journal {
             path: path.to_path_buf(),
             signer: None,
             log_index: std::sync::Mutex::new(None),
+            group: commit::Group::default(),
         };
         let tx = journal.read()?;
         let found = match tx.open_table(META) {
@@ -372,6 +362,7 @@ impl Journal {
             path: path.to_path_buf(),
             signer: None,
             log_index: std::sync::Mutex::new(None),
+            group: commit::Group::default(),
         };
         journal.init()?;
         Ok(journal)
@@ -493,117 +484,6 @@ impl Journal {
             tx.open_table(CHECKPOINTS).map_err(|e| self.err(e))?;
         }
         tx.commit().map_err(|e| self.err(e))
-    }
-
-    /// Appends a step's worth of records, blobs, pages and a checkpoint (creating the run
-    /// first if `commit.create` says so), and updates the run's metadata with `update`, in
-    /// one durable transaction. An `Outcome` record sets the summary's outcome fields
-    /// itself, after `update`. Returns the new metadata.
-    ///
-    /// # Errors
-    /// [`JournalError::NoSuchRun`], redb errors. Nothing is written unless all is.
-    pub fn commit(
-        &self,
-        run_id: &str,
-        commit: Commit,
-        update: impl FnOnce(&mut RunMeta),
-    ) -> Result<RunMeta, JournalError> {
-        let at_ms = now_ms();
-        let tx = self.write()?;
-        let mut digests = Vec::with_capacity(commit.records.len());
-        let meta = {
-            let mut runs = tx.open_table(RUNS).map_err(|e| self.err(e))?;
-            let existing = runs
-                .get(run_id)
-                .map_err(|e| self.err(e))?
-                .map(|v| v.value().to_vec());
-            let mut meta: RunMeta = match (existing, commit.create) {
-                (Some(_), Some(_)) => return Err(JournalError::RunExists(run_id.to_string())),
-                // A run's creation time is its first commit's, the time of record 0.
-                (None, Some(meta)) => RunMeta {
-                    created_ms: at_ms,
-                    ..meta
-                },
-                (Some(bytes), None) => self.decode_meta(run_id, &bytes)?,
-                (None, None) => return Err(JournalError::NoSuchRun(run_id.to_string())),
-            };
-            update(&mut meta);
-            let mut records = tx.open_table(RECORDS).map_err(|e| self.err(e))?;
-            for body in commit.records {
-                // The summary of an ended run is its Outcome record, field for field, so
-                // the two can never disagree (verification checks that they don't).
-                if let RecordBody::Outcome(outcome) = &body {
-                    meta.outcome.clone_from(outcome);
-                }
-                let record = Record {
-                    index: meta.records,
-                    prev: meta.head,
-                    at_ms,
-                    body,
-                };
-                let digest = record.digest();
-                records
-                    .insert(
-                        (run_id, record.index),
-                        encode(&Stored::V1((&record, digest))).as_slice(),
-                    )
-                    .map_err(|e| self.err(e))?;
-                meta.records += 1;
-                meta.head = digest;
-                digests.push(digest);
-            }
-            let mut blobs = tx.open_table(BLOBS).map_err(|e| self.err(e))?;
-            for (digest, bytes) in &commit.blobs {
-                if blobs.get(&digest.0).map_err(|e| self.err(e))?.is_none() {
-                    blobs
-                        .insert(&digest.0, bytes.as_slice())
-                        .map_err(|e| self.err(e))?;
-                }
-            }
-            let mut pages = tx.open_table(PAGES).map_err(|e| self.err(e))?;
-            for page in &commit.pages {
-                if pages
-                    .get(&page.digest.0)
-                    .map_err(|e| self.err(e))?
-                    .is_some()
-                {
-                    continue;
-                }
-                // A page is stored as its difference from the page it replaced when that
-                // one is stored and its chain of differences is short.
-                let base = match &page.base {
-                    Some((digest, bytes)) => pages
-                        .get(&digest.0)
-                        .map_err(|e| self.err(e))?
-                        .and_then(|stored| page_store::depth(stored.value()))
-                        .map(|depth| (*digest, bytes.as_slice(), depth)),
-                    None => None,
-                };
-                pages
-                    .insert(
-                        &page.digest.0,
-                        page_store::pack(&page.bytes, base).as_slice(),
-                    )
-                    .map_err(|e| self.err(e))?;
-            }
-            if let Some(checkpoint) = &commit.checkpoint {
-                let mut table = tx.open_table(CHECKPOINTS).map_err(|e| self.err(e))?;
-                table
-                    .insert(
-                        (run_id, checkpoint.step),
-                        encode(&Stored::V1(checkpoint)).as_slice(),
-                    )
-                    .map_err(|e| self.err(e))?;
-                meta.last_checkpoint = Some(checkpoint.step);
-            }
-            meta.updated_ms = at_ms;
-            runs.insert(run_id, encode(&StoredMetaRef::V2(&meta)).as_slice())
-                .map_err(|e| self.err(e))?;
-            meta
-        };
-        self.append_log(&tx, run_id, meta.records, meta.head, digests, at_ms)?;
-        tx.commit().map_err(|e| self.err(e))?;
-        Ok(meta)
     }
 
     /// The metadata of one run.

@@ -205,7 +205,7 @@ pub fn replay(
         Err(e) if e.is_integrity() => {
             let why = Divergence::at_end(
                 "a run whose module, policy and input load from the journal",
-                error_chain(&e),
+                crate::error::chain(&e),
             );
             return Ok(ReplayReport::could_not_replay(&meta, mode, why));
         }
@@ -226,28 +226,15 @@ pub fn replay_all(journal: &Journal, options: &ReplayOptions) -> Result<Vec<Repl
     let mut reports = Vec::new();
     for meta in journal.runs()? {
         let report = replay(journal, &meta.run_id, options).unwrap_or_else(|e| {
-            let why =
-                Divergence::at_end("a run that can be read from the journal", error_chain(&e));
+            let why = Divergence::at_end(
+                "a run that can be read from the journal",
+                crate::error::chain(&e),
+            );
             ReplayReport::could_not_replay(&meta, options.mode(), why)
         });
         reports.push(report);
     }
     Ok(reports)
-}
-
-/// An error and its causes on one line.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let line = cause.to_string();
-        if !text.contains(&line) {
-            text.push_str(": ");
-            text.push_str(&line);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 fn exact(
@@ -286,7 +273,8 @@ fn exact(
     let opened = match driver::open(opening, restore) {
         Ok(opened) => opened,
         Err(Error::Checkpoint { source, .. }) => {
-            let why = Divergence::at_end("a checkpoint that restores", error_chain(&source));
+            let why =
+                Divergence::at_end("a checkpoint that restores", crate::error::chain(&source));
             return Ok(ReplayReport::could_not_replay(
                 &stored.meta,
                 ReplayMode::Exact,

@@ -27,7 +27,7 @@ use crate::digest::Digest;
 use crate::driver::{self, Opened, Opening, Restore};
 use crate::effects::Effects;
 use crate::error::Error;
-use crate::journal::{Commit, Journal, Record, RecordBody};
+use crate::journal::{Commit, Journal, Progress, Record, RecordBody};
 use crate::outcome::{Outcome, Status};
 use crate::recording;
 use crate::run::{self, RunReport};
@@ -310,7 +310,7 @@ fn append(journal: &Journal, run_id: &str, body: RecordBody) -> Result<(), Error
         records: vec![body],
         ..Commit::default()
     };
-    journal.commit(run_id, commit, |_| {})?;
+    journal.commit(run_id, commit)?;
     Ok(())
 }
 
@@ -355,17 +355,14 @@ fn continue_run(
         let host = exec.host();
         (host.step, host.host_calls, host.fuel)
     };
-    journal.commit(run_id, commit, |meta| {
-        meta.outcome = Outcome {
-            status: Status::Running,
-            state,
-            output: None,
-            reason: None,
-            steps,
-            host_calls,
-            fuel,
-        };
-    })?;
+    commit.progress = Some(Progress {
+        state,
+        steps,
+        host_calls,
+        fuel,
+        reopened: true,
+    });
+    journal.commit(run_id, commit)?;
     run::commit_steps(journal, &mut exec, record.step)?;
     RunReport::load(journal, run_id)
 }

@@ -1,0 +1,202 @@
+//! Many runs in one process: one agent, policy and bindings over many inputs, on a pool of
+//! worker threads sharing one journal, whose commits are grouped (one transaction and one
+//! fsync for the step boundaries that arrive together; `journal/commit.rs`).
+//!
+//! A batch can be started again after a crash and completes every input exactly once: an
+//! input is known by its digest, with the agent, policy and bindings digests. One that
+//! already has an ended run (completed, failed, awaiting review) is skipped; one whose run
+//! was interrupted is resumed from its last checkpoint (so its effects are not repeated);
+//! the others run. Identical inputs in one batch run once.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde::Serialize;
+
+use crate::digest::{Digest, domain};
+use crate::error::Error;
+use crate::journal::Journal;
+use crate::outcome::{Outcome, Status};
+use crate::resolve::NewRun;
+use crate::run::{RunReport, start};
+
+/// One input of a batch.
+#[derive(Debug, Clone)]
+pub struct BatchInput {
+    /// Where it came from, for people: a file name, or `FILE:LINE`.
+    pub name: String,
+    /// The input JSON.
+    pub input: String,
+}
+
+/// What a batch did with one input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchAction {
+    /// A new run was started and went as far as it could.
+    Ran,
+    /// An interrupted run of this input was resumed and went as far as it could.
+    Resumed,
+    /// The input already has an ended run; nothing was done.
+    Skipped,
+    /// The input is the same as an earlier one of this batch; it ran once.
+    Duplicate,
+    /// The run could not be started or resumed (the error says why).
+    Error,
+}
+
+/// One result line of a batch (`warden batch --json` prints one per input).
+#[derive(Debug, Clone, Serialize)]
+pub struct BatchLine {
+    /// The input's name.
+    pub input: String,
+    /// Its digest (the run's recorded `input`).
+    pub input_digest: Digest,
+    /// What was done.
+    pub action: BatchAction,
+    /// The run, if there is one.
+    pub run_id: Option<String>,
+    /// Where the run stands.
+    pub status: Option<Status>,
+    /// Its state.
+    pub state: Option<String>,
+    /// Why it could not run, for [`BatchAction::Error`].
+    pub error: Option<String>,
+}
+
+/// Runs `template` (whose `input` is ignored) on every input, `workers` at a time, calling
+/// `done` as each finishes (from the worker's thread). Results are in input order.
+///
+/// # Errors
+/// Journal errors reading the runs already recorded. The failure of one input is its
+/// line's [`BatchAction::Error`], never the end of the batch.
+pub fn batch(
+    journal: &Journal,
+    template: &NewRun,
+    inputs: &[BatchInput],
+    workers: usize,
+    done: &(dyn Fn(&BatchLine) + Sync),
+) -> Result<Vec<BatchLine>, Error> {
+    let key = |input: &Digest| {
+        (
+            template.agent.hash,
+            template.policy.hash(),
+            template.bindings.hash(),
+            *input,
+        )
+    };
+    let mut existing: HashMap<_, (String, Outcome)> = HashMap::new();
+    for meta in journal.runs()? {
+        if meta.parent.is_none() {
+            existing.insert(
+                (meta.agent, meta.policy, meta.bindings, meta.input),
+                (meta.run_id, meta.outcome),
+            );
+        }
+    }
+    let digests: Vec<Digest> = inputs
+        .iter()
+        .map(|i| Digest::of(domain::BLOB, i.input.as_bytes()))
+        .collect();
+    let mut first_of: HashMap<Digest, usize> = HashMap::new();
+    let lines: Vec<Mutex<Option<BatchLine>>> = inputs.iter().map(|_| Mutex::new(None)).collect();
+    let mut work = Vec::new();
+    for (index, (item, digest)) in inputs.iter().zip(&digests).enumerate() {
+        let line = |action, run: Option<&(String, Outcome)>| BatchLine {
+            input: item.name.clone(),
+            input_digest: *digest,
+            action,
+            run_id: run.map(|(id, _)| id.clone()),
+            status: run.map(|(_, o)| o.status),
+            state: run.map(|(_, o)| o.state.clone()),
+            error: None,
+        };
+        if let Some(first) = first_of.get(digest) {
+            let line = BatchLine {
+                error: Some(format!("the same input as {}", inputs[*first].name)),
+                ..line(BatchAction::Duplicate, None)
+            };
+            done(&line);
+            *lock(&lines[index]) = Some(line);
+            continue;
+        }
+        first_of.insert(*digest, index);
+        match existing.get(&key(digest)) {
+            Some(run) if run.1.status != Status::Running => {
+                let line = line(BatchAction::Skipped, Some(run));
+                done(&line);
+                *lock(&lines[index]) = Some(line);
+            }
+            Some((run_id, _)) => work.push((index, Some(run_id.clone()))),
+            None => work.push((index, None)),
+        }
+    }
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..workers.max(1) {
+            scope.spawn(|| {
+                loop {
+                    let at = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((index, interrupted)) = work.get(at) else {
+                        break;
+                    };
+                    let item = &inputs[*index];
+                    let (action, result) = match interrupted {
+                        Some(run_id) => {
+                            (BatchAction::Resumed, crate::resume::resume(journal, run_id))
+                        }
+                        None => {
+                            let new = NewRun {
+                                input: item.input.clone(),
+                                ..template.clone()
+                            };
+                            (BatchAction::Ran, start(journal, &new))
+                        }
+                    };
+                    let line = finished(item, digests[*index], action, result);
+                    done(&line);
+                    *lock(&lines[*index]) = Some(line);
+                }
+            });
+        }
+    });
+    Ok(lines
+        .into_iter()
+        .filter_map(|line| line.into_inner().ok().flatten())
+        .collect())
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn finished(
+    item: &BatchInput,
+    digest: Digest,
+    action: BatchAction,
+    result: Result<RunReport, Error>,
+) -> BatchLine {
+    match result {
+        Ok(report) => BatchLine {
+            input: item.name.clone(),
+            input_digest: digest,
+            action,
+            run_id: Some(report.run_id),
+            status: Some(report.outcome.status),
+            state: Some(report.outcome.state),
+            error: None,
+        },
+        Err(e) => BatchLine {
+            input: item.name.clone(),
+            input_digest: digest,
+            action: BatchAction::Error,
+            run_id: None,
+            status: None,
+            state: None,
+            error: Some(crate::error::chain(&e)),
+        },
+    }
+}
