@@ -22,6 +22,25 @@ const LEVEL: i32 = 3;
 pub(crate) const MAX_DEPTH: u8 = 8;
 
 const COMPRESSED: u8 = 0x01;
+
+thread_local! {
+    /// One zstd context per thread, reused: creating one costs as much as compressing a
+    /// page.
+    static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn compress(data: &[u8]) -> Option<Vec<u8>> {
+    COMPRESSOR.with(|cell| {
+        let mut context = cell.borrow_mut();
+        if context.is_none() {
+            *context = zstd::bulk::Compressor::new(LEVEL).ok();
+        }
+        context.as_mut()?.compress(data).ok()
+    })
+}
 const DELTA: u8 = 0x02;
 
 /// The depth of the chain of differences a stored page heads (0: a whole page), or `None`
@@ -52,8 +71,8 @@ pub(crate) fn pack(page: &[u8], base: Option<(Digest, &[u8], u8)>) -> Vec<u8> {
     if page.len() != PAGE_SIZE {
         return page.to_vec();
     }
-    let mut best = match zstd::bulk::compress(page, LEVEL) {
-        Ok(frame) if frame.len() + 1 < PAGE_SIZE => {
+    let mut best = match compress(page) {
+        Some(frame) if frame.len() + 1 < PAGE_SIZE => {
             let mut out = Vec::with_capacity(frame.len() + 1);
             out.push(COMPRESSED);
             out.extend_from_slice(&frame);
@@ -66,7 +85,7 @@ pub(crate) fn pack(page: &[u8], base: Option<(Digest, &[u8], u8)>) -> Vec<u8> {
         && depth < MAX_DEPTH
     {
         let difference: Vec<u8> = page.iter().zip(base).map(|(a, b)| a ^ b).collect();
-        if let Ok(frame) = zstd::bulk::compress(&difference, LEVEL)
+        if let Some(frame) = compress(&difference)
             && frame.len() + 34 < best.len()
         {
             let mut out = Vec::with_capacity(frame.len() + 34);
@@ -127,7 +146,18 @@ fn unpack_at(
 }
 
 fn decompress(frame: &[u8]) -> Result<Vec<u8>, String> {
-    let page = zstd::bulk::decompress(frame, PAGE_SIZE).map_err(|e| e.to_string())?;
+    let page = DECOMPRESSOR.with(|cell| {
+        let mut context = cell.borrow_mut();
+        if context.is_none() {
+            *context = Some(zstd::bulk::Decompressor::new().map_err(|e| e.to_string())?);
+        }
+        match context.as_mut() {
+            Some(context) => context
+                .decompress(frame, PAGE_SIZE)
+                .map_err(|e| e.to_string()),
+            None => Err("no zstd context".to_string()),
+        }
+    })?;
     if page.len() != PAGE_SIZE {
         return Err(format!(
             "decompresses to {} bytes, not a page of {PAGE_SIZE}",
