@@ -238,6 +238,78 @@ fn a_new_project_passes_its_own_tests_and_a_broken_expectation_fails_naming_its_
     );
 }
 
+/// The project's `State` enum is generated from its policy by `build.rs`: a misspelt
+/// state fails to compile naming it, a state added to the policy fails the `match` that
+/// does not handle it (cargo regenerates the enum when the policy changes), and two states
+/// that would be the same variant fail the build naming the policy file, line and states.
+#[test]
+fn a_state_the_policy_does_not_declare_fails_to_build_naming_it() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let project = new_project(root.path(), "typed-states");
+    let build = ["build", "--release", "--target", "wasm32-unknown-unknown"];
+    let edit = |file: &str, from: &str, to: &str| {
+        let path = project.join(file);
+        let original = std::fs::read_to_string(&path).expect("read");
+        let edited = original.replacen(from, to, 1);
+        assert_ne!(edited, original, "{file}: no {from:?}");
+        std::fs::write(&path, edited).expect("write");
+        original
+    };
+
+    let agent = edit(
+        "src/lib.rs",
+        "self.propose(warden, State::CoverageCheck, None)",
+        "self.propose(warden, State::CoverageChek, None)",
+    );
+    let output = run("cargo", &project, &build);
+    assert_ne!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(
+        text(&output).contains(
+            "no variant or associated item named `CoverageChek` found for enum `states::State`"
+        ),
+        "{}",
+        text(&output)
+    );
+    std::fs::write(project.join("src/lib.rs"), agent).expect("restore");
+
+    let policy = edit(
+        "policy.toml",
+        "[states.approved]\n",
+        "[states.fraud_check]\ntransitions = [\"declined\"]\n\n[states.approved]\n",
+    );
+    let output = run("cargo", &project, &build);
+    assert_ne!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(
+        text(&output).contains("pattern `states::State::FraudCheck` not covered"),
+        "{}",
+        text(&output)
+    );
+    std::fs::write(project.join("policy.toml"), &policy).expect("restore");
+
+    edit(
+        "policy.toml",
+        "[states.approved]\n",
+        "[states.coverage-check]\n\n[states.approved]\n",
+    );
+    let line = |name: &str| {
+        let policy = std::fs::read_to_string(project.join("policy.toml")).expect("read");
+        policy.lines().position(|l| l == name).expect(name) + 1
+    };
+    let (first, second) = (
+        line("[states.coverage_check]"),
+        line("[states.coverage-check]"),
+    );
+    let output = run("cargo", &project, &build);
+    assert_ne!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(
+        text(&output).contains(&format!(
+            "policy.toml:{second}: states `coverage-check` and `coverage_check` (line {first}) would both be the variant `State::CoverageCheck`: rename one in the policy"
+        )),
+        "{}",
+        text(&output)
+    );
+}
+
 #[test]
 fn new_refuses_a_non_empty_directory_a_bad_name_and_a_missing_sdk() {
     let root = tempfile::tempdir().expect("temp dir");

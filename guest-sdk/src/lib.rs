@@ -26,6 +26,20 @@
 //! The raw ABI (pointers, lengths, the import and the export) lives in this crate only;
 //! agent authors never write `unsafe`. The wire types are in [`wire`], shared with the host.
 //!
+//! **Typed states.** A state is named by a string on the wire, and by the agent either
+//! as a `&str` or as a variant of a `State` enum generated from the policy at build time
+//! by the companion crate `warden-guest-build` (a build-dependency; its docs show the
+//! `build.rs`). [`Warden::transition`] and [`Warden::transition_citing`] take any
+//! `AsRef<str>`, and [`Warden::state_as`] reads the current state into the enum, so that
+//! a state name the policy does not declare is a compile error:
+//!
+//! ```ignore
+//! match warden.state_as::<State>()? {
+//!     State::Intake => warden.transition(State::Done).map(|_| ()),
+//!     State::Done => warden.finish(&"ok"),
+//! }
+//! ```
+//!
 //! With the cargo feature `stub`, `stub::StubHost` runs an agent's steps natively
 //! (`cargo test`) against scripted answers, through the same boundary.
 #![no_std]
@@ -143,6 +157,20 @@ impl Warden {
         }
     }
 
+    /// The run's current state, as the agent's own type: typically the `State` enum that
+    /// `warden-guest-build` generates from the policy (`warden.state_as::<State>()?`),
+    /// so that a `match` on it names only declared states and must handle each. A state
+    /// the type does not know (the run is under a policy the agent was not built with)
+    /// is an [`Error::Agent`] with the type's message, and ends the run as failed.
+    pub fn state_as<S>(&mut self) -> Result<S, Error>
+    where
+        S: core::str::FromStr,
+        S::Err: fmt::Display,
+    {
+        let state = self.state()?;
+        state.parse::<S>().map_err(|e| Error::Agent(e.to_string()))
+    }
+
     /// Calls the named tool (declared in the policy, allowed in the current state).
     pub fn tool<A: Serialize, R: DeserializeOwned>(
         &mut self,
@@ -187,13 +215,22 @@ impl Warden {
     /// run; a gate that is not met moves the run to its review state instead, and this
     /// returns [`Error::Escalated`]: propagate it with `?` to end the step, and the run
     /// waits for a human.
-    pub fn transition(&mut self, to: &str) -> Result<String, Error> {
-        self.transition_with(to, None)
+    ///
+    /// `to` is a state name: a `&str`, or a variant of the `State` enum that
+    /// `warden-guest-build` generates from the policy (`warden.transition(State::Scoring)`),
+    /// with which a name the policy does not declare fails to compile. Either way the
+    /// host receives the name.
+    pub fn transition(&mut self, to: impl AsRef<str>) -> Result<String, Error> {
+        self.transition_with(to.as_ref(), None)
     }
 
     /// Like [`Warden::transition`], resting the gate on the cited inference.
-    pub fn transition_citing(&mut self, to: &str, evidence: InferenceId) -> Result<String, Error> {
-        self.transition_with(to, Some(evidence))
+    pub fn transition_citing(
+        &mut self,
+        to: impl AsRef<str>,
+        evidence: InferenceId,
+    ) -> Result<String, Error> {
+        self.transition_with(to.as_ref(), Some(evidence))
     }
 
     fn transition_with(

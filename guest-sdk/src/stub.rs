@@ -116,11 +116,12 @@ std::thread_local! {
 
 impl StubHost {
     /// A run standing in `state` (usually the policy's `initial` state), with nothing
-    /// scripted yet.
-    pub fn new(state: &str) -> StubHost {
+    /// scripted yet. Like every state this stub takes, a `&str` or a variant of the
+    /// `State` enum generated from the policy (`StubHost::new(State::INITIAL)`).
+    pub fn new(state: impl AsRef<str>) -> StubHost {
         StubHost {
             session: Session {
-                state: state.to_string(),
+                state: state.as_ref().to_string(),
                 ..Session::default()
             },
             max_steps: DEFAULT_MAX_STEPS,
@@ -177,18 +178,21 @@ impl StubHost {
 
     /// A confidence gate on `to` that is not met: a transition to `to` moves the run to
     /// `review_state` instead, and the agent sees [`Error::Escalated`], as in Warden.
-    pub fn escalate(mut self, to: &str, review_state: &str) -> StubHost {
+    pub fn escalate(mut self, to: impl AsRef<str>, review_state: impl AsRef<str>) -> StubHost {
+        let review_state = review_state.as_ref();
         self.session
             .gates
-            .insert(to.to_string(), review_state.to_string());
+            .insert(to.as_ref().to_string(), review_state.to_string());
         self.session.review_states.insert(review_state.to_string());
         self
     }
 
     /// Declares a review state of the policy: [`StubHost::run`] stops when the run
     /// enters it, as Warden does (the run awaits a reviewer).
-    pub fn review_state(mut self, state: &str) -> StubHost {
-        self.session.review_states.insert(state.to_string());
+    pub fn review_state(mut self, state: impl AsRef<str>) -> StubHost {
+        self.session
+            .review_states
+            .insert(state.as_ref().to_string());
         self
     }
 

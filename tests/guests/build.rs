@@ -22,8 +22,12 @@ fn main() {
     for watched in [
         "guest-sdk/src",
         "guest-sdk/Cargo.toml",
+        "guest-sdk/build-support/src",
+        "guest-sdk/build-support/Cargo.toml",
         "tests/guests/agents",
         "examples/loan-underwriting/agent",
+        // The loan agent's build.rs generates its states from this policy.
+        "policies/loan-underwriting.toml",
     ] {
         println!(
             "cargo:rerun-if-changed={}",

@@ -53,6 +53,8 @@ const FILES: &[(&str, &str)] = &[
         include_str!("../../templates/new/models/claim_risk.toml"),
     ),
     ("src/lib.rs", include_str!("../../templates/new/src/lib.rs")),
+    // Generates the agent's `State` enum from policy.toml (warden-guest-build).
+    ("build.rs", include_str!("../../templates/new/build.rs")),
     (
         "inputs/01-approve.json",
         include_str!("../../templates/new/inputs/01-approve.json"),
@@ -244,6 +246,20 @@ fn find_sdk(given: Option<&Path>) -> anyhow::Result<PathBuf> {
         ))
         .into());
     }
+    // The project's build.rs generates its states with the SDK's build-support crate,
+    // which older SDKs do not have.
+    let build_support =
+        std::fs::read_to_string(sdk.join("build-support/Cargo.toml")).unwrap_or_default();
+    if !build_support
+        .lines()
+        .any(|line| line.trim() == "name = \"warden-guest-build\"")
+    {
+        return Err(Usage(format!(
+            "{origin} {} has no build-support/ (warden-guest-build, which generates the agent's states from its policy): it is older than this warden; {hint}",
+            sdk.display()
+        ))
+        .into());
+    }
     if sdk.to_str().is_none() {
         return Err(Usage(format!(
             "the guest SDK's path {} is not UTF-8, so Cargo.toml cannot name it; {hint}",
@@ -326,6 +342,10 @@ mod tests {
             cargo["dependencies"]["warden-guest"]["path"].as_str(),
             Some("/opt/warden \"one\"/guest-sdk")
         );
+        assert_eq!(
+            cargo["build-dependencies"]["warden-guest-build"]["path"].as_str(),
+            Some("/opt/warden \"one\"/guest-sdk/build-support")
+        );
     }
 
     #[test]
@@ -352,6 +372,21 @@ mod tests {
         let error = find_sdk(Some(Path::new(env!("CARGO_MANIFEST_DIR")))).unwrap_err();
         assert!(
             error.to_string().contains("is not Warden's guest SDK"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn an_sdk_without_build_support_is_refused_saying_it_is_older() {
+        let old = tempfile::tempdir().unwrap();
+        std::fs::write(
+            old.path().join("Cargo.toml"),
+            "[package]\nname = \"warden-guest\"\n",
+        )
+        .unwrap();
+        let error = find_sdk(Some(old.path())).unwrap_err();
+        assert!(
+            error.to_string().contains("has no build-support/"),
             "{error}"
         );
     }

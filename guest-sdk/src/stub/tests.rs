@@ -167,3 +167,72 @@ fn an_unscripted_call_names_the_tool_and_how_to_script_it() {
     let mut host = StubHost::new("start").input(&json!({ "id": "C-1" }));
     let _ = host.step(&mut Approver::default());
 }
+
+/// The shape of the enum `warden-guest-build` generates (`AsRef<str>`, `FromStr`), written
+/// out: the SDK takes it wherever it takes a state name, and sends the name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Typed {
+    Start,
+    Review,
+    Done,
+}
+
+impl AsRef<str> for Typed {
+    fn as_ref(&self) -> &str {
+        match self {
+            Typed::Start => "start",
+            Typed::Review => "review",
+            Typed::Done => "done",
+        }
+    }
+}
+
+impl core::str::FromStr for Typed {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Typed, String> {
+        [Typed::Start, Typed::Review, Typed::Done]
+            .into_iter()
+            .find(|s| s.as_ref() == name)
+            .ok_or_else(|| alloc::format!("state {name:?} is not a state of policy `typed`"))
+    }
+}
+
+/// Reads its state as `Typed` and moves with it.
+#[derive(Default)]
+struct TypedAgent;
+
+impl Agent for TypedAgent {
+    fn step(&mut self, warden: &mut Warden) -> Result<(), Error> {
+        match warden.state_as::<Typed>()? {
+            Typed::Start => warden.transition(Typed::Done).map(|_| ()),
+            Typed::Review => Ok(()),
+            Typed::Done => warden.finish(&"ok"),
+        }
+    }
+}
+
+#[test]
+fn typed_states_go_on_the_wire_as_their_names_and_an_unknown_one_fails_the_run() {
+    let mut host = StubHost::new(Typed::Start).review_state(Typed::Review);
+    let outcome = host.run(&mut TypedAgent);
+    assert_eq!(
+        (outcome.status, outcome.state.as_str()),
+        (StubStatus::Completed, "done")
+    );
+    assert_eq!(host.transitions(), ["done"]);
+
+    let mut host = StubHost::new(Typed::Start).escalate(Typed::Done, Typed::Review);
+    let outcome = host.run(&mut TypedAgent);
+    assert_eq!(
+        (outcome.status, outcome.state.as_str()),
+        (StubStatus::AwaitingReview, "review")
+    );
+
+    let outcome = StubHost::new("elsewhere").run(&mut TypedAgent);
+    assert_eq!(outcome.status, StubStatus::Failed);
+    assert_eq!(
+        outcome.reason.as_deref(),
+        Some("step 1: agent aborted: state \"elsewhere\" is not a state of policy `typed`")
+    );
+}
