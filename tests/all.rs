@@ -25,6 +25,7 @@ mod evidence_attacks;
 mod gates;
 mod hostile;
 mod hostile_agents;
+mod input_contract;
 mod loan_example;
 mod module_cache;
 mod redteam;

@@ -9,6 +9,7 @@
 //! created or opened for appending ([`LedgerMode::Inspect`]); the agent is loaded
 //! (validated and compiled, as a run would) but never instantiated.
 
+mod contract;
 mod cross;
 mod locate;
 
@@ -70,6 +71,8 @@ pub enum CheckKind {
     Agent,
     /// The input.
     Input,
+    /// The input breaks the policy's input contract (`[input] schema`).
+    InputContract,
     /// A tool or model the policy declares that nothing binds.
     Unbound,
     /// A binding the policy does not use.
@@ -284,10 +287,15 @@ pub fn check(spec: &CheckSpec) -> CheckReport {
             entries,
             bindings_path,
             bindings_read,
-            input: input_value.as_ref().zip(input.as_deref()),
+            input: input_value.as_ref().map(|(v, _)| v).zip(input.as_deref()),
         };
         for finding in cross::check(&context) {
             report.push(finding);
+        }
+        if let (Some((value, text)), Some(path)) = (&input_value, input.as_deref()) {
+            for finding in contract::check(policy, value, text, path) {
+                report.push(finding);
+            }
         }
     }
     report.finish()
@@ -477,7 +485,8 @@ impl Report {
         }
     }
 
-    fn input(&mut self, path: &Path) -> Option<serde_json::Value> {
+    /// The input, parsed, and its text.
+    fn input(&mut self, path: &Path) -> Option<(serde_json::Value, String)> {
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
             Err(e) => {
@@ -492,7 +501,7 @@ impl Report {
             }
         };
         match serde_json::from_str(&text) {
-            Ok(value) => Some(value),
+            Ok(value) => Some((value, text)),
             Err(e) => {
                 let message = e.to_string();
                 let message = message

@@ -24,6 +24,8 @@ pub mod domain {
     pub const POLICY: &str = "warden-policy-v1";
     /// A policy's canonical form when it uses rules added since edition 1.
     pub const POLICY_V2: &str = "warden-policy-v2";
+    /// A policy's canonical form when it declares an input contract (`[input] schema`).
+    pub const POLICY_V3: &str = "warden-policy-v3";
     /// A bindings file and the files it references. Its dotted spelling predates the
     /// others and is kept: it is hashed into every recorded run.
     pub const BINDINGS: &str = "warden.bindings.v1";

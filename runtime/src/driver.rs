@@ -62,6 +62,33 @@ pub(crate) enum Opened {
     Failed(FailureReason),
 }
 
+/// The input contract's verdict on a run's input, taken before its first step: `None`
+/// when the policy declares no contract or the input meets it, else the failure the run
+/// records instead of running. Called where a run or a fork begins, and where a replay or
+/// a counterfactual re-executes one from its beginning, never when a run continues from
+/// its own checkpoint (its input passed when it began). Deterministic: the policy text
+/// and the input come from the journal, so a re-execution reaches the same verdict.
+pub(crate) fn admit(policy: &Policy, input: &str) -> Option<FailureReason> {
+    let contract = policy.input_contract.as_ref()?;
+    let rejection = match serde_json::from_str::<serde_json::Value>(input) {
+        Ok(value) => contract.check(&value).err()?,
+        // A run's input is checked to be JSON before it starts; should a stored one not
+        // be, it meets no contract.
+        Err(error) => crate::input_contract::Rejection {
+            violations: vec![crate::input_contract::InputViolation {
+                pointer: String::new(),
+                keyword: "type".to_string(),
+                message: format!("the input is not JSON: {error}"),
+            }],
+            total: 1,
+        },
+    };
+    Some(FailureReason::InputRejected {
+        violations: rejection.violations,
+        total: rejection.total,
+    })
+}
+
 /// Opens an execution, restoring `from` (a checkpoint and the journal holding its pages)
 /// if given.
 ///

@@ -46,6 +46,7 @@ mod engine;
 mod error;
 mod fork;
 mod host_call;
+mod input_contract;
 mod journal;
 mod manifest;
 mod module_cache;
@@ -88,6 +89,9 @@ pub use edition::Edition;
 pub use engine::ENGINE_VERSION;
 pub use error::{Error, ErrorKind};
 pub use fork::{ForkReport, ForkRequest, ForkWarning, fork, fork_report};
+pub use input_contract::{
+    InputContract, InputViolation, MAX_RECORDED_VIOLATIONS, Rejection, SchemaProblem,
+};
 pub use journal::{
     Audit, Journal, JournalError, LogAudit, LogEntry, PackEntry, PackManifest, PackSummary,
     PackVerification, Parent, RUN_HEAD_DOMAIN, Record, RecordBody, RunMeta, RunStart, Storage,

@@ -9,6 +9,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::decision::Rule;
+use crate::input_contract::InputViolation;
 
 /// Where a run stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -247,6 +248,16 @@ pub enum FailureReason {
         /// What the guest did wrong.
         fault: HostFault,
     },
+    /// The input breaks the policy's input contract (`[input] schema`): refused before
+    /// the first step of the run (or of the fork), so the agent never saw it. Only runs
+    /// under a policy with a contract can record it.
+    InputRejected {
+        /// The first violations (at most [`crate::input_contract::MAX_RECORDED_VIOLATIONS`]),
+        /// each naming the JSON pointer into the input and the schema keyword.
+        violations: Vec<InputViolation>,
+        /// How many violations the input has in all.
+        total: u32,
+    },
 }
 
 /// Why a guest trapped: wasmtime's trap codes, kept typed so that tests and tools can
@@ -420,6 +431,21 @@ impl fmt::Display for FailureReason {
             }
             FailureReason::HostFault { step, fault } => {
                 write!(f, "step {step}: warden failed (a host bug): {fault}")
+            }
+            FailureReason::InputRejected { violations, total } => {
+                write!(
+                    f,
+                    "input rejected by the policy's input contract, before the first step:"
+                )?;
+                for (i, violation) in violations.iter().enumerate() {
+                    let sep = if i == 0 { " " } else { "; " };
+                    write!(f, "{sep}{violation}")?;
+                }
+                let shown = violations.len() as u64;
+                if u64::from(*total) > shown {
+                    write!(f, " (and {} more)", u64::from(*total) - shown)?;
+                }
+                Ok(())
             }
         }
     }

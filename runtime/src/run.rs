@@ -164,7 +164,12 @@ pub(crate) fn begin(
         // recorded facts, never on an inference made for the parent's input.
         inferences: false,
     });
-    let opened = driver::open(opening, restore)?;
+    // The input contract is checked before the first step: an input that breaks it is a
+    // recorded failure, and the agent never sees it.
+    let opened = match driver::admit(&new.policy, &new.input) {
+        Some(rejected) => Opened::Failed(rejected),
+        None => driver::open(opening, restore)?,
+    };
     let mut commit = Commit {
         create: Some(summary(&start)),
         records: vec![RecordBody::Started(Box::new(start.clone()))],

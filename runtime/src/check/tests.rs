@@ -198,11 +198,25 @@ fn a_capability_nothing_binds_and_a_gate_label_the_card_lacks_point_into_the_pol
         .filter(|f| f.severity == Severity::Error)
         .map(|f| (f.kind, f.field.as_str(), f.line))
         .collect();
+    let text = std::fs::read_to_string(dir.path().join("policy.toml")).expect("policy");
+    let line_of = |needle: &str| {
+        text.lines()
+            .position(|l| l.starts_with(needle))
+            .map(|i| i + 1)
+    };
     assert_eq!(
         found,
         [
-            (CheckKind::Unbound, "capabilities.tools", 14),
-            (CheckKind::Label, "gates[0].label", 86),
+            (
+                CheckKind::Unbound,
+                "capabilities.tools",
+                line_of("tools = [\"credit_bureau\", \"payments\"]").unwrap_or(0)
+            ),
+            (
+                CheckKind::Label,
+                "gates[0].label",
+                line_of("label = \"repays\"").unwrap_or(0)
+            ),
         ]
     );
 }

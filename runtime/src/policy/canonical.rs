@@ -14,6 +14,8 @@ use crate::provenance::Provenance;
 const HASH_DOMAIN: &str = crate::digest::domain::POLICY;
 /// The domain tag of policies that use rules added since edition 1.
 const HASH_DOMAIN_V2: &str = crate::digest::domain::POLICY_V2;
+/// The domain tag of policies that declare an input contract.
+const HASH_DOMAIN_V3: &str = crate::digest::domain::POLICY_V3;
 
 impl Policy {
     /// The canonical hash: blake3 of a domain tag and the postcard encoding of the
@@ -21,8 +23,11 @@ impl Policy {
     /// Formatting, comments and the order of tables and lists do not change it; any
     /// change of meaning, including the description, does. A policy that uses nothing
     /// added since edition 1 (labels, feature provenance, call caps, output rules) hashes
-    /// as edition 1 did (`warden-policy-v1`), so recorded runs keep their digest; any
-    /// other hashes under `warden-policy-v2`, which covers those rules too.
+    /// as edition 1 did (`warden-policy-v1`), so recorded runs keep their digest; one
+    /// with an input contract hashes under `warden-policy-v3`, which covers the edition-2
+    /// form and the schema's canonical JSON; any other hashes under `warden-policy-v2`,
+    /// which covers those rules too. A policy without a contract so keeps the hash it had
+    /// before contracts existed.
     pub fn hash(&self) -> PolicyHash {
         let v1 = CanonicalPolicy {
             name: &self.name,
@@ -59,7 +64,7 @@ impl Policy {
                 .collect(),
             budgets: self.budgets.to_array(),
         };
-        if self.is_edition_1() {
+        if self.is_edition_1() && self.input_contract.is_none() {
             // Encoding plain strings, integers and sequences to a Vec cannot fail.
             let encoded = postcard::to_allocvec(&v1).unwrap_or_default();
             return crate::digest::Digest::of(HASH_DOMAIN, &encoded);
@@ -118,6 +123,14 @@ impl Policy {
                 })
                 .collect(),
         };
+        if let Some(contract) = &self.input_contract {
+            let v3 = CanonicalPolicyV3 {
+                v2,
+                input_schema: contract.canonical(),
+            };
+            let encoded = postcard::to_allocvec(&v3).unwrap_or_default();
+            return crate::digest::Digest::of(HASH_DOMAIN_V3, &encoded);
+        }
         let encoded = postcard::to_allocvec(&v2).unwrap_or_default();
         crate::digest::Digest::of(HASH_DOMAIN_V2, &encoded)
     }
@@ -166,6 +179,14 @@ struct CanonicalPolicyV2<'a> {
     outputs: Vec<(&'a str, &'a str, String)>,
     /// The rules of each review state.
     reviews: Vec<CanonicalReview<'a>>,
+}
+
+/// What [`Policy::hash`] encodes for a policy with an input contract: the edition-2 form
+/// (whatever else the policy uses), then the schema as canonical JSON.
+#[derive(Serialize)]
+struct CanonicalPolicyV3<'a> {
+    v2: CanonicalPolicyV2<'a>,
+    input_schema: &'a str,
 }
 
 /// A review state's rules, for the hash: reviewer roles are governance.

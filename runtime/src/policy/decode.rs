@@ -35,6 +35,8 @@ pub(super) struct Draft {
     pub tool_rules: Vec<DraftRules>,
     /// `[models.<name>]` tables.
     pub model_rules: Vec<DraftRules>,
+    /// `[input]`: the input contract.
+    pub input: Option<super::input::DraftInput>,
     /// False when a state or gate could not be read in full: the transition graph is then
     /// incomplete, and checking its reachability would only report consequences.
     pub graph_complete: bool,
@@ -129,6 +131,7 @@ const TOP: &[&str] = &[
     "gates",
     "tools",
     "models",
+    "input",
 ];
 const POLICY: &[&str] = &["name", "version", "initial", "description"];
 const CAPABILITIES: &[&str] = &["tools", "models"];
@@ -213,6 +216,11 @@ pub(super) fn decode(text: &str, report: &mut Report<'_>) -> Option<Draft> {
             "models" => {
                 if let Some(table) = table(report, field, value) {
                     draft.model_rules = decode_rules::rules(report, "models", table, MODEL_RULES);
+                }
+            }
+            "input" => {
+                if let Some(table) = table(report, field, value) {
+                    draft.input = Some(super::input::decode(report, table, value.span()));
                 }
             }
             _ => unknown(report, key, "", TOP),

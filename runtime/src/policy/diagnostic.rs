@@ -247,6 +247,12 @@ pub enum Problem {
         /// The outcome.
         outcome: String,
     },
+    /// The input contract's schema is not JSON, or uses a keyword Warden does not
+    /// enforce, or uses one wrongly (the field names the place in the schema).
+    InputSchema {
+        /// What is wrong and how to fix it.
+        message: String,
+    },
 }
 
 impl fmt::Display for Problem {
@@ -387,6 +393,7 @@ impl fmt::Display for Problem {
                 f,
                 "`{outcome}` is guarded by a confidence gate: a timeout must never approve; send it to a declining or holding state"
             ),
+            Problem::InputSchema { message } => f.write_str(message),
         }
     }
 }
@@ -438,6 +445,11 @@ impl<'a> Report<'a> {
             field: field.into(),
             problem,
         });
+    }
+
+    /// The policy text the positions are in.
+    pub(super) fn text(&self) -> &'a str {
+        self.text
     }
 
     pub(super) fn is_clean(&self) -> bool {

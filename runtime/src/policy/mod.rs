@@ -14,6 +14,7 @@ mod canonical;
 mod decode;
 mod decode_rules;
 mod diagnostic;
+mod input;
 mod validate;
 mod validate_rules;
 
@@ -26,6 +27,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::edition::Edition;
+use crate::input_contract::InputContract;
 use crate::provenance::Provenance;
 
 pub use diagnostic::{CapabilityKind, Diagnostic, Problem};
@@ -57,6 +59,9 @@ pub struct Policy {
     pub tool_rules: BTreeMap<String, ToolRules>,
     /// Per-model rules (`[models.<name>]`): call caps and feature provenance.
     pub model_rules: BTreeMap<String, ModelRules>,
+    /// The contract the run input must meet (`[input] schema`), checked before the first
+    /// step of a run or a fork; `None` when the policy declares none.
+    pub input_contract: Option<InputContract>,
 }
 
 /// Rules of one tool beyond the states that may call it.

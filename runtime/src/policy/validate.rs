@@ -83,6 +83,7 @@ pub(super) fn validate(
         budgets: budgets(report, &draft.budgets, caps),
         tool_rules,
         model_rules,
+        input_contract: super::input::validate(report, draft.input.as_ref()),
     }
 }
 

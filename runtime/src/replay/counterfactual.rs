@@ -54,6 +54,8 @@ pub(super) fn run(stored: StoredRun, options: &ReplayOptions) -> Result<ReplayRe
         .policy
         .clone()
         .unwrap_or_else(|| stored.policy.clone());
+    // The new policy's input contract, if any, judges the recorded input first.
+    let rejected = driver::admit(&policy, &stored.input);
     let opening = Opening {
         run_id: &run_id,
         agent,
@@ -64,7 +66,11 @@ pub(super) fn run(stored: StoredRun, options: &ReplayOptions) -> Result<ReplayRe
     };
     let mut produced: Vec<RecordBody> = Vec::new();
     let mut unanswered = None;
-    let replayed = match driver::open(opening, None)? {
+    let opened = match rejected {
+        Some(reason) => Opened::Failed(reason),
+        None => driver::open(opening, None)?,
+    };
+    let replayed = match opened {
         Opened::Ready(mut exec) => {
             let end = driver::drive(&mut exec, 0, |_, boundary| {
                 produced.extend(boundary.commit.records);
@@ -79,15 +85,21 @@ pub(super) fn run(stored: StoredRun, options: &ReplayOptions) -> Result<ReplayRe
             // The outcome record, where the run ended, is what the run came to.
             recorded_outcome_of(&produced).unwrap_or(outcome)
         }
-        Opened::Failed(reason) => Outcome {
-            status: crate::outcome::Status::Failed,
-            state: stored.start.state.clone(),
-            output: None,
-            reason: Some(reason),
-            steps: 0,
-            host_calls: 0,
-            fuel: 0,
-        },
+        Opened::Failed(reason) => {
+            let outcome = Outcome {
+                status: crate::outcome::Status::Failed,
+                state: stored.start.state.clone(),
+                output: None,
+                reason: Some(reason),
+                steps: 0,
+                host_calls: 0,
+                fuel: 0,
+            };
+            // What a run that fails before its first step records: its outcome, which
+            // is then where the behaviour departs.
+            produced.push(RecordBody::Outcome(outcome.clone()));
+            outcome
+        }
     };
     // Compared without fuel; described as recorded and as produced, fuel and all (a
     // departure that printed the compared form read "fuel 0" on every line).

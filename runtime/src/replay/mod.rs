@@ -237,6 +237,39 @@ pub fn replay_all(journal: &Journal, options: &ReplayOptions) -> Result<Vec<Repl
     Ok(reports)
 }
 
+/// The report of an exact replay that failed before the first step (`what`: the input
+/// contract refused the input, or the module could not be instantiated): identical if
+/// the run recorded that same failure as its outcome.
+fn failed_at_start(
+    mut report: ReplayReport,
+    stored: &StoredRun,
+    reason: &crate::outcome::FailureReason,
+    what: &str,
+) -> ReplayReport {
+    let recorded = stored.records.iter().find_map(|r| match &r.body {
+        RecordBody::Outcome(outcome) => Some((r.index, outcome.reason.clone())),
+        _ => None,
+    });
+    report.divergence = match recorded {
+        Some((_, Some(recorded))) if recorded == *reason => None,
+        other => Some(Divergence {
+            record: other.as_ref().map(|(index, _)| *index),
+            step: Some(0),
+            call: None,
+            expected: format!("{:?}", other.and_then(|(_, r)| r)),
+            actual: format!("{what}: {reason}"),
+            unanswerable: false,
+        }),
+    };
+    report.records_compared = u64::from(report.divergence.is_none());
+    report.verdict = if report.divergence.is_none() {
+        ReplayVerdict::Identical
+    } else {
+        ReplayVerdict::Diverged
+    };
+    report
+}
+
 fn exact(
     journal: &Journal,
     stored: StoredRun,
@@ -247,6 +280,12 @@ fn exact(
     // A fork's history starts at the checkpoint it was forked from.
     let from_checkpoint = from_checkpoint.or(stored.start.parent.as_ref().map(|p| p.step));
     report.from_checkpoint = from_checkpoint;
+    // Replayed from its beginning, a run (or a fork) meets its input contract first, as
+    // it did when it began.
+    let at_start = from_checkpoint == stored.start.parent.as_ref().map(|p| p.step);
+    if at_start && let Some(reason) = driver::admit(&stored.policy, &stored.input) {
+        return Ok(failed_at_start(report, &stored, &reason, "input rejected"));
+    }
     let checkpoint = match from_checkpoint {
         Some(step) => Some(journal.recorded_checkpoint(&run_id, step)?.ok_or_else(|| {
             Error::NoCheckpoint {
@@ -287,28 +326,12 @@ fn exact(
         Opened::Ready(exec) => exec,
         // A run that failed at instantiation replays as that same failure.
         Opened::Failed(reason) => {
-            let recorded = stored.records.iter().find_map(|r| match &r.body {
-                RecordBody::Outcome(outcome) => Some((r.index, outcome.reason.clone())),
-                _ => None,
-            });
-            report.divergence = match recorded {
-                Some((_, Some(recorded))) if recorded == reason => None,
-                other => Some(Divergence {
-                    record: other.as_ref().map(|(index, _)| *index),
-                    step: Some(0),
-                    call: None,
-                    expected: format!("{:?}", other.and_then(|(_, r)| r)),
-                    actual: format!("instantiation failed: {reason}"),
-                    unanswerable: false,
-                }),
-            };
-            report.records_compared = u64::from(report.divergence.is_none());
-            report.verdict = if report.divergence.is_none() {
-                ReplayVerdict::Identical
-            } else {
-                ReplayVerdict::Diverged
-            };
-            return Ok(report);
+            return Ok(failed_at_start(
+                report,
+                &stored,
+                &reason,
+                "instantiation failed",
+            ));
         }
     };
     let from = from_checkpoint.unwrap_or(0);

@@ -4,6 +4,7 @@
 
 use super::*;
 
+mod input;
 mod properties;
 mod rules;
 
