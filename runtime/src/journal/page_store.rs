@@ -23,6 +23,10 @@ pub(crate) const MAX_DEPTH: u8 = 8;
 
 const COMPRESSED: u8 = 0x01;
 
+/// A difference at most this long is stored without trying the whole page: no
+/// compression of a whole page gets near it.
+const SMALL_DIFFERENCE: usize = PAGE_SIZE / 16;
+
 thread_local! {
     /// One zstd context per thread, reused: creating one costs as much as compressing a
     /// page.
@@ -71,7 +75,27 @@ pub(crate) fn pack(page: &[u8], base: Option<(Digest, &[u8], u8)>) -> Vec<u8> {
     if page.len() != PAGE_SIZE {
         return page.to_vec();
     }
-    let mut best = match compress(page) {
+    // The difference first: a step changes a few bytes of a page, so it is usually tiny,
+    // and then compressing the whole page as well would be wasted.
+    let mut best: Option<Vec<u8>> = None;
+    if let Some((digest, base, depth)) = base
+        && base.len() == PAGE_SIZE
+        && depth < MAX_DEPTH
+    {
+        let difference: Vec<u8> = page.iter().zip(base).map(|(a, b)| a ^ b).collect();
+        if let Some(frame) = compress(&difference) {
+            let mut out = Vec::with_capacity(frame.len() + 34);
+            out.push(DELTA);
+            out.push(depth + 1);
+            out.extend_from_slice(&digest.0);
+            out.extend_from_slice(&frame);
+            if out.len() <= SMALL_DIFFERENCE {
+                return out;
+            }
+            best = Some(out);
+        }
+    }
+    let whole = match compress(page) {
         Some(frame) if frame.len() + 1 < PAGE_SIZE => {
             let mut out = Vec::with_capacity(frame.len() + 1);
             out.push(COMPRESSED);
@@ -80,23 +104,10 @@ pub(crate) fn pack(page: &[u8], base: Option<(Digest, &[u8], u8)>) -> Vec<u8> {
         }
         _ => page.to_vec(),
     };
-    if let Some((digest, base, depth)) = base
-        && base.len() == PAGE_SIZE
-        && depth < MAX_DEPTH
-    {
-        let difference: Vec<u8> = page.iter().zip(base).map(|(a, b)| a ^ b).collect();
-        if let Some(frame) = compress(&difference)
-            && frame.len() + 34 < best.len()
-        {
-            let mut out = Vec::with_capacity(frame.len() + 34);
-            out.push(DELTA);
-            out.push(depth + 1);
-            out.extend_from_slice(&digest.0);
-            out.extend_from_slice(&frame);
-            best = out;
-        }
+    match best {
+        Some(difference) if difference.len() < whole.len() => difference,
+        _ => whole,
     }
-    best
 }
 
 /// The page a stored value holds; `base` fetches a stored base page by digest.
