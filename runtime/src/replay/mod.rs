@@ -217,24 +217,46 @@ pub fn replay(
     }
 }
 
-/// Replays every run of the journal, oldest first. A run that cannot be replayed is a
-/// report with that verdict, never the end of the list.
+/// Replays every run of the journal, oldest first, on one thread per processor (replays
+/// only read). A run that cannot be replayed is a report with that verdict, never the end
+/// of the list.
 ///
 /// # Errors
 /// Journal errors reading the list of runs.
 pub fn replay_all(journal: &Journal, options: &ReplayOptions) -> Result<Vec<ReplayReport>, Error> {
-    let mut reports = Vec::new();
-    for meta in journal.runs()? {
-        let report = replay(journal, &meta.run_id, options).unwrap_or_else(|e| {
-            let why = Divergence::at_end(
-                "a run that can be read from the journal",
-                crate::error::chain(&e),
-            );
-            ReplayReport::could_not_replay(&meta, options.mode(), why)
-        });
-        reports.push(report);
-    }
-    Ok(reports)
+    let runs = journal.runs()?;
+    let workers = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .min(runs.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let slots: Vec<std::sync::Mutex<Option<ReplayReport>>> =
+        runs.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                loop {
+                    let at = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(meta) = runs.get(at) else {
+                        break;
+                    };
+                    let report = replay(journal, &meta.run_id, options).unwrap_or_else(|e| {
+                        let why = Divergence::at_end(
+                            "a run that can be read from the journal",
+                            crate::error::chain(&e),
+                        );
+                        ReplayReport::could_not_replay(meta, options.mode(), why)
+                    });
+                    if let Ok(mut slot) = slots[at].lock() {
+                        *slot = Some(report);
+                    }
+                }
+            });
+        }
+    });
+    Ok(slots
+        .into_iter()
+        .filter_map(|slot| slot.into_inner().ok().flatten())
+        .collect())
 }
 
 /// The report of an exact replay that failed before the first step (`what`: the input
