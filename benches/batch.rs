@@ -83,8 +83,8 @@ fn batch(c: &mut Criterion) {
                     (dir, journal)
                 },
                 |(dir, journal)| {
-                    let lines =
-                        warden::batch(&journal, &template, &inputs, workers, &|_| {}).expect("batch");
+                    let lines = warden::batch(&journal, &template, &inputs, workers, &|_| {})
+                        .expect("batch");
                     assert_eq!(lines.len(), inputs.len());
                     stats = Some(journal.commit_stats());
                     drop(journal);
