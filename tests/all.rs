@@ -11,9 +11,12 @@
 
 mod support;
 
+mod aml_example;
 mod authoring;
 mod batch;
 mod bindings_paths;
+mod c_guest;
+mod chat_model;
 mod check;
 mod cli;
 mod cli_small;
@@ -22,14 +25,20 @@ mod crash;
 mod enforcement;
 mod evidence;
 mod evidence_attacks;
+mod file_tools;
 mod gates;
 mod hostile;
 mod hostile_agents;
+mod http_tools;
 mod input_contract;
+mod insurance_example;
 mod loan_example;
 mod module_cache;
+mod onnx_model;
+mod otlp;
 mod redteam;
 mod replay;
 mod report;
 mod review;
 mod secrets;
+mod wasi;

@@ -109,12 +109,14 @@ fn one_mistake_in_each_file_kind_is_reported_at_once_with_file_and_field() {
         "\"A-10003\": {",
         "\"A-10003\": 641, \"A-10003-old\": {",
     );
-    // The agent: a module that imports WASI.
-    let wasi = Path::new(warden_test_guests::HOSTILE_WAT_DIR).join("wasi_import.wat");
+    // The agent: a module that imports a function Warden never provides. (A WASI import
+    // would not do: whether one is allowed is the policy's to say, and this policy does
+    // not read.)
+    let foreign = Path::new(warden_test_guests::HOSTILE_WAT_DIR).join("unknown_module_import.wat");
     plant(
         &manifest,
         &format!("agent = {:?}", warden_test_guests::LOAN_AGENT),
-        &format!("agent = {:?}", wasi.to_str().expect("utf-8")),
+        &format!("agent = {:?}", foreign.to_str().expect("utf-8")),
     );
 
     let target = example.to_str().expect("utf-8");
@@ -141,8 +143,8 @@ fn one_mistake_in_each_file_kind_is_reported_at_once_with_file_and_field() {
             "name: the card is named \"pd_score\"",
         ),
         (
-            "wasi_import.wat:",
-            "imports.wasi_snapshot_preview1.fd_write: agent module imports",
+            "unknown_module_import.wat:",
+            "imports.env.getrandom: agent module imports",
         ),
     ];
     assert_eq!(errors.len(), expected.len(), "{text}");

@@ -232,6 +232,29 @@ pub const FAIL_AT_RUN: &[Fails] = &[
     },
 ];
 
+impl Refused {
+    /// Whether `error` is this fixture's refusal, naming what it must: shared with the
+    /// fixture's C twin (`tests/c_guest/hostile.rs`).
+    pub fn check(&self, error: &LoadError) -> Result<(), String> {
+        if !(self.is)(error) {
+            return Err(format!("refused with the wrong error: {error:?}"));
+        }
+        let text = error.to_string();
+        match self.says.iter().find(|says| !text.contains(*says)) {
+            Some(missing) => Err(format!("the refusal does not name {missing:?}: {text}")),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Fails {
+    /// Whether `reason` is the one this fixture must fail with: shared with the fixture's
+    /// C twin (`tests/c_guest/hostile.rs`).
+    pub fn expects(&self, reason: &FailureReason) -> bool {
+        (self.is)(reason)
+    }
+}
+
 /// A fault in step 1 that is exactly `expected`.
 fn fault(reason: &FailureReason, expected: &GuestFault) -> bool {
     matches!(reason, FailureReason::Fault { step: 1, fault } if fault == expected)
@@ -276,14 +299,7 @@ fn wat_fixtures_are_refused_at_load_naming_what_is_wrong() {
                 Ok(_) => return Err("loaded, but Warden must refuse it".into()),
                 Err(error) => error,
             };
-            if !(row.is)(&error) {
-                return Err(format!("refused with the wrong error: {error:?}"));
-            }
-            let text = error.to_string();
-            match row.says.iter().find(|says| !text.contains(*says)) {
-                Some(missing) => Err(format!("the refusal does not name {missing:?}: {text}")),
-                None => Ok(()),
-            }
+            row.check(&error)
         },
     );
 }

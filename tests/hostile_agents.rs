@@ -154,6 +154,23 @@ const FAILING_AGENTS: &[Hostile] = &[
     },
 ];
 
+/// Whether a recorded failure is the one a row expects.
+pub type FailsWith = fn(&FailureReason) -> bool;
+
+/// The input and the expected failure of the hostile Rust agent of [`FAILING_AGENTS`]
+/// named `name` (`tests/guests/agents/examples/{name}.rs`): shared with its C twin of the
+/// same name (`tests/c_guest/hostile.rs`).
+pub fn failing_agent(name: &str) -> Option<(&'static str, FailsWith)> {
+    FAILING_AGENTS
+        .iter()
+        .find(|row| {
+            Path::new(row.agent)
+                .file_stem()
+                .is_some_and(|stem| stem == name)
+        })
+        .map(|row| (row.input, row.is))
+}
+
 /// Every hostile Rust agent: the table's, and those with a test of their own.
 fn hostile_agents() -> Vec<&'static str> {
     FAILING_AGENTS

@@ -4,6 +4,7 @@
 
 mod commands;
 mod output;
+mod telemetry;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,7 +37,9 @@ Examples:
 
 Run ids may be shortened to any unique prefix (warden show 20261201-0442).
 
-Logging: -v (info), -vv (debug: every step and host call as tracing spans), or RUST_LOG.";
+Logging: -v (info), -vv (debug: every step and host call as tracing spans), or RUST_LOG.
+OpenTelemetry: --otlp URL or OTEL_EXPORTER_OTLP_ENDPOINT exports the spans and the
+decision metrics over OTLP/HTTP (README, \"Observability\").";
 
 /// Run AI agents compiled to WebAssembly under runtime enforcement: every host call and
 /// transition is checked against a policy, journaled in a hash-chained redb database, and
@@ -68,6 +71,11 @@ struct Cli {
     /// Log to standard error: -v for runs, -vv for every step and host call.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// Export the run, step and host-call spans and the decision metrics to an
+    /// OpenTelemetry receiver, OTLP over HTTP (protobuf), at this base URL
+    /// (http://127.0.0.1:4318). Default: OTEL_EXPORTER_OTLP_ENDPOINT if set, else off.
+    #[arg(long, global = true, value_name = "URL")]
+    otlp: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -128,12 +136,17 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    install_logging(cli.verbose);
+    let telemetry = match telemetry::install(cli.verbose, cli.otlp.as_deref()) {
+        Ok(telemetry) => telemetry,
+        Err(error) => return output::report_error(&error),
+    };
     install_module_cache(cli.module_cache.as_deref());
-    match dispatch(&cli) {
+    let code = match dispatch(&cli) {
         Ok(code) => ExitCode::from(code),
         Err(error) => output::report_error(&error),
-    }
+    };
+    telemetry.shutdown();
+    code
 }
 
 /// Points the library at the on-disk module cache; a cache that cannot be used is only
@@ -147,21 +160,6 @@ fn install_module_cache(choice: Option<&std::path::Path>) {
     if let Err(e) = warden::set_module_cache_dir(dir.as_deref()) {
         eprintln!("warning: {}", output::escape(&e.to_string()));
     }
-}
-
-/// Libraries emit spans; only the binary installs a subscriber.
-fn install_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
-        1 => "warden=info",
-        _ => "warden=debug",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 /// Runs the command; its exit code on success (see `AFTER_HELP`).

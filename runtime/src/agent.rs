@@ -2,7 +2,11 @@
 //! host-call import, and prepare it so that its whole state can be checkpointed.
 //!
 //! Upholds invariant 2 (no ambient authority): a module that imports anything but
-//! `warden.host_call` is refused, and the error names the import. It also makes the
+//! `warden.host_call` is refused, and the error names the import. The one exception is a
+//! WASI guest (`docs/design.md`, "WASI guests"): loaded for a policy that allows WASI
+//! ([`WasiImports::Admitted`]), a module may also import the WASI preview 1 functions
+//! Warden answers itself ([`WASI_FUNCTIONS`], in `crate::wasi`), each with its WASI type;
+//! any other WASI function (files, sockets, polling) is refused, named. It also makes the
 //! checkpoint promise true ("memory + globals + fuel + state is the whole state"): every
 //! mutable global is exported under a Warden name (the technique Wizer uses), and modules
 //! whose instance state would escape a checkpoint (a start function, table mutation,
@@ -15,10 +19,68 @@ use wasmparser::{ExternalKind, Operator, Parser, Payload};
 use wasmtime::{ExternType, Module, ValType};
 
 use crate::digest::{Digest, domain};
+use crate::policy::Policy;
 use warden_guest::wire;
 
 /// Prefix of the exports Warden adds for mutable globals: `__warden_global_<index>`.
 pub const GLOBAL_EXPORT_PREFIX: &str = "__warden_global_";
+
+/// The import module of WASI preview 1, which `wasm32-wasip1` guests import.
+pub const WASI_MODULE: &str = "wasi_snapshot_preview1";
+
+/// The WASI preview 1 functions Warden answers for a WASI guest, each with its core type
+/// (parameters `>` results; `i` is i32, `I` i64), as `wasm32-wasip1` declares them.
+/// `crate::wasi` defines exactly these (a test checks it).
+pub const WASI_FUNCTIONS: &[(&str, &str)] = &[
+    ("args_get", "ii>i"),
+    ("args_sizes_get", "ii>i"),
+    ("clock_res_get", "ii>i"),
+    ("clock_time_get", "iIi>i"),
+    ("environ_get", "ii>i"),
+    ("environ_sizes_get", "ii>i"),
+    ("fd_close", "i>i"),
+    ("fd_fdstat_get", "ii>i"),
+    ("fd_prestat_dir_name", "iii>i"),
+    ("fd_prestat_get", "ii>i"),
+    ("fd_read", "iiii>i"),
+    ("fd_seek", "iIii>i"),
+    ("fd_write", "iiii>i"),
+    ("proc_exit", "i>"),
+    ("random_get", "ii>i"),
+    ("sched_yield", ">i"),
+];
+
+/// The advice of a refused WASI import when WASI was not admitted.
+const WASI_NOT_ALLOWED: &str = ": WASI is available only to an agent whose policy allows WASI guests ([wasi] enabled = true: Warden answers their clocks, randomness and output and journals them; no files or network); otherwise build for wasm32-unknown-unknown against warden-guest";
+
+/// The advice of a refused import of a WASI function Warden does not answer.
+const WASI_UNANSWERED: &str = ": Warden answers only the WASI functions a guest needs for clocks, randomness and standard output and error (args_get, args_sizes_get, clock_res_get, clock_time_get, environ_get, environ_sizes_get, fd_close, fd_fdstat_get, fd_prestat_dir_name, fd_prestat_get, fd_read, fd_seek, fd_write, proc_exit, random_get, sched_yield); a WASI guest has no files, sockets, polling or other processes";
+
+/// The advice of a refused import from another WASI module than preview 1.
+const WASI_OTHER: &str = ": Warden answers WASI preview 1 (wasi_snapshot_preview1, target wasm32-wasip1) only, for an agent whose policy allows WASI guests; otherwise build for wasm32-unknown-unknown against warden-guest";
+
+/// Whether loading admits a WASI guest: a module that imports WASI preview 1 functions.
+/// A policy decides ([`WasiImports::of`]); the default refuses them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WasiImports {
+    /// Any WASI import is refused, named, with advice (no policy allows WASI here).
+    #[default]
+    Refused,
+    /// Imports of the WASI functions Warden answers ([`WASI_FUNCTIONS`]) are admitted;
+    /// any other WASI import is refused, named.
+    Admitted,
+}
+
+impl WasiImports {
+    /// What `policy` admits: WASI guests only with `[wasi] enabled = true`.
+    pub fn of(policy: &Policy) -> WasiImports {
+        if policy.wasi {
+            WasiImports::Admitted
+        } else {
+            WasiImports::Refused
+        }
+    }
+}
 
 /// Why a module cannot run as an agent. Each variant names what a developer must change.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +133,25 @@ pub enum LoadError {
         /// What the module has instead.
         found: String,
     },
+    /// A WASI function Warden answers is imported with another type than WASI's.
+    #[error(
+        "agent module imports `{}.{name}` with type {found}; WASI preview 1 declares it as {expected} (parameters > results; i is i32, I is i64): build for wasm32-wasip1",
+        WASI_MODULE
+    )]
+    WasiSignature {
+        /// The WASI function.
+        name: String,
+        /// The type found.
+        found: String,
+        /// The type WASI declares.
+        expected: &'static str,
+    },
+    /// The module exports a WASI entry point (`_start` of a command, `_initialize` of a
+    /// reactor), which Warden would never call.
+    #[error(
+        "agent module exports `{0}`, a WASI entry point Warden never calls: an agent runs code only inside steps, where every effect is enforced and journaled (build a cdylib that registers its agent with warden_guest::agent!, not a binary)"
+    )]
+    EntryPoint(String),
     /// The wasmtime engine could not start on this machine.
     #[error("the wasmtime engine could not start")]
     Engine(#[source] wasmtime::Error),
@@ -111,19 +192,32 @@ pub struct Agent {
     pub module: Module,
     /// Names of the exports that expose the module's mutable globals, in index order.
     pub globals: Vec<String>,
+    /// The WASI functions the module imports, in import order: empty unless it is a WASI
+    /// guest (loaded with [`WasiImports::Admitted`]).
+    pub wasi: Vec<String>,
 }
 
 impl Agent {
-    /// Reads and loads an agent file (`.wasm`, or `.wat` text).
+    /// Reads and loads an agent file (`.wasm`, or `.wat` text); a WASI guest is refused
+    /// (see [`Agent::from_file_with`]).
     ///
     /// # Errors
     /// [`LoadError`] naming the file, the import, export or instruction at fault.
     pub fn from_file(path: &Path) -> Result<Agent, LoadError> {
+        Agent::from_file_with(path, WasiImports::Refused)
+    }
+
+    /// Reads and loads an agent file, admitting a WASI guest as `wasi` says (for a run:
+    /// [`WasiImports::of`] its policy).
+    ///
+    /// # Errors
+    /// [`LoadError`] naming the file, the import, export or instruction at fault.
+    pub fn from_file_with(path: &Path, wasi: WasiImports) -> Result<Agent, LoadError> {
         let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
             path: path.to_path_buf(),
             source,
         })?;
-        Agent::from_bytes(&bytes)
+        Agent::from_bytes_with(&bytes, wasi)
     }
 
     /// The digest that names a module binary: the agent digest recorded in every run.
@@ -131,11 +225,19 @@ impl Agent {
         Digest::of(domain::AGENT, binary)
     }
 
-    /// Loads an agent from module bytes (binary or WAT text).
+    /// Loads an agent from module bytes (binary or WAT text); a WASI guest is refused.
     ///
     /// # Errors
     /// [`LoadError`] naming the import, export or instruction at fault.
     pub fn from_bytes(bytes: &[u8]) -> Result<Agent, LoadError> {
+        Agent::from_bytes_with(bytes, WasiImports::Refused)
+    }
+
+    /// Loads an agent from module bytes, admitting a WASI guest as `wasi` says.
+    ///
+    /// # Errors
+    /// [`LoadError`] naming the import, export or instruction at fault.
+    pub fn from_bytes_with(bytes: &[u8], wasi: WasiImports) -> Result<Agent, LoadError> {
         let engine = crate::engine::engine().map_err(LoadError::Engine)?;
         let binary = wat::parse_bytes(bytes)
             .map_err(|e| LoadError::Text(e.to_string()))?
@@ -144,7 +246,7 @@ impl Agent {
         let rewritten = export_globals(&binary, &scan)?;
         let module = crate::module_cache::compile(engine, &rewritten)
             .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
-        check_imports(&module)?;
+        let wasi = check_imports(&module, wasi)?;
         check_exports(&module)?;
         let globals = scan
             .mutable_globals
@@ -156,7 +258,26 @@ impl Agent {
             bytes: binary,
             module,
             globals,
+            wasi,
         })
+    }
+
+    /// Whether `policy` lets this agent run: an agent that imports WASI only under a
+    /// policy that allows WASI guests. Where an agent is loaded before its policy is
+    /// known, or run under another policy than it was loaded for, this is the check.
+    ///
+    /// # Errors
+    /// [`LoadError::ForbiddenImport`] naming its first WASI import, with advice.
+    pub fn admitted_by(&self, policy: &Policy) -> Result<(), LoadError> {
+        match self.wasi.first() {
+            Some(name) if !policy.wasi => Err(LoadError::ForbiddenImport {
+                module: WASI_MODULE.to_string(),
+                name: name.clone(),
+                kind: "func",
+                hint: WASI_NOT_ALLOWED,
+            }),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -296,14 +417,20 @@ fn kind_name(ty: &ExternType) -> &'static str {
     }
 }
 
-fn check_imports(module: &Module) -> Result<(), LoadError> {
+/// Checks every import; returns the WASI functions imported (admitted ones only).
+fn check_imports(module: &Module, wasi: WasiImports) -> Result<Vec<String>, LoadError> {
+    let mut imported = Vec::new();
     for import in module.imports() {
         let ty = import.ty();
+        if import.module() == WASI_MODULE && wasi == WasiImports::Admitted {
+            imported.push(check_wasi_import(import.name(), &ty)?);
+            continue;
+        }
         if import.module() != wire::IMPORT_MODULE || import.name() != wire::IMPORT_NAME {
-            let hint = if import.module().starts_with("wasi") {
-                ": WASI is not available to agents (no clock, randomness, files or network of their own); build for wasm32-unknown-unknown against warden-guest"
-            } else {
-                ""
+            let hint = match import.module() {
+                WASI_MODULE => WASI_NOT_ALLOWED,
+                module if module.starts_with("wasi") => WASI_OTHER,
+                _ => "",
             };
             return Err(LoadError::ForbiddenImport {
                 module: import.module().to_string(),
@@ -328,10 +455,53 @@ fn check_imports(module: &Module) -> Result<(), LoadError> {
             });
         }
     }
-    Ok(())
+    Ok(imported)
+}
+
+/// An import from `wasi_snapshot_preview1`: one of the functions Warden answers, with its
+/// WASI type.
+fn check_wasi_import(name: &str, ty: &ExternType) -> Result<String, LoadError> {
+    let Some((_, expected)) = WASI_FUNCTIONS.iter().find(|(n, _)| *n == name) else {
+        return Err(LoadError::ForbiddenImport {
+            module: WASI_MODULE.to_string(),
+            name: name.to_string(),
+            kind: kind_name(ty),
+            hint: WASI_UNANSWERED,
+        });
+    };
+    match ty {
+        ExternType::Func(func) if signature(func) == *expected => Ok(name.to_string()),
+        other => Err(LoadError::WasiSignature {
+            name: name.to_string(),
+            found: match other {
+                ExternType::Func(func) => signature(func),
+                other => kind_name(other).to_string(),
+            },
+            expected,
+        }),
+    }
+}
+
+/// A function type as [`WASI_FUNCTIONS`] writes it: `iIi>i`.
+fn signature(func: &wasmtime::FuncType) -> String {
+    let letter = |ty: ValType| match ty {
+        ValType::I32 => 'i',
+        ValType::I64 => 'I',
+        ValType::F32 => 'f',
+        ValType::F64 => 'F',
+        _ => '?',
+    };
+    let params: String = func.params().map(letter).collect();
+    let results: String = func.results().map(letter).collect();
+    format!("{params}>{results}")
 }
 
 fn check_exports(module: &Module) -> Result<(), LoadError> {
+    for entry in ["_start", "_initialize"] {
+        if module.get_export(entry).is_some() {
+            return Err(LoadError::EntryPoint(entry.to_string()));
+        }
+    }
     match module.get_export(wire::STEP_EXPORT) {
         Some(ExternType::Func(func))
             if func.params().len() == 0
@@ -389,6 +559,44 @@ mod tests {
             }
             let _ = Agent::from_bytes(&seed);
         }
+    }
+
+    /// The refusal of a WASI function Warden does not answer lists those it does.
+    #[test]
+    fn the_advice_names_every_wasi_function_warden_answers() {
+        let names: Vec<&str> = WASI_FUNCTIONS.iter().map(|(name, _)| *name).collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(names, sorted, "sorted, each once");
+        assert!(WASI_UNANSWERED.contains(&format!("({})", names.join(", "))));
+    }
+
+    /// A WASI import loads only when admitted, and then only for a policy that allows it.
+    #[test]
+    fn a_wasi_guest_loads_only_where_admitted() {
+        let wat = r#"(module
+            (import "wasi_snapshot_preview1" "random_get" (func (param i32 i32) (result i32)))
+            (memory (export "memory") 1)
+            (func (export "warden_step") (result i32) i32.const 0))"#;
+        assert!(matches!(
+            Agent::from_bytes(wat.as_bytes()),
+            Err(LoadError::ForbiddenImport { hint, .. }) if hint == WASI_NOT_ALLOWED
+        ));
+        let agent = Agent::from_bytes_with(wat.as_bytes(), WasiImports::Admitted).expect("loads");
+        assert_eq!(agent.wasi, ["random_get"]);
+        let text = "[policy]\nname = \"n\"\nversion = \"1\"\ninitial = \"a\"\n\
+            [states.a]\ntransitions = [\"b\"]\n[states.b]\nterminal = true\n";
+        let plain = Policy::parse(text, "plain").expect("policy");
+        let wasi =
+            Policy::parse(&format!("{text}[wasi]\nenabled = true\n"), "wasi").expect("policy");
+        assert_eq!(WasiImports::of(&plain), WasiImports::Refused);
+        assert_eq!(WasiImports::of(&wasi), WasiImports::Admitted);
+        assert!(agent.admitted_by(&wasi).is_ok());
+        assert!(matches!(
+            agent.admitted_by(&plain),
+            Err(LoadError::ForbiddenImport { name, .. }) if name == "random_get"
+        ));
     }
 
     #[test]

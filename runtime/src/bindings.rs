@@ -38,26 +38,65 @@
 //! [models.pd_scorecard]
 //! provider = "scorecard"                # a logistic-regression scorecard
 //! file = "models/pd_scorecard.toml"
+//!
+//! [models.pd_classifier]
+//! provider = "onnx"                     # a classifier in an ONNX file, run by tract
+//! file = "models/pd.onnx"
+//! card = "models/pd.toml"               # labels, features, provenance, model_sha256
+//!
+//! [tools.payout]
+//! provider = "http"                     # a JSON endpoint, behind an allowlist
+//! url = "https://payments.example/v1/payouts"
+//! allow = ["https://payments.example:443/v1/"]
+//! headers = { Authorization = { env = "PAYMENTS_TOKEN", prefix = "Bearer " } }
+//! effect = true                         # sends Idempotency-Key: <run_id>/<call_seq>
+//!
+//! [tools.documents]
+//! provider = "files"                    # a directory, through a cap-std capability
+//! dir = "documents"                     # inside the bindings file's directory
+//! write = true                          # default false; a write is an effect
+//! file = "documents.writes.jsonl"       # the write log (a ledger), with write = true
+//!
+//! [models.claim_classifier]
+//! provider = "chat"                     # an OpenAI-compatible /v1/chat/completions
+//! base_url = "https://api.example/v1"
+//! model = "gpt-4o-mini"
+//! api_key = { env = "OPENAI_API_KEY" }  # the variable's name; its value never recorded
+//! labels = ["pay", "investigate"]       # probabilities from token log-probabilities
 //! ```
+//!
+//! Credentials are named, never written: an `http` or `chat` binding names the
+//! environment variable that holds one, read when the bindings load; its value is in no
+//! digest, record, message or answer (`http::secret`).
 
 mod card;
+mod chat;
 mod decode;
 mod error;
+mod files;
 mod fixture;
+mod http;
 mod ledger;
 mod load;
+mod onnx;
 mod scorecard;
+mod settings;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use warden_guest::{CallError, CallErrorKind};
 
+use chat::ChatModel;
 pub use error::{BindingsError, CardNameMismatch, EntryOutside};
+use files::FilesTool;
 use fixture::Fixture;
+use http::HttpTool;
 use ledger::Ledger;
+use onnx::OnnxModel;
 use scorecard::Scorecard;
 
 /// Domain tag of [`Bindings::hash`]; change it if the hashed layout ever changes.
@@ -138,6 +177,10 @@ pub struct ModelCard {
 enum Tool {
     Fixture(Fixture),
     Ledger(Ledger),
+    /// A JSON endpoint over HTTP (`http`).
+    Http(Box<HttpTool>),
+    /// A directory, read (and written, if granted) through a capability (`files`).
+    Files(Box<FilesTool>),
     /// A ledger that an inspection ([`LedgerMode::Inspect`]) found missing and did not
     /// create: a run creates it. Never answers a call.
     Unopened {
@@ -150,6 +193,21 @@ enum Model {
     Scorecard {
         scorecard: Scorecard,
         card: ModelCard,
+        bytes: Vec<u8>,
+        /// The card file, as the bindings name it.
+        path: PathBuf,
+    },
+    /// A language model behind an OpenAI-compatible server (`chat`); its card is its
+    /// settings.
+    Chat {
+        chat: Box<ChatModel>,
+        card: ModelCard,
+    },
+    /// A classifier in an ONNX file (`onnx`), described by its card.
+    Onnx {
+        onnx: Box<OnnxModel>,
+        card: ModelCard,
+        /// The card's bytes (they pin the model file's SHA-256).
         bytes: Vec<u8>,
         /// The card file, as the bindings name it.
         path: PathBuf,
@@ -189,6 +247,9 @@ pub struct BindingEntry {
     pub key: Option<String>,
     /// 1-based line and column of the `key` value, if written.
     pub key_at: Option<(usize, usize)>,
+    /// `card`, as written (an `onnx` model's card, relative to the bindings file's
+    /// directory).
+    pub card: Option<String>,
 }
 
 /// Where a model card's fields are written: 1-based (line, column) pairs.
@@ -348,6 +409,8 @@ impl Bindings {
     pub fn labels(&self, model: &str) -> Vec<String> {
         match self.models.get(model) {
             Some(Model::Scorecard { scorecard, .. }) => scorecard.labels(),
+            Some(Model::Chat { chat, .. }) => chat.labels(),
+            Some(Model::Onnx { onnx, .. }) => onnx.labels(),
             None => Vec::new(),
         }
     }
@@ -357,7 +420,8 @@ impl Bindings {
     pub fn features(&self, model: &str) -> Vec<String> {
         match self.models.get(model) {
             Some(Model::Scorecard { scorecard, .. }) => scorecard.features(),
-            None => Vec::new(),
+            Some(Model::Onnx { onnx, .. }) => onnx.features(),
+            Some(Model::Chat { .. }) | None => Vec::new(),
         }
     }
 
@@ -378,6 +442,18 @@ impl Bindings {
                     },
                 ))
             }
+            Model::Onnx { onnx, path, .. } => {
+                let places = onnx.places();
+                Some((
+                    path.as_path(),
+                    CardPlaces {
+                        name: places.name,
+                        features: places.features,
+                        feature_names: places.feature_names.clone(),
+                    },
+                ))
+            }
+            Model::Chat { .. } => None,
         }
     }
 
@@ -399,7 +475,10 @@ impl Bindings {
         self.models
             .values()
             .map(|model| match model {
-                Model::Scorecard { card, bytes, .. } => (card.clone(), bytes.as_slice()),
+                Model::Scorecard { card, bytes, .. } | Model::Onnx { card, bytes, .. } => {
+                    (card.clone(), bytes.as_slice())
+                }
+                Model::Chat { chat, card } => (card.clone(), chat.card()),
             })
             .collect()
     }
@@ -407,16 +486,21 @@ impl Bindings {
     /// The card of the named model.
     pub fn card(&self, model: &str) -> Option<&ModelCard> {
         match self.models.get(model)? {
-            Model::Scorecard { card, .. } => Some(card),
+            Model::Scorecard { card, .. } | Model::Chat { card, .. } | Model::Onnx { card, .. } => {
+                Some(card)
+            }
         }
     }
 
-    /// Whether the named tool acts on the world (a ledger), rather than only reading.
+    /// Whether the named tool acts on the world (a ledger, an `http` tool with `effect =
+    /// true`, a `files` tool with `write = true`), rather than only reading.
     pub fn is_effect(&self, tool: &str) -> bool {
-        matches!(
-            self.tools.get(tool),
-            Some(Tool::Ledger(_) | Tool::Unopened { .. })
-        )
+        match self.tools.get(tool) {
+            Some(Tool::Ledger(_) | Tool::Unopened { .. }) => true,
+            Some(Tool::Http(http)) => http.is_effect(),
+            Some(Tool::Files(files)) => files.is_effect(),
+            _ => false,
+        }
     }
 
     /// Calls the named tool with JSON arguments; returns its JSON result. `key` makes
@@ -428,9 +512,23 @@ impl Bindings {
         args_json: &str,
         key: &IdempotencyKey,
     ) -> Result<String, CallError> {
+        self.call_tool_until(name, args_json, key, None)
+    }
+
+    /// [`Bindings::call_tool`] within a deadline (the step's wall-clock budget): a
+    /// provider that talks to a server never waits past it.
+    pub fn call_tool_until(
+        &self,
+        name: &str,
+        args_json: &str,
+        key: &IdempotencyKey,
+        deadline: Option<Instant>,
+    ) -> Result<String, CallError> {
         match self.tools.get(name) {
             Some(Tool::Fixture(fixture)) => fixture.call(args_json),
             Some(Tool::Ledger(ledger)) => ledger.call(args_json, key),
+            Some(Tool::Http(http)) => http.call(args_json, key, deadline),
+            Some(Tool::Files(files)) => files.call(args_json, key),
             Some(Tool::Unopened { path }) => Err(call_error(
                 CallErrorKind::Unavailable,
                 format!(
@@ -447,8 +545,20 @@ impl Bindings {
 
     /// Asks the named model for an inference on JSON features.
     pub fn infer(&self, name: &str, features_json: &str) -> Result<ModelAnswer, CallError> {
+        self.infer_until(name, features_json, None)
+    }
+
+    /// [`Bindings::infer`] within a deadline (the step's wall-clock budget).
+    pub fn infer_until(
+        &self,
+        name: &str,
+        features_json: &str,
+        deadline: Option<Instant>,
+    ) -> Result<ModelAnswer, CallError> {
         match self.models.get(name) {
             Some(Model::Scorecard { scorecard, .. }) => scorecard.infer(features_json),
+            Some(Model::Chat { chat, .. }) => chat.infer(features_json, deadline),
+            Some(Model::Onnx { onnx, .. }) => onnx.infer(features_json),
             None => Err(call_error(
                 CallErrorKind::Unavailable,
                 format!("no binding for model {name:?}"),

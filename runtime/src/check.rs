@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::agent::{Agent, LoadError};
+use crate::agent::{Agent, LoadError, WasiImports};
 use crate::bindings::{BindingEntry, Bindings, BindingsError, LedgerMode, LoadOptions};
 use crate::manifest::{Manifest, ManifestError};
 use crate::policy::{Policy, PolicyError};
@@ -253,7 +253,16 @@ pub fn check(spec: &CheckSpec) -> CheckReport {
         report.register(display(file));
     }
     match &agent {
-        Some(path) if !reported("agent", &spec.agent) => report.agent(path),
+        Some(path) if !reported("agent", &spec.agent) => {
+            // A WASI guest is checked against the policy that would admit it; without
+            // a policy that could be read, its WASI imports are not held against it.
+            let wasi = policy
+                .as_ref()
+                .map_or(WasiImports::Admitted, |(policy, _, _)| {
+                    WasiImports::of(policy)
+                });
+            report.agent(path, wasi);
+        }
         _ => {}
     }
     let input_value = match &input {
@@ -435,7 +444,12 @@ impl Report {
             }
             entries
                 .iter()
-                .find(|e| e.file.as_ref().is_some_and(|f| dir.join(f) == file))
+                .find(|e| {
+                    [&e.file, &e.card]
+                        .into_iter()
+                        .flatten()
+                        .any(|f| dir.join(f) == file)
+                })
                 .map_or(CheckKind::Bindings, |e| {
                     match (e.section, e.provider.as_deref()) {
                         ("models", _) => CheckKind::Card,
@@ -459,14 +473,17 @@ impl Report {
         }
     }
 
-    fn agent(&mut self, path: &Path) {
-        if let Err(error) = Agent::from_file(path) {
+    fn agent(&mut self, path: &Path, wasi: WasiImports) {
+        if let Err(error) = Agent::from_file_with(path, wasi) {
             let field = match &error {
                 LoadError::ForbiddenImport { module, name, .. } => {
                     format!("imports.{module}.{name}")
                 }
                 LoadError::ImportSignature { .. } => "imports.warden.host_call".into(),
-                LoadError::Export { .. } => "exports".into(),
+                LoadError::WasiSignature { name, .. } => {
+                    format!("imports.{}.{name}", crate::agent::WASI_MODULE)
+                }
+                LoadError::Export { .. } | LoadError::EntryPoint(_) => "exports".into(),
                 LoadError::StartFunction(_) => "start".into(),
                 LoadError::UncheckpointableGlobal { global } => format!("globals[{global}]"),
                 LoadError::UncheckpointableInstruction { function, .. } => {
@@ -582,7 +599,9 @@ fn bindings_parts(problem: &BindingsError) -> (String, String) {
             (field, message)
         }
         BindingsError::CardName { .. } => ("name".into(), after(&text, ": name: ")),
-        BindingsError::Ledger { problem, .. } => (String::new(), problem.clone()),
+        BindingsError::Ledger { problem, .. } | BindingsError::OnnxModel { problem, .. } => {
+            (String::new(), problem.clone())
+        }
         BindingsError::NotALedger { .. } => (
             String::new(),
             after(&text, ": not a ledger").replacen("", "not a ledger", 1),

@@ -124,8 +124,35 @@ impl Confinement {
         options.read(true).append(append).create_new(create_new);
         match handle.open_with(file, &options) {
             Ok(opened) => Ok(opened.into_std()),
-            Err(error) => Err(self.classify(file, error)),
+            Err(error) => Err(self.refusal(file, error)),
         }
+    }
+
+    /// The directory `sub` (relative to this one) as a confinement of its own, confined
+    /// whatever this one allows: the directory of a `files` tool, whose paths the agent
+    /// writes. `sub` itself is checked as any other path of this one is.
+    pub(crate) fn open_dir(&self, sub: &str) -> Result<Confinement, Refused> {
+        let handle = match &self.handle {
+            None => Dir::open_ambient_dir(non_empty(&self.path(sub)), ambient_authority())
+                .map_err(Refused::Io)?,
+            Some(handle) => {
+                if let Some(reason) = lexically_outside(Path::new(sub)) {
+                    return Err(Refused::Outside(reason));
+                }
+                handle
+                    .open_dir(non_empty(Path::new(sub)))
+                    .map_err(|error| self.refusal(sub, error))?
+            }
+        };
+        Ok(Confinement {
+            dir: self.path(sub),
+            handle: Some(handle),
+        })
+    }
+
+    /// The capability for the directory; `None` when paths outside are allowed.
+    pub(crate) fn handle(&self) -> Option<&Dir> {
+        self.handle.as_ref()
     }
 
     /// Reads all of `file`.
@@ -148,7 +175,7 @@ impl Confinement {
         }
         match handle.metadata(file) {
             Ok(_) => Ok(()),
-            Err(error) => match self.classify(file, error) {
+            Err(error) => match self.refusal(file, error) {
                 Refused::Outside(reason) => Err(reason),
                 Refused::Io(_) => Ok(()),
             },
@@ -174,7 +201,7 @@ impl Confinement {
     /// Tells a refusal of the capability (a symlink leading out: cap-std says only
     /// "permission denied") from an ordinary I/O error, by resolving the path the way the
     /// operating system would and comparing it with the directory.
-    fn classify(&self, file: &str, error: io::Error) -> Refused {
+    pub(crate) fn refusal(&self, file: &str, error: io::Error) -> Refused {
         if error.kind() != io::ErrorKind::PermissionDenied {
             return Refused::Io(error);
         }
@@ -210,7 +237,7 @@ pub(crate) fn lexically_outside(path: &Path) -> Option<OutsideReason> {
 
 /// Where `path` leads: the file itself if it exists, else its parent's target joined
 /// with its name (a file about to be created).
-fn resolve(path: &Path) -> Option<PathBuf> {
+pub(crate) fn resolve(path: &Path) -> Option<PathBuf> {
     if let Ok(target) = std::fs::canonicalize(path) {
         return Some(target);
     }

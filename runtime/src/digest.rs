@@ -26,6 +26,8 @@ pub mod domain {
     pub const POLICY_V2: &str = "warden-policy-v2";
     /// A policy's canonical form when it declares an input contract (`[input] schema`).
     pub const POLICY_V3: &str = "warden-policy-v3";
+    /// A policy's canonical form when it allows WASI guests (`[wasi] enabled = true`).
+    pub const POLICY_V4: &str = "warden-policy-v4";
     /// A bindings file and the files it references. Its dotted spelling predates the
     /// others and is kept: it is hashed into every recorded run.
     pub const BINDINGS: &str = "warden.bindings.v1";

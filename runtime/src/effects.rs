@@ -7,6 +7,7 @@
 //! really recorded, never an invented response.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use warden_guest::wire::{Inference, Request, Response};
 use warden_guest::{CallError, CallErrorKind, InferenceId};
@@ -44,16 +45,18 @@ pub(crate) enum Effects {
 
 impl Effects {
     /// Answers an allowed tool or model `request` (whose bytes are `request_bytes`) made
-    /// as call number `call`. A recording that has no answer is a divergence.
+    /// as call number `call`; a live provider never waits past `deadline` (the step's
+    /// wall-clock budget). A recording that has no answer is a divergence.
     pub fn answer(
         &mut self,
         run_id: &str,
         call: u64,
         request: &Request,
         request_bytes: &[u8],
+        deadline: Option<Instant>,
     ) -> Result<Answer, Divergence> {
         match self {
-            Effects::Live(bindings) => Ok(live(bindings, run_id, call, request)),
+            Effects::Live(bindings) => Ok(live(bindings, run_id, call, request, deadline)),
             Effects::Fork { bindings, parent } => match request {
                 Request::Tool { name, .. } if bindings.is_effect(name) => {
                     let recorded = parent
@@ -72,7 +75,7 @@ impl Effects {
                         model: None,
                     })
                 }
-                _ => Ok(live(bindings, run_id, call, request)),
+                _ => Ok(live(bindings, run_id, call, request, deadline)),
             },
             Effects::Recorded(recording) => {
                 let unanswerable = || Divergence::unanswerable(call, request);
@@ -99,7 +102,13 @@ pub(crate) fn inference_id(call: u64) -> InferenceId {
     InferenceId(call)
 }
 
-fn live(bindings: &Bindings, run_id: &str, call: u64, request: &Request) -> Answer {
+fn live(
+    bindings: &Bindings,
+    run_id: &str,
+    call: u64,
+    request: &Request,
+    deadline: Option<Instant>,
+) -> Answer {
     match request {
         Request::Tool { name, args } => {
             let key = IdempotencyKey {
@@ -107,11 +116,11 @@ fn live(bindings: &Bindings, run_id: &str, call: u64, request: &Request) -> Answ
                 call_seq: call,
             };
             Answer {
-                response: Response::Tool(bindings.call_tool(name, args, &key)),
+                response: Response::Tool(bindings.call_tool_until(name, args, &key, deadline)),
                 model: None,
             }
         }
-        Request::Model { name, features } => match bindings.infer(name, features) {
+        Request::Model { name, features } => match bindings.infer_until(name, features, deadline) {
             Ok(answer) => Answer {
                 model: Some(ModelOutput {
                     label: answer.label,

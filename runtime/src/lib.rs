@@ -63,6 +63,7 @@ pub mod seal;
 mod step;
 mod stored_run;
 mod timeline;
+mod wasi;
 
 #[cfg(test)]
 mod architecture;
@@ -70,7 +71,7 @@ mod architecture;
 #[doc(hidden)]
 pub mod internals;
 
-pub use agent::{Agent, LoadError};
+pub use agent::{Agent, LoadError, WASI_FUNCTIONS, WASI_MODULE, WasiImports};
 pub use analysis::{ColumnType, RUN_ROW_COLUMNS, RunRow};
 pub use batch::{BatchAction, BatchInput, BatchLine, batch};
 pub use bindings::{
@@ -95,7 +96,8 @@ pub use input_contract::{
 pub use journal::{
     Audit, Journal, JournalError, LogAudit, LogEntry, PackEntry, PackManifest, PackSummary,
     PackVerification, Parent, RUN_HEAD_DOMAIN, Record, RecordBody, RunMeta, RunStart, Storage,
-    Verification, describe_request_bytes, describe_response_bytes,
+    Verification, WasiAnswer, WasiCall, WasiRequest, describe_request_bytes,
+    describe_response_bytes,
 };
 pub use manifest::{Manifest, ManifestError, ManifestInspection};
 pub use module_cache::{CacheError, default_module_cache_dir, set_module_cache_dir};

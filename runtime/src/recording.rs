@@ -13,7 +13,7 @@ use warden_guest::wire::Request;
 
 use crate::bindings::ModelOutput;
 use crate::decision::Evidence;
-use crate::journal::{Record, RecordBody};
+use crate::journal::{Record, RecordBody, WasiAnswer, WasiRequest};
 
 /// Where and how a re-execution departed from its recording.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -55,6 +55,26 @@ impl Divergence {
             expected: expected.into(),
             actual: actual.into(),
             unanswerable: false,
+        }
+    }
+
+    /// A WASI call the recording has no answer for: at its number, the recording holds
+    /// `recorded` (another call, or none).
+    pub(crate) fn unanswerable_wasi(
+        call: u64,
+        request: &WasiRequest,
+        recorded: Option<&WasiRequest>,
+    ) -> Divergence {
+        Divergence {
+            record: None,
+            step: None,
+            call: Some(call),
+            expected: match recorded {
+                Some(recorded) => format!("call {call}: wasi {recorded}"),
+                None => "a WASI call the recording can answer".into(),
+            },
+            actual: format!("call {call}: wasi {request}"),
+            unanswerable: true,
         }
     }
 
@@ -148,7 +168,7 @@ pub(crate) enum Answering {
 /// A recorded answer: the response bytes, and for a model, what the host recorded of it.
 pub(crate) type Recorded = (Vec<u8>, Option<ModelOutput>);
 
-/// The tool and model responses of a recorded run.
+/// The tool and model responses of a recorded run, and the answers to its WASI calls.
 #[derive(Debug)]
 pub(crate) struct Recording {
     answering: Answering,
@@ -156,6 +176,10 @@ pub(crate) struct Recording {
     /// Every recorded answer to each request, in call order: handed out in that order, so
     /// identical requests get the answers they got, one each.
     by_request: HashMap<Vec<u8>, VecDeque<Recorded>>,
+    /// The WASI calls that were answered, by call number.
+    wasi_by_call: HashMap<u64, (WasiRequest, WasiAnswer)>,
+    /// The answers to each WASI request, in call order (as `by_request`).
+    wasi_by_request: HashMap<WasiRequest, VecDeque<WasiAnswer>>,
 }
 
 impl Recording {
@@ -165,6 +189,8 @@ impl Recording {
             answering,
             by_call: HashMap::new(),
             by_request: HashMap::new(),
+            wasi_by_call: HashMap::new(),
+            wasi_by_request: HashMap::new(),
         };
         let mut requests = HashMap::new();
         for record in records {
@@ -184,6 +210,16 @@ impl Recording {
                     if let Some((_, model)) = recording.by_call.get_mut(&inference.id.0) {
                         *model = Some(output);
                     }
+                }
+                RecordBody::Wasi(wasi) if wasi.answer != WasiAnswer::Denied => {
+                    recording
+                        .wasi_by_call
+                        .insert(wasi.call, (wasi.request.clone(), wasi.answer.clone()));
+                    recording
+                        .wasi_by_request
+                        .entry(wasi.request.clone())
+                        .or_default()
+                        .push_back(wasi.answer.clone());
                 }
                 _ => {}
             }
@@ -211,6 +247,40 @@ impl Recording {
         match self.answering {
             Answering::ByCall => self.by_call.get(&call).cloned(),
             Answering::ByRequest => self.by_request.get_mut(request)?.pop_front(),
+        }
+    }
+
+    /// The recorded answer to WASI call number `call`, which asks `request`: by call, the
+    /// answer recorded at that number if the same request was recorded there; by request,
+    /// the next answer recorded for an identical request. Records are in call order, so a
+    /// request asked more often than recorded has no answer.
+    ///
+    /// # Errors
+    /// The [`Divergence`] of a call the recording cannot answer.
+    pub fn wasi_answer(
+        &mut self,
+        call: u64,
+        request: &WasiRequest,
+    ) -> Result<WasiAnswer, Divergence> {
+        match self.answering {
+            Answering::ByCall => match self.wasi_by_call.get(&call) {
+                Some((recorded, answer)) if recorded == request => Ok(answer.clone()),
+                // An exact re-execution that asks something else departs from the
+                // recording here: a divergence, not a question the recording lacks.
+                other => Err(Divergence {
+                    unanswerable: false,
+                    ..Divergence::unanswerable_wasi(
+                        call,
+                        request,
+                        other.map(|(recorded, _)| recorded),
+                    )
+                }),
+            },
+            Answering::ByRequest => self
+                .wasi_by_request
+                .get_mut(request)
+                .and_then(VecDeque::pop_front)
+                .ok_or_else(|| Divergence::unanswerable_wasi(call, request, None)),
         }
     }
 

@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::agent::{Agent, LoadError};
+use crate::agent::{Agent, LoadError, WasiImports};
 use crate::bindings::{Bindings, BindingsError, LedgerMode, LoadOptions};
 use crate::manifest::{Manifest, ManifestError};
 use crate::policy::{Policy, PolicyError};
@@ -139,11 +139,15 @@ impl RunSpec {
             .bindings
             .clone()
             .or_else(|| manifest.as_ref().and_then(|m| m.bindings.clone()));
-        let agent = Agent::from_file(&agent_path).map_err(|source| ResolveError::Load {
-            path: agent_path.clone(),
-            source,
-        })?;
+        // The policy says whether the agent may be a WASI guest, so it is read first.
         let (policy, policy_text) = Policy::from_file_with_text(&policy_path)?;
+        let agent =
+            Agent::from_file_with(&agent_path, WasiImports::of(&policy)).map_err(|source| {
+                ResolveError::Load {
+                    path: agent_path.clone(),
+                    source,
+                }
+            })?;
         let options = LoadOptions {
             allow_outside: self.allow_paths_outside,
             ledgers: LedgerMode::CreateIfMissing,

@@ -137,7 +137,14 @@ pub(crate) fn begin(
     serde_json::from_str::<serde::de::IgnoredAny>(&new.input).map_err(|e| Error::input(&e))?;
     new.bindings.covers(&new.policy)?;
     let run_id = new_run_id();
-    let span = tracing::info_span!("run", run_id = %run_id).entered();
+    let span = tracing::info_span!(
+        "run",
+        run_id = %run_id,
+        policy = %new.policy.name,
+        status = tracing::field::Empty,
+        state = tracing::field::Empty,
+    )
+    .entered();
     let live_effects = fork.as_ref().is_none_or(|f| f.live_effects);
     let start = run_start(&run_id, new, parent.as_ref(), live_effects);
     let first_step = parent.as_ref().map_or(0, |(p, _)| p.step);
@@ -231,8 +238,11 @@ pub(crate) fn begin(
     commit.records.extend(exec.take_records());
     journal.commit(&run_id, commit)?;
     commit_steps(journal, &mut exec, first_step)?;
+    let report = RunReport::load(journal, &run_id)?;
+    span.record("status", report.outcome.status.as_str());
+    span.record("state", report.outcome.state.as_str());
     drop(span);
-    RunReport::load(journal, &run_id)
+    Ok(report)
 }
 
 /// What the first record of a new run says.

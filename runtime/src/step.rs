@@ -50,7 +50,9 @@ impl StepEnd {
     }
 }
 
-/// The process's one linker: the host-call import and nothing else.
+/// The process's one linker: the host-call import, and the WASI functions Warden answers
+/// for WASI guests (a module imports them only if loading admitted it, for a policy that
+/// allows WASI guests).
 fn linker() -> Result<&'static Linker<HostState>, wasmtime::Error> {
     static LINKER: OnceLock<Result<Linker<HostState>, String>> = OnceLock::new();
     LINKER
@@ -60,6 +62,7 @@ fn linker() -> Result<&'static Linker<HostState>, wasmtime::Error> {
             linker
                 .func_wrap(wire::IMPORT_MODULE, wire::IMPORT_NAME, host_call)
                 .map_err(|e| format!("{e:#}"))?;
+            crate::wasi::add_to_linker(&mut linker).map_err(|e| format!("{e:#}"))?;
             Ok(linker)
         })
         .as_ref()
@@ -158,6 +161,7 @@ impl Execution {
     pub fn run_step(&mut self, step: u32) -> StepEnd {
         let span = tracing::debug_span!(
             "step",
+            run_id = %self.host().run_id,
             step,
             state = %self.host().state,
             end = tracing::field::Empty,
@@ -176,7 +180,7 @@ impl Execution {
             host.stopped_mid_step = true;
             end = StepEnd::AwaitingReview;
         }
-        span.record("end", tracing::field::debug(end.status()));
+        span.record("end", end.status().as_str());
         end
     }
 
@@ -217,6 +221,9 @@ impl Execution {
         self.store.set_epoch_deadline(engine::deadline_ticks(
             budgets.wall_clock_ms.saturating_mul(room),
         ));
+        self.store.data_mut().deadline = std::time::Instant::now().checked_add(
+            std::time::Duration::from_millis(budgets.wall_clock_ms.saturating_mul(room)),
+        );
         let result = self.step_fn.call(&mut self.store, ());
         let used = budgets
             .fuel_per_step

@@ -10,7 +10,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::agent::{Agent, LoadError};
+use crate::agent::{Agent, LoadError, WasiImports};
 use crate::digest::{Digest, domain};
 use crate::journal::{Journal, JournalError, Record, RunMeta, RunStart};
 use crate::policy::{Policy, PolicyError};
@@ -164,7 +164,7 @@ impl StoredRun {
         if Agent::digest_of(&module) != start.agent {
             return Err(altered(Artifact::AgentModule, &start.agent));
         }
-        let agent = Agent::from_bytes(&module).map_err(|source| StoredRunError::Load {
+        let agent = loaded_agent(&start.agent, &module).map_err(|source| StoredRunError::Load {
             run_id: run_id.to_string(),
             source,
         })?;
@@ -196,6 +196,12 @@ impl StoredRun {
                 parsed: policy.hash(),
             });
         }
+        agent
+            .admitted_by(&policy)
+            .map_err(|source| StoredRunError::Load {
+                run_id: run_id.to_string(),
+                source,
+            })?;
         Ok(StoredRun {
             meta,
             start,
@@ -206,4 +212,27 @@ impl StoredRun {
             input,
         })
     }
+}
+
+/// The agent whose module (already checked against `digest`) is `module`, loaded once per
+/// process: replaying a thousand runs of one agent validates and compiles it once.
+fn loaded_agent(digest: &Digest, module: &[u8]) -> Result<Agent, LoadError> {
+    static LOADED: std::sync::Mutex<Vec<(Digest, Agent)>> = std::sync::Mutex::new(Vec::new());
+    /// Distinct agents kept; beyond it the oldest is dropped.
+    const KEPT: usize = 16;
+    if let Ok(loaded) = LOADED.lock()
+        && let Some((_, agent)) = loaded.iter().find(|(d, _)| d == digest)
+    {
+        return Ok(agent.clone());
+    }
+    // Loaded admitting a WASI guest; whether the run's policy allows one is checked
+    // once the policy is read (`Agent::admitted_by`).
+    let agent = Agent::from_bytes_with(module, WasiImports::Admitted)?;
+    if let Ok(mut loaded) = LOADED.lock() {
+        if loaded.len() >= KEPT {
+            loaded.remove(0);
+        }
+        loaded.push((*digest, agent.clone()));
+    }
+    Ok(agent)
 }

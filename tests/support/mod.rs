@@ -4,6 +4,7 @@
 
 pub mod crash;
 pub mod hostile;
+pub mod http_server;
 pub mod tamper;
 
 use std::path::{Path, PathBuf};
@@ -51,6 +52,85 @@ pub fn loan_example() -> PathBuf {
                 "agent = {:?}\npolicy = {:?}\nbindings = \"bindings.toml\"\ninput = \"applications/01-prime-approve.json\"\n",
                 warden_test_guests::LOAN_AGENT,
                 policy_path("loan-underwriting.toml")
+                    .canonicalize()
+                    .expect("the shipped policy"),
+            ),
+        )
+        .expect("manifest");
+        copy
+    })
+    .clone()
+}
+
+/// The anti-money-laundering example directory, as the tests run it: a copy of
+/// `examples/aml-triage` (bindings, fixtures, model card, alerts with their expectations)
+/// whose `warden.toml` names the AML agent the test guests' build script compiled from
+/// source and the shipped policy, as [`loan_example`] does for the loan example. Made once
+/// per test process under `target/tests/`.
+pub fn aml_example() -> PathBuf {
+    static COPY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    COPY.get_or_init(|| {
+        let source = workspace().join("examples/aml-triage");
+        let copy = workspace()
+            .join("target/tests")
+            .join(format!("aml-example-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&copy);
+        for sub in ["fixtures", "models", "alerts"] {
+            std::fs::create_dir_all(copy.join(sub)).expect("example copy");
+            for entry in std::fs::read_dir(source.join(sub)).expect("example files") {
+                let entry = entry.expect("entry");
+                std::fs::copy(entry.path(), copy.join(sub).join(entry.file_name()))
+                    .expect("copy");
+            }
+        }
+        std::fs::copy(source.join("bindings.toml"), copy.join("bindings.toml")).expect("copy");
+        std::fs::write(
+            copy.join("warden.toml"),
+            format!(
+                "agent = {:?}\npolicy = {:?}\nbindings = \"bindings.toml\"\ninput = \"alerts/01-cash-business-close.json\"\n",
+                warden_test_guests::AML_AGENT,
+                policy_path("aml-triage.toml")
+                    .canonicalize()
+                    .expect("the shipped policy"),
+            ),
+        )
+        .expect("manifest");
+        copy
+    })
+    .clone()
+}
+
+/// The insurance claim-triage example directory, as the tests run it: a copy of
+/// `examples/insurance-claims` (both bindings files, fixtures, model cards, claims with
+/// their expectations) whose `warden.toml` names the insurance agent the test guests'
+/// build script compiled from source, the shipped policy and the offline bindings, as
+/// [`loan_example`] does for the loan example. Made once per test process under
+/// `target/tests/`.
+pub fn insurance_example() -> PathBuf {
+    static COPY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    COPY.get_or_init(|| {
+        let source = workspace().join("examples/insurance-claims");
+        let copy = workspace()
+            .join("target/tests")
+            .join(format!("insurance-example-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&copy);
+        for sub in ["fixtures", "models", "claims"] {
+            std::fs::create_dir_all(copy.join(sub)).expect("example copy");
+            for entry in std::fs::read_dir(source.join(sub)).expect("example files") {
+                let entry = entry.expect("entry");
+                std::fs::copy(entry.path(), copy.join(sub).join(entry.file_name()))
+                    .expect("copy");
+            }
+        }
+        for bindings in ["bindings.toml", "bindings.offline.toml"] {
+            std::fs::copy(source.join(bindings), copy.join(bindings)).expect("copy");
+        }
+        std::fs::write(
+            copy.join("warden.toml"),
+            format!(
+                "agent = {:?}\npolicy = {:?}\nbindings = \"bindings.offline.toml\"\ninput = \"claims/01-glass-fast-track.json\"\n",
+                warden_test_guests::INSURANCE_AGENT,
+                policy_path("insurance-claims.toml")
                     .canonicalize()
                     .expect("the shipped policy"),
             ),

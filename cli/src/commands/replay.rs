@@ -51,12 +51,52 @@ pub struct Args {
     json: bool,
 }
 
+/// Replays every run, with a progress bar on a terminal: a population of thousands of
+/// runs takes seconds, a counterfactual over it longer.
+fn replay_all(
+    journal: &warden::Journal,
+    options: &ReplayOptions,
+    json: bool,
+) -> anyhow::Result<Vec<ReplayReport>> {
+    let runs = journal.runs().map_err(warden::Error::from)?.len();
+    let progress = (!json && runs > 1 && std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .then(|| {
+            let bar = indicatif::ProgressBar::new(runs as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:40} {pos}/{len} runs replayed  {per_sec}  eta {eta}  {msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar
+        });
+    let unconfirmed = std::sync::atomic::AtomicUsize::new(0);
+    let reports = warden::replay_all(journal, options, &|report| {
+        if let Some(bar) = &progress {
+            if !report.verdict.confirms() {
+                let n = unconfirmed.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                bar.set_message(format!("{n} not confirmed"));
+            }
+            bar.inc(1);
+        }
+    });
+    if let Some(bar) = &progress {
+        bar.finish_and_clear();
+    }
+    Ok(reports?)
+}
+
 /// Runs `warden replay`.
 pub fn run(db: &Path, args: &Args) -> anyhow::Result<u8> {
     let options = ReplayOptions {
         from_checkpoint: args.from_checkpoint,
         agent: match &args.agent {
-            Some(path) => Some(Agent::from_file(path).map_err(warden::Error::from)?),
+            // A WASI guest is admitted here: each run's policy (or --policy) decides its
+            // WASI calls, and one that does not allow them denies the first.
+            Some(path) => Some(
+                Agent::from_file_with(path, warden::WasiImports::Admitted)
+                    .map_err(warden::Error::from)?,
+            ),
             None => None,
         },
         policy: match &args.policy {
@@ -114,7 +154,7 @@ pub fn run(db: &Path, args: &Args) -> anyhow::Result<u8> {
             &output::run_id(&journal, run_id)?,
             &options,
         )?],
-        None if args.all => warden::replay_all(&journal, &options)?,
+        None if args.all => replay_all(&journal, &options, args.json)?,
         None => return Err(Usage("name a run id, or pass --all".into()).into()),
     };
     if args.json && args.all {

@@ -16,9 +16,12 @@ use super::{BindingsError, line_column};
 /// The fields of a `[tools.<name>]` or `[models.<name>]` entry.
 pub(super) const ENTRY_FIELDS: &[&str] = &["provider", "file", "key"];
 
+/// The providers whose settings are written in the entry itself, with no `file`.
+pub(super) const FILELESS_PROVIDERS: &[&str] = &["http", "chat", "files"];
+
 /// One `[tools.<name>]` or `[models.<name>]` table as written, with its positions.
 #[derive(Debug)]
-pub(super) struct Entry {
+pub(super) struct Entry<'i> {
     /// `tools` or `models`.
     pub section: &'static str,
     /// The tool or model name.
@@ -28,12 +31,15 @@ pub(super) struct Entry {
     pub provider: Option<Spanned<String>>,
     pub file: Option<Spanned<String>>,
     pub key: Option<Spanned<String>>,
+    /// The provider's own settings (`url`, `model`, ...; `super::settings` reads them),
+    /// each with where its name is written.
+    pub settings: Vec<(Spanned<String>, Spanned<DeValue<'i>>)>,
     /// The unknown fields written in it (already reported), to tell a misspelt field
     /// from a missing one.
     pub unknown: Vec<String>,
 }
 
-impl Entry {
+impl Entry<'_> {
     /// Whether an unknown field of the entry is a misspelling of `field`.
     pub(super) fn misspelt(&self, field: &str) -> bool {
         self.unknown.iter().any(|u| closest(u, &[field]).is_some())
@@ -117,7 +123,7 @@ pub(super) fn parse<'i>(
 }
 
 /// The entries of a bindings file, and every problem of shape in it.
-pub(super) fn entries(document: &DeTable<'_>, problems: &mut Problems<'_>) -> Vec<Entry> {
+pub(super) fn entries<'i>(document: &DeTable<'i>, problems: &mut Problems<'_>) -> Vec<Entry<'i>> {
     let mut entries = Vec::new();
     for (key, value) in document.iter() {
         let section = match key.get_ref().as_ref() {
@@ -154,12 +160,12 @@ pub(super) fn entries(document: &DeTable<'_>, problems: &mut Problems<'_>) -> Ve
     entries
 }
 
-fn entry(
+fn entry<'i>(
     section: &'static str,
     name: &Spanned<std::borrow::Cow<'_, str>>,
-    value: &Spanned<DeValue<'_>>,
+    value: &Spanned<DeValue<'i>>,
     problems: &mut Problems<'_>,
-) -> Entry {
+) -> Entry<'i> {
     let mut entry = Entry {
         section,
         name: name.get_ref().to_string(),
@@ -167,6 +173,7 @@ fn entry(
         provider: None,
         file: None,
         key: None,
+        settings: Vec::new(),
         unknown: Vec::new(),
     };
     let DeValue::Table(table) = value.get_ref() else {
@@ -188,15 +195,26 @@ fn entry(
             "provider" => ("provider", &mut entry.provider),
             "file" => ("file", &mut entry.file),
             "key" => ("key", &mut entry.key),
+            other if super::settings::FIELDS.contains(&other) => {
+                entry
+                    .settings
+                    .push((Spanned::new(key.span(), other.to_string()), value.clone()));
+                continue;
+            }
             other => {
                 entry.unknown.push(other.to_string());
+                let allowed: Vec<&str> = ENTRY_FIELDS
+                    .iter()
+                    .chain(super::settings::FIELDS)
+                    .copied()
+                    .collect();
                 problems.field(
                     &key.span(),
                     format!("{section}.{}.{other}", entry.name),
                     unknown_field(
                         other,
-                        ENTRY_FIELDS,
-                        "a binding has `provider`, `file` and, for a fixture, `key`",
+                        &allowed,
+                        "a binding has `provider`, `file` and, for a fixture, `key`; an http tool or a chat model has the fields docs/bindings.md lists",
                     ),
                 );
                 continue;
@@ -218,10 +236,14 @@ fn entry(
     // would report one mistake twice.
     let misspelt = |field: &str| entry.misspelt(field);
     let providers = if section == "tools" {
-        "\"fixture\" or \"ledger\""
+        "\"fixture\", \"ledger\", \"http\" or \"files\""
     } else {
-        "\"scorecard\""
+        "\"scorecard\", \"chat\" or \"onnx\""
     };
+    let fileless = entry
+        .provider
+        .as_ref()
+        .is_some_and(|p| FILELESS_PROVIDERS.contains(&p.get_ref().as_str()));
     if !wrote("provider") && !misspelt("provider") {
         problems.entry(
             section,
@@ -231,7 +253,7 @@ fn entry(
             format!("required field is missing; add provider = {providers}"),
         );
     }
-    if !wrote("file") && !misspelt("file") {
+    if !wrote("file") && !misspelt("file") && !fileless {
         problems.entry(
             section,
             &entry.name,

@@ -78,6 +78,15 @@ pub enum BindingsError {
         /// What is wrong with it.
         problem: String,
     },
+    /// A model file (`onnx`) that is not a model the card describes: not ONNX, a wrong
+    /// input, an output that is not one probability per label.
+    #[error("{}: {problem}", path.display())]
+    OnnxModel {
+        /// The model file.
+        path: PathBuf,
+        /// What is wrong with it, and how to fix it.
+        problem: String,
+    },
     /// The file a binding names cannot be read (it is missing, say). Names the binding
     /// that points there and the cause, once.
     #[error("{}:{line}:{column}: {section}.{name}.file: cannot read {}: {cause}{}", bindings.display(), path.display(), if cause.kind() == io::ErrorKind::NotFound { format!("; the path is relative to the bindings file's directory ({})", describe_dir(bindings.parent().unwrap_or(Path::new("")))) } else { String::new() })]
@@ -244,9 +253,9 @@ impl BindingsError {
     /// error has none).
     pub fn place(&self) -> (Option<&Path>, usize, usize) {
         match self {
-            BindingsError::Read { path, .. } | BindingsError::LedgerOpen { path, .. } => {
-                (Some(path), 0, 0)
-            }
+            BindingsError::Read { path, .. }
+            | BindingsError::LedgerOpen { path, .. }
+            | BindingsError::OnnxModel { path, .. } => (Some(path), 0, 0),
             BindingsError::Syntax {
                 path, line, column, ..
             }

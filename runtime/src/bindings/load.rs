@@ -13,8 +13,11 @@ use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
+use super::chat::{self, ChatModel};
 use super::decode::{self, Entry, closest};
 use super::error::CardNameMismatch;
+use super::http::{self, HttpTool};
+use super::settings::Settings;
 use super::{BindingEntry, Bindings, BindingsInspection, LoadOptions, hash_of, read_text};
 use super::{
     BindingsError, EntryOutside, Fixture, Ledger, LedgerMode, Model, ModelCard, Scorecard, Tool,
@@ -23,8 +26,8 @@ use super::{
 use crate::confine::{Access, Confinement, Refused};
 
 /// The providers of each section, as the loader knows them.
-pub(super) const TOOL_PROVIDERS: &[&str] = &["fixture", "ledger"];
-pub(super) const MODEL_PROVIDERS: &[&str] = &["scorecard"];
+pub(super) const TOOL_PROVIDERS: &[&str] = &["fixture", "ledger", "http", "files"];
+pub(super) const MODEL_PROVIDERS: &[&str] = &["scorecard", "chat", "onnx"];
 
 impl Bindings {
     /// Checks a bindings file whole: every entry is loaded as `options` say, and every
@@ -72,6 +75,14 @@ impl Bindings {
                     .key
                     .as_ref()
                     .map(|k| line_column(&text, k.span().start)),
+                card: entry
+                    .settings
+                    .iter()
+                    .find(|(name, _)| name.get_ref() == "card")
+                    .and_then(|(_, value)| match value.get_ref() {
+                        toml::de::DeValue::String(card) => Some(card.to_string()),
+                        _ => None,
+                    }),
             })
             .collect();
         let dir = path.parent().unwrap_or(Path::new(""));
@@ -111,7 +122,8 @@ impl Bindings {
                     Some(Resolved::Tool(tool)) => {
                         bindings.tools.insert(entry.name.clone(), tool);
                     }
-                    Some(Resolved::Ledger) => ledgers.push(entry),
+                    Some(Resolved::Ledger) => ledgers.push((entry, None)),
+                    Some(Resolved::WriteLog(files)) => ledgers.push((entry, Some(files))),
                     None => {}
                 },
             }
@@ -122,14 +134,14 @@ impl Bindings {
             mode => mode,
         };
         let mut ledger_files: BTreeMap<PathBuf, &String> = BTreeMap::new();
-        for entry in ledgers {
+        for (entry, files) in ledgers {
             let Some(tool) = loader.ledger(entry, mode) else {
                 continue;
             };
             let identity = match &tool {
                 Tool::Ledger(ledger) => ledger.identity(),
                 Tool::Unopened { path } => path.clone(),
-                Tool::Fixture(_) => continue,
+                Tool::Fixture(_) | Tool::Http(_) | Tool::Files(_) => continue,
             };
             if let Some(other) = ledger_files.insert(identity, &entry.name) {
                 let at = entry.file.as_ref().map_or(entry.at.clone(), |f| f.span());
@@ -141,8 +153,13 @@ impl Bindings {
                 );
                 continue;
             }
+            let tool = match files {
+                Some(files) => Tool::Files(Box::new(files.with_log(tool))),
+                None => tool,
+            };
             bindings.tools.insert(entry.name.clone(), tool);
         }
+        super::files::check_written_dirs(&mut loader, &entries, &bindings.tools);
         bindings.hash = hash_of(&text, &loader.hashed);
         inspection.problems = loader.problems;
         // The bindings file's own problems first, then each other file's; by position.
@@ -180,6 +197,9 @@ pub(super) enum Resolved {
     Tool(Tool),
     /// A ledger: opened by the caller once every other entry has loaded.
     Ledger,
+    /// A `files` tool that may write: its write log (`file`, a ledger) is opened by the
+    /// caller with the ledgers.
+    WriteLog(Box<super::files::FilesTool>),
 }
 
 impl Loader<'_> {
@@ -189,6 +209,7 @@ impl Loader<'_> {
         let provider = entry.provider.as_ref()?;
         match provider.get_ref().as_str() {
             "fixture" => {
+                self.no_settings(entry, "fixture");
                 // A misspelt `key` was reported as an unknown field already.
                 if entry.key.is_none() && !entry.misspelt("key") {
                     self.entry_error(
@@ -214,8 +235,18 @@ impl Loader<'_> {
             }
             "ledger" => {
                 self.no_key(entry, provider);
+                self.no_settings(entry, "ledger");
                 Some(Resolved::Ledger)
             }
+            "http" => {
+                self.no_key(entry, provider);
+                self.no_file(entry, provider);
+                let mut settings = Settings::new(entry, "http", http::FIELDS);
+                let tool = HttpTool::load(&entry.name, &mut settings, &http::secret::process_env);
+                settings.finish(self);
+                tool.map(|tool| Resolved::Tool(Tool::Http(Box::new(tool))))
+            }
+            "files" => self.files_tool(entry, provider),
             other => {
                 self.unknown_provider(entry, provider, other, TOOL_PROVIDERS);
                 None
@@ -227,8 +258,27 @@ impl Loader<'_> {
     pub(super) fn model(&mut self, entry: &Entry) -> Option<Model> {
         let provider = entry.provider.as_ref()?;
         match provider.get_ref().as_str() {
+            "chat" => {
+                self.no_key(entry, provider);
+                self.no_file(entry, provider);
+                let mut settings = Settings::new(entry, "chat", chat::FIELDS);
+                let model = ChatModel::load(&entry.name, &mut settings, &http::secret::process_env);
+                settings.finish(self);
+                let chat = model?;
+                let card = ModelCard {
+                    name: entry.name.clone(),
+                    provider: "chat".into(),
+                    version: chat.version().to_string(),
+                    card: crate::digest::Digest::of(crate::digest::domain::BLOB, chat.card()),
+                };
+                Some(Model::Chat {
+                    chat: Box::new(chat),
+                    card,
+                })
+            }
             "scorecard" => {
                 self.no_key(entry, provider);
+                self.no_settings(entry, "scorecard");
                 let (path, bytes) = self.read(entry)?;
                 let scorecard = match Scorecard::parse(&path, &bytes) {
                     Ok(scorecard) => scorecard,
@@ -266,6 +316,7 @@ impl Loader<'_> {
                     path,
                 })
             }
+            "onnx" => self.onnx(entry, provider),
             other => {
                 self.unknown_provider(entry, provider, other, MODEL_PROVIDERS);
                 None
@@ -280,15 +331,15 @@ impl Loader<'_> {
         other: &str,
         known: &[&str],
     ) {
-        let expected = known
-            .iter()
-            .map(|p| format!("{p:?}"))
-            .collect::<Vec<_>>()
-            .join(" or ");
+        let quoted: Vec<String> = known.iter().map(|p| format!("{p:?}")).collect();
+        let expected = match quoted.split_last() {
+            Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+            _ => quoted.join(""),
+        };
         let hint = match closest(other, known) {
             Some(near) => format!("; did you mean {near:?}?"),
             None if entry.section == "tools" && MODEL_PROVIDERS.contains(&other) => {
-                "; a scorecard provides a model: bind it under [models.<name>]".into()
+                format!("; {other:?} provides a model: bind it under [models.<name>]")
             }
             None if entry.section == "models" && TOOL_PROVIDERS.contains(&other) => {
                 format!("; {other:?} provides a tool: bind it under [tools.<name>]")
@@ -306,6 +357,28 @@ impl Loader<'_> {
             &provider.span(),
             format!("unknown {kind} provider {other:?} (expected {expected}){hint}"),
         );
+    }
+
+    /// Reports every provider setting (`url`, `model`, ...) of an entry whose provider
+    /// takes none.
+    fn no_settings(&mut self, entry: &Entry, provider: &'static str) {
+        if !entry.settings.is_empty() {
+            Settings::new(entry, provider, &[]).finish(self);
+        }
+    }
+
+    fn no_file(&mut self, entry: &Entry, provider: &Spanned<String>) {
+        if let Some(file) = &entry.file {
+            self.entry_error(
+                entry,
+                "file",
+                &file.span(),
+                format!(
+                    "provider {:?} takes no `file`: its settings are written in the entry itself; remove it",
+                    provider.get_ref()
+                ),
+            );
+        }
     }
 
     fn no_key(&mut self, entry: &Entry, provider: &Spanned<String>) {

@@ -456,7 +456,7 @@ fn every_problem_of_a_bindings_file_is_reported_at_once() {
     let messages: Vec<String> = error.problems().iter().map(ToString::to_string).collect();
     let expected = [
         "bindings.toml:4:1: tools.credit_bureau.kye: unknown field `kye`; did you mean `key`?",
-        "bindings.toml:7:12: tools.payments.provider: unknown tool provider \"ledgr\" (expected \"fixture\" or \"ledger\"); did you mean \"ledger\"?",
+        "bindings.toml:7:12: tools.payments.provider: unknown tool provider \"ledgr\" (expected \"fixture\", \"ledger\", \"http\" or \"files\"); did you mean \"ledger\"?",
         "bindings.toml:14:2: modles: unknown field `modles`; did you mean `models`?",
         "bureau.json:2: record \"A-1\": a record must be a JSON object",
         "pd.toml:9:10: features[0].weight: expected a number, found a string",

@@ -80,13 +80,13 @@ fn coverage(context: &Context<'_>, findings: &mut Vec<Finding>) {
             "tools",
             "tool",
             &policy.tools,
-            "provider = \"fixture\" or \"ledger\"",
+            "provider = \"fixture\", \"ledger\", \"http\" or \"files\"",
         ),
         (
             "models",
             "model",
             &policy.models,
-            "provider = \"scorecard\"",
+            "provider = \"scorecard\" or \"chat\"",
         ),
     ] {
         for name in declared {
@@ -104,7 +104,7 @@ fn coverage(context: &Context<'_>, findings: &mut Vec<Finding>) {
                     context.bindings_name()
                 ),
                 (Some(_), None) => format!(
-                    "add [{section}.{name}] with {providers} and file = \"...\" to {}, or remove it from the policy",
+                    "add [{section}.{name}] with {providers} and its fields (docs/bindings.md) to {}, or remove it from the policy",
                     context.bindings_name()
                 ),
                 (None, _) => format!(
@@ -164,6 +164,21 @@ fn labels(context: &Context<'_>, findings: &mut Vec<Finding>) {
             .bindings
             .card_places(&gate.model)
             .map_or_else(String::new, |(path, _)| format!(" ({})", display(path)));
+        if labels.is_empty() {
+            // A `chat` model without labels or without log-probabilities: Warden cannot
+            // compute any label's probability, so the gate could never be met.
+            findings.push(context.at_policy(
+                Severity::Error,
+                CheckKind::Label,
+                index.and_then(|i| locate::key(context.policy_text, "gates", i, "label")),
+                index.map_or_else(|| "gates.label".into(), |i| format!("gates[{i}].label")),
+                format!(
+                    "the gate on `{}` needs the probability of label {label:?}, but model `{}` ({} provider, version {}) gives no per-label probabilities, so the gate could never be met; give the binding `labels` and `logprobs = true` (the host computes each label's probability from token log-probabilities), or gate on another model",
+                    gate.to, gate.model, card.provider, card.version
+                ),
+            ));
+            continue;
+        }
         findings.push(context.at_policy(
             Severity::Error,
             CheckKind::Label,

@@ -1,4 +1,5 @@
-//! The choke point: [`enforce`] decides every host call and every transition.
+//! The choke point: [`enforce`] decides every host call and every transition, and
+//! [`enforce_wasi`] every WASI call of a WASI guest.
 //!
 //! Upholds invariant 1 (one choke point). No capability is reachable except through a
 //! request that this function allowed; confidence gates are judged only on inferences the
@@ -29,6 +30,17 @@ pub enum Verdict {
     Deny,
     /// The request is replaced by a move to a review state; the run stops for a human.
     Escalate,
+}
+
+impl Verdict {
+    /// `allow`, `deny` or `escalate`, as spans and metrics say it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Deny => "deny",
+            Verdict::Escalate => "escalate",
+        }
+    }
 }
 
 /// A verdict and the rule that decided it.
@@ -148,6 +160,36 @@ pub fn enforce(policy: &Policy, run: &RunView<'_>, request: &Request) -> Decisio
         | Request::Transition { .. }
         | Request::Finish { .. } => finished_guard(),
     }
+}
+
+/// The one WASI function that acts on the run's course: `proc_exit` ends it.
+pub const WASI_EXIT: &str = "proc_exit";
+
+/// Decides one call of a WASI guest (`function`, a `wasi_snapshot_preview1` import that
+/// loading admitted): the choke point's door for WASI, beside [`enforce`] for the host
+/// call. Allowed when the policy allows WASI guests, which then answers it from the host
+/// (its clock, its randomness, a journaled line of output), never from the world the
+/// guest would reach itself. After a gate's escalation a WASI guest may still read a
+/// clock or write a line, as it may still log, but it may not exit: that would take the
+/// run out of the review queue, as an abort would.
+pub fn enforce_wasi(policy: &Policy, run: &RunView<'_>, function: &str) -> Decision {
+    if !policy.wasi {
+        return decide(
+            Verdict::Deny,
+            Rule::WasiNotAllowed {
+                function: function.to_string(),
+            },
+        );
+    }
+    if run.escalated && function == WASI_EXIT {
+        return decide(
+            Verdict::Deny,
+            Rule::AwaitingReview {
+                state: run.state.to_string(),
+            },
+        );
+    }
+    decide(Verdict::Allow, Rule::WasiAnswered)
 }
 
 fn capability(policy: &Policy, state: &str, kind: CapabilityKind, name: &str) -> Decision {

@@ -244,6 +244,14 @@ pub enum Rule {
         /// What the output holds there.
         found: String,
     },
+    /// A WASI call of a WASI guest under a policy that allows WASI guests: answered by the
+    /// host (a clock, random bytes, a line of output) and journaled with its answer.
+    WasiAnswered,
+    /// A WASI call under a policy that does not allow WASI guests (`[wasi] enabled`).
+    WasiNotAllowed {
+        /// The WASI function, e.g. `clock_time_get`.
+        function: String,
+    },
 }
 
 /// Why a label-bound gate was not met.
@@ -269,6 +277,42 @@ impl fmt::Display for GateShortfall {
                 "the inference's features were not reconciled with their sources"
             }
         })
+    }
+}
+
+impl Rule {
+    /// The rule's name in snake case (`capability_allowed`, `gate_not_met`): a label of
+    /// few values for metrics and spans, without the rule's particulars.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Rule::RunProtocol => "run_protocol",
+            Rule::CapabilityAllowed { .. } => "capability_allowed",
+            Rule::CapabilityNotInState { .. } => "capability_not_in_state",
+            Rule::CapabilityUndeclared { .. } => "capability_undeclared",
+            Rule::TransitionAllowed { .. } => "transition_allowed",
+            Rule::TransitionUnknownState { .. } => "transition_unknown_state",
+            Rule::TransitionNotDeclared { .. } => "transition_not_declared",
+            Rule::OneTransitionPerStep { .. } => "one_transition_per_step",
+            Rule::ReviewStateIsHumanOnly { .. } => "review_state_is_human_only",
+            Rule::GateMet { .. } => "gate_met",
+            Rule::GateNotMet { .. } => "gate_not_met",
+            Rule::EvidenceUnknown { .. } => "evidence_unknown",
+            Rule::EvidenceWrongModel { .. } => "evidence_wrong_model",
+            Rule::FinishInTerminal { .. } => "finish_in_terminal",
+            Rule::FinishOutsideTerminal { .. } => "finish_outside_terminal",
+            Rule::AlreadyFinished => "already_finished",
+            Rule::AwaitingReview { .. } => "awaiting_review",
+            Rule::FeaturesReconciled { .. } => "features_reconciled",
+            Rule::FeatureNotReconciled { .. } => "feature_not_reconciled",
+            Rule::FeatureUndeclared { .. } => "feature_undeclared",
+            Rule::CallCapExceeded { .. } => "call_cap_exceeded",
+            Rule::GateLabelMet { .. } => "gate_label_met",
+            Rule::GateLabelNotMet { .. } => "gate_label_not_met",
+            Rule::EvidenceNotLatest { .. } => "evidence_not_latest",
+            Rule::OutputRuleBroken { .. } => "output_rule_broken",
+            Rule::WasiAnswered => "wasi_answered",
+            Rule::WasiNotAllowed { .. } => "wasi_not_allowed",
+        }
     }
 }
 
@@ -492,6 +536,11 @@ impl fmt::Display for Rule {
             } => write!(
                 f,
                 "output of terminal state `{state}` breaks its rule for `{field}`: must {rule}, found {found}"
+            ),
+            Rule::WasiAnswered => f.write_str("answered by the host ([wasi] enabled)"),
+            Rule::WasiNotAllowed { function } => write!(
+                f,
+                "WASI `{function}`: the policy does not allow WASI guests ([wasi] enabled = true)"
             ),
         }
     }

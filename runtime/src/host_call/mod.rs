@@ -69,8 +69,28 @@ pub(crate) fn host_call(
     })
 }
 
-/// The one bounds-checked accessor of guest memory: `ptr..ptr+len`, or a fault.
-fn guest_range(memory_bytes: usize, ptr: u32, len: u32) -> Result<Range<usize>, GuestFault> {
+/// The kind of a request other than a tool or model call, as the `host_call` span says it.
+fn request_kind(request: &Request) -> &'static str {
+    match request {
+        Request::Input => "input",
+        Request::State => "state",
+        Request::Tool { .. } => "tool",
+        Request::Model { .. } => "model",
+        Request::Transition { .. } => "transition",
+        Request::Log { .. } => "log",
+        Request::Finish { .. } => "finish",
+        Request::Abort { .. } => "abort",
+        Request::Review => "review",
+    }
+}
+
+/// The one bounds-checked accessor of guest memory: `ptr..ptr+len`, or a fault. The WASI
+/// functions (`crate::wasi`) read and write guest memory through it too.
+pub(crate) fn guest_range(
+    memory_bytes: usize,
+    ptr: u32,
+    len: u32,
+) -> Result<Range<usize>, GuestFault> {
     let start = ptr as usize;
     let end = start.checked_add(len as usize);
     match end {
@@ -142,12 +162,22 @@ fn call(caller: &mut Caller<'_, HostState>, ptr: u32, len: u32) -> Result<i64, H
     let state = caller.data_mut();
     let call = u64::from(state.host_calls);
     state.host_calls += 1;
+    let (kind, tool, model) = match &request {
+        Request::Tool { name, .. } => ("tool", Some(name.as_str()), None),
+        Request::Model { name, .. } => ("model", None, Some(name.as_str())),
+        other => (request_kind(other), None, None),
+    };
     let span = tracing::debug_span!(
         "host_call",
+        run_id = %state.run_id,
         call,
         step = state.step,
         state = %state.state,
+        kind,
+        tool,
+        model,
         verdict = tracing::field::Empty,
+        rule = tracing::field::Empty,
     )
     .entered();
     let decision = enforce(
@@ -162,7 +192,8 @@ fn call(caller: &mut Caller<'_, HostState>, ptr: u32, len: u32) -> Result<i64, H
         },
         &request,
     );
-    span.record("verdict", tracing::field::debug(decision.verdict));
+    span.record("verdict", decision.verdict.name());
+    span.record("rule", decision.rule.name());
     // A counterfactual answers by the exact request bytes, so effects need them.
     let effect_key =
         matches!(request, Request::Tool { .. } | Request::Model { .. }).then(|| bytes.clone());
@@ -321,7 +352,7 @@ impl HostState {
             Request::Tool { .. } | Request::Model { .. } => {
                 let answer = self
                     .effects
-                    .answer(&self.run_id, call, &request, request_bytes)
+                    .answer(&self.run_id, call, &request, request_bytes, self.deadline)
                     .map_err(|d| Halt::Diverged(Box::new(d)))?;
                 self.note(call, &request, &answer.response, answer.model, features);
                 answer.response

@@ -103,6 +103,7 @@ fn approximate_size(body: &RecordBody) -> u64 {
         RecordBody::HostCall { request, state, .. } => 64 + (request.len() + state.len()) as u64,
         RecordBody::HostResponse { response, .. } => 64 + response.len() as u64,
         RecordBody::Transition { .. } => 64,
+        RecordBody::Wasi(wasi) => wasi.approximate_size(),
         _ => 0,
     }
 }
@@ -156,6 +157,8 @@ pub(crate) struct HostState {
     pub(crate) limiter: MemoryLimiter,
     /// The guest's memory, once instantiated.
     pub(crate) memory: Option<Memory>,
+    /// When the step in flight runs out of wall-clock time: no provider waits past it.
+    pub(crate) deadline: Option<std::time::Instant>,
 }
 
 impl HostState {
@@ -194,6 +197,7 @@ impl HostState {
                 refused: None,
             },
             memory: None,
+            deadline: None,
         }
     }
 

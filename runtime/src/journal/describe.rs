@@ -107,6 +107,7 @@ impl RecordBody {
                 "review refused: {} ({}) asked for {}: {}",
                 r.reviewer, r.role, r.outcome, r.reason
             ),
+            RecordBody::Wasi(wasi) => wasi.describe(),
             RecordBody::Inherited(inherited) => format!(
                 "inherits {} recorded tool response(s) from its parent",
                 inherited.facts.len()

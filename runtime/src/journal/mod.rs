@@ -25,6 +25,7 @@ mod pack;
 pub(crate) mod page_store;
 mod record;
 mod verify;
+mod wasi_call;
 
 pub use crate::edition::Edition;
 pub use audit::{Audit, LogAudit};
@@ -36,6 +37,8 @@ pub use pack::{PackEntry, PackManifest, PackSummary, PackVerification};
 use record::StoredMeta;
 pub use record::{InheritedEvidence, Parent, Record, RecordBody, RunMeta, RunStart};
 pub use verify::Verification;
+pub(crate) use wasi_call::errno as wasi_errno;
+pub use wasi_call::{WasiAnswer, WasiCall, WasiRequest};
 
 /// The journal format this build writes. Readers accept every version up to it
 /// (`docs/journal.md`, "Format versions").

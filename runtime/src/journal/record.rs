@@ -16,6 +16,8 @@ use crate::edition::Edition;
 use crate::outcome::{FailureReason, Outcome, Status};
 use crate::policy::Budgets;
 
+use super::wasi_call::WasiCall;
+
 /// A record of a run, as chained in the journal.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Record {
@@ -153,6 +155,9 @@ pub enum RecordBody {
     ReviewPending(Box<ReviewRecord>),
     /// A refused review decision; the run still awaits review.
     ReviewRefused(Box<ReviewRefusal>),
+    /// A WASI call of a WASI guest (a policy with `[wasi] enabled = true`): request,
+    /// decision and the host's answer in one record, numbered in the host-call sequence.
+    Wasi(Box<WasiCall>),
 }
 
 /// What a fork inherits from its parent's record (record `Inherited`).
@@ -265,6 +270,7 @@ impl RecordBody {
     pub fn step(&self) -> Option<u32> {
         match self {
             RecordBody::Review(review) => Some(review.step),
+            RecordBody::Wasi(wasi) => Some(wasi.step),
             RecordBody::StepStarted { step, .. }
             | RecordBody::HostCall { step, .. }
             | RecordBody::Transition { step, .. }
@@ -281,6 +287,7 @@ impl RecordBody {
                 Some(*call)
             }
             RecordBody::Inference(inference) => Some(inference.id.0),
+            RecordBody::Wasi(wasi) => Some(wasi.call),
             _ => None,
         }
     }
@@ -302,6 +309,7 @@ impl RecordBody {
             RecordBody::Review(_) => "review",
             RecordBody::ReviewPending(_) => "review_pending",
             RecordBody::ReviewRefused(_) => "review_refused",
+            RecordBody::Wasi(_) => "wasi_call",
         }
     }
 }

@@ -189,6 +189,8 @@ impl Journal {
                     state.clone_from(s);
                 }
                 RecordBody::HostCall { call, .. } => calls = Some(*call + 1),
+                // A WASI call takes a number in the same sequence.
+                RecordBody::Wasi(wasi) => calls = Some(wasi.call + 1),
                 RecordBody::Checkpoint { step, .. } if first_checkpoint.is_none() => {
                     first_checkpoint = Some(*step);
                 }

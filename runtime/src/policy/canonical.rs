@@ -16,6 +16,8 @@ const HASH_DOMAIN: &str = crate::digest::domain::POLICY;
 const HASH_DOMAIN_V2: &str = crate::digest::domain::POLICY_V2;
 /// The domain tag of policies that declare an input contract.
 const HASH_DOMAIN_V3: &str = crate::digest::domain::POLICY_V3;
+/// The domain tag of policies that allow WASI guests.
+const HASH_DOMAIN_V4: &str = crate::digest::domain::POLICY_V4;
 
 impl Policy {
     /// The canonical hash: blake3 of a domain tag and the postcard encoding of the
@@ -27,7 +29,9 @@ impl Policy {
     /// with an input contract hashes under `warden-policy-v3`, which covers the edition-2
     /// form and the schema's canonical JSON; any other hashes under `warden-policy-v2`,
     /// which covers those rules too. A policy without a contract so keeps the hash it had
-    /// before contracts existed.
+    /// before contracts existed. One that allows WASI guests (`[wasi] enabled = true`)
+    /// hashes under `warden-policy-v4`, which covers the edition-2 form, the contract if
+    /// any, and the grant; `enabled = false` means what no `[wasi]` means, and hashes so.
     pub fn hash(&self) -> PolicyHash {
         let v1 = CanonicalPolicy {
             name: &self.name,
@@ -64,7 +68,7 @@ impl Policy {
                 .collect(),
             budgets: self.budgets.to_array(),
         };
-        if self.is_edition_1() && self.input_contract.is_none() {
+        if self.is_edition_1() && self.input_contract.is_none() && !self.wasi {
             // Encoding plain strings, integers and sequences to a Vec cannot fail.
             let encoded = postcard::to_allocvec(&v1).unwrap_or_default();
             return crate::digest::Digest::of(HASH_DOMAIN, &encoded);
@@ -123,6 +127,15 @@ impl Policy {
                 })
                 .collect(),
         };
+        if self.wasi {
+            let v4 = CanonicalPolicyV4 {
+                v2,
+                input_schema: self.input_contract.as_ref().map(|c| c.canonical()),
+                wasi: true,
+            };
+            let encoded = postcard::to_allocvec(&v4).unwrap_or_default();
+            return crate::digest::Digest::of(HASH_DOMAIN_V4, &encoded);
+        }
         if let Some(contract) = &self.input_contract {
             let v3 = CanonicalPolicyV3 {
                 v2,
@@ -187,6 +200,16 @@ struct CanonicalPolicyV2<'a> {
 struct CanonicalPolicyV3<'a> {
     v2: CanonicalPolicyV2<'a>,
     input_schema: &'a str,
+}
+
+/// What [`Policy::hash`] encodes for a policy that allows WASI guests: the edition-2
+/// form, the input contract's canonical JSON if it declares one, and the grant.
+#[derive(Serialize)]
+struct CanonicalPolicyV4<'a> {
+    v2: CanonicalPolicyV2<'a>,
+    input_schema: Option<&'a str>,
+    /// `[wasi] enabled`; always true here (a policy without it hashes as before).
+    wasi: bool,
 }
 
 /// A review state's rules, for the hash: reviewer roles are governance.

@@ -37,6 +37,8 @@ pub(super) struct Draft {
     pub model_rules: Vec<DraftRules>,
     /// `[input]`: the input contract.
     pub input: Option<super::input::DraftInput>,
+    /// `[wasi] enabled`: whether the agent may be a WASI guest.
+    pub wasi: Option<Located<bool>>,
     /// False when a state or gate could not be read in full: the transition graph is then
     /// incomplete, and checking its reachability would only report consequences.
     pub graph_complete: bool,
@@ -132,6 +134,7 @@ const TOP: &[&str] = &[
     "tools",
     "models",
     "input",
+    "wasi",
 ];
 const POLICY: &[&str] = &["name", "version", "initial", "description"];
 const CAPABILITIES: &[&str] = &["tools", "models"];
@@ -221,6 +224,11 @@ pub(super) fn decode(text: &str, report: &mut Report<'_>) -> Option<Draft> {
             "input" => {
                 if let Some(table) = table(report, field, value) {
                     draft.input = Some(super::input::decode(report, table, value.span()));
+                }
+            }
+            "wasi" => {
+                if let Some(table) = table(report, field, value) {
+                    draft.wasi = super::wasi::decode(report, table, value.span());
                 }
             }
             _ => unknown(report, key, "", TOP),

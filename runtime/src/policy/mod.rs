@@ -17,6 +17,7 @@ mod diagnostic;
 mod input;
 mod validate;
 mod validate_rules;
+mod wasi;
 
 #[cfg(test)]
 mod tests;
@@ -62,6 +63,10 @@ pub struct Policy {
     /// The contract the run input must meet (`[input] schema`), checked before the first
     /// step of a run or a fork; `None` when the policy declares none.
     pub input_contract: Option<InputContract>,
+    /// Whether the agent may be a WASI guest (`[wasi] enabled = true`): a module built
+    /// for `wasm32-wasip1` whose clocks, randomness and output Warden answers and
+    /// journals. `false` unless the policy says so.
+    pub wasi: bool,
 }
 
 /// Rules of one tool beyond the states that may call it.

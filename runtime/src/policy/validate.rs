@@ -84,6 +84,7 @@ pub(super) fn validate(
         tool_rules,
         model_rules,
         input_contract: super::input::validate(report, draft.input.as_ref()),
+        wasi: draft.wasi.is_some_and(|enabled| *enabled.get_ref()),
     }
 }
 

@@ -219,11 +219,15 @@ pub fn replay(
 
 /// Replays every run of the journal, oldest first, on one thread per processor (replays
 /// only read). A run that cannot be replayed is a report with that verdict, never the end
-/// of the list.
+/// of the list. `progress` sees each report as it is made, on the thread that made it.
 ///
 /// # Errors
 /// Journal errors reading the list of runs.
-pub fn replay_all(journal: &Journal, options: &ReplayOptions) -> Result<Vec<ReplayReport>, Error> {
+pub fn replay_all(
+    journal: &Journal,
+    options: &ReplayOptions,
+    progress: &(dyn Fn(&ReplayReport) + Sync),
+) -> Result<Vec<ReplayReport>, Error> {
     let runs = journal.runs()?;
     let workers = std::thread::available_parallelism()
         .map_or(1, std::num::NonZeroUsize::get)
@@ -246,6 +250,7 @@ pub fn replay_all(journal: &Journal, options: &ReplayOptions) -> Result<Vec<Repl
                         );
                         ReplayReport::could_not_replay(meta, options.mode(), why)
                     });
+                    progress(&report);
                     if let Ok(mut slot) = slots[at].lock() {
                         *slot = Some(report);
                     }

@@ -327,7 +327,8 @@ fn tool_answers(records: &[Record], calls: &[u64]) -> Vec<ToolAnswer> {
     answers
 }
 
-/// The agent's log lines, in order.
+/// The agent's log lines, in order: what it logged, and what a WASI guest wrote to its
+/// standard output and error (`stdout: ...`).
 fn agent_log(records: &[Record]) -> Vec<String> {
     records
         .iter()
@@ -338,6 +339,10 @@ fn agent_log(records: &[Record]) -> Vec<String> {
                     _ => None,
                 }
             }
+            RecordBody::Wasi(wasi) => wasi
+                .request
+                .output_line()
+                .map(|(stream, text)| format!("{stream}: {text}")),
             _ => None,
         })
         .collect()

@@ -7,6 +7,7 @@ use super::*;
 mod input;
 mod properties;
 mod rules;
+mod wasi;
 
 /// The reference example of the format (also in `policies/README.md`).
 const EXAMPLE: &str = r#"[policy]

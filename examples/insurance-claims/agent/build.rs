@@ -1,0 +1,7 @@
+//! Generates the `State` enum of the policy this agent runs under
+//! (`policies/insurance-claims.toml`), so that a state name the policy does not declare
+//! fails to compile, and so does a `match` that forgets one.
+
+fn main() {
+    warden_guest_build::states("../../../policies/insurance-claims.toml");
+}

@@ -1,0 +1,277 @@
+//! The probability of each label of a classifying chat model, computed by the host from
+//! the token log-probabilities the server returns, never taken from what the model says.
+//!
+//! The rule (`docs/bindings.md`, "chat"): find the token where the label begins in the
+//! answer (the first token that is not blank or a quote, or, for a JSON answer, the token
+//! where the value of `label` begins). Take its alternatives, the server's
+//! `top_logprobs` there and the chosen token itself. Each alternative, stripped of what
+//! comes before the label in that token and of leading blanks and quotes, counts for the
+//! label it begins (case-insensitively), or that it spells out whole followed by a
+//! non-word character. Its mass is e^logprob. P(label) is the label's mass divided by the
+//! mass of all labels: alternatives that begin no label are left out (the remainder is
+//! reported as `label_mass`, the share of that token's probability that went to a
+//! label). Labels must therefore differ in their first token; an alternative that could
+//! begin two labels (`app` for `approve` and `appeal`) makes the probabilities unknowable
+//! from one token, and the inference has none.
+//!
+//! Invariant: a probability is returned only when it can be computed this way; anything
+//! else is a [`NoProbability`] reason, and the inference records no per-label
+//! probability, so a gate on it escalates.
+
+use std::fmt;
+
+/// One generated token, with its log-probability and the alternatives the server gave.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Token {
+    pub text: String,
+    pub logprob: f64,
+    pub top: Vec<(String, f64)>,
+}
+
+/// Why no per-label probability could be computed.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum NoProbability {
+    /// The server returned no token log-probabilities.
+    Missing,
+    /// The label could not be found among the tokens.
+    NotLocated,
+    /// An alternative begins two labels.
+    Ambiguous { token: String, labels: Vec<String> },
+    /// No alternative at the label's token begins a label.
+    NoLabel,
+}
+
+impl fmt::Display for NoProbability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NoProbability::Missing => f.write_str("the server returned no token log-probabilities"),
+            NoProbability::NotLocated => {
+                f.write_str("the label's first token could not be found among the returned tokens")
+            }
+            NoProbability::Ambiguous { token, labels } => write!(
+                f,
+                "token {token:?} begins {}: the first token cannot tell these labels apart",
+                labels.join(" and ")
+            ),
+            NoProbability::NoLabel => {
+                f.write_str("no alternative of the label's first token begins a label")
+            }
+        }
+    }
+}
+
+/// Each label's probability, in `labels`' order, and the share of the token's
+/// probability that went to labels.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct LabelProbabilities {
+    pub probabilities: Vec<(String, f64)>,
+    pub label_mass: f64,
+}
+
+/// Byte offset in `text` where the label begins: after leading blanks and quotes, or,
+/// for a JSON answer, where the value of its `label` field begins.
+pub(super) fn label_offset(text: &str, json: bool) -> Option<usize> {
+    if !json {
+        return text
+            .char_indices()
+            .find(|(_, c)| !is_filler(*c))
+            .map(|(i, _)| i);
+    }
+    let key = text.find("\"label\"")? + "\"label\"".len();
+    let colon = key + text.get(key..)?.find(':')? + 1;
+    let quote = colon + text.get(colon..)?.find('"')? + 1;
+    Some(quote)
+}
+
+/// Computes each label's probability from `tokens` (see the module's rule).
+pub(super) fn label_probabilities(
+    labels: &[String],
+    tokens: &[Token],
+    json: bool,
+) -> Result<LabelProbabilities, NoProbability> {
+    if tokens.is_empty() {
+        return Err(NoProbability::Missing);
+    }
+    let joined: String = tokens.iter().map(|t| t.text.as_str()).collect();
+    let offset = label_offset(&joined, json).ok_or(NoProbability::NotLocated)?;
+    let mut start = 0;
+    let mut found = None;
+    for token in tokens {
+        let end = start + token.text.len();
+        if (start..end).contains(&offset) {
+            found = Some((token, joined.get(start..offset).unwrap_or("")));
+            break;
+        }
+        start = end;
+    }
+    let (token, before) = found.ok_or(NoProbability::NotLocated)?;
+    let mut alternatives: Vec<(&str, f64)> =
+        token.top.iter().map(|(t, p)| (t.as_str(), *p)).collect();
+    if !alternatives.iter().any(|(t, _)| *t == token.text) {
+        alternatives.push((&token.text, token.logprob));
+    }
+    let lower: Vec<String> = labels.iter().map(|l| l.to_lowercase()).collect();
+    let mut mass = vec![0.0_f64; labels.len()];
+    for (text, logprob) in alternatives {
+        let rest = match text.strip_prefix(before) {
+            Some(rest) => rest,
+            None if before.chars().all(is_filler) => text,
+            None => continue,
+        };
+        let rest = rest.trim_start_matches(is_filler).to_lowercase();
+        if rest.is_empty() || !logprob.is_finite() {
+            continue;
+        }
+        let begun: Vec<usize> = (0..labels.len())
+            .filter(|&i| begins(&rest, &lower[i]))
+            .collect();
+        match begun.as_slice() {
+            [] => {}
+            [one] => mass[*one] += logprob.exp(),
+            several => {
+                return Err(NoProbability::Ambiguous {
+                    token: text.to_string(),
+                    labels: several.iter().map(|&i| labels[i].clone()).collect(),
+                });
+            }
+        }
+    }
+    let total: f64 = mass.iter().sum();
+    if total <= 0.0 || !total.is_finite() {
+        return Err(NoProbability::NoLabel);
+    }
+    Ok(LabelProbabilities {
+        probabilities: labels
+            .iter()
+            .zip(&mass)
+            .map(|(label, m)| (label.clone(), m / total))
+            .collect(),
+        label_mass: total.min(1.0),
+    })
+}
+
+/// Whether a (lower-case) alternative `rest` begins `label`, or spells it out whole
+/// followed by something that is not part of a word.
+fn begins(rest: &str, label: &str) -> bool {
+    label.starts_with(rest)
+        || rest.strip_prefix(label).is_some_and(|after| {
+            after
+                .chars()
+                .next()
+                .is_none_or(|c| !(c.is_alphanumeric() || c == '_' || c == '-'))
+        })
+}
+
+/// Blanks and quotes that may stand before a label.
+fn is_filler(c: char) -> bool {
+    c.is_whitespace() || c == '"' || c == '\'' || c == '`'
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(text: &str, logprob: f64, top: &[(&str, f64)]) -> Token {
+        Token {
+            text: text.into(),
+            logprob,
+            top: top.iter().map(|(t, p)| (t.to_string(), *p)).collect(),
+        }
+    }
+
+    fn labels(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-12
+    }
+
+    #[test]
+    fn the_first_token_alternatives_are_normalised_over_the_labels() {
+        // "approve" is 0.7, "decline" 0.2, " Approve" 0.05 (counts for approve), "maybe" 0.05.
+        let tokens = [token(
+            "approve",
+            0.7_f64.ln(),
+            &[
+                ("approve", 0.7_f64.ln()),
+                ("decline", 0.2_f64.ln()),
+                (" Approve", 0.05_f64.ln()),
+                ("maybe", 0.05_f64.ln()),
+            ],
+        )];
+        let result = label_probabilities(&labels(&["approve", "decline"]), &tokens, false)
+            .expect("probabilities");
+        assert!(close(result.probabilities[0].1, 0.75 / 0.95), "{result:?}");
+        assert!(close(result.probabilities[1].1, 0.2 / 0.95), "{result:?}");
+        assert!(close(result.label_mass, 0.95), "{result:?}");
+    }
+
+    #[test]
+    fn a_multi_token_label_counts_by_its_first_token() {
+        // "fraud_suspected" generated as "fra" + "ud_suspected"; "legit" as one token.
+        let tokens = [
+            token("fra", -0.1, &[("fra", -0.1), ("leg", -2.4)]),
+            token("ud_suspected", -0.01, &[]),
+        ];
+        let result =
+            label_probabilities(&labels(&["fraud_suspected", "legitimate"]), &tokens, false)
+                .expect("probabilities");
+        let (p, q) = ((-0.1_f64).exp(), (-2.4_f64).exp());
+        assert!(close(result.probabilities[0].1, p / (p + q)), "{result:?}");
+    }
+
+    #[test]
+    fn a_json_answer_is_read_at_the_value_of_label() {
+        let tokens = [
+            token("{\"", -0.0, &[]),
+            token("label", -0.0, &[]),
+            token("\":\"", -0.0, &[]),
+            token("deny", -0.5, &[("deny", -0.5), ("pay", -1.0)]),
+            token("\"}", -0.0, &[]),
+        ];
+        let result =
+            label_probabilities(&labels(&["pay", "deny"]), &tokens, true).expect("probabilities");
+        let (d, p) = ((-0.5_f64).exp(), (-1.0_f64).exp());
+        assert!(close(result.probabilities[1].1, d / (d + p)), "{result:?}");
+        // A token that holds the quote and the label's start is read past the quote.
+        let tokens = [
+            token("{\"label\":", -0.0, &[]),
+            token(
+                "\"pay",
+                -0.2,
+                &[("\"pay", -0.2), ("\"deny", -3.0), ("\"", -4.0)],
+            ),
+            token("\"}", -0.0, &[]),
+        ];
+        let result =
+            label_probabilities(&labels(&["pay", "deny"]), &tokens, true).expect("probabilities");
+        let (p, d) = ((-0.2_f64).exp(), (-3.0_f64).exp());
+        assert!(close(result.probabilities[0].1, p / (p + d)), "{result:?}");
+    }
+
+    #[test]
+    fn what_cannot_be_computed_is_said() {
+        let both = labels(&["approve", "appeal"]);
+        let tokens = [token("app", -0.1, &[("app", -0.1)])];
+        assert!(matches!(
+            label_probabilities(&both, &tokens, false),
+            Err(NoProbability::Ambiguous { .. })
+        ));
+        let tokens = [token("maybe", -0.1, &[("perhaps", -1.0)])];
+        assert_eq!(
+            label_probabilities(&labels(&["yes", "no"]), &tokens, false),
+            Err(NoProbability::NoLabel)
+        );
+        assert_eq!(
+            label_probabilities(&labels(&["yes", "no"]), &[], false),
+            Err(NoProbability::Missing)
+        );
+        // A word that only begins with a label is not it.
+        let tokens = [token("yesterday", -0.1, &[])];
+        assert_eq!(
+            label_probabilities(&labels(&["yes", "no"]), &tokens, false),
+            Err(NoProbability::NoLabel)
+        );
+    }
+}
