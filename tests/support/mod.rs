@@ -9,7 +9,7 @@ pub mod tamper;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde_json::Value;
 use warden::{Agent, Bindings, Journal, NewRun, Policy, RunReport};
@@ -30,34 +30,16 @@ pub fn policy_path(name: &str) -> PathBuf {
 /// `./x demo` builds, which a fresh checkout does not have) and the shipped policy. Made
 /// once per test process under `target/tests/`.
 pub fn loan_example() -> PathBuf {
-    static COPY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    static COPY: OnceLock<PathBuf> = OnceLock::new();
     COPY.get_or_init(|| {
-        let source = workspace().join("examples/loan-underwriting");
-        let copy = workspace()
-            .join("target/tests")
-            .join(format!("loan-example-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&copy);
-        for sub in ["fixtures", "models", "applications"] {
-            std::fs::create_dir_all(copy.join(sub)).expect("example copy");
-            for entry in std::fs::read_dir(source.join(sub)).expect("example files") {
-                let entry = entry.expect("entry");
-                std::fs::copy(entry.path(), copy.join(sub).join(entry.file_name()))
-                    .expect("copy");
-            }
-        }
-        std::fs::copy(source.join("bindings.toml"), copy.join("bindings.toml")).expect("copy");
-        std::fs::write(
-            copy.join("warden.toml"),
-            format!(
-                "agent = {:?}\npolicy = {:?}\nbindings = \"bindings.toml\"\ninput = \"applications/01-prime-approve.json\"\n",
-                warden_test_guests::LOAN_AGENT,
-                policy_path("loan-underwriting.toml")
-                    .canonicalize()
-                    .expect("the shipped policy"),
-            ),
+        example_copy(
+            "loan-underwriting",
+            &["fixtures", "models", "applications"],
+            warden_test_guests::LOAN_AGENT,
+            "loan-underwriting.toml",
+            "bindings.toml",
+            "applications/01-prime-approve.json",
         )
-        .expect("manifest");
-        copy
     })
     .clone()
 }
@@ -65,37 +47,18 @@ pub fn loan_example() -> PathBuf {
 /// The anti-money-laundering example directory, as the tests run it: a copy of
 /// `examples/aml-triage` (bindings, fixtures, model card, alerts with their expectations)
 /// whose `warden.toml` names the AML agent the test guests' build script compiled from
-/// source and the shipped policy, as [`loan_example`] does for the loan example. Made once
-/// per test process under `target/tests/`.
+/// source and the shipped policy, as [`loan_example`] does for the loan example.
 pub fn aml_example() -> PathBuf {
-    static COPY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    static COPY: OnceLock<PathBuf> = OnceLock::new();
     COPY.get_or_init(|| {
-        let source = workspace().join("examples/aml-triage");
-        let copy = workspace()
-            .join("target/tests")
-            .join(format!("aml-example-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&copy);
-        for sub in ["fixtures", "models", "alerts"] {
-            std::fs::create_dir_all(copy.join(sub)).expect("example copy");
-            for entry in std::fs::read_dir(source.join(sub)).expect("example files") {
-                let entry = entry.expect("entry");
-                std::fs::copy(entry.path(), copy.join(sub).join(entry.file_name()))
-                    .expect("copy");
-            }
-        }
-        std::fs::copy(source.join("bindings.toml"), copy.join("bindings.toml")).expect("copy");
-        std::fs::write(
-            copy.join("warden.toml"),
-            format!(
-                "agent = {:?}\npolicy = {:?}\nbindings = \"bindings.toml\"\ninput = \"alerts/01-cash-business-close.json\"\n",
-                warden_test_guests::AML_AGENT,
-                policy_path("aml-triage.toml")
-                    .canonicalize()
-                    .expect("the shipped policy"),
-            ),
+        example_copy(
+            "aml-triage",
+            &["fixtures", "models", "alerts"],
+            warden_test_guests::AML_AGENT,
+            "aml-triage.toml",
+            "bindings.toml",
+            "alerts/01-cash-business-close.json",
         )
-        .expect("manifest");
-        copy
     })
     .clone()
 }
@@ -104,41 +67,63 @@ pub fn aml_example() -> PathBuf {
 /// `examples/insurance-claims` (both bindings files, fixtures, model cards, claims with
 /// their expectations) whose `warden.toml` names the insurance agent the test guests'
 /// build script compiled from source, the shipped policy and the offline bindings, as
-/// [`loan_example`] does for the loan example. Made once per test process under
-/// `target/tests/`.
+/// [`loan_example`] does for the loan example.
 pub fn insurance_example() -> PathBuf {
-    static COPY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    static COPY: OnceLock<PathBuf> = OnceLock::new();
     COPY.get_or_init(|| {
-        let source = workspace().join("examples/insurance-claims");
-        let copy = workspace()
-            .join("target/tests")
-            .join(format!("insurance-example-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&copy);
-        for sub in ["fixtures", "models", "claims"] {
-            std::fs::create_dir_all(copy.join(sub)).expect("example copy");
-            for entry in std::fs::read_dir(source.join(sub)).expect("example files") {
-                let entry = entry.expect("entry");
-                std::fs::copy(entry.path(), copy.join(sub).join(entry.file_name()))
-                    .expect("copy");
-            }
-        }
-        for bindings in ["bindings.toml", "bindings.offline.toml"] {
-            std::fs::copy(source.join(bindings), copy.join(bindings)).expect("copy");
-        }
-        std::fs::write(
-            copy.join("warden.toml"),
-            format!(
-                "agent = {:?}\npolicy = {:?}\nbindings = \"bindings.offline.toml\"\ninput = \"claims/01-glass-fast-track.json\"\n",
-                warden_test_guests::INSURANCE_AGENT,
-                policy_path("insurance-claims.toml")
-                    .canonicalize()
-                    .expect("the shipped policy"),
-            ),
+        example_copy(
+            "insurance-claims",
+            &["fixtures", "models", "claims"],
+            warden_test_guests::INSURANCE_AGENT,
+            "insurance-claims.toml",
+            "bindings.offline.toml",
+            "claims/01-glass-fast-track.json",
         )
-        .expect("manifest");
-        copy
     })
     .clone()
+}
+
+/// A copy of `examples/<name>` under `target/tests/<name>-<pid>`: the directories `subs`,
+/// every bindings file (`bindings*.toml`), and a `warden.toml` naming `agent`, the shipped
+/// policy `policy`, the bindings file `bindings` and the input `input`.
+fn example_copy(
+    name: &str,
+    subs: &[&str],
+    agent: &str,
+    policy: &str,
+    bindings: &str,
+    input: &str,
+) -> PathBuf {
+    let source = workspace().join("examples").join(name);
+    let copy = workspace()
+        .join("target/tests")
+        .join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&copy);
+    for sub in subs {
+        std::fs::create_dir_all(copy.join(sub)).expect("example copy");
+        for entry in std::fs::read_dir(source.join(sub)).expect("example files") {
+            let entry = entry.expect("entry");
+            std::fs::copy(entry.path(), copy.join(sub).join(entry.file_name())).expect("copy");
+        }
+    }
+    for entry in std::fs::read_dir(&source).expect("example directory") {
+        let file = entry.expect("entry").file_name();
+        let file = file.to_string_lossy();
+        if file.starts_with("bindings") && file.ends_with(".toml") {
+            std::fs::copy(source.join(&*file), copy.join(&*file)).expect("copy");
+        }
+    }
+    let policy = policy_path(policy)
+        .canonicalize()
+        .expect("the shipped policy");
+    std::fs::write(
+        copy.join("warden.toml"),
+        format!(
+            "agent = {agent:?}\npolicy = {policy:?}\nbindings = {bindings:?}\ninput = {input:?}\n"
+        ),
+    )
+    .expect("manifest");
+    copy
 }
 
 /// Runs the real `warden` binary in `dir`, with none of the settings a developer's shell

@@ -94,15 +94,7 @@ struct DraftFeature {
 /// Parses and checks `bytes`, the content of `path`; every problem at once, each with its
 /// line and field.
 pub(super) fn parse(path: &Path, bytes: &[u8]) -> Result<Card, Vec<BindingsError>> {
-    let text = std::str::from_utf8(bytes).map_err(|e| {
-        vec![BindingsError::Field {
-            path: path.to_path_buf(),
-            line: 1,
-            column: 1,
-            field: String::new(),
-            problem: format!("a model card is TOML text, and this file is not UTF-8: {e}"),
-        }]
-    })?;
+    let text = text(path, bytes)?;
     let document = decode::parse(path, text)?;
     let mut problems = Problems::new(path, text);
     let draft = read(document.get_ref(), &mut problems);
@@ -111,6 +103,19 @@ pub(super) fn parse(path: &Path, bytes: &[u8]) -> Result<Card, Vec<BindingsError
         Some(card) if problems.list.is_empty() => Ok(card),
         _ => Err(problems.list),
     }
+}
+
+/// The text of a model card (any provider's), or the problem that it is not UTF-8.
+pub(super) fn text<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a str, Vec<BindingsError>> {
+    std::str::from_utf8(bytes).map_err(|e| {
+        vec![BindingsError::Field {
+            path: path.to_path_buf(),
+            line: 1,
+            column: 1,
+            field: String::new(),
+            problem: format!("a model card is TOML text, and this file is not UTF-8: {e}"),
+        }]
+    })
 }
 
 /// Reads the card's fields, reporting unknown, missing and wrongly typed ones.
@@ -386,7 +391,8 @@ fn validate(draft: Draft, problems: &mut Problems<'_>) -> Option<Card> {
     })
 }
 
-fn string(
+/// A string field of a card, or a problem naming the field.
+pub(super) fn string(
     problems: &mut Problems<'_>,
     field: &str,
     value: &Spanned<DeValue<'_>>,

@@ -203,6 +203,38 @@ pub(super) enum Resolved {
 }
 
 impl Loader<'_> {
+    /// The [`ModelCard`] a run records for the card at `path` (`bytes`) of `provider`,
+    /// whose `(name, place of the name, version)` is `named`; `None` (the problem
+    /// recorded) when the card names another model than the binding does.
+    pub(super) fn model_card(
+        &mut self,
+        entry: &Entry,
+        provider: &str,
+        (name, (line, column), version): (&str, (usize, usize), &str),
+        path: &Path,
+        bytes: &[u8],
+    ) -> Option<ModelCard> {
+        if name != entry.name {
+            self.problems
+                .push(BindingsError::CardName(Box::new(CardNameMismatch {
+                    path: path.to_path_buf(),
+                    line,
+                    column,
+                    found: name.to_string(),
+                    bindings: self.path.to_path_buf(),
+                    binding_line: line_column(self.text, entry.at.start).0,
+                    model: entry.name.clone(),
+                })));
+            return None;
+        }
+        Some(ModelCard {
+            name: entry.name.clone(),
+            provider: provider.into(),
+            version: version.to_string(),
+            card: crate::digest::Digest::of(crate::digest::domain::BLOB, bytes),
+        })
+    }
+
     /// Resolves a fixture tool now, or says that the entry is a ledger. `None` after a
     /// problem (recorded).
     pub(super) fn tool(&mut self, entry: &Entry) -> Option<Resolved> {
@@ -287,26 +319,17 @@ impl Loader<'_> {
                         return None;
                     }
                 };
-                if scorecard.name() != entry.name {
-                    let (line, column) = scorecard.places().name;
-                    self.problems
-                        .push(BindingsError::CardName(Box::new(CardNameMismatch {
-                            path: path.clone(),
-                            line,
-                            column,
-                            found: scorecard.name().to_string(),
-                            bindings: self.path.to_path_buf(),
-                            binding_line: line_column(self.text, entry.at.start).0,
-                            model: entry.name.clone(),
-                        })));
-                    return None;
-                }
-                let card = ModelCard {
-                    name: entry.name.clone(),
-                    provider: "scorecard".into(),
-                    version: scorecard.version().to_string(),
-                    card: crate::digest::Digest::of(crate::digest::domain::BLOB, &bytes),
-                };
+                let card = self.model_card(
+                    entry,
+                    "scorecard",
+                    (
+                        scorecard.name(),
+                        scorecard.places().name,
+                        scorecard.version(),
+                    ),
+                    &path,
+                    &bytes,
+                )?;
                 self.hashed
                     .push(("models", entry.name.clone(), bytes.clone()));
                 Some(Model::Scorecard {

@@ -40,10 +40,7 @@ use super::card::Places;
 use super::decode::Entry;
 use super::load::Loader;
 use super::settings::Settings;
-use super::{
-    BindingsError, CardNameMismatch, EntryOutside, Model, ModelAnswer, ModelCard, call_error,
-    line_column,
-};
+use super::{BindingsError, EntryOutside, Model, ModelAnswer, call_error, line_column};
 use crate::confine::Refused;
 use card::OnnxCard;
 
@@ -398,26 +395,13 @@ impl Loader<'_> {
                 return None;
             }
         };
-        if onnx.name() != entry.name {
-            let (line, column) = onnx.places().name;
-            self.problems
-                .push(BindingsError::CardName(Box::new(CardNameMismatch {
-                    path: card_path,
-                    line,
-                    column,
-                    found: onnx.name().to_string(),
-                    bindings: self.path.to_path_buf(),
-                    binding_line: line_column(self.text, entry.at.start).0,
-                    model: entry.name.clone(),
-                })));
-            return None;
-        }
-        let card = ModelCard {
-            name: entry.name.clone(),
-            provider: "onnx".into(),
-            version: onnx.version().to_string(),
-            card: crate::digest::Digest::of(crate::digest::domain::BLOB, &card_bytes),
-        };
+        let card = self.model_card(
+            entry,
+            "onnx",
+            (onnx.name(), onnx.places().name, onnx.version()),
+            &card_path,
+            &card_bytes,
+        )?;
         self.hashed
             .push(("models", entry.name.clone(), card_bytes.clone()));
         self.hashed

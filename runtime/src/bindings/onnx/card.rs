@@ -12,7 +12,7 @@ use std::path::Path;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use super::super::card::Places;
+use super::super::card::{self, Places, string};
 use super::super::decode::{self, Problems};
 use super::super::{BindingsError, line_column};
 
@@ -67,15 +67,7 @@ const PROVENANCE_FIELDS: &[&str] = &[
 
 /// Parses and checks `bytes`, the content of `path`; every problem at once.
 pub(super) fn parse(path: &Path, bytes: &[u8]) -> Result<OnnxCard, Vec<BindingsError>> {
-    let text = std::str::from_utf8(bytes).map_err(|e| {
-        vec![BindingsError::Field {
-            path: path.to_path_buf(),
-            line: 1,
-            column: 1,
-            field: String::new(),
-            problem: format!("a model card is TOML text, and this file is not UTF-8: {e}"),
-        }]
-    })?;
+    let text = card::text(path, bytes)?;
     let document = decode::parse(path, text)?;
     let mut problems = Problems::new(path, text);
     let card = read(document.get_ref(), &mut problems);
@@ -398,27 +390,6 @@ fn metrics(problems: &mut Problems<'_>, value: &Spanned<DeValue<'_>>) {
                     decode::describe(item.get_ref())
                 ),
             ),
-        }
-    }
-}
-
-fn string(
-    problems: &mut Problems<'_>,
-    field: &str,
-    value: &Spanned<DeValue<'_>>,
-) -> Option<Spanned<String>> {
-    match value.get_ref() {
-        DeValue::String(text) => Some(Spanned::new(value.span(), text.to_string())),
-        other => {
-            problems.field(
-                &value.span(),
-                field,
-                format!(
-                    "expected a string in quotes, found {}",
-                    decode::describe(other)
-                ),
-            );
-            None
         }
     }
 }
