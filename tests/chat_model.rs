@@ -129,6 +129,30 @@ fn openai_server() -> Server {
             "huge" => Reply::Json(200, completion(&"x".repeat(4096), None)),
             "garbage" => Reply::Json(200, "<html>gateway</html>".into()),
             "offlabel" => Reply::Json(200, completion("I would rather not say", None)),
+            // `pay` at 0.5, and no alternative listed.
+            "alone" => Reply::Json(200, completion("pay", Some(&[("pay", f64::ln(0.5), &[])]))),
+            // Two `label`s: sure of the first, the answer is the last.
+            "twice" => Reply::Json(
+                200,
+                completion(
+                    r#"{"label":"pay","label":"investigate"}"#,
+                    Some(&[
+                        (r#"{"label":""#, 0.0, &[]),
+                        (
+                            "pay",
+                            f64::ln(0.99),
+                            &[("pay", f64::ln(0.99)), ("invest", f64::ln(0.01))],
+                        ),
+                        (r#"","label":""#, 0.0, &[]),
+                        (
+                            "investigate",
+                            f64::ln(0.6),
+                            &[("investigate", f64::ln(0.6)), ("pay", f64::ln(0.4))],
+                        ),
+                        (r#""}"#, 0.0, &[]),
+                    ]),
+                ),
+            ),
             "json" => Reply::Json(
                 200,
                 completion(r#"{"summary": "water damage", "severity": 3}"#, None),
@@ -196,10 +220,11 @@ fn the_host_computes_label_probabilities_from_logprobs_and_the_gate_compares_the
     let run_id = report["run_id"].as_str().expect("run id").to_string();
     let recorded = inference(&deployment, &run_id);
     // P(pay) = (0.97 + 0.005 for "Pay") / (0.975 + 0.02 for "invest" + 0.003 for "I",
-    // which may begin "investigate": the first-token rule counts it there).
+    // which may begin "investigate": the first-token rule counts it there, + the 0.002
+    // the server did not list, which may be another label's).
     let pay = probability(&recorded, "pay").unwrap_or_else(|| panic!("{recorded:#}"));
     assert!(
-        (pay - 0.975 / 0.998).abs() < 1e-9,
+        (pay - 0.975 / 1.0).abs() < 1e-9,
         "P(pay) = {pay}: {recorded:#}"
     );
     let text = recorded.to_string();
@@ -407,4 +432,36 @@ fn structured_output_is_the_models_value() {
         .show(report["run_id"].as_str().expect("run id"))
         .to_string();
     assert!(timeline.contains("water damage"), "{timeline}");
+}
+
+#[test]
+fn a_server_answer_cannot_make_a_label_look_more_certain_than_its_logprobs_say() {
+    let server = openai_server();
+    // The only token listed is `pay` at 0.5: the rest may be `investigate`'s, so
+    // P(pay) = 0.5, not 1, and the gate escalates.
+    let deployment = Deployment::new(
+        &policy(&[], &["triage"], 10_000, GATED),
+        &chat_binding(&server, "alone", ""),
+    );
+    let (code, report) = deployment.run(&ask(120));
+    assert_eq!(code, 10, "{report:#}");
+    let run_id = report["run_id"].as_str().expect("run id").to_string();
+    let pay = probability(&inference(&deployment, &run_id), "pay").expect("P(pay)");
+    assert!((pay - 0.5).abs() < 1e-9, "{pay}");
+
+    // A JSON answer with two `label`s, sure of the first and giving the last: the
+    // probabilities of the first token are not the answer's; none, and the gate escalates.
+    let deployment = Deployment::new(
+        &policy(&[], &["triage"], 10_000, GATED),
+        &chat_binding(
+            &server,
+            "twice",
+            r#"response_format = { type = "object", properties = { label = { enum = ["pay", "investigate"] } } }"#,
+        ),
+    );
+    let (code, report) = deployment.run(&ask(120));
+    assert_eq!(code, 10, "{report:#}");
+    let run_id = report["run_id"].as_str().expect("run id").to_string();
+    let recorded = inference(&deployment, &run_id);
+    assert_eq!(probability(&recorded, "pay"), None, "{recorded:#}");
 }

@@ -609,3 +609,106 @@ fn resume_after_a_crash_mid_request_sends_the_effect_again_with_the_same_key() {
     let verify = deployment.warden(&["verify", &run_id]);
     assert_eq!(verify.status.code(), Some(0), "{}", output_text(&verify));
 }
+
+#[test]
+fn a_credential_echoed_with_json_escapes_is_redacted_too() {
+    // The same bytes to a JSON parser, other bytes to a search for the credential: each
+    // `-` as `\u002d` (and a PHP-style `\/` where there is none to escape).
+    let escaped = SECRET.replace('-', "\\u002d");
+    let body = format!(r#"{{"echo": "Bearer {escaped}", "score": 712}}"#);
+    let mut server = Server::start(move |request| match request.target.as_str() {
+        "/v1/report" => Reply::Json(200, body.clone()),
+        _ => Reply::Json(500, body.clone()),
+    });
+    let bindings = format!(
+        "{}\n[tools.failing]\nprovider = \"http\"\nurl = \"{base}/v1/fail\"\nallow = [\"{base}/v1/\"]\nheaders = {{ Authorization = {{ env = \"{SECRET_ENV}\" }} }}\n",
+        http_bindings(&server),
+        base = server.url("")
+    );
+    let deployment = Deployment::new(
+        &policy(&["bureau", "payout", "failing"], &[], 10_000, ""),
+        &bindings,
+    );
+    let plan = json!([
+        [tool("bureau", json!({"applicant_id": "A-1"})), {"transition": {"to": "done"}}],
+        [finish()]
+    ]);
+    let (code, report) = deployment.run(&plan);
+    assert_eq!(code, 0, "{report:#}");
+    let run_id = report["run_id"].as_str().expect("run id").to_string();
+    let answers = responses(&deployment.show(&run_id)).join("\n");
+    assert!(
+        answers.contains("[redacted]") && answers.contains("712"),
+        "{answers}"
+    );
+    // The scripted agent gives up on a failed call: the error is its recorded answer.
+    let (code, report) = deployment.run(&json!([[tool("failing", json!({}))]]));
+    assert_eq!(code, 11, "{report:#}");
+    let failed = report["run_id"].as_str().expect("run id").to_string();
+    let answers = responses(&deployment.show(&failed)).join("\n");
+    assert!(
+        answers.contains("500") && answers.contains("[redacted]"),
+        "{answers}"
+    );
+    let export = deployment.warden(&["export", "--all"]).stdout;
+    for (what, bytes) in [
+        ("the journal", deployment.journal_bytes()),
+        ("the export", export),
+    ] {
+        for form in [SECRET, escaped.as_str(), &escaped.replace('\\', "\\\\")] {
+            assert!(
+                !holds(&bytes, form),
+                "the credential ({form}) was found in {what}"
+            );
+        }
+    }
+    server.stop();
+    let replay = deployment.warden(&["replay", &run_id]);
+    assert_eq!(replay.status.code(), Some(0), "{}", output_text(&replay));
+}
+
+#[test]
+fn a_redirect_to_another_allowed_origin_does_not_carry_the_credential() {
+    let other = Server::start(|_| Reply::Json(200, r#"{"public": true}"#.into()));
+    let target = other.url("/public/x");
+    let server = Server::start(move |request| match request.path() {
+        "/v1/same" => Reply::Raw {
+            status: 307,
+            headers: vec![("Location".into(), "/v1/final".into())],
+            body: Vec::new(),
+        },
+        "/v1/final" => Reply::Json(200, r#"{"here": true}"#.into()),
+        _ => Reply::Raw {
+            status: 307,
+            headers: vec![("Location".into(), target.clone())],
+            body: Vec::new(),
+        },
+    });
+    let (base, public) = (server.url(""), other.url("/public/"));
+    let tool_for = |name: &str, path: &str| {
+        format!(
+            "[tools.{name}]\nprovider = \"http\"\nurl = \"{base}{path}\"\nallow = [\"{base}/v1/\", \"{public}\"]\nheaders = {{ Authorization = {{ env = \"{SECRET_ENV}\", prefix = \"Bearer \" }}, Accept-Language = \"en\" }}\n\n"
+        )
+    };
+    let bindings = tool_for("same", "/v1/same") + &tool_for("away", "/v1/away");
+    let deployment = Deployment::new(&policy(&["same", "away"], &[], 10_000, ""), &bindings);
+    let plan = json!([
+        [tool("same", json!({})), tool("away", json!({})), {"transition": {"to": "done"}}],
+        [finish()]
+    ]);
+    let (code, report) = deployment.run(&plan);
+    assert_eq!(code, 0, "{report:#}");
+    let bearer = format!("Bearer {SECRET}");
+    // Within its origin the credential goes on; to the other allowed origin it does not,
+    // and the other headers do.
+    let followed = server
+        .requests()
+        .into_iter()
+        .find(|r| r.target == "/v1/final")
+        .expect("followed within the origin");
+    assert_eq!(followed.header("authorization"), Some(bearer.as_str()));
+    let elsewhere = other.requests();
+    assert_eq!(elsewhere.len(), 1, "{elsewhere:#?}");
+    assert_eq!(elsewhere[0].header("authorization"), None);
+    assert_eq!(elsewhere[0].header("accept-language"), Some("en"));
+}

@@ -286,7 +286,8 @@ fn under_the_chat_bindings_the_gates_send_a_hesitant_classification_and_a_high_v
     let deployment = ChatDeployment::new(&server);
     let run_id = |report: &Value| report["run_id"].as_str().expect("run id").to_string();
 
-    // Confidently routine: P(routine) = 0.97 / 0.995, computed by Warden from the
+    // Confidently routine: P(routine) = 0.97 / (0.995 + the 0.005 the server did not
+    // list, which may be another label's), computed by Warden from the
     // log-probabilities, clears 0.90; paid less the deductible.
     let (code, report) = deployment.run("01-glass-fast-track.json");
     assert_eq!(
@@ -298,15 +299,16 @@ fn under_the_chat_bindings_the_gates_send_a_hesitant_classification_and_a_high_v
     let paid = run_id(&report);
     let records = deployment.records(&paid);
     let p = recorded_probability(&records, "claim_classifier", "routine").expect("P(routine)");
-    assert!((p - 0.97 / 0.995).abs() < 1e-9, "P(routine) {p}");
+    assert!((p - 0.97 / 1.0).abs() < 1e-9, "P(routine) {p}");
     let journal_view = serde_json::to_string(&records).expect("JSON");
     assert!(
         journal_view.contains("qwen2.5-7b-instruct-q4_k_m") && journal_view.contains("\"chat\""),
         "the inference names the language model's card: {journal_view}"
     );
 
-    // Routine, says the model, but hesitantly: P(routine) = 0.62 / 0.97 < 0.90, so the
-    // gate sends the claim to an adjuster although the agent proposed payment.
+    // Routine, says the model, but hesitantly: P(routine) = 0.62 / (0.97 + 0.01 unlisted)
+    // < 0.90, so the gate sends the claim to an adjuster although the agent proposed
+    // payment.
     let (code, report) = deployment.run("02-gate-escalates.json");
     assert_eq!(
         (code, &report["status"], &report["state"]),
@@ -331,7 +333,7 @@ fn under_the_chat_bindings_the_gates_send_a_hesitant_classification_and_a_high_v
         "{rule:#}"
     );
     let p = rule["probability"].as_f64().expect("P(routine)");
-    assert!((p - 0.62 / 0.97).abs() < 1e-9, "P(routine) {p}");
+    assert!((p - 0.62 / 0.98).abs() < 1e-9, "P(routine) {p}");
 
     // 36,000 is above the handlers' authority: the gate on `classification` sends the
     // claim to an adjuster, and the language model is never asked.

@@ -262,6 +262,7 @@ impl ChatModel {
             method: Method::Post,
             url: self.endpoint.clone(),
             headers,
+            credentials: self.headers.secret_names(),
             body: Some(&body),
             allow: &self.allow,
             timeout: self.timeout,
@@ -279,7 +280,9 @@ impl ChatModel {
                     format!("{request}: {failure}{}", after(attempts)),
                 )
             })?;
-        let text = self.headers.redact(&String::from_utf8_lossy(&reply.body));
+        let text = self
+            .headers
+            .redact_body(&String::from_utf8_lossy(&reply.body));
         if !(200..300).contains(&reply.status) {
             let kind = match reply.status {
                 400 | 422 => CallErrorKind::InvalidArguments,
@@ -349,7 +352,7 @@ impl ChatModel {
             ));
         };
         let content = match (choice.message.content, choice.message.refusal) {
-            (Some(content), _) if !content.trim().is_empty() => self.headers.redact(&content),
+            (Some(content), _) if !content.trim().is_empty() => self.headers.redact_body(&content),
             (_, Some(refusal)) => {
                 return Err(self.error(
                     CallErrorKind::Unavailable,
@@ -405,7 +408,7 @@ impl ChatModel {
             })
             .collect();
         let computed = if self.logprobs {
-            logprobs::label_probabilities(&self.labels, &tokens, json_answer)
+            logprobs::label_probabilities(&self.labels, &tokens, json_answer, &label)
         } else {
             Err(logprobs::NoProbability::Missing)
         };

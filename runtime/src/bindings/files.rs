@@ -42,7 +42,7 @@ use warden_guest::{CallError, CallErrorKind};
 
 use super::ledger::Ledger;
 use super::{IdempotencyKey, Tool, call_error};
-use crate::confine::{Access, Confinement, OutsideReason, Refused, lexically_outside};
+use crate::confine::{Confinement, OutsideReason, Refused, lexically_outside};
 
 mod load;
 
@@ -176,10 +176,17 @@ impl FilesTool {
         if metadata.len() > self.max_read_bytes {
             return Err(too_big(metadata.len()));
         }
-        let file = self
-            .dir
-            .open(path, Access::Read)
-            .map_err(|refused| self.refused("read", path, refused))?;
+        let Some((file, size)) =
+            open_regular(handle, path).map_err(|e| self.io_error("read", path, e))?
+        else {
+            return Err(self.error(
+                CallErrorKind::InvalidArguments,
+                format!("read {path:?}: it is not a regular file"),
+            ));
+        };
+        if size > self.max_read_bytes {
+            return Err(too_big(size));
+        }
         let mut bytes = Vec::new();
         // A file that grows between the look and the read is still cut at the limit.
         file.take(self.max_read_bytes + 1)
@@ -382,6 +389,23 @@ impl FilesTool {
     fn error(&self, kind: CallErrorKind, message: String) -> CallError {
         call_error(kind, format!("tool `{}`: {message}", self.name))
     }
+}
+
+/// Opens `path` to read if it is a regular file: the file and its size, or `None` for
+/// anything else. Opened without waiting, and the opened file is the one looked at: a
+/// FIFO swapped in for a file after the caller's look would otherwise block the host
+/// until a writer came, past every budget.
+fn open_regular(dir: &Dir, path: &str) -> std::io::Result<Option<(cap_std::fs::File, u64)>> {
+    let mut options = cap_std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    cap_std::fs::OpenOptionsExt::custom_flags(
+        &mut options,
+        rustix::fs::OFlags::NONBLOCK.bits() as i32,
+    );
+    let file = dir.open_with(path, &options)?;
+    let metadata = file.metadata()?;
+    Ok(metadata.is_file().then(|| (file, metadata.len())))
 }
 
 /// Replaces `target` with `content`: written and synced under `temporary`, then renamed

@@ -255,6 +255,7 @@ impl HttpTool {
             method: self.method,
             url: url.clone(),
             headers,
+            credentials: self.headers.secret_names(),
             body: self.method.has_body().then_some(args_json.as_bytes()),
             allow: &self.allow,
             timeout: self.timeout,
@@ -286,7 +287,11 @@ impl HttpTool {
                     "{request} answered {}{}{}",
                     status_text(status),
                     after(reply.attempts),
-                    excerpt(&self.headers.redact(&String::from_utf8_lossy(&reply.body)))
+                    excerpt(
+                        &self
+                            .headers
+                            .redact_body(&String::from_utf8_lossy(&reply.body))
+                    )
                 ),
             ));
         }
@@ -299,7 +304,7 @@ impl HttpTool {
                 format!("{request} answered {status} with a body that is not UTF-8 text"),
             )
         })?;
-        let text = self.headers.redact(text);
+        let text = self.headers.redact_body(text);
         if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&text) {
             return Err(self.error(
                 CallErrorKind::Unavailable,

@@ -119,7 +119,7 @@ impl OnnxModel {
                 problem,
             }]
         };
-        let plan = plan(&card, model_bytes).map_err(fail)?;
+        let plan = guarded("loading the model", || plan(&card, model_bytes)).map_err(fail)?;
         let model = OnnxModel { card, plan };
         // A model whose output is scores or logits would pass every shape check: ask it
         // once, on a row of zeros, whether it answers probabilities.
@@ -202,6 +202,10 @@ impl OnnxModel {
     /// Runs the model on one row; the probability of each label, in the card's order, or
     /// why the output is not that.
     fn run(&self, row: &[f32]) -> Result<Vec<(String, f64)>, String> {
+        guarded("running the model", || self.run_unguarded(row))
+    }
+
+    fn run_unguarded(&self, row: &[f32]) -> Result<Vec<(String, f64)>, String> {
         let input = Tensor::from_shape(&[1, row.len()], row).map_err(|e| format!("{e:#}"))?;
         let outputs = self
             .plan
@@ -251,6 +255,24 @@ impl OnnxModel {
     pub(super) fn places(&self) -> &Places {
         &self.card.places
     }
+}
+
+/// Runs `work`, a panic of tract in it (a crafted model can divide by zero, index out of
+/// range or ask for an impossible allocation, at load or on one input) turned into the
+/// model's error: the host does not panic on a model file, which may come with a crafted
+/// example directory, nor on the features an input leads to. The plan is immutable and
+/// every run has its own state, so nothing is left half-changed by the unwinding.
+fn guarded<T>(doing: &str, work: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(|panic| {
+        let cause = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        Err(format!(
+            "tract failed while {doing} ({cause}): the model is not one Warden can run"
+        ))
+    })
 }
 
 /// The runnable plan of `bytes` for one float32 row of the card's features, with the

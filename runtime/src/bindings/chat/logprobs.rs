@@ -8,11 +8,19 @@
 //! comes before the label in that token and of leading blanks and quotes, counts for the
 //! label it begins (case-insensitively), or that it spells out whole followed by a
 //! non-word character. Its mass is e^logprob. P(label) is the label's mass divided by the
-//! mass of all labels: alternatives that begin no label are left out (the remainder is
-//! reported as `label_mass`, the share of that token's probability that went to a
-//! label). Labels must therefore differ in their first token; an alternative that could
-//! begin two labels (`app` for `approve` and `appeal`) makes the probabilities unknowable
-//! from one token, and the inference has none.
+//! mass of all labels and the mass the server did not list (1 minus the listed
+//! alternatives' mass, which may belong to any other label): alternatives that begin no
+//! label are left out (the labels' share of the token's probability is reported as
+//! `label_mass`). So a server that lists few alternatives (or none but the chosen token)
+//! cannot make a label look more certain than its own probability. Labels must
+//! therefore differ in their first token; an alternative that could begin two labels
+//! (`app` for `approve` and `appeal`) makes the probabilities unknowable from one token,
+//! and the inference has none.
+//!
+//! The token read is the one where the answer's label is: the answer has one `"label"`
+//! (JSON), and the tokens from there on spell the label the answer gives; log-probabilities
+//! are at most 0 and the alternatives of one token together at most 1. Otherwise the
+//! numbers would describe another token, or no distribution at all.
 //!
 //! Invariant: a probability is returned only when it can be computed this way; anything
 //! else is a [`NoProbability`] reason, and the inference records no per-label
@@ -39,6 +47,10 @@ pub(super) enum NoProbability {
     Ambiguous { token: String, labels: Vec<String> },
     /// No alternative at the label's token begins a label.
     NoLabel,
+    /// The tokens at the label's place do not spell the label the answer gives.
+    Disagrees { said: String },
+    /// The log-probabilities are not a distribution (above 0, or summing above 1).
+    Malformed(String),
 }
 
 impl fmt::Display for NoProbability {
@@ -55,6 +67,16 @@ impl fmt::Display for NoProbability {
             ),
             NoProbability::NoLabel => {
                 f.write_str("no alternative of the label's first token begins a label")
+            }
+            NoProbability::Disagrees { said } => write!(
+                f,
+                "the returned tokens at the label's place do not spell the answer's label {said:?}"
+            ),
+            NoProbability::Malformed(why) => {
+                write!(
+                    f,
+                    "the token log-probabilities are not probabilities: {why}"
+                )
             }
         }
     }
@@ -77,7 +99,13 @@ pub(super) fn label_offset(text: &str, json: bool) -> Option<usize> {
             .find(|(_, c)| !is_filler(*c))
             .map(|(i, _)| i);
     }
-    let key = text.find("\"label\"")? + "\"label\"".len();
+    // One `"label"` only: a second one (a repeated key, a nested object, a value that is
+    // the word) could put the label read here elsewhere than the one the answer gives.
+    let first = text.find("\"label\"")?;
+    if text.get(first + 1..)?.contains("\"label\"") {
+        return None;
+    }
+    let key = first + "\"label\"".len();
     let colon = key + text.get(key..)?.find(':')? + 1;
     let quote = colon + text.get(colon..)?.find('"')? + 1;
     Some(quote)
@@ -88,12 +116,19 @@ pub(super) fn label_probabilities(
     labels: &[String],
     tokens: &[Token],
     json: bool,
+    said: &str,
 ) -> Result<LabelProbabilities, NoProbability> {
     if tokens.is_empty() {
         return Err(NoProbability::Missing);
     }
     let joined: String = tokens.iter().map(|t| t.text.as_str()).collect();
     let offset = label_offset(&joined, json).ok_or(NoProbability::NotLocated)?;
+    let spelled = joined.get(offset..).unwrap_or("").to_lowercase();
+    if !spelled.starts_with(&said.to_lowercase()) {
+        return Err(NoProbability::Disagrees {
+            said: said.to_string(),
+        });
+    }
     let mut start = 0;
     let mut found = None;
     for token in tokens {
@@ -112,7 +147,16 @@ pub(super) fn label_probabilities(
     }
     let lower: Vec<String> = labels.iter().map(|l| l.to_lowercase()).collect();
     let mut mass = vec![0.0_f64; labels.len()];
+    let mut listed = 0.0_f64;
     for (text, logprob) in alternatives {
+        if logprob > MAX_LOGPROB {
+            return Err(NoProbability::Malformed(format!(
+                "token {text:?} has log-probability {logprob}, above 0"
+            )));
+        }
+        if logprob.is_finite() {
+            listed += logprob.exp();
+        }
         let rest = match text.strip_prefix(before) {
             Some(rest) => rest,
             None if before.chars().all(is_filler) => text,
@@ -136,19 +180,31 @@ pub(super) fn label_probabilities(
             }
         }
     }
+    if listed > 1.0 + MASS_TOLERANCE {
+        return Err(NoProbability::Malformed(format!(
+            "the alternatives of one token add up to {listed}, more than 1"
+        )));
+    }
     let total: f64 = mass.iter().sum();
     if total <= 0.0 || !total.is_finite() {
         return Err(NoProbability::NoLabel);
     }
+    // What the server did not list may be any other label's.
+    let unlisted = (1.0 - listed).max(0.0);
     Ok(LabelProbabilities {
         probabilities: labels
             .iter()
             .zip(&mass)
-            .map(|(label, m)| (label.clone(), m / total))
+            .map(|(label, m)| (label.clone(), m / (total + unlisted)))
             .collect(),
         label_mass: total.min(1.0),
     })
 }
+
+/// The most a log-probability may exceed 0 (a server's float rounding).
+const MAX_LOGPROB: f64 = 1e-4;
+/// The most the alternatives of one token may add up to beyond 1 (the same rounding).
+const MASS_TOLERANCE: f64 = 1e-3;
 
 /// Whether a (lower-case) alternative `rest` begins `label`, or spells it out whole
 /// followed by something that is not part of a word.
@@ -200,8 +256,9 @@ mod tests {
                 ("maybe", 0.05_f64.ln()),
             ],
         )];
-        let result = label_probabilities(&labels(&["approve", "decline"]), &tokens, false)
-            .expect("probabilities");
+        let result =
+            label_probabilities(&labels(&["approve", "decline"]), &tokens, false, "approve")
+                .expect("probabilities");
         assert!(close(result.probabilities[0].1, 0.75 / 0.95), "{result:?}");
         assert!(close(result.probabilities[1].1, 0.2 / 0.95), "{result:?}");
         assert!(close(result.label_mass, 0.95), "{result:?}");
@@ -214,11 +271,19 @@ mod tests {
             token("fra", -0.1, &[("fra", -0.1), ("leg", -2.4)]),
             token("ud_suspected", -0.01, &[]),
         ];
-        let result =
-            label_probabilities(&labels(&["fraud_suspected", "legitimate"]), &tokens, false)
-                .expect("probabilities");
+        let result = label_probabilities(
+            &labels(&["fraud_suspected", "legitimate"]),
+            &tokens,
+            false,
+            "fraud_suspected",
+        )
+        .expect("probabilities");
+        // The 1 - p - q the server did not list may be `legitimate`'s: P = p / 1.
         let (p, q) = ((-0.1_f64).exp(), (-2.4_f64).exp());
-        assert!(close(result.probabilities[0].1, p / (p + q)), "{result:?}");
+        assert!(
+            close(result.probabilities[0].1, p / (p + q + (1.0 - p - q))),
+            "{result:?}"
+        );
     }
 
     #[test]
@@ -230,10 +295,13 @@ mod tests {
             token("deny", -0.5, &[("deny", -0.5), ("pay", -1.0)]),
             token("\"}", -0.0, &[]),
         ];
-        let result =
-            label_probabilities(&labels(&["pay", "deny"]), &tokens, true).expect("probabilities");
+        let result = label_probabilities(&labels(&["pay", "deny"]), &tokens, true, "deny")
+            .expect("probabilities");
         let (d, p) = ((-0.5_f64).exp(), (-1.0_f64).exp());
-        assert!(close(result.probabilities[1].1, d / (d + p)), "{result:?}");
+        assert!(
+            close(result.probabilities[1].1, d / (d + p + (1.0 - d - p))),
+            "{result:?}"
+        );
         // A token that holds the quote and the label's start is read past the quote.
         let tokens = [
             token("{\"label\":", -0.0, &[]),
@@ -244,34 +312,103 @@ mod tests {
             ),
             token("\"}", -0.0, &[]),
         ];
-        let result =
-            label_probabilities(&labels(&["pay", "deny"]), &tokens, true).expect("probabilities");
-        let (p, d) = ((-0.2_f64).exp(), (-3.0_f64).exp());
-        assert!(close(result.probabilities[0].1, p / (p + d)), "{result:?}");
+        let result = label_probabilities(&labels(&["pay", "deny"]), &tokens, true, "pay")
+            .expect("probabilities");
+        let (p, d, quote) = ((-0.2_f64).exp(), (-3.0_f64).exp(), (-4.0_f64).exp());
+        assert!(
+            close(
+                result.probabilities[0].1,
+                p / (p + d + (1.0 - p - d - quote))
+            ),
+            "{result:?}"
+        );
     }
 
     #[test]
     fn what_cannot_be_computed_is_said() {
         let both = labels(&["approve", "appeal"]);
-        let tokens = [token("app", -0.1, &[("app", -0.1)])];
+        let tokens = [
+            token("app", -0.1, &[("app", -0.1)]),
+            token("rove", -0.1, &[]),
+        ];
         assert!(matches!(
-            label_probabilities(&both, &tokens, false),
+            label_probabilities(&both, &tokens, false, "approve"),
             Err(NoProbability::Ambiguous { .. })
         ));
-        let tokens = [token("maybe", -0.1, &[("perhaps", -1.0)])];
+        let tokens = [token("maybe", -0.1, &[("perhaps", -3.0)])];
         assert_eq!(
-            label_probabilities(&labels(&["yes", "no"]), &tokens, false),
+            label_probabilities(&labels(&["yes", "no"]), &tokens, false, "maybe"),
             Err(NoProbability::NoLabel)
         );
         assert_eq!(
-            label_probabilities(&labels(&["yes", "no"]), &[], false),
+            label_probabilities(&labels(&["yes", "no"]), &[], false, "yes"),
             Err(NoProbability::Missing)
         );
         // A word that only begins with a label is not it.
         let tokens = [token("yesterday", -0.1, &[])];
         assert_eq!(
-            label_probabilities(&labels(&["yes", "no"]), &tokens, false),
+            label_probabilities(&labels(&["yes", "no"]), &tokens, false, "yes"),
             Err(NoProbability::NoLabel)
         );
+    }
+
+    #[test]
+    fn a_server_cannot_make_a_label_look_more_certain_than_its_tokens_say() {
+        let ln = f64::ln;
+        let approve = labels(&["approve", "decline"]);
+        // No alternative listed but the chosen token, at 0.3: the other 0.7 may be
+        // `decline`'s, so P(approve) is 0.3, not 1.
+        for top in [&[][..], &[("approve", ln(0.3))][..]] {
+            let tokens = [token("approve", ln(0.3), top)];
+            let result = label_probabilities(&approve, &tokens, false, "approve").expect("p");
+            assert!(close(result.probabilities[0].1, 0.3), "{result:?}");
+        }
+        // Listing one alternative three times, or a log-probability above 0, is no
+        // distribution.
+        let tokens = [token(
+            "approve",
+            ln(0.5),
+            &[
+                ("approve", ln(0.5)),
+                ("approve", ln(0.5)),
+                ("decline", ln(0.45)),
+            ],
+        )];
+        assert!(matches!(
+            label_probabilities(&approve, &tokens, false, "approve"),
+            Err(NoProbability::Malformed(_))
+        ));
+        let tokens = [token("approve", 5.0, &[("decline", ln(0.5))])];
+        assert!(matches!(
+            label_probabilities(&approve, &tokens, false, "approve"),
+            Err(NoProbability::Malformed(_))
+        ));
+        // The tokens spell `approve`, the answer says `decline`.
+        let tokens = [token("approve", ln(0.99), &[("decline", ln(0.01))])];
+        assert!(matches!(
+            label_probabilities(&approve, &tokens, false, "decline"),
+            Err(NoProbability::Disagrees { .. })
+        ));
+        // A JSON answer whose first `label` is not the one it gives (a repeated key, whose
+        // last value a parser keeps, or the word as a value before the key) is not read.
+        let sure = [("approve", ln(0.99)), ("decline", ln(0.01))];
+        let unsure = [("decline", ln(0.7)), ("approve", ln(0.3))];
+        for (head, middle) in [
+            ("{\"label\":\"", "\",\"label\":\""),
+            ("{\"note\":\"label\",\"x\":\"", "\",\"label\":\""),
+        ] {
+            let tokens = [
+                token(head, 0.0, &[]),
+                token("approve", ln(0.99), &sure),
+                token(middle, 0.0, &[]),
+                token("decline", ln(0.7), &unsure),
+                token("\"}", 0.0, &[]),
+            ];
+            assert_eq!(
+                label_probabilities(&approve, &tokens, true, "decline"),
+                Err(NoProbability::NotLocated),
+                "{head}"
+            );
+        }
     }
 }

@@ -319,3 +319,32 @@ fn an_inspection_creates_no_write_log_and_a_resume_needs_it() {
         "{error:?}"
     );
 }
+
+#[cfg(unix)]
+#[test]
+fn a_fifo_swapped_in_after_the_look_is_refused_without_waiting_for_a_writer() {
+    // The race (a file checked, then replaced by a FIFO before it is opened) is won here
+    // by asking the open directly for the FIFO: it must answer at once, not block.
+    let dir = tempfile::tempdir().expect("tempdir");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        dir.path().join("pipe"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .expect("mkfifo");
+    std::fs::write(dir.path().join("file"), "text").expect("write");
+    let handle =
+        cap_std::fs::Dir::open_ambient_dir(dir.path(), cap_std::ambient_authority()).expect("dir");
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let pipe = super::open_regular(&handle, "pipe").map(|opened| opened.is_none());
+        let file = super::open_regular(&handle, "file").map(|opened| opened.map(|(_, size)| size));
+        let _ = done.send((pipe.ok(), file.ok()));
+    });
+    let answer = finished
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("opening a FIFO to read blocked the host");
+    assert_eq!(answer, (Some(true), Some(Some(4))));
+}

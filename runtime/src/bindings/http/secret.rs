@@ -128,6 +128,18 @@ impl Headers {
             .any(|(_, value)| matches!(value, Value::Secret { .. }))
     }
 
+    /// The names of the headers that carry a credential.
+    pub(crate) fn secret_names(&self) -> Vec<&str> {
+        self.list
+            .iter()
+            .filter(|(name, value)| {
+                matches!(value, Value::Secret { .. })
+                    || CREDENTIAL_HEADERS.contains(&name.to_ascii_lowercase().as_str())
+            })
+            .map(|(name, _)| name.as_str())
+            .collect()
+    }
+
     /// Every header as it is sent, credentials included: for the request only.
     pub(crate) fn pairs(&self) -> impl Iterator<Item = (&str, String)> {
         self.list.iter().map(|(name, value)| {
@@ -155,6 +167,57 @@ impl Headers {
 }
 
 /// Reads the credential `reference` names.
+impl Headers {
+    /// [`Headers::redact`], and for a JSON text also every string in it, decoded: a server
+    /// that echoes the credential with JSON escapes (`\/`, `\u0061`) writes it in other
+    /// bytes, which the agent would read back whole. Such a text is answered re-written,
+    /// its strings redacted; any other text is answered as it came.
+    pub(crate) fn redact_body(&self, text: &str) -> String {
+        let text = self.redact(text);
+        if !self.has_secret() {
+            return text;
+        }
+        match serde_json::from_str::<serde_json::Value>(&text) {
+            Ok(mut value) => {
+                if self.redact_value(&mut value) {
+                    value.to_string()
+                } else {
+                    text
+                }
+            }
+            Err(_) => text,
+        }
+    }
+
+    /// Redacts every string (and key) of `value`; whether anything changed.
+    fn redact_value(&self, value: &mut serde_json::Value) -> bool {
+        use serde_json::Value as Json;
+        match value {
+            Json::String(text) => {
+                let redacted = self.redact(text);
+                let changed = redacted != *text;
+                *text = redacted;
+                changed
+            }
+            Json::Array(items) => items
+                .iter_mut()
+                .fold(false, |changed, item| self.redact_value(item) | changed),
+            Json::Object(map) => {
+                let mut changed = false;
+                let entries = std::mem::take(map);
+                for (key, mut item) in entries {
+                    changed |= self.redact_value(&mut item);
+                    let redacted = self.redact(&key);
+                    changed |= redacted != key;
+                    map.insert(redacted, item);
+                }
+                changed
+            }
+            _ => false,
+        }
+    }
+}
+
 pub(crate) fn secret(
     reference: &SecretRef,
     env: &dyn Fn(&str) -> Option<String>,
@@ -225,6 +288,17 @@ mod tests {
             headers.redact("echo: Bearer s3cr3t-value!"),
             "echo: Bearer [redacted]!"
         );
+        // Echoed with JSON escapes, the credential is other bytes: its strings are read.
+        for echoed in [
+            r#"{"echo":"s3cr3t\u002dvalue","n":1}"#,
+            r#"{"echo":["x",{"s3cr3t\u002d\u0076alue":"\u0073\u0033cr3t-value"}]}"#,
+        ] {
+            let redacted = headers.redact_body(echoed);
+            let decoded: serde_json::Value = serde_json::from_str(&redacted).expect("JSON");
+            assert!(!decoded.to_string().contains("s3cr3t"), "{redacted}");
+            assert!(redacted.contains("[redacted]"), "{redacted}");
+        }
+        assert_eq!(headers.redact_body(r#"{"a": 1}"#), r#"{"a": 1}"#);
     }
 
     #[test]

@@ -69,6 +69,10 @@ pub(crate) struct Exchange<'a> {
     pub url: Url,
     /// Every header, credentials included (never logged, never part of an error).
     pub headers: Vec<(&'a str, String)>,
+    /// The names of the headers that carry a credential: sent only to the origin (scheme,
+    /// host and port) of `url`, never to another one a redirect leads to, even inside the
+    /// allowlist.
+    pub credentials: Vec<&'a str>,
     pub body: Option<&'a [u8]>,
     pub allow: &'a Allowlist,
     /// Bound of each attempt, redirects included.
@@ -224,8 +228,23 @@ impl Transport {
                     _ => timed_out(started, limit),
                 });
             }
+            let same_origin = url.scheme == exchange.url.scheme
+                && url.host == exchange.url.host
+                && url.port == exchange.url.port;
+            let headers: Vec<(&str, String)> = exchange
+                .headers
+                .iter()
+                .filter(|(name, _)| {
+                    same_origin
+                        || !exchange
+                            .credentials
+                            .iter()
+                            .any(|c| c.eq_ignore_ascii_case(name))
+                })
+                .cloned()
+                .collect();
             let mut response = self
-                .request(method, &url, &exchange.headers, body, left)
+                .request(method, &url, &headers, body, left)
                 .map_err(|e| classify(e, &url, started, limit))?;
             let status = response.status().as_u16();
             let location = response

@@ -543,3 +543,113 @@ fn binding_errors_name_the_bindings_file_the_entry_and_the_field() {
         "{error}"
     );
 }
+
+fn ints(name: &str, dims: &[i64], values: Vec<i64>) -> pb::TensorProto {
+    pb::TensorProto {
+        name: name.into(),
+        dims: dims.to_vec(),
+        data_type: 7,
+        int64_data: values,
+        ..pb::TensorProto::default()
+    }
+}
+
+fn int_attribute(name: &str, value: i64) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: 2,
+        i: value,
+        ..pb::AttributeProto::default()
+    }
+}
+
+/// features [1, 2] -> `nodes` -> `probabilities` [1, 2].
+fn crafted(nodes: Vec<pb::NodeProto>, initializer: Vec<pb::TensorProto>) -> Vec<u8> {
+    pb::ModelProto {
+        ir_version: 8,
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: 13,
+        }],
+        graph: Some(pb::GraphProto {
+            name: "crafted".into(),
+            node: nodes,
+            initializer,
+            input: vec![value_info("features", 1, &[Some(1), Some(2)])],
+            output: vec![value_info("probabilities", 1, &[Some(1), Some(2)])],
+            ..pb::GraphProto::default()
+        }),
+        ..pb::ModelProto::default()
+    }
+    .encode_to_vec()
+}
+
+#[test]
+fn a_model_that_makes_tract_panic_is_an_error_at_load_and_at_a_call() {
+    // At load: a Range of step 0 divides by zero while tract analyses the model.
+    let range = crafted(
+        vec![
+            node("Range", &["start", "limit", "delta"], "range"),
+            {
+                let mut cast = node("Cast", &["range"], "floats");
+                cast.attribute.push(int_attribute("to", 1));
+                cast
+            },
+            node("ReduceSum", &["floats"], "sum"),
+            node("Add", &["features", "sum"], "probabilities"),
+        ],
+        vec![
+            ints("start", &[], vec![0]),
+            ints("limit", &[], vec![10]),
+            ints("delta", &[], vec![0]),
+        ],
+    );
+    let problem = refusal(
+        &range,
+        &card_for(&range, "[\"safe\", \"risky\"]", &["a", "b"]),
+    );
+    assert!(
+        problem.contains("m/risk.onnx") && problem.contains("tract failed while loading"),
+        "{problem}"
+    );
+
+    // At a call: the first feature picks a row of a table. Row 0 (the load's row of zeros)
+    // is probabilities; 7 is out of range, which tract indexes without a check.
+    let gather = crafted(
+        vec![
+            node("Slice", &["features", "starts", "ends", "axes"], "first"),
+            {
+                let mut cast = node("Cast", &["first"], "index");
+                cast.attribute.push(int_attribute("to", 7));
+                cast
+            },
+            node("Reshape", &["index", "one"], "indices"),
+            node("Gather", &["table", "indices"], "probabilities"),
+        ],
+        vec![
+            ints("starts", &[1], vec![0]),
+            ints("ends", &[1], vec![1]),
+            ints("axes", &[1], vec![1]),
+            ints("one", &[1], vec![1]),
+            floats("table", &[2, 2], vec![0.3, 0.7, 0.5, 0.5]),
+        ],
+    );
+    let model = load(
+        &gather,
+        &card_for(&gather, "[\"safe\", \"risky\"]", &["a", "b"]),
+    )
+    .expect("row 0 is probabilities");
+    let answer = model.infer(r#"{"a": 0, "b": 0}"#).expect("row 0");
+    assert_eq!(answer.label, "risky");
+    let error = model
+        .infer(r#"{"a": 7, "b": 0}"#)
+        .expect_err("row 7 does not exist");
+    assert_eq!(error.kind, CallErrorKind::Unavailable);
+    assert!(
+        error.message.contains("tract failed while running"),
+        "{}",
+        error.message
+    );
+    // The plan is intact: the next call answers.
+    assert!(model.infer(r#"{"a": 1, "b": 0}"#).is_ok());
+}
