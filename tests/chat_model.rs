@@ -262,12 +262,13 @@ fn the_host_computes_label_probabilities_from_logprobs_and_the_gate_compares_the
         "{user}"
     );
 
-    // An uncertain answer: P(pay) = 0.35 / 0.95 < 0.9, so the run waits for review.
+    // An uncertain answer: P(pay) = 0.35 < 0.9 (the 0.05 of "hmm", no label, counts against
+    // every label), so the run waits for review.
     let (code, report) = deployment.run(&ask(5000));
     assert_eq!(code, 10, "{report:#}");
     let escalated = report["run_id"].as_str().expect("run id").to_string();
     let pay = probability(&inference(&deployment, &escalated), "pay").expect("P(pay)");
-    assert!((pay - 0.35 / 0.95).abs() < 1e-9, "{pay}");
+    assert!((pay - 0.35).abs() < 1e-9, "{pay}");
 
     assert!(
         !holds(&deployment.journal_bytes(), SECRET),

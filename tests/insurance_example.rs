@@ -306,8 +306,8 @@ fn under_the_chat_bindings_the_gates_send_a_hesitant_classification_and_a_high_v
         "the inference names the language model's card: {journal_view}"
     );
 
-    // Routine, says the model, but hesitantly: P(routine) = 0.62 / (0.97 + 0.01 unlisted)
-    // < 0.90, so the gate sends the claim to an adjuster although the agent proposed
+    // Routine, says the model, but hesitantly: P(routine) = 0.62 (its share of the whole
+    // token: the labels' 0.97, "The" 0.02 and 0.01 unlisted) < 0.90, so the gate sends the claim to an adjuster although the agent proposed
     // payment.
     let (code, report) = deployment.run("02-gate-escalates.json");
     assert_eq!(
@@ -333,7 +333,7 @@ fn under_the_chat_bindings_the_gates_send_a_hesitant_classification_and_a_high_v
         "{rule:#}"
     );
     let p = rule["probability"].as_f64().expect("P(routine)");
-    assert!((p - 0.62 / 0.98).abs() < 1e-9, "P(routine) {p}");
+    assert!((p - 0.62).abs() < 1e-9, "P(routine) {p}");
 
     // 36,000 is above the handlers' authority: the gate on `classification` sends the
     // claim to an adjuster, and the language model is never asked.

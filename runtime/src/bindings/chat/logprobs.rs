@@ -7,12 +7,13 @@
 //! `top_logprobs` there and the chosen token itself. Each alternative, stripped of what
 //! comes before the label in that token and of leading blanks and quotes, counts for the
 //! label it begins (case-insensitively), or that it spells out whole followed by a
-//! non-word character. Its mass is e^logprob. P(label) is the label's mass divided by the
-//! mass of all labels and the mass the server did not list (1 minus the listed
-//! alternatives' mass, which may belong to any other label): alternatives that begin no
-//! label are left out (the labels' share of the token's probability is reported as
-//! `label_mass`). So a server that lists few alternatives (or none but the chosen token)
-//! cannot make a label look more certain than its own probability. Labels must
+//! non-word character, if it spells at least three of the label's characters (or the
+//! whole of a shorter label). Its mass is e^logprob. P(label) is the label's mass divided
+//! by the whole token's: the listed alternatives', labels or not, and what the server did
+//! not list (which may be any other label's). So neither a server that lists few
+//! alternatives nor a model hesitating between a label and other words can make a label
+//! look more certain than the probability of its own tokens (the labels' share is
+//! reported as `label_mass`). Labels must
 //! therefore differ in their first token; an alternative that could begin two labels
 //! (`app` for `approve` and `appeal`) makes the probabilities unknowable from one token,
 //! and the inference has none.
@@ -189,17 +190,23 @@ pub(super) fn label_probabilities(
     if total <= 0.0 || !total.is_finite() {
         return Err(NoProbability::NoLabel);
     }
-    // What the server did not list may be any other label's.
-    let unlisted = (1.0 - listed).max(0.0);
+    // Everything else counts against every label: what the server did not list (it may be
+    // another label's), and the alternatives that begin no label (a model about to say
+    // something else is not confident of any label). So P(label) is the label's share of
+    // the whole token's probability, never more.
+    let whole = listed.max(total) + (1.0 - listed).max(0.0);
     Ok(LabelProbabilities {
         probabilities: labels
             .iter()
             .zip(&mass)
-            .map(|(label, m)| (label.clone(), m / (total + unlisted)))
+            .map(|(label, m)| (label.clone(), m / whole))
             .collect(),
         label_mass: total.min(1.0),
     })
 }
+
+/// The fewest characters of a label an alternative must spell to count for it.
+const MIN_FRAGMENT: usize = 3;
 
 /// The most a log-probability may exceed 0 (a server's float rounding).
 const MAX_LOGPROB: f64 = 1e-4;
@@ -209,7 +216,9 @@ const MASS_TOLERANCE: f64 = 1e-3;
 /// Whether a (lower-case) alternative `rest` begins `label`, or spells it out whole
 /// followed by something that is not part of a word.
 fn begins(rest: &str, label: &str) -> bool {
-    label.starts_with(rest)
+    // A fragment shorter than MIN_FRAGMENT chars (`a`, `A`) begins too many words to be
+    // counted for a label: leaving it out can only lower the label's probability.
+    (label.starts_with(rest) && rest.chars().count() >= MIN_FRAGMENT.min(label.chars().count()))
         || rest.strip_prefix(label).is_some_and(|after| {
             after
                 .chars()
@@ -244,8 +253,9 @@ mod tests {
     }
 
     #[test]
-    fn the_first_token_alternatives_are_normalised_over_the_labels() {
-        // "approve" is 0.7, "decline" 0.2, " Approve" 0.05 (counts for approve), "maybe" 0.05.
+    fn a_label_gets_its_share_of_the_whole_token_other_words_included() {
+        // "approve" is 0.7, "decline" 0.2, " Approve" 0.05 (counts for approve), "maybe"
+        // 0.05 (a word that is no label: it counts against both).
         let tokens = [token(
             "approve",
             0.7_f64.ln(),
@@ -259,9 +269,30 @@ mod tests {
         let result =
             label_probabilities(&labels(&["approve", "decline"]), &tokens, false, "approve")
                 .expect("probabilities");
-        assert!(close(result.probabilities[0].1, 0.75 / 0.95), "{result:?}");
-        assert!(close(result.probabilities[1].1, 0.2 / 0.95), "{result:?}");
+        assert!(close(result.probabilities[0].1, 0.75), "{result:?}");
+        assert!(close(result.probabilities[1].1, 0.2), "{result:?}");
         assert!(close(result.label_mass, 0.95), "{result:?}");
+    }
+
+    #[test]
+    fn a_one_letter_fragment_does_not_count_for_the_label_it_could_begin() {
+        // "approve" 0.5, "a" and "A" 0.2 each: "a" begins many words, so P(approve) is 0.5,
+        // not 0.9.
+        let tokens = [token(
+            "approve",
+            0.5_f64.ln(),
+            &[
+                ("approve", 0.5_f64.ln()),
+                ("a", 0.2_f64.ln()),
+                ("A", 0.2_f64.ln()),
+                ("decline", 0.1_f64.ln()),
+            ],
+        )];
+        let result =
+            label_probabilities(&labels(&["approve", "decline"]), &tokens, false, "approve")
+                .expect("probabilities");
+        assert!(close(result.probabilities[0].1, 0.5), "{result:?}");
+        assert!(close(result.probabilities[1].1, 0.1), "{result:?}");
     }
 
     #[test]
@@ -314,14 +345,9 @@ mod tests {
         ];
         let result = label_probabilities(&labels(&["pay", "deny"]), &tokens, true, "pay")
             .expect("probabilities");
-        let (p, d, quote) = ((-0.2_f64).exp(), (-3.0_f64).exp(), (-4.0_f64).exp());
-        assert!(
-            close(
-                result.probabilities[0].1,
-                p / (p + d + (1.0 - p - d - quote))
-            ),
-            "{result:?}"
-        );
+        // The lone quote begins no label, so it counts against both: P(pay) = p / 1.
+        let p = (-0.2_f64).exp();
+        assert!(close(result.probabilities[0].1, p), "{result:?}");
     }
 
     #[test]
