@@ -1,8 +1,10 @@
-//! Checkpoint cost: a step that dirtied k pages of an M MiB memory, for k in {1, 16, 256}
-//! and M in {1, 16, 256}. The capture compares each page with the previous image before
-//! hashing, so its cost should follow k (the pages hashed and stored), with only a
-//! memory-speed compare over M. The baseline in the same run hashes all of M, which is
-//! what a capture without the comparison would cost.
+//! Checkpoint cost: a step that dirtied k pages of an M MiB linear memory, for k in
+//! {0, 1, 16, 256} and M in {1, 16, 256}, then a capture (k = 0: the fixed cost). Two ways
+//! of finding the changed pages, in the same run: `compare_all` compares every page with
+//! the previous image (the fallback); `written_pages` asks the kernel which pages were
+//! written (userfaultfd write protection and `PAGEMAP_SCAN`) and compares only those.
+//! Either way only changed pages are hashed. The baseline hashes all of M, what a capture
+//! without any comparison costs.
 
 #![allow(
     clippy::expect_used,
@@ -17,50 +19,56 @@ fn checkpoint(c: &mut Criterion) {
     let mut group = c.benchmark_group("checkpoint");
     group.sample_size(20);
     for mib in [1usize, 16, 256] {
-        let pages = mib * 1024 * 1024 / PAGE_SIZE;
-        let mut memory: Vec<u8> = (0..mib * 1024 * 1024).map(|i| (i % 251) as u8).collect();
-        group.throughput(Throughput::Bytes(memory.len() as u64));
+        let bytes = mib * 1024 * 1024;
+        let pages = bytes / PAGE_SIZE;
+        let image: Vec<u8> = (0..bytes).map(|i| (i % 251) as u8).collect();
+        group.throughput(Throughput::Bytes(bytes as u64));
         group.bench_with_input(
             BenchmarkId::new("hash_all_pages", format!("{mib}MiB")),
             &mib,
             |b, _| {
                 b.iter(|| {
-                    memory
+                    image
                         .chunks(PAGE_SIZE)
                         .map(|p| Digest::of(PAGE_DOMAIN, p))
                         .collect::<Vec<_>>()
                 })
             },
         );
-        for dirty in [1usize, 16, 256] {
+        for dirty in [0usize, 1, 16, 256] {
             if dirty > pages {
                 continue;
             }
-            let mut tracker = BenchPages::default();
-            tracker.capture(&memory);
-            let mut round = 0u8;
-            let mut stored = 0usize;
-            group.bench_with_input(
-                BenchmarkId::new(format!("dirty_{dirty}_pages"), format!("{mib}MiB")),
-                &dirty,
-                |b, &dirty| {
-                    b.iter(|| {
-                        round = round.wrapping_add(1);
-                        // Spread the dirty pages over the whole memory.
-                        for k in 0..dirty {
-                            memory[(k * pages / dirty) * PAGE_SIZE + 7] = round;
-                        }
-                        let (pages, bytes) = tracker.capture(&memory);
-                        stored = bytes;
-                        pages
-                    })
-                },
-            );
-            assert_eq!(
-                stored,
-                dirty * PAGE_SIZE,
-                "bytes stored follow the dirty pages"
-            );
+            for (name, compare_all) in [("compare_all", true), ("written_pages", false)] {
+                let mut memory = BenchPages::new(bytes, compare_all);
+                memory.memory().copy_from_slice(&image);
+                memory.capture();
+                eprintln!("{name}: change detection {}", memory.detection());
+                let mut round = 0u8;
+                let mut stored = 0usize;
+                group.bench_with_input(
+                    BenchmarkId::new(format!("{name}/dirty_{dirty}_pages"), format!("{mib}MiB")),
+                    &dirty,
+                    |b, &dirty| {
+                        b.iter(|| {
+                            round = round.wrapping_add(1);
+                            // Spread the dirty pages over the whole memory.
+                            let data = memory.memory();
+                            for k in 0..dirty {
+                                data[(k * pages / dirty) * PAGE_SIZE + 7] = round;
+                            }
+                            let (pages, bytes) = memory.capture();
+                            stored = bytes;
+                            pages
+                        })
+                    },
+                );
+                assert_eq!(
+                    stored,
+                    dirty * PAGE_SIZE,
+                    "bytes stored follow the dirty pages"
+                );
+            }
         }
     }
     group.finish();

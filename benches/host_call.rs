@@ -1,8 +1,10 @@
 //! Host call cost: a raw wasmtime host function beside Warden's enforced, journaled host
 //! call, driven by the same guest loop, so the figure that matters is the ratio.
 //!
-//! The guest makes `CALLS` requests per step; each request is two crossings of the
-//! import (send the request, read the response), exactly as the guest SDK does.
+//! The guest makes 10, 1 000 or 10 000 requests per step (criterion's parameter, and its
+//! throughput: the time per element is the time per request, step overhead included);
+//! each request is two crossings of the import (send the request, read the response),
+//! exactly as the guest SDK does.
 //! - `raw`: the import is a host function that returns at once.
 //! - `warden`: the import is Warden's: bounds-checked read, postcard decode, `enforce`,
 //!   two journal records, response encode and write-back (the step's redb commit is not
@@ -15,15 +17,16 @@
 
 use std::sync::Arc;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use warden::internals::BenchExecution;
 use warden::{Agent, Policy};
 use wasmtime::{Caller, Config, Engine, Linker, Module, Store};
 
-const CALLS: u32 = 1_000;
+/// Requests per step.
+const CALLS: [u32; 3] = [10, 1_000, 10_000];
 
-/// Sends `Request::State` (postcard byte 0x01) CALLS times, reading each response.
-fn guest() -> String {
+/// Sends `Request::State` (postcard byte 0x01) `calls` times, reading each response.
+fn guest(calls: u32) -> String {
     format!(
         r#"(module
   (import "warden" "host_call" (func $host_call (param i32 i32 i32) (result i64)))
@@ -34,7 +37,7 @@ fn guest() -> String {
       (drop (call $host_call (i32.const 0) (i32.const 16) (i32.const 1)))
       (drop (call $host_call (i32.const 1) (i32.const 1024) (i32.const 1024)))
       (local.set $i (i32.add (local.get $i) (i32.const 1)))
-      (br_if $again (i32.lt_u (local.get $i) (i32.const {CALLS}))))
+      (br_if $again (i32.lt_u (local.get $i) (i32.const {calls}))))
     i32.const 0))"#
     )
 }
@@ -58,40 +61,44 @@ fn host_calls(c: &mut Criterion) {
     let mut config = Config::new();
     config.consume_fuel(true).epoch_interruption(true);
     let engine = &Engine::new(&config).expect("engine");
-    let wat = guest();
-    let mut group = c.benchmark_group("host_call");
-    group.throughput(Throughput::Elements(u64::from(CALLS)));
-
-    // Baseline: the same loop against a host function that does nothing.
-    let module = Module::new(engine, wat::parse_str(&wat).expect("wat")).expect("module");
-    let mut linker: Linker<()> = Linker::new(engine);
-    linker
-        .func_wrap(
-            "warden",
-            "host_call",
-            |_: Caller<'_, ()>, _op: i32, _ptr: i32, _len: i32| -> i64 { 1 },
-        )
-        .expect("link");
-    let mut store = Store::new(engine, ());
-    store.set_epoch_deadline(u64::MAX / 2);
-    let instance = linker
-        .instantiate(&mut store, &module)
-        .expect("instantiate");
-    let step = instance
-        .get_typed_func::<(), i32>(&mut store, "warden_step")
-        .expect("step");
-    group.bench_function("raw", |b| {
-        b.iter(|| {
-            store.set_fuel(u64::MAX / 2).expect("fuel");
-            step.call(&mut store, ()).expect("step")
-        })
-    });
-
-    // Warden: decode, enforce, journal, respond, for every call.
-    let agent = Agent::from_bytes(wat.as_bytes()).expect("agent");
     let policy = Arc::new(Policy::parse(POLICY, "bench").expect("policy"));
-    let mut exec = BenchExecution::new(&agent, policy);
-    group.bench_function("warden", |b| b.iter(|| exec.step()));
+    let mut group = c.benchmark_group("host_call");
+    for calls in CALLS {
+        let wat = guest(calls);
+        group.throughput(Throughput::Elements(u64::from(calls)));
+
+        // Baseline: the same loop against a host function that does nothing.
+        let module = Module::new(engine, wat::parse_str(&wat).expect("wat")).expect("module");
+        let mut linker: Linker<()> = Linker::new(engine);
+        linker
+            .func_wrap(
+                "warden",
+                "host_call",
+                |_: Caller<'_, ()>, _op: i32, _ptr: i32, _len: i32| -> i64 { 1 },
+            )
+            .expect("link");
+        let mut store = Store::new(engine, ());
+        store.set_epoch_deadline(u64::MAX / 2);
+        let instance = linker
+            .instantiate(&mut store, &module)
+            .expect("instantiate");
+        let step = instance
+            .get_typed_func::<(), i32>(&mut store, "warden_step")
+            .expect("step");
+        group.bench_function(BenchmarkId::new("raw", calls), |b| {
+            b.iter(|| {
+                store.set_fuel(u64::MAX / 2).expect("fuel");
+                step.call(&mut store, ()).expect("step")
+            })
+        });
+
+        // Warden: decode, enforce, journal, respond, for every call.
+        let agent = Agent::from_bytes(wat.as_bytes()).expect("agent");
+        let mut exec = BenchExecution::new(&agent, Arc::clone(&policy));
+        group.bench_function(BenchmarkId::new("warden", calls), |b| {
+            b.iter(|| exec.step())
+        });
+    }
     group.finish();
 }
 

@@ -5,14 +5,20 @@
 //! loader's rewriting, see [`crate::agent`]) + the host-side counters below is the whole
 //! state of a run: restoring a checkpoint into a fresh instance continues the run exactly.
 //! A page's digest is its address, so a page is stored once however many steps, runs and
-//! agents share it, and capture cost follows the pages a step changed: unchanged pages are
-//! found by comparing with the previous image, before any hashing.
+//! agents share it, and capture cost follows the pages a step changed: where the kernel
+//! can say which pages were written ([`written`]), only those are compared with the
+//! previous image; elsewhere the whole image is compared. Either way a page is hashed
+//! only if it differs, and both ways give the same capture.
 
 use serde::{Deserialize, Serialize};
 use wasmtime::{AsContextMut, Instance, Val};
 
 use crate::decision::InferenceRecord;
 use crate::digest::{Digest, domain};
+
+mod written;
+
+use written::WriteTracker;
 
 /// Why a checkpoint could not be taken or restored. A checkpoint that does not fit the
 /// agent, or whose pages are missing or altered, is refused before any guest code runs.
@@ -164,6 +170,31 @@ impl Checkpoint {
 pub struct PageTracker {
     image: Vec<u8>,
     digests: Vec<Digest>,
+    /// The kernel's record of the pages written since the last capture, where available
+    /// (see [`written`]); without it, every page is compared.
+    writes: Option<WriteTracker>,
+    /// Never track writes: compare every page (the fallback, for tests and benchmarks).
+    compare_all: bool,
+}
+
+/// How captures find the pages a step changed, in this process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChangeDetection {
+    /// The kernel lists the pages written (userfaultfd write protection and
+    /// `PAGEMAP_SCAN`, Linux 6.7 and later); only those are compared.
+    WrittenPages,
+    /// Every page is compared with the previous image.
+    CompareAll,
+}
+
+impl ChangeDetection {
+    /// A short name, for logs and `--json`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeDetection::WrittenPages => "written-pages",
+            ChangeDetection::CompareAll => "compare-all",
+        }
+    }
 }
 
 /// A page that changed since the previous capture, to store if new.
@@ -191,37 +222,140 @@ impl PageTracker {
     /// A tracker whose previous image is `image`, whose pages have the given digests
     /// (already checked by the caller), as after restoring a checkpoint.
     pub fn primed(image: Vec<u8>, digests: Vec<Digest>) -> PageTracker {
-        PageTracker { image, digests }
+        PageTracker {
+            image,
+            digests,
+            writes: None,
+            compare_all: false,
+        }
     }
 
-    /// Captures `memory`, comparing each page with the previous image first.
+    /// A tracker that always compares every page, as where the kernel cannot track writes.
+    #[cfg(any(test, feature = "bench"))]
+    pub fn comparing_all() -> PageTracker {
+        PageTracker {
+            compare_all: true,
+            ..PageTracker::default()
+        }
+    }
+
+    /// Starts asking the kernel which pages of `memory` are written from now on, where it
+    /// can; `memory` must hold the tracker's image (as right after [`PageTracker::primed`]
+    /// or a capture). Returns how the next captures find changed pages.
+    pub fn track(&mut self, memory: &[u8]) -> ChangeDetection {
+        self.writes = None;
+        if !self.compare_all && memory.len() == self.image.len() {
+            self.writes = WriteTracker::start(memory);
+        }
+        let detection = self.detection();
+        report(detection);
+        detection
+    }
+
+    /// How the next capture finds changed pages.
+    pub fn detection(&self) -> ChangeDetection {
+        match self.writes {
+            Some(_) => ChangeDetection::WrittenPages,
+            None => ChangeDetection::CompareAll,
+        }
+    }
+
+    /// Captures `memory`: the pages written since the previous capture (all of them, if
+    /// the kernel cannot say) are compared with the previous image, and those that differ
+    /// are hashed. Starts write tracking after a capture that compared everything.
     pub fn capture(&mut self, memory: &[u8]) -> Capture {
+        let written = self
+            .writes
+            .as_mut()
+            .and_then(|writes| writes.take_written(memory));
+        let (capture, tracked) = match written {
+            Some(written) => (self.capture_written(memory, &written), true),
+            None => (self.capture_all(memory), false),
+        };
+        // A tracker that could not answer is not trusted again: start a new one.
+        let extended = match self.writes.as_mut() {
+            Some(writes) if tracked => writes.extend(memory),
+            _ => false,
+        };
+        if !extended {
+            self.track(memory);
+        }
+        capture
+    }
+
+    /// Compares every page with the previous image.
+    fn capture_all(&mut self, memory: &[u8]) -> Capture {
         self.image.resize(memory.len(), 0);
         let mut pages = Vec::with_capacity(memory.len() / PAGE_SIZE);
         let mut changed = Vec::new();
-        for ((index, page), old) in memory
-            .chunks(PAGE_SIZE)
-            .enumerate()
-            .zip(self.image.chunks_mut(PAGE_SIZE))
-        {
-            match self.digests.get(index) {
-                Some(digest) if old == page => pages.push(*digest),
-                previous => {
-                    let digest = Digest::of(domain::PAGE, page);
-                    let base = previous.map(|base| (*base, old.to_vec()));
-                    old.copy_from_slice(page);
-                    changed.push(ChangedPage {
-                        digest,
-                        bytes: page.to_vec(),
-                        base,
-                    });
-                    pages.push(digest);
-                }
-            }
+        for (index, page) in memory.chunks(PAGE_SIZE).enumerate() {
+            pages.push(self.compare_page(index, page, &mut changed));
         }
         self.digests.clone_from(&pages);
         Capture { pages, changed }
     }
+
+    /// Compares the `written` pages (increasing indices below the previous size) and every
+    /// page past the previous size; the others are unchanged.
+    fn capture_written(&mut self, memory: &[u8], written: &[usize]) -> Capture {
+        let previous = self.digests.len().min(memory.len() / PAGE_SIZE);
+        self.image.resize(memory.len(), 0);
+        let mut changed = Vec::new();
+        let mut pages = self.digests[..previous].to_vec();
+        for &index in written.iter().take_while(|&&index| index < previous) {
+            if let Some(page) = memory.chunks(PAGE_SIZE).nth(index) {
+                pages[index] = self.compare_page(index, page, &mut changed);
+            }
+        }
+        for (index, page) in memory.chunks(PAGE_SIZE).enumerate().skip(previous) {
+            let digest = self.compare_page(index, page, &mut changed);
+            pages.push(digest);
+        }
+        self.digests.clone_from(&pages);
+        Capture { pages, changed }
+    }
+
+    /// The digest of page `index`, now `page`: the previous one if the page is as it was,
+    /// else its new digest, with the page added to `changed`.
+    fn compare_page(
+        &mut self,
+        index: usize,
+        page: &[u8],
+        changed: &mut Vec<ChangedPage>,
+    ) -> Digest {
+        let range = index * PAGE_SIZE..index * PAGE_SIZE + page.len();
+        let old = &mut self.image[range];
+        match self.digests.get(index) {
+            Some(digest) if old == page => *digest,
+            previous => {
+                let digest = Digest::of(domain::PAGE, page);
+                let base = previous.map(|base| (*base, old.to_vec()));
+                old.copy_from_slice(page);
+                changed.push(ChangedPage {
+                    digest,
+                    bytes: page.to_vec(),
+                    base,
+                });
+                digest
+            }
+        }
+    }
+}
+
+/// Says once per process, in a trace event, how captures find changed pages.
+fn report(detection: ChangeDetection) {
+    static REPORTED: std::sync::Once = std::sync::Once::new();
+    REPORTED.call_once(|| {
+        tracing::info!(
+            target: "warden::checkpoint",
+            change_detection = detection.as_str(),
+            "checkpoints find changed pages by {}",
+            match detection {
+                ChangeDetection::WrittenPages => "asking the kernel which were written",
+                ChangeDetection::CompareAll => "comparing every page (no kernel write tracking here)",
+            }
+        );
+    });
 }
 
 /// Reads the mutable globals the loader exported.
@@ -304,5 +438,166 @@ mod tests {
         let grown = tracker.capture(&memory);
         assert_eq!(grown.changed.len(), 1);
         assert_eq!(grown.pages[4], first.pages[0], "zero pages share a digest");
+    }
+
+    /// A linear memory of the process's engine, as a run has, with a tracker over it.
+    struct Tracked {
+        store: wasmtime::Store<()>,
+        memory: wasmtime::Memory,
+        tracker: PageTracker,
+    }
+
+    impl Tracked {
+        fn new(pages: u32, tracker: PageTracker) -> Tracked {
+            let engine = crate::engine::engine().expect("engine");
+            let mut store = wasmtime::Store::new(engine, ());
+            let memory = wasmtime::Memory::new(&mut store, wasmtime::MemoryType::new(pages, None))
+                .expect("memory");
+            Tracked {
+                store,
+                memory,
+                tracker,
+            }
+        }
+
+        fn data(&mut self) -> &mut [u8] {
+            self.memory.data_mut(&mut self.store)
+        }
+
+        fn grow(&mut self, pages: u64) {
+            self.memory.grow(&mut self.store, pages).expect("grow");
+        }
+
+        fn capture(&mut self) -> (Vec<Digest>, Vec<Digest>) {
+            let capture = self.tracker.capture(self.memory.data(&self.store));
+            let changed = capture.changed.iter().map(|page| page.digest).collect();
+            (capture.pages, changed)
+        }
+    }
+
+    /// Applies the same writes to a memory whose tracker asks the kernel and to one that
+    /// compares every page, and checks after each step that both captures are the same:
+    /// the pages the kernel reports cover every page that really changed.
+    fn same_captures(steps: &[&dyn Fn(&mut Tracked)]) {
+        let mut fast = Tracked::new(8, PageTracker::default());
+        let mut slow = Tracked::new(8, PageTracker::comparing_all());
+        for (step, write) in steps.iter().enumerate() {
+            write(&mut fast);
+            write(&mut slow);
+            assert_eq!(fast.data(), slow.data());
+            assert_eq!(fast.capture(), slow.capture(), "step {step}");
+            if step == 0 && fast.tracker.detection() == ChangeDetection::CompareAll {
+                eprintln!("no kernel write tracking here: the fallback is compared with itself");
+            }
+        }
+        assert_eq!(slow.tracker.detection(), ChangeDetection::CompareAll);
+    }
+
+    #[test]
+    fn written_pages_cover_every_change() {
+        let one_byte_per_page = |m: &mut Tracked| {
+            for (i, page) in m.data().chunks_mut(PAGE_SIZE).enumerate() {
+                page[i * 97 % PAGE_SIZE] ^= 0x5a;
+            }
+        };
+        let last_byte_of_page_3 = |m: &mut Tracked| m.data()[4 * PAGE_SIZE - 1] = 7;
+        let grow_then_write_both_sides = |m: &mut Tracked| {
+            m.grow(3);
+            let data = m.data();
+            data[2 * PAGE_SIZE + 5] = 1;
+            data[9 * PAGE_SIZE + 5] = 2;
+        };
+        let grow_without_writing = |m: &mut Tracked| m.grow(2);
+        let write_back_old_content = |m: &mut Tracked| {
+            let data = m.data();
+            let old = data[PAGE_SIZE + 3];
+            data[PAGE_SIZE + 3] = old.wrapping_add(1);
+            data[PAGE_SIZE + 3] = old;
+            data[6 * PAGE_SIZE..7 * PAGE_SIZE].fill(0xee);
+            data[6 * PAGE_SIZE..7 * PAGE_SIZE].fill(0);
+        };
+        let bulk_copy_across_pages = |m: &mut Tracked| {
+            m.data()
+                .copy_within(PAGE_SIZE / 2..3 * PAGE_SIZE, 5 * PAGE_SIZE + 11);
+        };
+        let nothing = |_: &mut Tracked| {};
+        let kernel_writes = |m: &mut Tracked| {
+            use std::io::{Read, Seek, Write};
+            let mut file = tempfile::tempfile().expect("temp file");
+            file.write_all(&[0x42; 3 * PAGE_SIZE]).expect("write");
+            file.rewind().expect("rewind");
+            file.read_exact(&mut m.data()[9 * PAGE_SIZE + 9..12 * PAGE_SIZE + 9])
+                .expect("read");
+        };
+        let pseudo_random = |m: &mut Tracked| {
+            let data = m.data();
+            let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+            for _ in 0..64 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let at = (x % data.len() as u64) as usize;
+                data[at] = (x >> 56) as u8;
+            }
+        };
+        same_captures(&[
+            &nothing,
+            &one_byte_per_page,
+            &nothing,
+            &last_byte_of_page_3,
+            &grow_then_write_both_sides,
+            &grow_without_writing,
+            &write_back_old_content,
+            &bulk_copy_across_pages,
+            &kernel_writes,
+            &one_byte_per_page,
+            &pseudo_random,
+            &pseudo_random,
+            &grow_without_writing,
+            &one_byte_per_page,
+            &nothing,
+        ]);
+    }
+
+    /// Many memories in one process, on several threads, each tracked by its own tracker:
+    /// one run's captures never see (or hide) another's writes.
+    #[test]
+    fn write_tracking_is_per_memory() {
+        let threads: Vec<_> = (0..4u8)
+            .map(|t| {
+                std::thread::spawn(move || {
+                    for round in 0..5u8 {
+                        let mut fast = Tracked::new(4, PageTracker::default());
+                        let mut slow = Tracked::new(4, PageTracker::comparing_all());
+                        for step in 0..6u8 {
+                            for m in [&mut fast, &mut slow] {
+                                let at = usize::from((t + round + step) % 4) * PAGE_SIZE + 1;
+                                m.data()[at] = t ^ round ^ step;
+                                if step == 3 {
+                                    m.grow(1);
+                                }
+                            }
+                            assert_eq!(fast.capture(), slow.capture());
+                        }
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().expect("thread");
+        }
+    }
+
+    /// On Linux 6.7 and later with userfaultfd permitted, captures of a linear memory ask
+    /// the kernel; set `WARDEN_EXPECT_WRITE_TRACKING=1` to fail where they do not.
+    #[test]
+    fn write_tracking_is_used_where_available() {
+        let mut memory = Tracked::new(2, PageTracker::default());
+        memory.capture();
+        let detection = memory.tracker.detection();
+        eprintln!("change detection: {}", detection.as_str());
+        if std::env::var_os("WARDEN_EXPECT_WRITE_TRACKING").is_some() {
+            assert_eq!(detection, ChangeDetection::WrittenPages);
+        }
     }
 }

@@ -52,16 +52,68 @@ impl BenchExecution {
     }
 }
 
-/// The page tracker of checkpoints: compares with the previous image, hashes what changed.
-#[derive(Debug, Default)]
-pub struct BenchPages(PageTracker);
+/// A linear memory of the process's engine with the page tracker of checkpoints over it,
+/// as a run has: finds the pages changed since the previous capture, hashes those.
+pub struct BenchPages {
+    store: wasmtime::Store<()>,
+    memory: wasmtime::Memory,
+    tracker: PageTracker,
+}
+
+impl std::fmt::Debug for BenchPages {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BenchPages").finish_non_exhaustive()
+    }
+}
 
 impl BenchPages {
-    /// Captures `memory`; returns (pages, bytes of changed pages to store).
-    pub fn capture(&mut self, memory: &[u8]) -> (usize, usize) {
-        let capture = self.0.capture(memory);
+    /// A memory of `bytes` (a multiple of [`PAGE_SIZE`]); with `compare_all`, captures
+    /// compare every page even where the kernel could say which were written.
+    ///
+    /// # Panics
+    /// If the memory cannot be created (a benchmark's own mistake).
+    pub fn new(bytes: usize, compare_all: bool) -> BenchPages {
+        let engine = crate::engine::engine().unwrap_or_else(|e| panic!("engine: {e}"));
+        let mut store = wasmtime::Store::new(engine, ());
+        let pages = (bytes / PAGE_SIZE) as u32;
+        let memory = wasmtime::Memory::new(&mut store, wasmtime::MemoryType::new(pages, None))
+            .unwrap_or_else(|e| panic!("memory: {e}"));
+        let tracker = match compare_all {
+            true => PageTracker::comparing_all(),
+            false => PageTracker::default(),
+        };
+        BenchPages {
+            store,
+            memory,
+            tracker,
+        }
+    }
+
+    /// The memory, to write to.
+    pub fn memory(&mut self) -> &mut [u8] {
+        self.memory.data_mut(&mut self.store)
+    }
+
+    /// Grows the memory by `pages` 64 KiB pages.
+    ///
+    /// # Panics
+    /// If it cannot grow (a benchmark's own mistake).
+    pub fn grow(&mut self, pages: u64) {
+        self.memory
+            .grow(&mut self.store, pages)
+            .unwrap_or_else(|e| panic!("grow: {e}"));
+    }
+
+    /// Captures the memory; returns (pages, bytes of changed pages to store).
+    pub fn capture(&mut self) -> (usize, usize) {
+        let capture = self.tracker.capture(self.memory.data(&self.store));
         let stored = capture.changed.iter().map(|page| page.bytes.len()).sum();
         (capture.pages.len(), stored)
+    }
+
+    /// How the next capture finds changed pages: `written-pages` or `compare-all`.
+    pub fn detection(&self) -> &'static str {
+        self.tracker.detection().as_str()
     }
 }
 

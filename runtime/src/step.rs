@@ -401,6 +401,7 @@ impl Execution {
         )?;
         // Every page was just checked against its digest: no need to hash them again.
         self.tracker = PageTracker::primed(image, checkpoint.pages.clone());
+        self.tracker.track(self.memory.data(&self.store));
         let host = self.store.data_mut();
         host.step = checkpoint.step;
         host.state.clone_from(&checkpoint.state);

@@ -7,11 +7,13 @@
 
 use std::ops::Range;
 
+use serde::Serialize;
 use warden_guest::wire::{self, Request, Response};
 use wasmtime::{Caller, Memory};
 
 use crate::decision::{
-    CapabilityKind, FeatureRecord, InferenceRecord, ModelInference, Rule, RunView, Verdict, enforce,
+    CapabilityKind, Decision, FeatureRecord, InferenceRecord, ModelInference, Rule, RunView,
+    Verdict, enforce,
 };
 use crate::journal::RecordBody;
 use crate::outcome::{FailureReason, GuestFault, HostFault, Limit};
@@ -20,7 +22,7 @@ use crate::recording::Divergence;
 mod json;
 mod state;
 
-pub(crate) use state::HostState;
+pub(crate) use state::{HostState, PendingResponse};
 
 /// Why the guest was stopped inside a host call.
 #[derive(Debug, Clone)]
@@ -197,59 +199,39 @@ fn call(caller: &mut Caller<'_, HostState>, ptr: u32, len: u32) -> Result<i64, H
     // A counterfactual answers by the exact request bytes, so effects need them.
     let effect_key =
         matches!(request, Request::Tool { .. } | Request::Model { .. }).then(|| bytes.clone());
+    let next = Next::after(&decision);
     state.push(RecordBody::HostCall {
         step: state.step,
         call,
         state: state.state.clone(),
         fuel,
         request: bytes,
-        decision: decision.clone(),
+        decision,
     })?;
-    let response = match decision.verdict {
-        Verdict::Deny if matches!(decision.rule, Rule::AwaitingReview { .. }) => {
-            return Err(Halt::AwaitingReview);
+    let answer = match next {
+        Next::AwaitingReview => return Err(Halt::AwaitingReview),
+        Next::Deny(rule) => return Err(state.fail(|step| FailureReason::Denied { step, rule })),
+        Next::Escalate(otherwise) => {
+            state.move_to(otherwise.clone())?;
+            state.escalated = true;
+            Answer::Response(Response::Transitioned(otherwise))
         }
-        Verdict::Deny => {
-            return Err(state.fail(|step| FailureReason::Denied {
+        Next::EscalationWithoutGate => {
+            return Err(state.fail(|step| FailureReason::HostFault {
                 step,
-                rule: decision.rule,
+                fault: HostFault::EscalationWithoutGate,
             }));
         }
-        Verdict::Escalate => match &decision.rule {
-            Rule::GateNotMet { otherwise, .. } | Rule::GateLabelNotMet { otherwise, .. } => {
-                state.move_to(otherwise.clone())?;
-                state.escalated = true;
-                Response::Transitioned(otherwise.clone())
-            }
-            // Only gates escalate; anything else would be a host bug, so it stops the run.
-            _ => {
-                return Err(state.fail(|step| FailureReason::HostFault {
-                    step,
-                    fault: HostFault::EscalationWithoutGate,
-                }));
-            }
-        },
-        Verdict::Allow => {
-            let features = match &decision.rule {
-                Rule::FeaturesReconciled {
-                    features, sources, ..
-                } => Some(FeatureRecord {
-                    reconciled: *features,
-                    sources: sources.clone(),
-                }),
-                _ => None,
-            };
+        Next::Perform(features) => {
             let bytes = effect_key.as_deref().unwrap_or(&[]);
             state.perform(call, request, bytes, features)?
         }
     };
-    let response = postcard::to_allocvec(&response).unwrap_or_default();
+    let response = state.encode(&answer);
     let len = response.len();
+    let record = state.journal.records.len();
     // Journaled even when over budget: the effect has run, and replay answers from it.
-    state.push(RecordBody::HostResponse {
-        call,
-        response: response.clone(),
-    })?;
+    state.push(RecordBody::HostResponse { call, response })?;
     if let Some(inference) = state.recorded_inference.take() {
         state.push(RecordBody::Inference(Box::new(inference)))?;
     }
@@ -261,8 +243,75 @@ fn call(caller: &mut Caller<'_, HostState>, ptr: u32, len: u32) -> Result<i64, H
             max: u64::from(budgets.max_response_bytes),
         }));
     }
-    state.pending = Some(response);
+    // The guest reads the bytes from their record: one copy of them, not two.
+    state.pending = Some(PendingResponse { call, record });
     Ok(len as i64)
+}
+
+/// What a host call does after its decision is journaled, taken from the decision before
+/// it moves into its record (so that only the rare paths copy any of it).
+enum Next {
+    /// Allowed: perform it (with the features a model request reconciled, if any).
+    Perform(Option<FeatureRecord>),
+    /// A gate sent the run to this review state instead.
+    Escalate(String),
+    /// The agent acted after an escalation: the step ends, the run waits for review.
+    AwaitingReview,
+    /// Denied by this rule: the run fails.
+    Deny(Rule),
+    /// Escalated by a rule that is no gate: a host bug, which stops the run.
+    EscalationWithoutGate,
+}
+
+impl Next {
+    fn after(decision: &Decision) -> Next {
+        match (decision.verdict, &decision.rule) {
+            (Verdict::Deny, Rule::AwaitingReview { .. }) => Next::AwaitingReview,
+            (Verdict::Deny, rule) => Next::Deny(rule.clone()),
+            (
+                Verdict::Escalate,
+                Rule::GateNotMet { otherwise, .. } | Rule::GateLabelNotMet { otherwise, .. },
+            ) => Next::Escalate(otherwise.clone()),
+            // Only gates escalate.
+            (Verdict::Escalate, _) => Next::EscalationWithoutGate,
+            (
+                Verdict::Allow,
+                Rule::FeaturesReconciled {
+                    features, sources, ..
+                },
+            ) => Next::Perform(Some(FeatureRecord {
+                reconciled: *features,
+                sources: sources.clone(),
+            })),
+            (Verdict::Allow, _) => Next::Perform(None),
+        }
+    }
+}
+
+/// The response to an allowed request, before it is encoded: the run's input and state
+/// are encoded from where they are, never copied first.
+enum Answer {
+    /// `Response::Input` of the run's input.
+    Input,
+    /// `Response::State` of the run's current state.
+    State,
+    /// Any other response.
+    Response(Response),
+}
+
+/// The first two variants of [`Response`], borrowing their text. postcard writes a
+/// variant's index and never its name, and wire variants are only ever appended, so these
+/// encode exactly as `Response::Input` and `Response::State` do (`tests` pins it).
+#[derive(Serialize)]
+enum BorrowedResponse<'a> {
+    Input(&'a str),
+    State(&'a str),
+}
+
+/// `value`'s postcard encoding, in a buffer allocated once at its exact size.
+fn encode_exact<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    let size = postcard::experimental::serialized_size(value).unwrap_or(0);
+    postcard::to_extend(value, Vec::with_capacity(size)).unwrap_or_default()
 }
 
 /// Why the JSON payload of a request is ambiguous (a key twice in one object), if it is.
@@ -286,9 +335,7 @@ fn decode_request(bytes: &[u8]) -> Result<Request, GuestFault> {
     match postcard::take_from_bytes::<Request>(bytes) {
         // Over-long varints decode too; refuse them so the journal's bytes are the one
         // encoding of the request that replay compares.
-        Ok((request, [])) if postcard::to_allocvec(&request).ok().as_deref() == Some(bytes) => {
-            Ok(request)
-        }
+        Ok((request, [])) if encodes_to(&request, bytes) => Ok(request),
         Ok((_, [])) => Err(malformed(
             "non-canonical encoding (an over-long integer)".into(),
         )),
@@ -300,7 +347,54 @@ fn decode_request(bytes: &[u8]) -> Result<Request, GuestFault> {
     }
 }
 
+/// Whether `request` encodes to exactly `bytes`: the canonical check, comparing the
+/// encoding with the bytes as it is written instead of writing it anywhere.
+fn encodes_to(request: &Request, bytes: &[u8]) -> bool {
+    postcard::serialize_with_flavor(request, SameBytes { rest: bytes }).is_ok()
+}
+
+/// A postcard output that stores nothing: it accepts only the bytes `rest` holds next, and
+/// finishes only when all of them were written.
+struct SameBytes<'a> {
+    rest: &'a [u8],
+}
+
+impl postcard::ser_flavors::Flavor for SameBytes<'_> {
+    type Output = ();
+
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.try_extend(&[byte])
+    }
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        match self.rest.split_at_checked(data.len()) {
+            Some((head, rest)) if head == data => {
+                self.rest = rest;
+                Ok(())
+            }
+            _ => Err(postcard::Error::SerializeBufferFull),
+        }
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        if self.rest.is_empty() {
+            Ok(())
+        } else {
+            Err(postcard::Error::SerializeBufferFull)
+        }
+    }
+}
+
 impl HostState {
+    /// The bytes of `answer` as the guest reads them and the journal records them.
+    fn encode(&self, answer: &Answer) -> Vec<u8> {
+        match answer {
+            Answer::Input => encode_exact(&BorrowedResponse::Input(&self.input)),
+            Answer::State => encode_exact(&BorrowedResponse::State(&self.state)),
+            Answer::Response(response) => encode_exact(response),
+        }
+    }
+
     fn move_to(&mut self, to: String) -> Result<(), Halt> {
         let from = std::mem::replace(&mut self.state, to.clone());
         self.transitioned = true;
@@ -321,10 +415,10 @@ impl HostState {
         request: Request,
         request_bytes: &[u8],
         features: Option<FeatureRecord>,
-    ) -> Result<Response, Halt> {
-        Ok(match request {
-            Request::Input => Response::Input(self.input.to_string()),
-            Request::State => Response::State(self.state.clone()),
+    ) -> Result<Answer, Halt> {
+        Ok(Answer::Response(match request {
+            Request::Input => return Ok(Answer::Input),
+            Request::State => return Ok(Answer::State),
             Request::Log { .. } => Response::Ack,
             Request::Review => {
                 Response::Review(self.evidence.as_ref().and_then(|e| e.review.clone()))
@@ -357,7 +451,7 @@ impl HostState {
                 self.note(call, &request, &answer.response, answer.model, features);
                 answer.response
             }
-        })
+        }))
     }
 }
 
@@ -409,13 +503,23 @@ impl HostState {
 }
 
 fn read_response(caller: &mut Caller<'_, HostState>, ptr: u32, len: u32) -> Result<i64, Halt> {
-    let Some(response) = caller.data_mut().pending.take() else {
-        return Err(caller.data().fail(|step| FailureReason::Fault {
+    let no_response = |host: &HostState| {
+        host.fail(|step| FailureReason::Fault {
             step,
             fault: GuestFault::NoPendingResponse,
-        }));
+        })
     };
-    let needed = response.len() as u32;
+    let Some(pending) = caller.data_mut().pending.take() else {
+        return Err(no_response(caller.data()));
+    };
+    let Some(needed) = caller
+        .data()
+        .journal
+        .response(pending)
+        .map(|r| r.len() as u32)
+    else {
+        return Err(no_response(caller.data()));
+    };
     if len < needed {
         return Err(caller.data().fail(|step| FailureReason::Fault {
             step,
@@ -423,24 +527,24 @@ fn read_response(caller: &mut Caller<'_, HostState>, ptr: u32, len: u32) -> Resu
         }));
     }
     let memory = guest_memory(caller)?;
-    let data = memory.data_mut(&mut *caller);
+    let (data, host) = memory.data_and_store_mut(&mut *caller);
+    let memory_bytes = data.len() as u64;
     let range = guest_range(data.len(), ptr, needed);
-    match range.ok().and_then(|range| data.get_mut(range)) {
-        Some(dst) => {
-            dst.copy_from_slice(&response);
+    let dst = range.ok().and_then(|range| data.get_mut(range));
+    match (dst, host.journal.response(pending)) {
+        (Some(dst), Some(response)) => {
+            dst.copy_from_slice(response);
             Ok(i64::from(needed))
         }
-        None => {
-            let memory_bytes = data.len() as u64;
-            Err(caller.data().fail(|step| FailureReason::Fault {
-                step,
-                fault: GuestFault::OutOfBounds {
-                    ptr,
-                    len: needed,
-                    memory_bytes,
-                },
-            }))
-        }
+        (None, _) => Err(host.fail(|step| FailureReason::Fault {
+            step,
+            fault: GuestFault::OutOfBounds {
+                ptr,
+                len: needed,
+                memory_bytes,
+            },
+        })),
+        (_, None) => Err(no_response(host)),
     }
 }
 

@@ -63,6 +63,16 @@ impl ResourceLimiter for MemoryLimiter {
     }
 }
 
+/// The response a guest reads next: the `HostResponse` record of the step in flight that
+/// holds its bytes (records are taken only between steps, and `pending` is cleared then).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PendingResponse {
+    /// The call it answers.
+    pub(crate) call: u64,
+    /// Its index in [`StepJournal::records`].
+    pub(crate) record: usize,
+}
+
 /// The records of the step in flight, and what replay expects them to be.
 #[derive(Debug, Default)]
 pub(crate) struct StepJournal {
@@ -72,6 +82,9 @@ pub(crate) struct StepJournal {
     pub(crate) bytes: u64,
     /// For exact replay: the recorded bodies, compared as they are produced.
     pub(crate) expected: Option<Expected>,
+    /// How many records the latest step produced: the room a step's records start with,
+    /// so that a step of many calls does not grow (and copy) its records again and again.
+    room: usize,
 }
 
 impl StepJournal {
@@ -82,7 +95,11 @@ impl StepJournal {
                 .check(&body)
                 .map_err(|d| Halt::Diverged(Box::new(d)))?;
         }
+        if self.records.capacity() == 0 {
+            self.records.reserve(self.room);
+        }
         self.records.push(body);
+        self.room = self.records.len();
         if self.bytes > limit {
             return Err(Halt::Failed(Box::new(FailureReason::LimitExceeded {
                 step,
@@ -92,6 +109,16 @@ impl StepJournal {
             })));
         }
         Ok(())
+    }
+
+    /// The bytes of the response `pending` names, if its record is there.
+    pub(crate) fn response(&self, pending: PendingResponse) -> Option<&[u8]> {
+        match self.records.get(pending.record) {
+            Some(RecordBody::HostResponse { call, response }) if *call == pending.call => {
+                Some(response)
+            }
+            _ => None,
+        }
     }
 }
 
@@ -148,7 +175,7 @@ pub(crate) struct HostState {
     /// The output, once the agent finished.
     pub(crate) finished: Option<String>,
     /// The response held for the guest's read.
-    pub(crate) pending: Option<Vec<u8>>,
+    pub(crate) pending: Option<PendingResponse>,
     /// Records of the step in flight.
     pub(crate) journal: StepJournal,
     /// Why the guest was stopped, if it was.

@@ -33,6 +33,20 @@ fn trailing_and_garbage_bytes_are_malformed() {
     ));
 }
 
+#[test]
+fn over_long_integers_are_refused_as_non_canonical() {
+    // `Request::State` is variant 1: one byte, 0x01; 0x81 0x00 is the same 1, over-long.
+    assert_eq!(decode_request(&[0x01]), Ok(Request::State));
+    assert!(matches!(
+        decode_request(&[0x81, 0x00]),
+        Err(GuestFault::MalformedRequest { error, .. }) if error.contains("non-canonical")
+    ));
+    // A string's length prefix, over-long: `Abort { reason: "x" }`.
+    let canonical = postcard::to_allocvec(&Request::Abort { reason: "x".into() }).expect("encode");
+    assert_eq!(canonical, [0x07, 0x01, b'x']);
+    assert!(decode_request(&[0x07, 0x81, 0x00, b'x']).is_err());
+}
+
 mod properties {
     use proptest::prelude::*;
     use warden_guest::InferenceId;
@@ -69,17 +83,16 @@ mod properties {
         ]
     }
 
-    fn encode(request: &Request) -> Vec<u8> {
-        postcard::to_allocvec(request).expect("a request encodes")
+    fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+        postcard::to_allocvec(value).expect("a request or response encodes")
     }
 
     /// Whatever the bytes, decoding returns a request or a malformed-request fault
     /// that names their length; it never panics.
     fn check_decodes_or_faults(bytes: &[u8]) -> Result<(), TestCaseError> {
         match decode_request(bytes) {
-            Ok(request) => {
-                prop_assert!(!encode(&request).is_empty());
-            }
+            // Accepted bytes are the one encoding of what they decode to.
+            Ok(request) => prop_assert_eq!(encode(&request), bytes),
             Err(GuestFault::MalformedRequest { len, error }) => {
                 prop_assert_eq!(len as usize, bytes.len());
                 prop_assert!(!error.is_empty());
@@ -107,6 +120,22 @@ mod properties {
         fn every_request_round_trips(request in request()) {
             let bytes = encode(&request);
             prop_assert_eq!(decode_request(&bytes), Ok(request));
+        }
+
+        /// The input and the state are encoded from where they are, without a copy: the
+        /// bytes must be those of `Response::Input` and `Response::State`.
+        #[test]
+        fn borrowed_responses_encode_as_the_wire_responses(text in text()) {
+            use super::super::{BorrowedResponse, encode_exact};
+            use warden_guest::wire::Response;
+            prop_assert_eq!(
+                encode_exact(&BorrowedResponse::Input(&text)),
+                encode(&Response::Input(text.clone()))
+            );
+            prop_assert_eq!(
+                encode_exact(&BorrowedResponse::State(&text)),
+                encode(&Response::State(text.clone()))
+            );
         }
 
         /// Random bytes rarely get past the variant tag; damaged real requests reach
