@@ -9,7 +9,6 @@
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -241,15 +240,6 @@ fn a_directory_outside_the_bindings_dir_is_refused_before_the_run() {
     }
 }
 
-/// Waits until `done` holds, at most 30 s.
-fn wait_for(done: impl Fn() -> bool) {
-    let until = Instant::now() + Duration::from_secs(30);
-    while !done() {
-        assert!(Instant::now() < until, "timed out waiting");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn a_write_re_run_by_resume_after_a_crash_mid_step_is_applied_once() {
     let first = Arc::new(AtomicUsize::new(0));
@@ -283,7 +273,7 @@ fn a_write_re_run_by_resume_after_a_crash_mid_step_is_applied_once() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn warden");
-    wait_for(|| !server.requests().is_empty());
+    server.wait_for_a_request();
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
 

@@ -552,15 +552,6 @@ fn the_steps_wall_clock_budget_bounds_a_call_whose_timeout_is_longer() {
     );
 }
 
-/// Waits until `done` holds, at most 30 s.
-fn wait_for(done: impl Fn() -> bool) {
-    let until = Instant::now() + Duration::from_secs(30);
-    while !done() {
-        assert!(Instant::now() < until, "timed out waiting");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn resume_after_a_crash_mid_request_sends_the_effect_again_with_the_same_key() {
     let first = Arc::new(AtomicUsize::new(0));
@@ -590,7 +581,7 @@ fn resume_after_a_crash_mid_request_sends_the_effect_again_with_the_same_key() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn warden");
-    wait_for(|| !server.requests().is_empty());
+    server.wait_for_a_request();
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
 

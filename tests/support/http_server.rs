@@ -111,6 +111,15 @@ impl Server {
         self.requests.lock().expect("requests").clone()
     }
 
+    /// Waits until the server has received a request, at most 30 s.
+    pub fn wait_for_a_request(&self) {
+        let until = Instant::now() + Duration::from_secs(30);
+        while self.requests().is_empty() {
+            assert!(Instant::now() < until, "timed out waiting for a request");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Stops accepting; hanging connections are let go.
     pub fn stop(&mut self) {
         if self.stop.swap(true, Ordering::SeqCst) {
