@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use warden::{Bindings, Policy, StateKind};
 use warden_test_guests as guests;
 
-use crate::support::{Sandbox, aml_example, policy_path};
+use crate::support::{Sandbox, aml_example, policy_path, warden_test_meets};
 
 /// (alert file, status, final state): what each sample must come to. Kept here as well as
 /// in the `.expect.toml` files, so an edit of an expectation cannot quietly change what the
@@ -254,27 +254,7 @@ fn replays(sandbox: &Sandbox, run_id: &str) {
 
 #[test]
 fn warden_test_meets_every_alerts_expectation() {
-    let dir = aml_example();
-    let sandbox = Sandbox::new();
-    let (code, tested) = sandbox.warden_json(&["test", utf8(&dir)]);
-    assert_eq!(code, 0, "{tested:#}");
-    assert_eq!(tested["passed"], ALERTS.len(), "{tested:#}");
-    assert_eq!(tested["failed"], 0);
-    assert_eq!(tested["without_expectations"], 0, "every alert has one");
-    let results = tested["results"].as_array().expect("results");
-    assert_eq!(results.len(), ALERTS.len());
-    for ((file, status, state), result) in ALERTS.iter().zip(results) {
-        assert!(
-            result["input"].as_str().unwrap_or_default().ends_with(file),
-            "{result:#}"
-        );
-        assert_eq!(result["verdict"], "pass", "{file}: {result:#}");
-        assert_eq!(
-            (result["status"].as_str(), result["state"].as_str()),
-            (Some(*status), Some(*state)),
-            "{file}"
-        );
-    }
+    warden_test_meets(&aml_example(), ALERTS);
 }
 
 #[test]

@@ -19,7 +19,7 @@ use std::process::{Command, Output};
 use serde_json::{Value, json};
 
 use crate::support::http_server::{Reply, Request, Server};
-use crate::support::{Sandbox, insurance_example, output_text, policy_path};
+use crate::support::{Sandbox, insurance_example, output_text, policy_path, warden_test_meets};
 use warden_test_guests as guests;
 
 /// (claim file, status, final state) under the offline bindings. Kept here as well as in
@@ -64,27 +64,7 @@ fn utf8(path: &Path) -> &str {
 
 #[test]
 fn warden_test_meets_every_claims_expectation_with_the_offline_bindings() {
-    let dir = insurance_example();
-    let sandbox = Sandbox::new();
-    let (code, tested) = sandbox.warden_json(&["test", utf8(&dir)]);
-    assert_eq!(code, 0, "{tested:#}");
-    assert_eq!(tested["passed"], CLAIMS.len(), "{tested:#}");
-    assert_eq!(tested["failed"], 0);
-    assert_eq!(tested["without_expectations"], 0, "every claim has one");
-    let results = tested["results"].as_array().expect("results");
-    assert_eq!(results.len(), CLAIMS.len());
-    for ((file, status, state), result) in CLAIMS.iter().zip(results) {
-        assert!(
-            result["input"].as_str().unwrap_or_default().ends_with(file),
-            "{result:#}"
-        );
-        assert_eq!(result["verdict"], "pass", "{file}: {result:#}");
-        assert_eq!(
-            (result["status"].as_str(), result["state"].as_str()),
-            (Some(*status), Some(*state)),
-            "{file}"
-        );
-    }
+    let results = warden_test_meets(&insurance_example(), CLAIMS);
     // The fast-tracked claim is paid less its deductible; declines pay nothing.
     let paid = &results[0]["output"];
     assert_eq!(

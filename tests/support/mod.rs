@@ -266,3 +266,29 @@ impl Sandbox {
         .expect("warden runs the agent")
     }
 }
+
+/// Runs `warden test` on the example directory `dir` and checks that every sample passes
+/// and comes, in order, to the (file, status, state) of `expected`; returns the results.
+pub fn warden_test_meets(dir: &Path, expected: &[(&str, &str, &str)]) -> Vec<Value> {
+    let sandbox = Sandbox::new();
+    let (code, tested) = sandbox.warden_json(&["test", dir.to_str().expect("utf-8 path")]);
+    assert_eq!(code, 0, "{tested:#}");
+    assert_eq!(tested["passed"], expected.len(), "{tested:#}");
+    assert_eq!(tested["failed"], 0);
+    assert_eq!(tested["without_expectations"], 0, "every sample has one");
+    let results = tested["results"].as_array().expect("results").clone();
+    assert_eq!(results.len(), expected.len());
+    for ((file, status, state), result) in expected.iter().zip(&results) {
+        assert!(
+            result["input"].as_str().unwrap_or_default().ends_with(file),
+            "{result:#}"
+        );
+        assert_eq!(result["verdict"], "pass", "{file}: {result:#}");
+        assert_eq!(
+            (result["status"].as_str(), result["state"].as_str()),
+            (Some(*status), Some(*state)),
+            "{file}"
+        );
+    }
+    results
+}
