@@ -16,7 +16,7 @@ use warden::{Journal, PackManifest, Record};
 use crate::support::loan_example;
 use crate::support::tamper::{
     CHECKPOINTS, LOG_HEAD, LOG_LEAVES, RECORDS, RUNS, copy_db, decode, edit_summary, encode,
-    rewrite,
+    read_records, rewrite, write_records,
 };
 use crate::support::{output_text as text, warden_in as warden};
 
@@ -300,18 +300,9 @@ fn cut_back(pack: &Path, run_id: &str, keep: usize) {
     let head;
     {
         let mut table = tx.open_table(RECORDS).expect("records");
-        let all: Vec<(u64, (Record, warden::Digest))> = table
-            .range((run_id, 0)..=(run_id, u64::MAX))
-            .expect("range")
-            .map(|row| {
-                let row = row.expect("row");
-                (row.0.value().1, decode(row.1.value()))
-            })
-            .collect();
-        for (index, _) in all.iter().filter(|(i, _)| *i >= records) {
-            table.remove((run_id, *index)).expect("remove");
-        }
-        head = all[records as usize - 1].1.1;
+        let all = read_records(&table, run_id);
+        write_records(&mut table, run_id, &all[..records as usize]);
+        head = all[records as usize - 1].1;
     }
     tx.commit().expect("commit");
     drop(database);
@@ -421,15 +412,17 @@ fn summaries_moved_undecodable_or_back_dated_and_appended_bytes_are_reported() {
     // Bytes appended after a record's value.
     let (_d, copy) = journal.copy();
     write(&copy, RECORDS, |table| {
-        let mut bytes = table
-            .get((run.as_str(), 3))
-            .expect("get")
-            .expect("record")
-            .value()
-            .to_vec();
+        // The row of the run's second commit.
+        let (key, mut bytes) = table
+            .range((run.as_str(), 1)..=(run.as_str(), u64::MAX))
+            .expect("range")
+            .next()
+            .expect("a second row")
+            .map(|(k, v)| (k.value().1, v.value().to_vec()))
+            .expect("row");
         bytes.extend_from_slice(b"\x1b[31mhidden");
         table
-            .insert((run.as_str(), 3), bytes.as_slice())
+            .insert((run.as_str(), key), bytes.as_slice())
             .expect("insert");
     });
     let (code, audit) = journal.audit(&copy);

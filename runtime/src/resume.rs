@@ -143,7 +143,7 @@ pub fn resume(journal: &Journal, run_id: &str) -> Result<RunReport, Error> {
         },
         _ => Effects::Live(bindings),
     };
-    run::commit_steps(journal, &mut exec, step)?;
+    run::commit_steps(journal, &mut exec, step, &mut |_| {})?;
     drop(span);
     RunReport::load(journal, run_id)
 }

@@ -252,7 +252,7 @@ impl Sandbox {
         let policy = Policy::parse(policy_text, "test policy").expect("policy parses");
         let policy_text = policy_text.to_string();
         let bindings = Bindings::from_file(&self.bindings()).expect("bindings");
-        warden::start(
+        let report = warden::start(
             journal,
             &NewRun {
                 agent,
@@ -263,7 +263,14 @@ impl Sandbox {
                 submitted_by: Some("tester".into()),
             },
         )
-        .expect("warden runs the agent")
+        .expect("warden runs the agent");
+        // The report a run returns is built as it commits; it must be the one the
+        // journal gives.
+        assert_eq!(
+            RunReport::load(journal, &report.run_id).expect("the run's report"),
+            report
+        );
+        report
     }
 }
 

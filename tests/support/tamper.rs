@@ -21,6 +21,55 @@ pub fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     bytes
 }
 
+/// The records of `run_id`, flattened from their rows: a row is the records of one commit
+/// (`StoredRecords::V2`, variant index 1, since format version 4) or one record (variant
+/// index 0, format versions 1 to 3).
+pub fn read_records(
+    table: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
+    run_id: &str,
+) -> Vec<(Record, Digest)> {
+    let mut out = Vec::new();
+    for entry in table
+        .range((run_id, 0)..=(run_id, u64::MAX))
+        .expect("range")
+    {
+        let entry = entry.expect("entry");
+        let bytes = entry.1.value();
+        match bytes.first() {
+            Some(0) => out.push(postcard::from_bytes(&bytes[1..]).expect("decodes")),
+            Some(1) => out.extend(
+                postcard::from_bytes::<Vec<(Record, Digest)>>(&bytes[1..]).expect("decodes"),
+            ),
+            other => panic!("unknown record row version {other:?}"),
+        }
+    }
+    out
+}
+
+/// Replaces every record row of `run_id` with one row holding `records` (as a commit of
+/// them all would write it).
+pub fn write_records(
+    table: &mut redb::Table<(&'static str, u64), &'static [u8]>,
+    run_id: &str,
+    records: &[(Record, Digest)],
+) {
+    let keys: Vec<u64> = table
+        .range((run_id, 0)..=(run_id, u64::MAX))
+        .expect("range")
+        .map(|entry| entry.expect("entry").0.value().1)
+        .collect();
+    for key in keys {
+        table.remove((run_id, key)).expect("remove");
+    }
+    if let Some((first, _)) = records.first() {
+        let mut bytes = vec![1];
+        bytes.extend(postcard::to_allocvec(records).expect("encodes"));
+        table
+            .insert((run_id, first.index), bytes.as_slice())
+            .expect("insert");
+    }
+}
+
 /// Run summaries are format version 2 (variant index 1).
 pub fn decode_meta(bytes: &[u8]) -> RunMeta {
     assert_eq!(bytes.first(), Some(&1), "run summary format version 2");
@@ -47,11 +96,7 @@ pub fn tamper(
     let mut edited = None;
     {
         let mut table = tx.open_table(RECORDS).expect("records");
-        let mut records: Vec<(Record, Digest)> = table
-            .range((run_id, 0)..=(run_id, u64::MAX))
-            .expect("range")
-            .map(|entry| decode(entry.expect("entry").1.value()))
-            .collect();
+        let mut records = read_records(&table, run_id);
         let mut prev = Digest::ZERO;
         for (record, digest) in &mut records {
             if edited.is_none() && edit(record) {
@@ -64,13 +109,8 @@ pub fn tamper(
                 *digest = record.digest();
             }
             prev = *digest;
-            table
-                .insert(
-                    (run_id, record.index),
-                    encode(&(&*record, *digest)).as_slice(),
-                )
-                .expect("insert");
         }
+        write_records(&mut table, run_id, &records);
         if reseal {
             let mut runs = tx.open_table(RUNS).expect("runs");
             let mut meta = decode_meta(runs.get(run_id).expect("get").expect("run").value());
@@ -125,14 +165,8 @@ pub fn truncate(db: &std::path::Path, run_id: &str, keep: u64, edit: impl FnOnce
     let tx = database.begin_write().expect("write");
     {
         let mut table = tx.open_table(RECORDS).expect("records");
-        let records: Vec<(Record, Digest)> = table
-            .range((run_id, 0)..=(run_id, u64::MAX))
-            .expect("range")
-            .map(|entry| decode(entry.expect("entry").1.value()))
-            .collect();
-        for (record, _) in records.iter().skip(keep as usize) {
-            table.remove((run_id, record.index)).expect("remove");
-        }
+        let records = read_records(&table, run_id);
+        write_records(&mut table, run_id, &records[..keep as usize]);
         let head = records
             .get(keep as usize - 1)
             .map_or(Digest::ZERO, |(_, digest)| *digest);
@@ -160,29 +194,20 @@ pub fn rewrite(db: &std::path::Path, run_id: &str, edit: impl FnOnce(&mut Vec<Re
     let written;
     {
         let mut table = tx.open_table(RECORDS).expect("records");
-        let stored: Vec<(Record, Digest)> = table
-            .range((run_id, 0)..=(run_id, u64::MAX))
-            .expect("range")
-            .map(|entry| decode(entry.expect("entry").1.value()))
+        let mut records: Vec<Record> = read_records(&table, run_id)
+            .into_iter()
+            .map(|(r, _)| r)
             .collect();
-        for (record, _) in &stored {
-            table.remove((run_id, record.index)).expect("remove");
-        }
-        let mut records: Vec<Record> = stored.into_iter().map(|(r, _)| r).collect();
         edit(&mut records);
         let mut prev = Digest::ZERO;
+        let mut sealed = Vec::new();
         for (position, record) in records.iter_mut().enumerate() {
             record.index = position as u64;
             record.prev = prev;
-            let digest = record.digest();
-            table
-                .insert(
-                    (run_id, record.index),
-                    encode(&(&*record, digest)).as_slice(),
-                )
-                .expect("insert");
-            prev = digest;
+            prev = record.digest();
+            sealed.push((record.clone(), prev));
         }
+        write_records(&mut table, run_id, &sealed);
         written = records.len() as u64;
         let mut runs = tx.open_table(RUNS).expect("runs");
         let mut meta = decode_meta(runs.get(run_id).expect("get").expect("run").value());
@@ -204,15 +229,7 @@ pub fn delete_run(db: &std::path::Path, run_id: &str) {
             .expect("runs")
             .remove(run_id)
             .expect("remove run");
-        let mut records = tx.open_table(RECORDS).expect("records");
-        let keys: Vec<u64> = records
-            .range((run_id, 0)..=(run_id, u64::MAX))
-            .expect("range")
-            .map(|entry| entry.expect("entry").0.value().1)
-            .collect();
-        for index in keys {
-            records.remove((run_id, index)).expect("remove record");
-        }
+        write_records(&mut tx.open_table(RECORDS).expect("records"), run_id, &[]);
         let mut checkpoints = tx.open_table(CHECKPOINTS).expect("checkpoints");
         let steps: Vec<u32> = checkpoints
             .range((run_id, 0)..=(run_id, u32::MAX))

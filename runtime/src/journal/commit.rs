@@ -16,10 +16,10 @@ use std::sync::{Condvar, Mutex};
 use redb::ReadableTable;
 
 use super::log::LogEntry;
-use super::record::StoredMetaRef;
+use super::record::{RecordRow, StoredMetaRef};
 use super::{
-    BLOBS, CHECKPOINTS, Checkpoint, Journal, JournalError, PAGES, RECORDS, RUNS, Record,
-    RecordBody, RunMeta, Stored, encode, now_ms, page_store,
+    BLOBS, CHECKPOINTS, Checkpoint, Journal, JournalError, PAGES, RECORDS, RUNS, RecordBody,
+    RunMeta, Stored, encode, now_ms, page_store,
 };
 use crate::digest::Digest;
 
@@ -194,7 +194,6 @@ impl Journal {
         commit: &Commit,
         at_ms: u64,
     ) -> Result<(RunMeta, Vec<Digest>), JournalError> {
-        let mut digests = Vec::with_capacity(commit.records.len());
         let mut runs = tx.open_table(RUNS).map_err(|e| self.err(e))?;
         let existing = runs
             .get(run_id)
@@ -222,30 +221,27 @@ impl Journal {
                 outcome.reason = None;
             }
         }
-        let mut records = tx.open_table(RECORDS).map_err(|e| self.err(e))?;
-        for body in &commit.records {
-            // The summary of an ended run is its Outcome record, field for field, so the
-            // two can never disagree (verification checks that they don't).
-            if let RecordBody::Outcome(outcome) = body {
-                meta.outcome.clone_from(outcome);
-            }
-            let record = Record {
-                index: meta.records,
-                prev: meta.head,
-                at_ms,
-                body: body.clone(),
-            };
-            let digest = record.digest();
-            records
-                .insert(
-                    (run_id, record.index),
-                    encode(&Stored::V1((&record, digest))).as_slice(),
-                )
-                .map_err(|e| self.err(e))?;
-            meta.records += 1;
-            meta.head = digest;
-            digests.push(digest);
+        // The summary of an ended run is its Outcome record, field for field, so the two
+        // can never disagree (verification checks that they don't).
+        if let Some(outcome) = commit.records.iter().rev().find_map(|body| match body {
+            RecordBody::Outcome(outcome) => Some(outcome),
+            _ => None,
+        }) {
+            meta.outcome.clone_from(outcome);
         }
+        // The commit's records are one row, under the index of its first record.
+        let row = RecordRow::encode(&commit.records, meta.records, meta.head, at_ms);
+        if !commit.records.is_empty() {
+            tx.open_table(RECORDS)
+                .map_err(|e| self.err(e))?
+                .insert((run_id, meta.records), row.bytes())
+                .map_err(|e| self.err(e))?;
+        }
+        meta.records += commit.records.len() as u64;
+        if let Some(head) = row.digests.last() {
+            meta.head = *head;
+        }
+        let digests = row.digests;
         let mut blobs = tx.open_table(BLOBS).map_err(|e| self.err(e))?;
         for (digest, bytes) in &commit.blobs {
             if blobs.get(&digest.0).map_err(|e| self.err(e))?.is_none() {
@@ -300,36 +296,6 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outcome::{Outcome, Status};
-
-    fn meta(run_id: &str) -> RunMeta {
-        RunMeta {
-            run_id: run_id.into(),
-            agent: Digest::ZERO,
-            policy: Digest::ZERO,
-            policy_text: Digest::ZERO,
-            policy_name: "p".into(),
-            policy_version: "1".into(),
-            bindings: Digest::ZERO,
-            bindings_path: None,
-            input: Digest::ZERO,
-            parent: None,
-            created_ms: 0,
-            updated_ms: 0,
-            records: 0,
-            head: Digest::ZERO,
-            last_checkpoint: None,
-            outcome: Outcome {
-                status: Status::Running,
-                state: "s".into(),
-                output: None,
-                reason: None,
-                steps: 0,
-                host_calls: 0,
-                fuel: 0,
-            },
-        }
-    }
 
     fn step(step: u32) -> Commit {
         Commit {
@@ -356,7 +322,7 @@ mod tests {
                 scope.spawn(move || {
                     let run_id = format!("run-{t}");
                     let first = Commit {
-                        create: Some(meta(&run_id)),
+                        create: Some(super::super::test_meta(&run_id)),
                         ..step(0)
                     };
                     journal

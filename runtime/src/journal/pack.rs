@@ -294,13 +294,10 @@ impl Journal {
                 let (key, value) = item.map_err(|e| self.err(e))?;
                 out.insert(key.value(), value.value())
                     .map_err(|e| pack.err(e))?;
-                summary.records += 1;
             }
-            let start = self
-                .records(run_id)?
-                .into_iter()
-                .next()
-                .and_then(|r| r.body.run_start());
+            let records = self.records(run_id)?;
+            summary.records = records.len() as u64;
+            let start = records.into_iter().next().and_then(|r| r.body.run_start());
             let mut blobs: Vec<Digest> = Vec::new();
             if let Some(start) = start {
                 blobs.extend([start.agent, start.policy_text, start.input]);

@@ -324,7 +324,8 @@ impl RecordBody {
 /// `last_checkpoint` and `parent`.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct RunMeta {
-    /// The run id (UTC time of start plus six hex digits).
+    /// The run id (UTC time of start plus hex digits: twelve; six in runs of journal
+    /// format 3 and before). Readers take it as opaque text.
     pub run_id: String,
     /// Digest of the agent module, stored in the blobs table under it.
     pub agent: Digest,
@@ -544,4 +545,64 @@ pub(super) enum StoredMetaRef<'a> {
     V1(()),
     /// Format version 2.
     V2(&'a RunMeta),
+}
+
+/// The versioned envelope of a row of table `records`, keyed by (run id, index of the
+/// row's first record).
+#[derive(Deserialize)]
+pub(super) enum StoredRecords {
+    /// Format versions 1 to 3: one record and its digest.
+    V1(Box<(Record, Digest)>),
+    /// Format version 4: the records of one commit, in order, each with its digest.
+    V2(Vec<(Record, Digest)>),
+}
+
+/// A record borrowing its body: encodes exactly as [`Record`] (postcard writes fields in
+/// order, without names), so that a commit encodes each body once, in place.
+#[derive(Serialize)]
+struct RecordRef<'a> {
+    index: u64,
+    prev: Digest,
+    at_ms: u64,
+    body: &'a RecordBody,
+}
+
+/// The rows a commit appends to table `records`, built in one buffer: `StoredRecords::V2`
+/// of its records, each chained to the one before and followed by its digest.
+pub(super) struct RecordRow {
+    bytes: Vec<u8>,
+    /// The digest of each record, in order.
+    pub(super) digests: Vec<Digest>,
+}
+
+impl RecordRow {
+    /// Encodes `bodies` as records `first..` chained from `prev`, written at `at_ms`.
+    pub(super) fn encode(bodies: &[RecordBody], first: u64, prev: Digest, at_ms: u64) -> Self {
+        // Variant index 1 (V2), then the number of records: postcard varints.
+        let mut bytes = Vec::with_capacity(16 + bodies.len() * 96);
+        bytes.push(1);
+        bytes = postcard::to_extend(&bodies.len(), bytes).unwrap_or_default();
+        let mut digests = Vec::with_capacity(bodies.len());
+        let mut prev = prev;
+        for (index, body) in (first..).zip(bodies) {
+            let start = bytes.len();
+            let record = RecordRef {
+                index,
+                prev,
+                at_ms,
+                body,
+            };
+            // Serialising our own plain data types to a Vec cannot fail.
+            bytes = postcard::to_extend(&record, bytes).unwrap_or_default();
+            prev = Digest::of(domain::RECORD, &bytes[start..]);
+            bytes.extend_from_slice(&prev.0);
+            digests.push(prev);
+        }
+        RecordRow { bytes, digests }
+    }
+
+    /// The row's value.
+    pub(super) fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
 }

@@ -22,30 +22,9 @@ fn chain(n: usize) -> (RunMeta, Vec<(Record, Digest)>) {
         records.push((record, prev));
     }
     let meta = RunMeta {
-        run_id: "r".into(),
-        agent: Digest::ZERO,
-        policy: Digest::ZERO,
-        policy_text: Digest::ZERO,
-        policy_name: "p".into(),
-        policy_version: "1".into(),
-        bindings: Digest::ZERO,
-        bindings_path: None,
-        input: Digest::ZERO,
-        parent: None,
-        created_ms: 0,
-        updated_ms: 0,
         records: n as u64,
         head: prev,
-        last_checkpoint: None,
-        outcome: crate::outcome::Outcome {
-            status: crate::outcome::Status::Running,
-            state: "s".into(),
-            output: None,
-            reason: None,
-            steps: 0,
-            host_calls: 0,
-            fuel: 0,
-        },
+        ..test_meta("r")
     };
     (meta, records)
 }
@@ -221,5 +200,61 @@ proptest! {
         let found = super::audit::log_problem(&records, &entries, Some(&key.public_key()));
         prop_assert_eq!(found.and_then(|(r, _)| r), Some(0));
         prop_assert!(super::audit::log_problem(&records, &entries, Some(&other.public_key())).is_none());
+    }
+}
+
+/// Bodies of several kinds and sizes, for the row encoder.
+fn body() -> impl Strategy<Value = RecordBody> {
+    prop_oneof![
+        (any::<u32>(), ".{0,12}").prop_map(|(step, state)| RecordBody::StepStarted { step, state }),
+        (
+            any::<u32>(),
+            any::<u64>(),
+            proptest::collection::vec(any::<u8>(), 0..300)
+        )
+            .prop_map(|(step, call, request)| RecordBody::HostCall {
+                step,
+                call,
+                state: "s".into(),
+                fuel: u64::from(step) * 7,
+                request,
+                decision: crate::decision::Decision {
+                    verdict: crate::decision::Verdict::Allow,
+                    rule: crate::decision::Rule::RunProtocol,
+                },
+            }),
+        (any::<u64>(), proptest::collection::vec(any::<u8>(), 0..300))
+            .prop_map(|(call, response)| RecordBody::HostResponse { call, response }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(crate::test_support::cases(500)))]
+
+    /// A commit's row (format 4) holds exactly the records a record-by-record encoding
+    /// would: the same bytes, chained from the run's head, each with its own digest.
+    #[test]
+    fn a_commit_row_holds_the_records_it_was_given(
+        bodies in proptest::collection::vec(body(), 0..20),
+        first in 0u64..1_000_000,
+        prev in any::<[u8; 32]>(),
+        at_ms in any::<u64>(),
+    ) {
+        let row = record::RecordRow::encode(&bodies, first, Digest(prev), at_ms);
+        let mut expected = Vec::new();
+        let mut head = Digest(prev);
+        for (index, body) in (first..).zip(&bodies) {
+            let record = Record { index, prev: head, at_ms, body: body.clone() };
+            head = record.digest();
+            expected.push((record, head));
+        }
+        prop_assert_eq!(&row.digests, &expected.iter().map(|(_, d)| *d).collect::<Vec<_>>());
+        let mut bytes = vec![1];
+        bytes.extend(encode(&expected));
+        prop_assert_eq!(row.bytes(), bytes.as_slice());
+        match postcard::take_from_bytes::<record::StoredRecords>(row.bytes()) {
+            Ok((record::StoredRecords::V2(decoded), [])) => prop_assert_eq!(decoded, expected),
+            _ => prop_assert!(false, "the row does not decode as a commit's records"),
+        }
     }
 }

@@ -188,9 +188,9 @@ impl Journal {
                     fuel = fuel.saturating_add(*used);
                     state.clone_from(s);
                 }
-                RecordBody::HostCall { call, .. } => calls = Some(*call + 1),
+                RecordBody::HostCall { call, .. } => calls = Some(call.saturating_add(1)),
                 // A WASI call takes a number in the same sequence.
-                RecordBody::Wasi(wasi) => calls = Some(wasi.call + 1),
+                RecordBody::Wasi(wasi) => calls = Some(wasi.call.saturating_add(1)),
                 RecordBody::Checkpoint { step, .. } if first_checkpoint.is_none() => {
                     first_checkpoint = Some(*step);
                 }

@@ -363,7 +363,7 @@ fn continue_run(
         reopened: true,
     });
     journal.commit(run_id, commit)?;
-    run::commit_steps(journal, &mut exec, record.step)?;
+    run::commit_steps(journal, &mut exec, record.step, &mut |_| {})?;
     RunReport::load(journal, run_id)
 }
 
