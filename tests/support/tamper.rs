@@ -36,7 +36,7 @@ pub fn read_records(
         let entry = entry.expect("entry");
         let bytes = entry.1.value();
         match bytes.first() {
-            Some(0) => out.push(postcard::from_bytes(&bytes[1..]).expect("decodes")),
+            Some(0) => out.push(decode(bytes)),
             Some(1) => out.extend(
                 postcard::from_bytes::<Vec<(Record, Digest)>>(&bytes[1..]).expect("decodes"),
             ),

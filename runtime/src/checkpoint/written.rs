@@ -178,34 +178,52 @@ mod linux {
                 categories: 0,
             }; 2];
             let (start, end) = (self.start as u64, (self.start + self.len) as u64);
+            let mask = u64::from(PAGE_IS_WPALLOWED);
+            self.pagemap_scan(start, end, 0, (mask, mask), &mut region) == Some(end)
+                && region[0].start == start
+                && region[0].end == end
+                && region[1].end == 0
+        }
+
+        /// One `PAGEMAP_SCAN` of `start..end` with `flags`, pages in the categories of
+        /// `masks.0`, reporting the categories of `masks.1`, into `regions` (cleared
+        /// first: the regions written end at the first with `end == 0`). Returns where
+        /// the walk ended, `None` on error.
+        fn pagemap_scan(
+            &self,
+            start: u64,
+            end: u64,
+            flags: u32,
+            masks: (u64, u64),
+            regions: &mut [page_region],
+        ) -> Option<u64> {
+            for region in regions.iter_mut() {
+                region.end = 0;
+            }
             let mut arg = pm_scan_arg {
                 size: size_of::<pm_scan_arg>() as u64,
-                flags: 0,
+                flags: u64::from(flags),
                 start,
                 end,
                 walk_end: 0,
-                vec: region.as_mut_ptr() as u64,
-                vec_len: region.len() as u64,
+                vec: regions.as_mut_ptr() as u64,
+                vec_len: regions.len() as u64,
                 max_pages: 0,
                 category_inverted: 0,
-                category_mask: u64::from(PAGE_IS_WPALLOWED),
+                category_mask: masks.0,
                 category_anyof_mask: 0,
-                return_mask: u64::from(PAGE_IS_WPALLOWED),
+                return_mask: masks.1,
             };
             // SAFETY: PAGEMAP_SCAN reads and writes a `pm_scan_arg` and writes at most
-            // `vec_len` regions to `vec`, which `region` holds; it changes no protection
-            // (no `PM_SCAN_WP_MATCHING`).
+            // `vec_len` regions to `vec`, which `regions` holds; without
+            // `PM_SCAN_WP_MATCHING` it changes no protection.
             let scanned = unsafe {
                 ioctl(
                     self.pagemap.as_fd(),
                     Updater::<PAGEMAP_SCAN, pm_scan_arg>::new(&mut arg),
                 )
             };
-            scanned.is_ok()
-                && arg.walk_end == end
-                && region[0].start == start
-                && region[0].end == end
-                && region[1].end == 0
+            scanned.ok().map(|()| arg.walk_end)
         }
 
         /// The 64 KiB pages of `memory` written since the last call (or since tracking
@@ -240,36 +258,18 @@ mod linux {
                 categories: 0,
             }; REGIONS];
             while next < end {
-                for region in &mut regions {
-                    region.end = 0;
-                }
-                let mut arg = pm_scan_arg {
-                    size: size_of::<pm_scan_arg>() as u64,
-                    flags: u64::from(PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC),
-                    start: next,
+                let walk_end = self.pagemap_scan(
+                    next,
                     end,
-                    walk_end: 0,
-                    vec: regions.as_mut_ptr() as u64,
-                    vec_len: REGIONS as u64,
-                    max_pages: 0,
-                    category_inverted: 0,
-                    category_mask: u64::from(PAGE_IS_WRITTEN),
-                    category_anyof_mask: 0,
-                    return_mask: return_mask(),
-                };
-                // SAFETY: PAGEMAP_SCAN reads and writes a `pm_scan_arg` and writes at most
-                // `vec_len` regions to `vec`, which `regions` holds.
-                let scanned = unsafe {
-                    ioctl(
-                        self.pagemap.as_fd(),
-                        Updater::<PAGEMAP_SCAN, pm_scan_arg>::new(&mut arg),
-                    )
-                };
-                if scanned.is_err() || arg.walk_end <= next || arg.walk_end > end {
+                    PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC,
+                    (u64::from(PAGE_IS_WRITTEN), return_mask()),
+                    &mut regions,
+                );
+                let Some(walk_end) = walk_end.filter(|&w| w > next && w <= end) else {
                     return false;
-                }
+                };
                 for region in regions.iter().take_while(|region| region.end != 0) {
-                    if region.start < next || region.end > arg.walk_end {
+                    if region.start < next || region.end > walk_end {
                         return false;
                     }
                     found(
@@ -277,7 +277,7 @@ mod linux {
                         (region.end - self.start as u64) as usize,
                     );
                 }
-                next = arg.walk_end;
+                next = walk_end;
             }
             true
         }
