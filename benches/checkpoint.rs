@@ -1,9 +1,11 @@
-//! Checkpoint cost: a step that dirtied k pages of an M MiB linear memory, for k in
-//! {0, 1, 16, 256} and M in {1, 16, 256}, then a capture (k = 0: the fixed cost). Two ways
+//! Checkpoint cost: a step that dirtied k pages of an M MiB linear memory, one byte each,
+//! for k in {0, 1, 16, 256} and M in {1, 16, 256}, then a capture (k = 0: the fixed cost);
+//! and 16 pages written all over (`whole_16_pages`), which must be hashed whole. Two ways
 //! of finding the changed pages, in the same run: `compare_all` compares every page with
 //! the previous image (the fallback); `written_pages` asks the kernel which pages were
 //! written (userfaultfd write protection and `PAGEMAP_SCAN`) and compares only those.
-//! Either way only changed pages are hashed. The baseline hashes all of M, what a capture
+//! Either way only changed pages are hashed, and only around their changes (8 KiB
+//! subtrees of the page's hash). The baseline hashes all of M, what a capture
 //! without any comparison costs.
 
 #![allow(
@@ -35,11 +37,19 @@ fn checkpoint(c: &mut Criterion) {
                 })
             },
         );
-        for dirty in [0usize, 1, 16, 256] {
+        // (pages dirtied, whether each is written all over or in one byte)
+        for (dirty, whole) in [
+            (0usize, false),
+            (1, false),
+            (16, false),
+            (256, false),
+            (16, true),
+        ] {
             if dirty > pages {
                 continue;
             }
             for (name, compare_all) in [("compare_all", true), ("written_pages", false)] {
+                let written = if whole { "whole" } else { "dirty" };
                 let mut memory = BenchPages::new(bytes, compare_all);
                 memory.memory().copy_from_slice(&image);
                 memory.capture();
@@ -48,7 +58,10 @@ fn checkpoint(c: &mut Criterion) {
                 // `None` when a filter on the command line skips this benchmark.
                 let mut stored = None;
                 group.bench_with_input(
-                    BenchmarkId::new(format!("{name}/dirty_{dirty}_pages"), format!("{mib}MiB")),
+                    BenchmarkId::new(
+                        format!("{name}/{written}_{dirty}_pages"),
+                        format!("{mib}MiB"),
+                    ),
                     &dirty,
                     |b, &dirty| {
                         b.iter(|| {
@@ -56,7 +69,11 @@ fn checkpoint(c: &mut Criterion) {
                             // Spread the dirty pages over the whole memory.
                             let data = memory.memory();
                             for k in 0..dirty {
-                                data[(k * pages / dirty) * PAGE_SIZE + 7] = round;
+                                let at = (k * pages / dirty) * PAGE_SIZE;
+                                match whole {
+                                    true => data[at..at + PAGE_SIZE].fill(round),
+                                    false => data[at + 7] = round,
+                                }
                             }
                             let (pages, bytes) = memory.capture();
                             stored = Some(bytes);

@@ -13,11 +13,13 @@
 //! passive data segments) are refused.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use wasm_encoder::{ExportKind, ExportSection, RawSection};
 use wasmparser::{ExternalKind, Operator, Parser, Payload};
 use wasmtime::{ExternType, Module, ValType};
 
+use crate::checkpoint::FirstImage;
 use crate::digest::{Digest, domain};
 use crate::policy::Policy;
 use warden_guest::wire;
@@ -187,7 +189,7 @@ pub struct Agent {
     /// Content address of the module as supplied (before Warden's rewriting).
     pub hash: Digest,
     /// The module as supplied; stored in the journal so a run can be replayed from it.
-    pub bytes: Vec<u8>,
+    pub bytes: Arc<[u8]>,
     /// The compiled, rewritten module.
     pub module: Module,
     /// Names of the exports that expose the module's mutable globals, in index order.
@@ -195,9 +197,17 @@ pub struct Agent {
     /// The WASI functions the module imports, in import order: empty unless it is a WASI
     /// guest (loaded with [`WasiImports::Admitted`]).
     pub wasi: Vec<String>,
+    /// The memory of its first instance as first captured, shared by its runs (and by
+    /// every clone of this `Agent`).
+    first_image: Arc<FirstImage>,
 }
 
 impl Agent {
+    /// The memory of its first instance as first captured in this process.
+    pub(crate) fn first_image(&self) -> &FirstImage {
+        &self.first_image
+    }
+
     /// Reads and loads an agent file (`.wasm`, or `.wat` text); a WASI guest is refused
     /// (see [`Agent::from_file_with`]).
     ///
@@ -255,10 +265,11 @@ impl Agent {
             .collect();
         Ok(Agent {
             hash: Agent::digest_of(&binary),
-            bytes: binary,
+            bytes: binary.into(),
             module,
             globals,
             wasi,
+            first_image: Arc::default(),
         })
     }
 

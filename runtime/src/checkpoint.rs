@@ -10,14 +10,18 @@
 //! previous image; elsewhere the whole image is compared. Either way a page is hashed
 //! only if it differs, and both ways give the same capture.
 
+use std::sync::{Arc, OnceLock};
+
 use serde::{Deserialize, Serialize};
 use wasmtime::{AsContextMut, Instance, Val};
 
 use crate::decision::InferenceRecord;
 use crate::digest::{Digest, domain};
 
+mod tree;
 mod written;
 
+use tree::PageTree;
 use written::WriteTracker;
 
 /// Why a checkpoint could not be taken or restored. A checkpoint that does not fit the
@@ -168,15 +172,49 @@ impl Checkpoint {
 /// Remembers the last captured image so the next capture hashes only changed pages.
 #[derive(Debug, Default)]
 pub struct PageTracker {
-    image: Vec<u8>,
+    /// The last captured image, page by page; a changed page's bytes are shared with the
+    /// [`ChangedPage`] handed to the journal, not copied again.
+    image: Vec<Arc<[u8]>>,
     digests: Vec<Digest>,
+    /// The hash tree of each page hashed since the tracker began, so that a page changed
+    /// in a few places is hashed again only there (see [`tree`]).
+    trees: Vec<Option<Box<PageTree>>>,
     /// The kernel's record of the pages written since the last capture, where available
     /// (see [`written`]); without it, every page is compared.
     writes: Option<WriteTracker>,
     /// Never track writes: compare every page (the fallback, for tests and benchmarks).
     compare_all: bool,
+    /// Primed with the image of a fresh instance that no capture has reported yet: the
+    /// next capture reports every page, as a first capture does.
+    unreported: bool,
 }
 
+/// The memory of one agent's fresh instances as first hashed, shared by every run of the
+/// agent in the process: a fresh instance whose memory is byte for byte this image takes
+/// its digests and hash trees instead of hashing every page again (comparing costs a tenth
+/// of hashing). Only bytes are trusted, never the agent's identity: an instance whose
+/// memory differs anywhere is hashed as usual.
+#[derive(Debug, Default)]
+pub struct FirstImage(OnceLock<Snapshot>);
+
+#[derive(Debug)]
+struct Snapshot {
+    image: Vec<Arc<[u8]>>,
+    digests: Vec<Digest>,
+    trees: Vec<Option<Box<PageTree>>>,
+}
+
+impl Snapshot {
+    /// Whether `memory` is exactly this image.
+    fn holds(&self, memory: &[u8]) -> bool {
+        self.image.len() * PAGE_SIZE == memory.len()
+            && self
+                .image
+                .iter()
+                .zip(memory.chunks(PAGE_SIZE))
+                .all(|(known, page)| **known == *page)
+    }
+}
 /// How captures find the pages a step changed, in this process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ChangeDetection {
@@ -200,13 +238,56 @@ impl ChangeDetection {
 /// A page that changed since the previous capture, to store if new.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChangedPage {
+    /// Its position in memory (in pages).
+    pub index: usize,
     /// The digest of its content.
     pub digest: Digest,
-    /// Its content.
-    pub bytes: Vec<u8>,
-    /// The page it replaced at the same index (digest and content), which the journal
-    /// may store it as a difference against.
-    pub base: Option<(Digest, Vec<u8>)>,
+    /// Its content (shared with the tracker's image, not copied for the journal).
+    pub bytes: Arc<[u8]>,
+    /// The page it replaced at the same index (its digest) and how this one differs from
+    /// it, which the journal may store it as.
+    pub base: Option<(Digest, Difference)>,
+}
+
+/// How a page differs from the page it replaced: their XOR, which is zero outside
+/// `spans` (offset in the page, XOR of those bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Difference {
+    spans: Vec<(usize, Box<[u8]>)>,
+}
+
+impl Difference {
+    /// The difference between two pages of the same length, found by comparing them.
+    pub fn between(old: &[u8], new: &[u8]) -> Difference {
+        let spans = old
+            .chunks(BLOCK)
+            .zip(new.chunks(BLOCK))
+            .enumerate()
+            .filter(|(_, (old, new))| old != new)
+            .map(|(block, (old, new))| (block * BLOCK, xor(old, new)))
+            .collect();
+        Difference { spans }
+    }
+
+    /// The XOR of the two pages, `len` bytes (the pages' length).
+    pub fn to_xor(&self, len: usize) -> Vec<u8> {
+        let mut out = vec![0; len];
+        for (offset, bytes) in &self.spans {
+            if let Some(dst) = out.get_mut(*offset..offset + bytes.len()) {
+                dst.copy_from_slice(bytes);
+            }
+        }
+        out
+    }
+}
+
+/// `a` XOR `b` (of equal lengths), written so that it vectorizes.
+fn xor(a: &[u8], b: &[u8]) -> Box<[u8]> {
+    let mut out: Box<[u8]> = Box::from(b);
+    for (out, a) in out.iter_mut().zip(a) {
+        *out ^= a;
+    }
+    out
 }
 
 /// A capture: the page list, and the pages not seen in the previous image.
@@ -218,16 +299,55 @@ pub struct Capture {
     pub changed: Vec<ChangedPage>,
 }
 
+/// Bytes per block, the unit in which writes are reported and pages compared: the
+/// kernel's page on most machines.
+pub(crate) const BLOCK: usize = PAGE_SIZE / BLOCKS;
+
+/// Blocks per page (bits of a `u16` mask).
+pub(crate) const BLOCKS: usize = 16;
+
+/// Every block of a page.
+const ALL_BLOCKS: u16 = u16::MAX;
+
 impl PageTracker {
     /// A tracker whose previous image is `image`, whose pages have the given digests
     /// (already checked by the caller), as after restoring a checkpoint.
-    pub fn primed(image: Vec<u8>, digests: Vec<Digest>) -> PageTracker {
+    pub fn primed(image: &[u8], digests: Vec<Digest>) -> PageTracker {
         PageTracker {
-            image,
+            image: image.chunks(PAGE_SIZE).map(Arc::from).collect(),
+            trees: vec![None; digests.len()],
             digests,
             writes: None,
             compare_all: false,
+            unreported: false,
         }
+    }
+
+    /// A tracker over the memory of a fresh instance (no guest code has run), primed with
+    /// its image: taken from `first` when that holds exactly these bytes, else hashed (and
+    /// kept in `first`, if it is empty). Captures then hash only what the run changes,
+    /// whether or not the first of them comes before the first step; that first capture
+    /// still reports every page.
+    pub fn sharing(first: &FirstImage, memory: &[u8]) -> PageTracker {
+        let mut tracker = PageTracker::default();
+        match first.0.get() {
+            Some(snapshot) if snapshot.holds(memory) => {
+                tracker.image.clone_from(&snapshot.image);
+                tracker.digests.clone_from(&snapshot.digests);
+                tracker.trees.clone_from(&snapshot.trees);
+                tracker.track(memory);
+            }
+            _ => {
+                tracker.capture(memory);
+                first.0.get_or_init(|| Snapshot {
+                    image: tracker.image.clone(),
+                    digests: tracker.digests.clone(),
+                    trees: tracker.trees.clone(),
+                });
+            }
+        }
+        tracker.unreported = true;
+        tracker
     }
 
     /// A tracker that always compares every page, as where the kernel cannot track writes.
@@ -244,7 +364,7 @@ impl PageTracker {
     /// or a capture). Returns how the next captures find changed pages.
     pub fn track(&mut self, memory: &[u8]) -> ChangeDetection {
         self.writes = None;
-        if !self.compare_all && memory.len() == self.image.len() {
+        if !self.compare_all && memory.len() == self.image.len() * PAGE_SIZE {
             self.writes = WriteTracker::start(memory);
         }
         let detection = self.detection();
@@ -260,18 +380,43 @@ impl PageTracker {
         }
     }
 
-    /// Captures `memory`: the pages written since the previous capture (all of them, if
-    /// the kernel cannot say) are compared with the previous image, and those that differ
-    /// are hashed. Starts write tracking after a capture that compared everything.
+    /// Captures `memory`: the blocks written since the previous capture (all of them, if
+    /// the kernel cannot say) are compared with the previous image, and the pages that
+    /// differ are hashed again where they differ. Starts write tracking after a capture
+    /// that compared everything.
     pub fn capture(&mut self, memory: &[u8]) -> Capture {
+        let mut capture = self.capture_changes(memory);
+        if std::mem::take(&mut self.unreported) {
+            // Every page, in order, as a capture from nothing reports them.
+            let mut changed = std::mem::take(&mut capture.changed).into_iter().peekable();
+            for (index, (digest, bytes)) in self.digests.iter().zip(&self.image).enumerate() {
+                match changed.next_if(|page| page.index == index) {
+                    Some(page) => capture.changed.push(page),
+                    None => capture.changed.push(ChangedPage {
+                        index,
+                        digest: *digest,
+                        bytes: Arc::clone(bytes),
+                        base: None,
+                    }),
+                }
+            }
+        }
+        capture
+    }
+
+    /// Captures `memory` against the tracker's previous image.
+    fn capture_changes(&mut self, memory: &[u8]) -> Capture {
         let written = self
             .writes
             .as_mut()
             .and_then(|writes| writes.take_written(memory));
-        let (capture, tracked) = match written {
-            Some(written) => (self.capture_written(memory, &written), true),
-            None => (self.capture_all(memory), false),
-        };
+        let tracked = written.is_some();
+        let written = written.unwrap_or_else(|| {
+            (0..memory.len().div_ceil(PAGE_SIZE))
+                .map(|index| (index, ALL_BLOCKS))
+                .collect()
+        });
+        let capture = self.capture_written(memory, &written);
         // A tracker that could not answer is not trusted again: start a new one.
         let extended = match self.writes.as_mut() {
             Some(writes) if tracked => writes.extend(memory),
@@ -283,62 +428,120 @@ impl PageTracker {
         capture
     }
 
-    /// Compares every page with the previous image.
-    fn capture_all(&mut self, memory: &[u8]) -> Capture {
-        self.image.resize(memory.len(), 0);
-        let mut pages = Vec::with_capacity(memory.len() / PAGE_SIZE);
-        let mut changed = Vec::new();
-        for (index, page) in memory.chunks(PAGE_SIZE).enumerate() {
-            pages.push(self.compare_page(index, page, &mut changed));
-        }
-        self.digests.clone_from(&pages);
-        Capture { pages, changed }
-    }
-
-    /// Compares the `written` pages (increasing indices below the previous size) and every
-    /// page past the previous size; the others are unchanged.
-    fn capture_written(&mut self, memory: &[u8], written: &[usize]) -> Capture {
+    /// Compares the `written` blocks (pages in increasing order, with their masks) of
+    /// pages below the previous size, and every page past it; the others are unchanged.
+    fn capture_written(&mut self, memory: &[u8], written: &[(usize, u16)]) -> Capture {
         let previous = self.digests.len().min(memory.len() / PAGE_SIZE);
-        self.image.resize(memory.len(), 0);
+        self.digests.truncate(previous);
+        self.image.truncate(previous);
+        self.trees.truncate(previous);
         let mut changed = Vec::new();
-        let mut pages = self.digests[..previous].to_vec();
-        for &index in written.iter().take_while(|&&index| index < previous) {
+        for &(index, blocks) in written.iter().take_while(|(index, _)| *index < previous) {
             if let Some(page) = memory.chunks(PAGE_SIZE).nth(index) {
-                pages[index] = self.compare_page(index, page, &mut changed);
+                self.compare_page(index, page, blocks, &mut changed);
             }
         }
         for (index, page) in memory.chunks(PAGE_SIZE).enumerate().skip(previous) {
-            let digest = self.compare_page(index, page, &mut changed);
-            pages.push(digest);
+            let (digest, tree) = hash(page);
+            let bytes = Arc::<[u8]>::from(page);
+            changed.push(ChangedPage {
+                index,
+                digest,
+                bytes: Arc::clone(&bytes),
+                base: None,
+            });
+            self.digests.push(digest);
+            self.image.push(bytes);
+            self.trees.push(tree);
         }
-        self.digests.clone_from(&pages);
-        Capture { pages, changed }
+        Capture {
+            pages: self.digests.clone(),
+            changed,
+        }
     }
 
-    /// The digest of page `index`, now `page`: the previous one if the page is as it was,
-    /// else its new digest, with the page added to `changed`.
+    /// Compares the `blocks` of page `index`, now `page`, with the previous image; if
+    /// they differ, hashes the page again where it differs and adds it to `changed`.
     fn compare_page(
         &mut self,
         index: usize,
         page: &[u8],
+        blocks: u16,
         changed: &mut Vec<ChangedPage>,
-    ) -> Digest {
-        let range = index * PAGE_SIZE..index * PAGE_SIZE + page.len();
-        let old = &mut self.image[range];
-        match self.digests.get(index) {
-            Some(digest) if old == page => *digest,
-            previous => {
-                let digest = Digest::of(domain::PAGE, page);
-                let base = previous.map(|base| (*base, old.to_vec()));
-                old.copy_from_slice(page);
-                changed.push(ChangedPage {
-                    digest,
-                    bytes: page.to_vec(),
-                    base,
-                });
+    ) {
+        let old = &self.image[index];
+        // The subtrees of the page's hash (see [`tree`]) holding a byte that changed.
+        let mut stale = 0u16;
+        let mut differing = Vec::new();
+        if page.len() == PAGE_SIZE {
+            for subtree in 0..tree::SUBTREES {
+                let span = tree::span(subtree);
+                let span_blocks = block_mask(span.start / BLOCK, (span.end - 1) / BLOCK);
+                if span_blocks & blocks != 0 && old[span.clone()] != page[span.clone()] {
+                    stale |= 1 << subtree;
+                    differing.push(span);
+                }
+            }
+        } else if **old != *page {
+            differing.push(0..page.len());
+        }
+        if differing.is_empty() {
+            return;
+        }
+        let digest = match &mut self.trees[index] {
+            Some(tree) => {
+                tree.update(page, stale);
+                tree.digest()
+            }
+            slot => {
+                let (digest, tree) = hash(page);
+                *slot = tree;
                 digest
             }
-        }
+        };
+        // The image takes the new bytes: in place when no capture still holds the page
+        // (only the spans that changed are copied), else as a new copy.
+        let spans = match Arc::get_mut(&mut self.image[index]) {
+            Some(image) => differing
+                .into_iter()
+                .map(|span| {
+                    let difference = xor(&image[span.clone()], &page[span.clone()]);
+                    image[span.clone()].copy_from_slice(&page[span.clone()]);
+                    (span.start, difference)
+                })
+                .collect(),
+            None => {
+                let old = &self.image[index];
+                let spans = differing
+                    .into_iter()
+                    .map(|span| (span.start, xor(&old[span.clone()], &page[span])))
+                    .collect();
+                self.image[index] = Arc::from(page);
+                spans
+            }
+        };
+        let previous = std::mem::replace(&mut self.digests[index], digest);
+        changed.push(ChangedPage {
+            index,
+            digest,
+            bytes: Arc::clone(&self.image[index]),
+            base: Some((previous, Difference { spans })),
+        });
+    }
+}
+
+/// The bits of blocks `first..=last`.
+fn block_mask(first: usize, last: usize) -> u16 {
+    (first..=last).fold(0, |mask, block| mask | 1 << block)
+}
+
+/// The digest of a page, with its hash tree if it is a whole page.
+fn hash(page: &[u8]) -> (Digest, Option<Box<PageTree>>) {
+    if page.len() == PAGE_SIZE {
+        let tree = PageTree::of(page);
+        (tree.digest(), Some(Box::new(tree)))
+    } else {
+        (Digest::of(domain::PAGE, page), None)
     }
 }
 
@@ -440,6 +643,82 @@ mod tests {
         assert_eq!(grown.pages[4], first.pages[0], "zero pages share a digest");
     }
 
+    /// Trackers sharing a first image: one over the same bytes takes it, and its first
+    /// capture equals a capture from nothing, whether it comes before any change or after
+    /// some; a later change does not alter the shared image; a tracker over other bytes
+    /// hashes them.
+    #[test]
+    fn a_first_image_is_reused_only_for_the_same_bytes() {
+        let first = FirstImage::default();
+        let memory: Vec<u8> = (0..3 * PAGE_SIZE).map(|i| (i % 253) as u8).collect();
+        let mut changed = memory.clone();
+        changed[PAGE_SIZE + 5] ^= 1;
+        let fresh = PageTracker::default().capture(&memory);
+        let fresh_changed = PageTracker::default().capture(&changed);
+        let without_bases = |capture: Capture| {
+            let pages = capture.changed.into_iter();
+            let pages = pages.map(|page| (page.index, page.digest, page.bytes));
+            (capture.pages, pages.collect::<Vec<_>>())
+        };
+        let filling = PageTracker::sharing(&first, &memory).capture(&memory);
+        assert_eq!(filling.pages, fresh.pages);
+        assert_eq!(filling.changed, fresh.changed);
+        assert!(first.0.get().is_some(), "the first tracker fills it");
+        let mut reusing = PageTracker::sharing(&first, &memory);
+        let reused = reusing.capture(&memory);
+        assert_eq!(reused.changed, fresh.changed);
+        let next = reusing.capture(&changed);
+        assert_eq!(next.pages, fresh_changed.pages);
+        assert_eq!(next.changed.len(), 1);
+        assert_eq!(next.changed[0].index, 1);
+        let reused = PageTracker::sharing(&first, &memory).capture(&memory);
+        assert_eq!(
+            reused.changed, fresh.changed,
+            "the shared image is unchanged"
+        );
+        // Changed before its first capture (a counterfactual's first checkpoint follows
+        // its first step): every page still reported, the changed one hashed anew.
+        let late = PageTracker::sharing(&first, &memory).capture(&changed);
+        assert_eq!(without_bases(late), without_bases(fresh_changed));
+        let fresh_changed = PageTracker::default().capture(&changed);
+        let other = PageTracker::sharing(&first, &changed).capture(&changed);
+        assert_eq!(other.changed, fresh_changed.changed);
+    }
+
+    /// After a restore the tracker knows digests but no hash trees: a page's first change
+    /// is hashed whole, the next ones where they differ; each changed page carries the
+    /// page it replaced.
+    #[test]
+    fn a_restored_tracker_hashes_changes_like_a_fresh_one() {
+        let mut memory: Vec<u8> = (0..3 * PAGE_SIZE).map(|i| (i % 251) as u8).collect();
+        let digests = memory
+            .chunks(PAGE_SIZE)
+            .map(|page| Digest::of(domain::PAGE, page))
+            .collect();
+        let mut tracker = PageTracker::primed(&memory, digests);
+        for (step, at) in [PAGE_SIZE + 8_180, PAGE_SIZE + 8_177, 3 * PAGE_SIZE - 1, 0]
+            .into_iter()
+            .enumerate()
+        {
+            let before = memory[at / PAGE_SIZE * PAGE_SIZE..][..PAGE_SIZE].to_vec();
+            memory[at] ^= 0xff;
+            let capture = tracker.capture(&memory);
+            let page = &memory[at / PAGE_SIZE * PAGE_SIZE..][..PAGE_SIZE];
+            assert_eq!(capture.changed.len(), 1, "step {step}");
+            let changed = &capture.changed[0];
+            assert_eq!(
+                changed.digest,
+                Digest::of(domain::PAGE, page),
+                "step {step}"
+            );
+            assert_eq!(&changed.bytes[..], page);
+            let (base_digest, difference) = changed.base.as_ref().expect("a base");
+            assert_eq!(*base_digest, Digest::of(domain::PAGE, &before));
+            let xor: Vec<u8> = before.iter().zip(page).map(|(a, b)| a ^ b).collect();
+            assert_eq!(difference.to_xor(PAGE_SIZE), xor);
+        }
+    }
+
     /// A linear memory of the process's engine, as a run has, with a tracker over it.
     struct Tracked {
         store: wasmtime::Store<()>,
@@ -468,8 +747,18 @@ mod tests {
             self.memory.grow(&mut self.store, pages).expect("grow");
         }
 
+        /// Captures, and checks every digest against a plain hash of the page.
         fn capture(&mut self) -> (Vec<Digest>, Vec<Digest>) {
-            let capture = self.tracker.capture(self.memory.data(&self.store));
+            let memory = self.memory.data(&self.store);
+            let capture = self.tracker.capture(memory);
+            let plain: Vec<Digest> = memory
+                .chunks(PAGE_SIZE)
+                .map(|page| Digest::of(domain::PAGE, page))
+                .collect();
+            assert_eq!(capture.pages, plain);
+            for page in &capture.changed {
+                assert_eq!(page.digest, Digest::of(domain::PAGE, &page.bytes));
+            }
             let changed = capture.changed.iter().map(|page| page.digest).collect();
             (capture.pages, changed)
         }

@@ -151,7 +151,10 @@ pub fn cache_load(file: &std::path::Path) -> bool {
 
 /// A page as the journal stores it: compressed, or as its difference from `base`.
 pub fn pack_page(page: &[u8], base: Option<&[u8]>) -> Vec<u8> {
-    let base = base.map(|b| (crate::digest::Digest::of(PAGE_DOMAIN, b), b, 0));
+    let difference = base.map(|b| crate::checkpoint::Difference::between(b, page));
+    let base = base
+        .zip(difference.as_ref())
+        .map(|(b, difference)| (crate::digest::Digest::of(PAGE_DOMAIN, b), difference, 0));
     crate::journal::page_store::pack(page, base)
 }
 

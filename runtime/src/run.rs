@@ -191,8 +191,8 @@ pub(crate) fn begin(
         records: vec![RecordBody::Started(Box::new(start.clone()))],
         blobs: [
             (new.agent.hash, new.agent.bytes.clone()),
-            (start.policy_text, new.policy_text.clone().into_bytes()),
-            (start.input, new.input.clone().into_bytes()),
+            (start.policy_text, new.policy_text.as_bytes().into()),
+            (start.input, new.input.as_bytes().into()),
         ]
         .into_iter()
         // Each model card, so that which model version answered can be read from the
@@ -201,7 +201,7 @@ pub(crate) fn begin(
             new.bindings
                 .cards()
                 .into_iter()
-                .map(|(card, bytes)| (card.card, bytes.to_vec())),
+                .map(|(card, bytes)| (card.card, bytes.into())),
         )
         .collect(),
         ..Commit::default()

@@ -127,13 +127,15 @@ impl Execution {
             .get_memory(&mut store, wire::MEMORY_EXPORT)
             .ok_or_else(|| instantiation("no exported memory".into()))?;
         store.data_mut().memory = Some(memory);
+        // No guest code has run: this is the module's own image.
+        let tracker = PageTracker::sharing(agent.first_image(), memory.data(&store));
         Ok(Execution {
             store,
             instance,
             step_fn,
             memory,
             globals: agent.globals.clone(),
-            tracker: PageTracker::default(),
+            tracker,
         })
     }
 
@@ -400,7 +402,7 @@ impl Execution {
             &checkpoint.globals,
         )?;
         // Every page was just checked against its digest: no need to hash them again.
-        self.tracker = PageTracker::primed(image, checkpoint.pages.clone());
+        self.tracker = PageTracker::primed(&image, checkpoint.pages.clone());
         self.tracker.track(self.memory.data(&self.store));
         let host = self.store.data_mut();
         host.step = checkpoint.step;

@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 use crate::agent::{Agent, LoadError, WasiImports};
 use crate::digest::{Digest, domain};
-use crate::journal::{Journal, JournalError, Record, RunMeta, RunStart};
+use crate::edition::Edition;
+use crate::journal::{Checked, Journal, JournalError, Record, RunMeta, RunStart};
 use crate::policy::{Policy, PolicyError};
 
 /// A stored artifact of a run.
@@ -138,6 +139,17 @@ impl StoredRun {
     /// Loads a run's records, module, policy and input from the journal, checking every
     /// artifact against its digest.
     pub fn load(journal: &Journal, run_id: &str) -> Result<StoredRun, StoredRunError> {
+        StoredRun::load_checked(journal, run_id, &Checked::default())
+    }
+
+    /// [`StoredRun::load`] within an operation over many runs: an agent module that
+    /// `checked` holds as intact, and that this process has loaded, is not read and
+    /// hashed again.
+    pub(crate) fn load_checked(
+        journal: &Journal,
+        run_id: &str,
+        checked: &Checked,
+    ) -> Result<StoredRun, StoredRunError> {
         let meta = journal.run(run_id)?;
         let records = journal.records(run_id)?;
         let start = records
@@ -160,14 +172,14 @@ impl StoredRun {
             artifact,
             digest: *digest,
         };
-        let module = blob(Artifact::AgentModule, &start.agent)?;
-        if Agent::digest_of(&module) != start.agent {
-            return Err(altered(Artifact::AgentModule, &start.agent));
-        }
-        let agent = loaded_agent(&start.agent, &module).map_err(|source| StoredRunError::Load {
-            run_id: run_id.to_string(),
-            source,
-        })?;
+        let module = || {
+            let module = blob(Artifact::AgentModule, &start.agent)?;
+            if Agent::digest_of(&module) != start.agent {
+                return Err(altered(Artifact::AgentModule, &start.agent));
+            }
+            Ok(module)
+        };
+        let agent = loaded_agent(run_id, &start.agent, checked, module)?;
         let text = |artifact: Artifact, digest: &Digest| -> Result<String, StoredRunError> {
             let bytes = blob(artifact, digest)?;
             if Digest::of(domain::BLOB, &bytes) != *digest {
@@ -180,15 +192,12 @@ impl StoredRun {
         };
         let policy_text = text(Artifact::PolicyText, &start.policy_text)?;
         let input = text(Artifact::Input, &start.input)?;
-        let policy = Policy::parse_recorded(
-            &policy_text,
-            &format!("<policy of run {run_id}>"),
-            start.edition,
-        )
-        .map_err(|source| StoredRunError::Policy {
-            run_id: run_id.to_string(),
-            source,
-        })?;
+        let origin = || format!("<policy of run {run_id}>");
+        let policy = parsed_policy(&start.policy_text, &policy_text, start.edition, origin)
+            .map_err(|source| StoredRunError::Policy {
+                run_id: run_id.to_string(),
+                source,
+            })?;
         if policy.hash() != start.policy {
             return Err(StoredRunError::PolicyDigest {
                 run_id: run_id.to_string(),
@@ -207,27 +216,79 @@ impl StoredRun {
             start,
             records,
             agent,
-            policy: Arc::new(policy),
+            policy,
             policy_text,
             input,
         })
     }
 }
 
-/// The agent whose module (already checked against `digest`) is `module`, loaded once per
-/// process: replaying a thousand runs of one agent validates and compiles it once.
-fn loaded_agent(digest: &Digest, module: &[u8]) -> Result<Agent, LoadError> {
+/// The stored policy `text` (whose blob digest, already checked, is `digest`) parsed under
+/// `edition`, once per process: parsing is a function of the text and the edition alone
+/// (a parsed policy keeps no name; `origin` names the text in an error). A text that does
+/// not parse is parsed again each time.
+fn parsed_policy(
+    digest: &Digest,
+    text: &str,
+    edition: Edition,
+    origin: impl FnOnce() -> String,
+) -> Result<Arc<Policy>, PolicyError> {
+    type Parsed = Vec<((Digest, Edition), Arc<Policy>)>;
+    static PARSED: std::sync::Mutex<Parsed> = std::sync::Mutex::new(Vec::new());
+    /// Distinct policies kept; beyond it the oldest is dropped.
+    const KEPT: usize = 16;
+    let key = (*digest, edition);
+    if let Ok(parsed) = PARSED.lock()
+        && let Some((_, policy)) = parsed.iter().find(|(k, _)| *k == key)
+    {
+        return Ok(Arc::clone(policy));
+    }
+    let policy = Arc::new(Policy::parse_recorded(text, &origin(), edition)?);
+    if let Ok(mut parsed) = PARSED.lock() {
+        if parsed.len() >= KEPT {
+            parsed.remove(0);
+        }
+        parsed.push((key, Arc::clone(&policy)));
+    }
+    Ok(policy)
+}
+
+/// The agent of digest `digest`, loaded once per process: replaying a thousand runs of one
+/// agent validates and compiles it once. `module` reads the module and checks it against
+/// the digest; it is called unless this operation (`checked`) found the stored module
+/// intact already and this process has it loaded.
+fn loaded_agent(
+    run_id: &str,
+    digest: &Digest,
+    checked: &Checked,
+    module: impl FnOnce() -> Result<Vec<u8>, StoredRunError>,
+) -> Result<Agent, StoredRunError> {
     static LOADED: std::sync::Mutex<Vec<(Digest, Agent)>> = std::sync::Mutex::new(Vec::new());
     /// Distinct agents kept; beyond it the oldest is dropped.
     const KEPT: usize = 16;
-    if let Ok(loaded) = LOADED.lock()
-        && let Some((_, agent)) = loaded.iter().find(|(d, _)| d == digest)
+    let cached = || {
+        let loaded = LOADED.lock().ok()?;
+        let (_, agent) = loaded.iter().find(|(d, _)| d == digest)?;
+        Some(agent.clone())
+    };
+    if checked.blob(domain::AGENT, digest)
+        && let Some(agent) = cached()
     {
-        return Ok(agent.clone());
+        return Ok(agent);
+    }
+    let module = module()?;
+    checked.blob_intact(domain::AGENT, *digest);
+    if let Some(agent) = cached() {
+        return Ok(agent);
     }
     // Loaded admitting a WASI guest; whether the run's policy allows one is checked
     // once the policy is read (`Agent::admitted_by`).
-    let agent = Agent::from_bytes_with(module, WasiImports::Admitted)?;
+    let agent = Agent::from_bytes_with(&module, WasiImports::Admitted).map_err(|source| {
+        StoredRunError::Load {
+            run_id: run_id.to_string(),
+            source,
+        }
+    })?;
     if let Ok(mut loaded) = LOADED.lock() {
         if loaded.len() >= KEPT {
             loaded.remove(0);

@@ -9,11 +9,11 @@
 //! tracks its own memory (the kernel's soft-dirty bits, by contrast, are cleared for the
 //! whole process at once).
 //!
-//! Invariant: the pages [`WriteTracker::take_written`] reports include every page written
-//! since the previous call, whoever wrote it: the guest, the host through its accessor,
-//! or the kernel on the process's behalf (a `read` into guest memory). It may report more
-//! (a page read before it was first written, a page written back to its old content): the
-//! caller compares those. Whenever the kernel cannot vouch for the range (the tracker
+//! Invariant: the 4 KiB blocks [`WriteTracker::take_written`] reports include every block
+//! written since the previous call, whoever wrote it: the guest, the host through its
+//! accessor, or the kernel on the process's behalf (a `read` into guest memory). It may
+//! report more (a block read before it was first written, a block written back to its old
+//! content): the caller compares those. Whenever the kernel cannot vouch for the range (the tracker
 //! could not be set up, the memory moved, the scan found an unprotected page, any error),
 //! it answers `None`, and the caller compares the whole image instead. Nothing the guest
 //! can write is consulted.
@@ -56,7 +56,7 @@ mod linux {
     use rustix::ioctl::{Opcode, Updater, ioctl, opcode};
     use rustix::mm::{UserfaultfdFlags, userfaultfd};
 
-    use crate::checkpoint::PAGE_SIZE;
+    use crate::checkpoint::{BLOCK, BLOCKS, PAGE_SIZE};
 
     const UFFDIO_API: Opcode = linux_raw_sys::ioctl::UFFDIO_API as Opcode;
     const UFFDIO_REGISTER: Opcode = linux_raw_sys::ioctl::UFFDIO_REGISTER as Opcode;
@@ -227,18 +227,22 @@ mod linux {
         }
 
         /// The 64 KiB pages of `memory` written since the last call (or since tracking
-        /// began), in increasing order, and protects them again. `None` if the kernel
-        /// cannot tell (the caller must compare everything; the tracker is then useless).
-        /// Pages past the tracked length (memory grown since) are not included.
-        pub(crate) fn take_written(&mut self, memory: &[u8]) -> Option<Vec<usize>> {
+        /// began), in increasing order, each with the mask of its [`BLOCK`]s written (bit
+        /// `i`: bytes `i * BLOCK..(i + 1) * BLOCK` of the page), and protects them again.
+        /// `None` if the kernel cannot tell (the caller must compare everything; the
+        /// tracker is then useless). Pages past the tracked length (memory grown since)
+        /// are not included.
+        pub(crate) fn take_written(&mut self, memory: &[u8]) -> Option<Vec<(usize, u16)>> {
             if memory.as_ptr() as usize != self.start || memory.len() < self.len {
                 return None;
             }
-            let mut written: Vec<usize> = Vec::new();
+            let mut written: Vec<(usize, u16)> = Vec::new();
             let scanned = self.scan(0, |from, to| {
-                for page in from / PAGE_SIZE..to.div_ceil(PAGE_SIZE) {
-                    if written.last() != Some(&page) {
-                        written.push(page);
+                for block in from / BLOCK..to.div_ceil(BLOCK) {
+                    let (page, bit) = (block * BLOCK / PAGE_SIZE, 1 << (block % BLOCKS));
+                    match written.last_mut() {
+                        Some((last, mask)) if *last == page => *mask |= bit,
+                        _ => written.push((page, bit)),
                     }
                 }
             });
@@ -299,7 +303,7 @@ mod other {
             match *self {}
         }
 
-        pub(crate) fn take_written(&mut self, _memory: &[u8]) -> Option<Vec<usize>> {
+        pub(crate) fn take_written(&mut self, _memory: &[u8]) -> Option<Vec<(usize, u16)>> {
             match *self {}
         }
     }
@@ -308,7 +312,7 @@ mod other {
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::WriteTracker;
-    use crate::checkpoint::PAGE_SIZE;
+    use crate::checkpoint::{BLOCK, PAGE_SIZE};
 
     /// Reports exactly the pages written, each once per write, and nothing when nothing was.
     #[test]
@@ -324,16 +328,22 @@ mod tests {
         let data = memory.data_mut(&mut store);
         data[3 * PAGE_SIZE + 100] = 1;
         data[7 * PAGE_SIZE - 1] = 1;
-        assert_eq!(tracker.take_written(memory.data(&store)), Some(vec![3, 6]));
+        data[7 * PAGE_SIZE + 5 * BLOCK] = 1;
+        data[7 * PAGE_SIZE + 6 * BLOCK + 9] = 1;
+        let written = vec![(3, 1), (6, 1 << 15), (7, 1 << 5 | 1 << 6)];
+        assert_eq!(tracker.take_written(memory.data(&store)), Some(written));
         assert_eq!(tracker.take_written(memory.data(&store)), Some(vec![]));
         // Read-only access is not a write.
         let sum: u64 = memory.data(&store).iter().map(|&b| u64::from(b)).sum();
-        assert_eq!(sum, 2);
+        assert_eq!(sum, 4);
         assert_eq!(tracker.take_written(memory.data(&store)), Some(vec![]));
         memory.grow(&mut store, 2).expect("grow");
         assert!(tracker.extend(memory.data(&store)));
         memory.data_mut(&mut store)[9 * PAGE_SIZE] = 1;
-        assert_eq!(tracker.take_written(memory.data(&store)), Some(vec![9]));
+        assert_eq!(
+            tracker.take_written(memory.data(&store)),
+            Some(vec![(9, 1)])
+        );
         // Another range than the one tracked: the tracker cannot vouch for it.
         let other = vec![0u8; 10 * PAGE_SIZE];
         assert_eq!(tracker.take_written(&other), None);
@@ -369,11 +379,12 @@ mod tests {
         let data = memory.data_mut(&mut store);
         // Every other 4 KiB of each page: 8 separate ranges per page, 344 in all.
         for page in &pages {
-            for quarter in (0..PAGE_SIZE).step_by(2 * 4096) {
-                data[page * PAGE_SIZE + quarter] = 1;
+            for block in (0..PAGE_SIZE).step_by(2 * BLOCK) {
+                data[page * PAGE_SIZE + block] = 1;
             }
         }
-        assert_eq!(tracker.take_written(memory.data(&store)), Some(pages));
+        let written = pages.iter().map(|&page| (page, 0x5555)).collect();
+        assert_eq!(tracker.take_written(memory.data(&store)), Some(written));
         assert_eq!(tracker.take_written(memory.data(&store)), Some(vec![]));
     }
 }

@@ -68,9 +68,9 @@ fn first_commit(run_id: &str, more: Vec<RecordBody>) -> Commit {
         create: Some(meta),
         records,
         blobs: vec![
-            (start.agent, agent),
-            (start.policy_text, policy),
-            (start.input, input),
+            (start.agent, agent.into()),
+            (start.policy_text, policy.into()),
+            (start.input, input.into()),
         ],
         ..Commit::default()
     }

@@ -15,7 +15,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use super::{Journal, JournalError, LogEntry, Record, RunMeta, Verification};
+use super::{Checked, Journal, JournalError, LogEntry, Record, RunMeta, Verification};
 use crate::digest::Digest;
 use crate::edition::Edition;
 use crate::seal::merkle::{self, MemoryTree};
@@ -173,7 +173,7 @@ impl Journal {
         let index = self.log_index()?;
         let entries = index.entries_of(run_id);
         match self.run(run_id) {
-            Ok(meta) => self.verify_logged(&meta, entries, key),
+            Ok(meta) => self.verify_logged(&meta, entries, key, &Checked::default()),
             Err(JournalError::NoSuchRun(_)) if !entries.is_empty() => {
                 Ok(deleted_run(run_id, entries))
             }
@@ -240,6 +240,7 @@ impl Journal {
         problems.extend(head_problems(head.as_ref(), &tree, size, key));
         let mut runs = Vec::new();
         let mut seen = std::collections::BTreeSet::new();
+        let checked = Checked::default();
         let mut rows = self.run_rows()?;
         rows.sort_by(|(ia, a), (ib, b)| {
             let created =
@@ -251,7 +252,7 @@ impl Journal {
             seen.insert(id.clone());
             let problem = match meta {
                 Ok(meta) if meta.run_id == id => {
-                    runs.push(self.verify_logged(&meta, entries, key)?);
+                    runs.push(self.verify_logged(&meta, entries, key, &checked)?);
                     continue;
                 }
                 Ok(meta) => format!(
@@ -293,6 +294,7 @@ impl Journal {
         meta: &RunMeta,
         entries: &[(u64, LogEntry)],
         key: Option<&PublicKey>,
+        checked: &Checked,
     ) -> Result<Verification, JournalError> {
         let records = self.stored_records(&meta.run_id);
         // Runs started before the log existed (edition 1) are not in it; without a key
@@ -312,6 +314,7 @@ impl Journal {
                 required,
                 key,
             },
+            checked,
         )?;
         verification.log_entry = entries.last().map(|(index, _)| *index);
         if verification.problem.is_none() {

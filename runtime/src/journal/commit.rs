@@ -31,7 +31,7 @@ pub struct Commit {
     /// Records to append (chained by the journal).
     pub records: Vec<RecordBody>,
     /// Content-addressed blobs (module, policy text, input) to store if absent.
-    pub blobs: Vec<(Digest, Vec<u8>)>,
+    pub blobs: Vec<(Digest, std::sync::Arc<[u8]>)>,
     /// Memory pages to store if absent.
     pub pages: Vec<crate::checkpoint::ChangedPage>,
     /// The checkpoint taken at this boundary.
@@ -246,7 +246,7 @@ impl Journal {
         for (digest, bytes) in &commit.blobs {
             if blobs.get(&digest.0).map_err(|e| self.err(e))?.is_none() {
                 blobs
-                    .insert(&digest.0, bytes.as_slice())
+                    .insert(&digest.0, &bytes[..])
                     .map_err(|e| self.err(e))?;
             }
         }
@@ -262,11 +262,11 @@ impl Journal {
             // A page is stored as its difference from the page it replaced when that one
             // is stored and its chain of differences is short.
             let base = match &page.base {
-                Some((digest, bytes)) => pages
+                Some((digest, difference)) => pages
                     .get(&digest.0)
                     .map_err(|e| self.err(e))?
                     .and_then(|stored| page_store::depth(stored.value()))
-                    .map(|depth| (*digest, bytes.as_slice(), depth)),
+                    .map(|depth| (*digest, difference, depth)),
                 None => None,
             };
             pages

@@ -36,7 +36,7 @@ pub use log::{LogEntry, RUN_HEAD_DOMAIN};
 pub use pack::{PackEntry, PackManifest, PackSummary, PackVerification};
 pub use record::{InheritedEvidence, Parent, Record, RecordBody, RunMeta, RunStart};
 use record::{StoredMeta, StoredRecords};
-pub use verify::Verification;
+pub use verify::{Checked, Verification};
 pub(crate) use wasi_call::errno as wasi_errno;
 pub use wasi_call::{WasiAnswer, WasiCall, WasiRequest};
 

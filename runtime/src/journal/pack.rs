@@ -501,6 +501,7 @@ impl Journal {
                 required: true,
                 key: key.as_ref(),
             },
+            &super::verify::Checked::default(),
         )?;
         run.log_entry = entries.last().map(|(index, _)| *index);
         if run.problem.is_none() && problems.is_empty() {

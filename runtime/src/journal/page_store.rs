@@ -12,7 +12,7 @@
 //!   the depth (its base's depth plus one) is kept at most [`MAX_DEPTH`], so reading a
 //!   page reads at most that many others.
 
-use crate::checkpoint::PAGE_SIZE;
+use crate::checkpoint::{Difference, PAGE_SIZE};
 use crate::digest::Digest;
 
 /// zstd's level: fast; a guest's heap is mostly zeros and repeated structure.
@@ -69,20 +69,19 @@ pub(crate) fn base_of(stored: &[u8]) -> Option<Digest> {
     Some(Digest(digest))
 }
 
-/// The stored form of `page`, as a difference from `base` (digest, content, depth of its
-/// stored chain) when that is smaller.
-pub(crate) fn pack(page: &[u8], base: Option<(Digest, &[u8], u8)>) -> Vec<u8> {
+/// The stored form of `page`, as a difference from `base` (its digest, how `page` differs
+/// from it, the depth of its stored chain) when that is smaller.
+pub(crate) fn pack(page: &[u8], base: Option<(Digest, &Difference, u8)>) -> Vec<u8> {
     if page.len() != PAGE_SIZE {
         return page.to_vec();
     }
     // The difference first: a step changes a few bytes of a page, so it is usually tiny,
     // and then compressing the whole page as well would be wasted.
     let mut best: Option<Vec<u8>> = None;
-    if let Some((digest, base, depth)) = base
-        && base.len() == PAGE_SIZE
+    if let Some((digest, difference, depth)) = base
         && depth < MAX_DEPTH
     {
-        let difference: Vec<u8> = page.iter().zip(base).map(|(a, b)| a ^ b).collect();
+        let difference = difference.to_xor(PAGE_SIZE);
         if let Some(frame) = compress(&difference) {
             let mut out = Vec::with_capacity(frame.len() + 34);
             out.push(DELTA);
@@ -223,7 +222,10 @@ mod tests {
         let mut page = base.clone();
         page[100] ^= 0xff;
         page[40_000] = 7;
-        let stored = pack(&page, Some((base_digest, &base, 0)));
+        let stored = pack(
+            &page,
+            Some((base_digest, &Difference::between(&base, &page), 0)),
+        );
         assert!(stored.len() < 200, "{}", stored.len());
         let base_stored = pack(&base, None);
         let fetch = |digest: &Digest| Ok((*digest == base_digest).then(|| base_stored.clone()));
@@ -234,7 +236,10 @@ mod tests {
         altered[5] ^= 1;
         assert!(unpack(&stored, |_| Ok(Some(altered.clone()))).is_err());
         // Too deep a base is not used.
-        let deep = pack(&page, Some((base_digest, &base, MAX_DEPTH)));
+        let deep = pack(
+            &page,
+            Some((base_digest, &Difference::between(&base, &page), MAX_DEPTH)),
+        );
         assert_ne!(deep.first(), Some(&DELTA));
     }
 
@@ -257,7 +262,7 @@ mod tests {
             }
             prop_assert_eq!(unpack(&pack(&page, None), none), Ok(page.clone()));
             let base_stored = pack(&base, None);
-            let stored = pack(&page, Some((base_digest, &base, 0)));
+            let stored = pack(&page, Some((base_digest, &Difference::between(&base, &page), 0)));
             let fetch = |_: &Digest| Ok(Some(base_stored.clone()));
             prop_assert_eq!(unpack(&stored, fetch), Ok(page));
             if let Ok(decoded) = unpack(&garbage, |_| Ok(Some(garbage.clone()))) {

@@ -2,12 +2,53 @@
 //! (invariant 5, tamper evidence). A broken chain is not an error: it is the `problem`
 //! of the returned [`Verification`], naming the first record that does not check out.
 
+use std::collections::HashSet;
+use std::sync::Mutex;
+
 use serde::Serialize;
 
 use super::audit::{LogCheck, log_problem};
 use super::{Journal, JournalError, Record, RecordBody, RunMeta};
 use crate::digest::{Digest, domain};
 use crate::seal::signing::KeyId;
+
+/// What one operation over many runs (an audit, `warden replay --all`) has already read
+/// and found to match its digest: a memory page or an agent module that a thousand runs
+/// share is read and hashed once per operation, not once per run. It belongs to one
+/// operation: a page altered in the file afterwards is found by the next one.
+#[derive(Debug, Default)]
+pub struct Checked {
+    /// Pages found stored and matching their digest.
+    pages: Mutex<HashSet<Digest>>,
+    /// Blobs found stored and matching their digest, with the domain they were hashed in.
+    blobs: Mutex<HashSet<(&'static str, Digest)>>,
+}
+
+impl Checked {
+    /// Whether the blob `digest` (hashed in `domain`) was found intact.
+    pub(crate) fn blob(&self, domain: &'static str, digest: &Digest) -> bool {
+        self.blobs
+            .lock()
+            .is_ok_and(|blobs| blobs.contains(&(domain, *digest)))
+    }
+
+    /// Notes that the blob `digest` (hashed in `domain`) was found intact.
+    pub(crate) fn blob_intact(&self, domain: &'static str, digest: Digest) {
+        if let Ok(mut blobs) = self.blobs.lock() {
+            blobs.insert((domain, digest));
+        }
+    }
+
+    fn page(&self, digest: &Digest) -> bool {
+        self.pages.lock().is_ok_and(|pages| pages.contains(digest))
+    }
+
+    fn page_intact(&self, digest: Digest) {
+        if let Ok(mut pages) = self.pages.lock() {
+            pages.insert(digest);
+        }
+    }
+}
 
 /// The result of checking one run's hash chain.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -42,11 +83,24 @@ impl Journal {
     /// redb errors, or [`JournalError::NoSuchRun`]. A broken chain is not an error: it is
     /// the `problem` of the returned [`Verification`].
     pub fn verify(&self, run_id: &str) -> Result<Verification, JournalError> {
+        self.verify_checked(run_id, &Checked::default())
+    }
+
+    /// [`Journal::verify`], skipping the pages and blobs `checked` holds (found intact
+    /// earlier in the same operation) and adding those it finds intact.
+    ///
+    /// # Errors
+    /// As [`Journal::verify`].
+    pub fn verify_checked(
+        &self,
+        run_id: &str,
+        checked: &Checked,
+    ) -> Result<Verification, JournalError> {
         let meta = self.run(run_id)?;
         let index = self.log_index()?;
         let entries = index.entries_of(run_id);
         let key = self.signer.as_ref().map(|k| k.public_key());
-        self.verify_logged(&meta, entries, key.as_ref())
+        self.verify_logged(&meta, entries, key.as_ref(), checked)
     }
 
     /// Verifies a run whose records were read as `records`, consulting the log as `log`
@@ -56,6 +110,7 @@ impl Journal {
         meta: &RunMeta,
         records: Result<Vec<(Record, Digest)>, JournalError>,
         log: LogCheck<'_>,
+        checked: &Checked,
     ) -> Result<Verification, JournalError> {
         let run_id = meta.run_id.as_str();
         let mut verification = Verification {
@@ -91,9 +146,9 @@ impl Journal {
                 Some(found) => Some(found),
                 None => match summary_problem(meta, &records) {
                     Some(found) => Some(found),
-                    None => match self.blob_problem(&records)? {
+                    None => match self.blob_problem(&records, checked)? {
                         Some(found) => Some(found),
-                        None => match self.checkpoint_problem(run_id, &records)? {
+                        None => match self.checkpoint_problem(run_id, &records, checked)? {
                             Some(found) => Some(found),
                             None => self.progress_problem(run_id, meta, &records)?,
                         },
@@ -123,6 +178,7 @@ impl Journal {
     fn blob_problem(
         &self,
         records: &[(Record, Digest)],
+        checked: &Checked,
     ) -> Result<Option<(Option<u64>, String)>, JournalError> {
         let Some(start) = records.first().and_then(|(r, _)| r.body.run_start()) else {
             return Ok(None);
@@ -136,8 +192,13 @@ impl Journal {
             blobs.push(("model card", domain::BLOB, card.card));
         }
         for (what, tag, digest) in blobs {
+            if checked.blob(tag, &digest) {
+                continue;
+            }
             match self.blob(&digest)? {
-                Some(bytes) if Digest::of(tag, &bytes) == digest => {}
+                Some(bytes) if Digest::of(tag, &bytes) == digest => {
+                    checked.blob_intact(tag, digest);
+                }
                 Some(_) => {
                     return Ok(Some((
                         Some(0),
@@ -232,6 +293,7 @@ impl Journal {
         &self,
         run_id: &str,
         records: &[(Record, Digest)],
+        checked: &Checked,
     ) -> Result<Option<(Option<u64>, String)>, JournalError> {
         let recorded: std::collections::BTreeSet<u32> = records
             .iter()
@@ -252,7 +314,6 @@ impl Journal {
                 ),
             )));
         }
-        let mut checked = std::collections::HashSet::new();
         for (record, _) in records {
             let RecordBody::Checkpoint { step, digest } = &record.body else {
                 continue;
@@ -284,11 +345,13 @@ impl Journal {
                 )));
             }
             for page in &checkpoint.pages {
-                if !checked.insert(*page) {
+                if checked.page(page) {
                     continue;
                 }
                 match self.page(page) {
-                    Ok(Some(bytes)) if Digest::of(domain::PAGE, &bytes) == *page => {}
+                    Ok(Some(bytes)) if Digest::of(domain::PAGE, &bytes) == *page => {
+                        checked.page_intact(*page);
+                    }
                     Err(JournalError::Corrupt { message, .. }) => {
                         return Ok(Some((
                             Some(record.index),

@@ -19,7 +19,7 @@ use crate::agent::Agent;
 use crate::driver::{self, Opened, Opening, Restore};
 use crate::effects::Effects;
 use crate::error::Error;
-use crate::journal::{Journal, Record, RecordBody, RunMeta};
+use crate::journal::{Checked, Journal, Record, RecordBody, RunMeta};
 use crate::outcome::{Outcome, Status};
 use crate::policy::Policy;
 use crate::recording::{self, Answering, Divergence, Expected, Recording};
@@ -179,11 +179,22 @@ pub fn replay(
     run_id: &str,
     options: &ReplayOptions,
 ) -> Result<ReplayReport, Error> {
+    replay_checked(journal, run_id, options, &Checked::default())
+}
+
+/// [`replay`] within an operation over many runs, which verifies each page and blob the
+/// runs share once (`checked`).
+fn replay_checked(
+    journal: &Journal,
+    run_id: &str,
+    options: &ReplayOptions,
+    checked: &Checked,
+) -> Result<ReplayReport, Error> {
     let _span = tracing::info_span!("replay", run_id).entered();
     let meta = journal.run(run_id)?;
     let mode = options.mode();
     // A journal that fails its own chain cannot be trusted as a recording.
-    let verification = journal.verify(run_id)?;
+    let verification = journal.verify_checked(run_id, checked)?;
     if let Some(problem) = &verification.problem {
         let records = journal.records(run_id).unwrap_or_default();
         let record = verification.record.and_then(|i| records.get(i as usize));
@@ -200,7 +211,7 @@ pub fn replay(
         };
         return Ok(ReplayReport::could_not_replay(&meta, mode, why));
     }
-    let stored = match StoredRun::load(journal, run_id) {
+    let stored = match StoredRun::load_checked(journal, run_id, checked) {
         Ok(stored) => stored,
         Err(e) if e.is_integrity() => {
             let why = Divergence::at_end(
@@ -233,6 +244,7 @@ pub fn replay_all(
         .map_or(1, std::num::NonZeroUsize::get)
         .min(runs.len().max(1));
     let next = std::sync::atomic::AtomicUsize::new(0);
+    let checked = Checked::default();
     let slots: Vec<std::sync::Mutex<Option<ReplayReport>>> =
         runs.iter().map(|_| std::sync::Mutex::new(None)).collect();
     std::thread::scope(|scope| {
@@ -243,7 +255,8 @@ pub fn replay_all(
                     let Some(meta) = runs.get(at) else {
                         break;
                     };
-                    let report = replay(journal, &meta.run_id, options).unwrap_or_else(|e| {
+                    let report = replay_checked(journal, &meta.run_id, options, &checked);
+                    let report = report.unwrap_or_else(|e| {
                         let why = Divergence::at_end(
                             "a run that can be read from the journal",
                             crate::error::chain(&e),
