@@ -12,6 +12,7 @@
 mod support;
 
 mod aml_example;
+mod attack_caches;
 mod authoring;
 mod batch;
 mod bindings_paths;

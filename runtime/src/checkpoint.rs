@@ -18,6 +18,8 @@ use wasmtime::{AsContextMut, Instance, Val};
 use crate::decision::InferenceRecord;
 use crate::digest::{Digest, domain};
 
+#[cfg(test)]
+mod attack_tests;
 mod tree;
 mod written;
 
@@ -470,6 +472,21 @@ impl PageTracker {
         changed: &mut Vec<ChangedPage>,
     ) {
         let old = &self.image[index];
+        if old.len() != page.len() {
+            // A short last page grown whole (only a buffer that is not a linear memory has
+            // a short page): replaced whole.
+            let (digest, tree) = hash(page);
+            self.trees[index] = tree;
+            self.image[index] = Arc::from(page);
+            self.digests[index] = digest;
+            changed.push(ChangedPage {
+                index,
+                digest,
+                bytes: Arc::clone(&self.image[index]),
+                base: None,
+            });
+            return;
+        }
         // The subtrees of the page's hash (see [`tree`]) holding a byte that changed.
         let mut stale = 0u16;
         let mut differing = Vec::new();
