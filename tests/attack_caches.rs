@@ -201,9 +201,10 @@ fn a_page_only_some_runs_share_is_reported_for_exactly_those_runs() {
     }
 }
 
-/// Every page of every run is altered in turn where it is the base of a stored
-/// difference: the runs naming a page stored on top of it are reported too (a page read
-/// intact is never one whose base was altered).
+/// A page that is the base of stored differences is altered: every run whose checkpoints
+/// name it, or a page stored on top of it (directly or down a chain), is reported, and no
+/// other (a page read intact is never one whose base was altered). The runs differ (each
+/// sees its own run id), so which runs read a base is worked out from the stored chains.
 #[test]
 fn a_base_page_shared_by_runs_is_reported_through_the_pages_stored_on_it() {
     let sandbox = Sandbox::new();
@@ -216,34 +217,58 @@ fn a_base_page_shared_by_runs_is_reported_through_the_pages_stored_on_it() {
         ],
     );
     let journal = sandbox.journal();
-    let all: BTreeSet<Digest> = runs.iter().flat_map(|r| pages_of(&journal, r)).collect();
+    let named: Vec<BTreeSet<Digest>> = runs.iter().map(|r| pages_of(&journal, r)).collect();
     drop(journal);
-    // The pages stored as a difference, and their bases.
+    // Each stored page's base, where it is stored as a difference.
     let database = Database::create(sandbox.db()).expect("open");
-    let mut bases = BTreeSet::new();
+    let mut base_of = std::collections::BTreeMap::new();
     {
         let tx = database.begin_read().expect("read");
         let pages = tx.open_table(PAGES).expect("pages");
-        for digest in &all {
-            let stored = pages.get(&digest.0).expect("get").expect("stored");
-            let stored = stored.value();
-            if stored.len() != 65_536 && stored.first() == Some(&0x02) {
+        for digest in named.iter().flatten() {
+            let mut at = *digest;
+            // Follow the chain of differences (at most 8 deep) from each named page.
+            for _ in 0..16 {
+                let stored = pages.get(&at.0).expect("get").expect("stored");
+                let stored = stored.value();
+                if stored.len() == 65_536 || stored.first() != Some(&0x02) {
+                    break;
+                }
                 let mut base = [0u8; 32];
                 base.copy_from_slice(&stored[2..34]);
-                bases.insert(Digest(base));
+                base_of.insert(at, Digest(base));
+                at = Digest(base);
             }
         }
     }
     drop(database);
+    let bases: BTreeSet<Digest> = base_of.values().copied().collect();
     if bases.is_empty() {
         eprintln!("no page stored as a difference here: nothing to attack");
         return;
     }
-    for base in bases.iter().take(2) {
+    // Whether reading `page` reads `base` (it is the base, or its chain reaches it).
+    let reads = |page: &Digest, base: &Digest| {
+        let mut at = Some(*page);
+        while let Some(digest) = at {
+            if digest == *base {
+                return true;
+            }
+            at = base_of.get(&digest).copied();
+        }
+        false
+    };
+    for base in bases.iter().take(3) {
         let (_dir, db) = copy_db(&sandbox.db());
         replace_page(&db, base);
-        // All three runs are identical, so all name the base or a page on top of it.
-        let bad = runs.iter().cloned().collect();
+        // Each run whose checkpoints name the base, or a page stored on top of it.
+        let bad: BTreeSet<String> = runs
+            .iter()
+            .zip(&named)
+            .filter(|(_, pages)| pages.iter().any(|page| reads(page, base)))
+            .map(|(run, _)| run.clone())
+            .collect();
+        assert!(!bad.is_empty(), "a base no run reads");
         every_named_run_reported(&db, &runs, &bad, "memory page");
     }
 }

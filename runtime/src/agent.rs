@@ -204,8 +204,8 @@ pub struct Agent {
 
 impl Agent {
     /// The memory of its first instance as first captured in this process.
-    pub(crate) fn first_image(&self) -> &FirstImage {
-        &self.first_image
+    pub(crate) fn first_image(&self) -> Arc<FirstImage> {
+        Arc::clone(&self.first_image)
     }
 
     /// Reads and loads an agent file (`.wasm`, or `.wat` text); a WASI guest is refused

@@ -20,6 +20,7 @@ use crate::digest::{Digest, domain};
 
 #[cfg(test)]
 mod attack_tests;
+pub(crate) mod page_store;
 mod tree;
 mod written;
 
@@ -189,6 +190,9 @@ pub struct PageTracker {
     /// Primed with the image of a fresh instance that no capture has reported yet: the
     /// next capture reports every page, as a first capture does.
     unreported: bool,
+    /// Over a fresh instance, not yet primed: [`PageTracker::settle`] primes it from this
+    /// shared image before the first guest code runs (or at the first capture).
+    fresh: Option<Arc<FirstImage>>,
 }
 
 /// The memory of one agent's fresh instances as first hashed, shared by every run of the
@@ -322,6 +326,25 @@ impl PageTracker {
             writes: None,
             compare_all: false,
             unreported: false,
+            fresh: None,
+        }
+    }
+
+    /// A tracker over the memory of a fresh instance, primed from `first` by
+    /// [`PageTracker::settle`] when the run first needs it: nothing is compared or hashed
+    /// for an instance that a checkpoint is then restored into.
+    pub fn fresh(first: Arc<FirstImage>) -> PageTracker {
+        PageTracker {
+            fresh: Some(first),
+            ..PageTracker::default()
+        }
+    }
+
+    /// Primes a [`PageTracker::fresh`] tracker over `memory`, the instance's memory before
+    /// any guest code has run (see [`PageTracker::sharing`]); nothing otherwise.
+    pub fn settle(&mut self, memory: &[u8]) {
+        if let Some(first) = self.fresh.take() {
+            *self = PageTracker::sharing(&first, memory);
         }
     }
 
@@ -387,6 +410,7 @@ impl PageTracker {
     /// differ are hashed again where they differ. Starts write tracking after a capture
     /// that compared everything.
     pub fn capture(&mut self, memory: &[u8]) -> Capture {
+        self.settle(memory);
         let mut capture = self.capture_changes(memory);
         if std::mem::take(&mut self.unreported) {
             // Every page, in order, as a capture from nothing reports them.
@@ -666,7 +690,7 @@ mod tests {
     /// hashes them.
     #[test]
     fn a_first_image_is_reused_only_for_the_same_bytes() {
-        let first = FirstImage::default();
+        let first = Arc::new(FirstImage::default());
         let memory: Vec<u8> = (0..3 * PAGE_SIZE).map(|i| (i % 253) as u8).collect();
         let mut changed = memory.clone();
         changed[PAGE_SIZE + 5] ^= 1;
@@ -677,7 +701,7 @@ mod tests {
             let pages = pages.map(|page| (page.index, page.digest, page.bytes));
             (capture.pages, pages.collect::<Vec<_>>())
         };
-        let filling = PageTracker::sharing(&first, &memory).capture(&memory);
+        let filling = PageTracker::fresh(Arc::clone(&first)).capture(&memory);
         assert_eq!(filling.pages, fresh.pages);
         assert_eq!(filling.changed, fresh.changed);
         assert!(first.0.get().is_some(), "the first tracker fills it");

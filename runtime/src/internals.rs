@@ -155,11 +155,11 @@ pub fn pack_page(page: &[u8], base: Option<&[u8]>) -> Vec<u8> {
     let base = base
         .zip(difference.as_ref())
         .map(|(b, difference)| (crate::digest::Digest::of(PAGE_DOMAIN, b), difference, 0));
-    crate::journal::page_store::pack(page, base)
+    crate::checkpoint::page_store::pack(page, base)
 }
 
 /// The page a stored value holds, given its base page's stored value.
 pub fn unpack_page(stored: &[u8], base: Option<&[u8]>) -> Vec<u8> {
-    crate::journal::page_store::unpack(stored, |_| Ok(base.map(<[u8]>::to_vec)))
+    crate::checkpoint::page_store::unpack(stored, |_| Ok(base.map(<[u8]>::to_vec)))
         .unwrap_or_else(|e| panic!("unpack: {e}"))
 }

@@ -127,15 +127,13 @@ impl Execution {
             .get_memory(&mut store, wire::MEMORY_EXPORT)
             .ok_or_else(|| instantiation("no exported memory".into()))?;
         store.data_mut().memory = Some(memory);
-        // No guest code has run: this is the module's own image.
-        let tracker = PageTracker::sharing(agent.first_image(), memory.data(&store));
         Ok(Execution {
             store,
             instance,
             step_fn,
             memory,
             globals: agent.globals.clone(),
-            tracker,
+            tracker: PageTracker::fresh(agent.first_image()),
         })
     }
 
@@ -226,6 +224,8 @@ impl Execution {
         self.store.data_mut().deadline = std::time::Instant::now().checked_add(
             std::time::Duration::from_millis(budgets.wall_clock_ms.saturating_mul(room)),
         );
+        // Before the first guest code runs, the tracker takes the instance's own image.
+        self.tracker.settle(self.memory.data(&self.store));
         let result = self.step_fn.call(&mut self.store, ());
         let used = budgets
             .fuel_per_step

@@ -13,9 +13,9 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 
+use super::page_store;
 use super::tree::{SUBTREES, span};
 use super::*;
-use crate::journal::page_store;
 
 fn plain(memory: &[u8]) -> Vec<Digest> {
     memory

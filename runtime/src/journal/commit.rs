@@ -19,8 +19,9 @@ use super::log::LogEntry;
 use super::record::{RecordRow, StoredMetaRef};
 use super::{
     BLOBS, CHECKPOINTS, Checkpoint, Journal, JournalError, PAGES, RECORDS, RUNS, RecordBody,
-    RunMeta, Stored, encode, now_ms, page_store,
+    RunMeta, Stored, encode, now_ms,
 };
+use crate::checkpoint::page_store;
 use crate::digest::Digest;
 
 /// One atomic write: a step's worth of journal.

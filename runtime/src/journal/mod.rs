@@ -22,7 +22,6 @@ mod commit;
 mod describe;
 mod log;
 mod pack;
-pub(crate) mod page_store;
 mod record;
 mod verify;
 mod wasi_call;
@@ -679,7 +678,7 @@ impl Journal {
             return Ok(None);
         };
         let stored = stored.value().to_vec();
-        page_store::unpack(&stored, |base| {
+        crate::checkpoint::page_store::unpack(&stored, |base| {
             Ok(pages
                 .get(&base.0)
                 .map_err(|e| e.to_string())?

@@ -346,7 +346,7 @@ impl Journal {
                             .insert(&page.0, bytes.value())
                             .map_err(|e| pack.err(e))?;
                         summary.pages += 1;
-                        wanted.extend(super::page_store::base_of(bytes.value()));
+                        wanted.extend(crate::checkpoint::page_store::base_of(bytes.value()));
                     }
                 }
             }

@@ -12,7 +12,7 @@
 //!   the depth (its base's depth plus one) is kept at most [`MAX_DEPTH`], so reading a
 //!   page reads at most that many others.
 
-use crate::checkpoint::{Difference, PAGE_SIZE};
+use super::{Difference, PAGE_SIZE};
 use crate::digest::Digest;
 
 /// zstd's level: fast; a guest's heap is mostly zeros and repeated structure.
