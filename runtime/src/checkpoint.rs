@@ -221,6 +221,7 @@ impl Snapshot {
                 .all(|(known, page)| **known == *page)
     }
 }
+
 /// How captures find the pages a step changed, in this process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ChangeDetection {
