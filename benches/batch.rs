@@ -4,6 +4,10 @@
 //! Then 16 workers, whose commits share transactions (group commit). Throughput is in
 //! runs; the commits per durable transaction are printed once.
 //!
+//! Population replay (group `population_replay`): the 200 runs of one such batch replayed
+//! in one process with `warden::replay_all` (what `warden replay --all` runs), exactly and
+//! as a counterfactual under the strict policy; every exact replay must be identical.
+//!
 //! Needs the loan agent built (`./x bench` builds it).
 
 #![allow(
@@ -16,7 +20,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use warden::{Agent, BatchInput, Bindings, Journal, NewRun, Policy};
+use warden::{
+    Agent, BatchInput, Bindings, Journal, NewRun, Policy, ReplayOptions, ReplayVerdict, replay_all,
+};
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -103,5 +109,41 @@ fn batch(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, batch);
+fn population_replay(c: &mut Criterion) {
+    let template = template();
+    let inputs = inputs(200);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let journal = Journal::open(&dir.path().join("population.redb")).expect("journal");
+    warden::batch(&journal, &template, &inputs, 16, &|_| {}).expect("batch");
+    let (strict, _) =
+        Policy::from_file_with_text(&workspace().join("policies/loan-underwriting-strict.toml"))
+            .expect("strict policy");
+    let counterfactual = ReplayOptions {
+        policy: Some(Arc::new(strict)),
+        ..ReplayOptions::default()
+    };
+    let mut group = c.benchmark_group("population_replay");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(inputs.len() as u64));
+    group.bench_function("exact", |b| {
+        b.iter(|| {
+            let reports = replay_all(&journal, &ReplayOptions::default(), &|_| {}).expect("replay");
+            assert_eq!(reports.len(), inputs.len());
+            assert!(
+                reports
+                    .iter()
+                    .all(|r| r.verdict == ReplayVerdict::Identical)
+            );
+        })
+    });
+    group.bench_function("counterfactual_strict_policy", |b| {
+        b.iter(|| {
+            let reports = replay_all(&journal, &counterfactual, &|_| {}).expect("replay");
+            assert_eq!(reports.len(), inputs.len());
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, batch, population_replay);
 criterion_main!(benches);
