@@ -572,6 +572,21 @@ impl PageTracker {
     }
 }
 
+/// A page of pseudo-random bytes (xorshift from `seed`), for tests: incompressible, and
+/// different in every subtree of its hash.
+#[cfg(test)]
+fn noise(seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    (0..PAGE_SIZE)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
 /// The bits of blocks `first..=last`.
 fn block_mask(first: usize, last: usize) -> u16 {
     (first..=last).fold(0, |mask, block| mask | 1 << block)

@@ -187,25 +187,13 @@ mod tests {
         Ok(None)
     }
 
-    fn noise(seed: u64) -> Vec<u8> {
-        let mut state = seed | 1;
-        (0..PAGE_SIZE)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
-            .collect()
-    }
-
     #[test]
     fn zeros_shrink_and_noise_stays_raw() {
         let zeros = vec![0u8; PAGE_SIZE];
         let stored = pack(&zeros, None);
         assert!(stored.len() < 100, "{}", stored.len());
         assert_eq!(unpack(&stored, none).as_deref(), Ok(zeros.as_slice()));
-        let noise = noise(7);
+        let noise = crate::checkpoint::noise(7);
         let stored = pack(&noise, None);
         assert_eq!(
             stored.len(),
@@ -217,7 +205,7 @@ mod tests {
 
     #[test]
     fn a_small_change_to_a_noisy_page_is_stored_as_a_small_difference() {
-        let base = noise(9);
+        let base = crate::checkpoint::noise(9);
         let base_digest = Digest::of(domain::PAGE, &base);
         let mut page = base.clone();
         page[100] ^= 0xff;

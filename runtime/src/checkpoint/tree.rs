@@ -96,21 +96,13 @@ mod tests {
         assert_eq!(span(SUBTREES - 1).len(), PREFIX);
     }
 
-    fn page(seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..PAGE_SIZE)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
-
     #[test]
     fn the_tree_gives_the_plain_digest() {
-        for bytes in [vec![0; PAGE_SIZE], vec![0xff; PAGE_SIZE], page(7)] {
+        for bytes in [
+            vec![0; PAGE_SIZE],
+            vec![0xff; PAGE_SIZE],
+            crate::checkpoint::noise(7),
+        ] {
             assert_eq!(
                 PageTree::of(&bytes).digest(),
                 Digest::of(domain::PAGE, &bytes)
@@ -134,7 +126,7 @@ mod tests {
             seed in any::<u64>(),
             edits in proptest::collection::vec((edit_start(), 1..40usize, any::<u8>()), 1..6),
         ) {
-            let mut bytes = page(seed);
+            let mut bytes = crate::checkpoint::noise(seed);
             let mut tree = PageTree::of(&bytes);
             for (at, len, value) in edits {
                 let end = (at + len).min(PAGE_SIZE);
