@@ -225,7 +225,9 @@ fn every_insider_tampering_is_detected_naming_the_run_and_the_first_bad_record()
                         r.index == content
                             && match &mut r.body {
                                 RecordBody::HostResponse { response, .. } => {
-                                    response.push(0);
+                                    let mut longer = response.to_vec();
+                                    longer.push(0);
+                                    *response = longer.into();
                                     true
                                 }
                                 RecordBody::HostCall { fuel, .. } => {

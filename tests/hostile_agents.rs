@@ -275,11 +275,8 @@ fn trap_after_calls_keeps_its_calls_in_the_journal() {
                 RecordBody::HostResponse { call: 1, .. },
                 RecordBody::HostCall { call: 2, .. },
                 RecordBody::HostResponse { call: 2, .. },
-                RecordBody::Outcome(warden::Outcome {
-                    status: Status::Failed,
-                    ..
-                }),
-            ]
+                RecordBody::Outcome(outcome),
+            ] if outcome.status == Status::Failed
         ),
         "the failing step's records: {tail:#?}"
     );

@@ -48,8 +48,9 @@ fn an_edited_tool_response_fails_replay_at_exactly_that_call() {
             };
             let mut value: Value = serde_json::from_str(&json).expect("json");
             value["credit_score"] = json!(812);
-            *response =
-                postcard::to_allocvec(&Response::Tool(Ok(value.to_string()))).expect("encode");
+            *response = postcard::to_allocvec(&Response::Tool(Ok(value.to_string())))
+                .expect("encode")
+                .into();
             true
         }
         _ => false,
@@ -84,8 +85,9 @@ fn a_resealed_forgery_of_a_host_answer_is_refused_by_verify_and_replay_at_exactl
         RecordBody::HostResponse { response, .. } => {
             if matches!(postcard::from_bytes(response), Ok(Response::State(s)) if s == "affordability")
             {
-                *response =
-                    postcard::to_allocvec(&Response::State("approved".into())).expect("encode");
+                *response = postcard::to_allocvec(&Response::State("approved".into()))
+                    .expect("encode")
+                    .into();
                 true
             } else {
                 false

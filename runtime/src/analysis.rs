@@ -211,7 +211,7 @@ impl RunRow {
         let (mut reviews, mut refusals) = (0i64, 0i64);
         for record in &records {
             match &record.body {
-                body @ (RecordBody::Started(_) | RecordBody::RunStarted { .. }) => {
+                body @ (RecordBody::Started(_) | RecordBody::RunStarted(_)) => {
                     if let Some(start) = body.run_start() {
                         row.edition = Some(format!("{:?}", start.edition));
                         row.engine = Some(start.engine).filter(|e| !e.is_empty());

@@ -190,7 +190,7 @@ pub(crate) fn outcome_of(exec: &Execution, end: &StepEnd, steps: u32) -> Outcome
     let host = exec.host();
     Outcome {
         status: end.status(),
-        state: host.state.clone(),
+        state: host.state.to_string(),
         output: host.finished.clone(),
         reason: match end {
             StepEnd::Failed(reason) => Some(reason.clone()),
@@ -253,7 +253,7 @@ pub(crate) fn drive(
         if ended && !matches!(end, StepEnd::Diverged(_)) {
             let outcome = outcome_of(exec, &end, steps);
             // The outcome is always recorded, even past the journal budget.
-            let _ = exec.push(RecordBody::Outcome(outcome));
+            let _ = exec.push(RecordBody::Outcome(Box::new(outcome)));
         }
         if let Some(divergence) = exec
             .host()

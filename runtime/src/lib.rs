@@ -95,8 +95,8 @@ pub use input_contract::{
 };
 pub use journal::{
     Audit, Journal, JournalError, LogAudit, LogEntry, PackEntry, PackManifest, PackSummary,
-    PackVerification, Parent, RUN_HEAD_DOMAIN, Record, RecordBody, RunMeta, RunStart, Storage,
-    Verification, WasiAnswer, WasiCall, WasiRequest, describe_request_bytes,
+    PackVerification, Parent, RUN_HEAD_DOMAIN, Record, RecordBody, RunMeta, RunStart, RunStartedV1,
+    Storage, Verification, WasiAnswer, WasiCall, WasiRequest, describe_request_bytes,
     describe_response_bytes,
 };
 pub use manifest::{Manifest, ManifestError, ManifestInspection};

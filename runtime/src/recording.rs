@@ -8,6 +8,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use bytes::Bytes;
 use serde::Serialize;
 use warden_guest::wire::Request;
 
@@ -166,7 +167,7 @@ pub(crate) enum Answering {
 }
 
 /// A recorded answer: the response bytes, and for a model, what the host recorded of it.
-pub(crate) type Recorded = (Vec<u8>, Option<ModelOutput>);
+pub(crate) type Recorded = (Bytes, Option<ModelOutput>);
 
 /// The tool and model responses of a recorded run, and the answers to its WASI calls.
 #[derive(Debug)]
@@ -175,7 +176,7 @@ pub(crate) struct Recording {
     by_call: HashMap<u64, Recorded>,
     /// Every recorded answer to each request, in call order: handed out in that order, so
     /// identical requests get the answers they got, one each.
-    by_request: HashMap<Vec<u8>, VecDeque<Recorded>>,
+    by_request: HashMap<Bytes, VecDeque<Recorded>>,
     /// The WASI calls that were answered, by call number.
     wasi_by_call: HashMap<u64, (WasiRequest, WasiAnswer)>,
     /// The answers to each WASI request, in call order (as `by_request`).

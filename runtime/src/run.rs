@@ -209,7 +209,7 @@ pub(crate) fn begin(
     let mut exec = match opened {
         Opened::Ready(exec) => exec,
         Opened::Failed(reason) => {
-            commit.records.push(RecordBody::Outcome(Outcome {
+            commit.records.push(RecordBody::Outcome(Box::new(Outcome {
                 status: Status::Failed,
                 state: start.state.clone(),
                 output: None,
@@ -217,7 +217,7 @@ pub(crate) fn begin(
                 steps: 0,
                 host_calls: 0,
                 fuel: 0,
-            }));
+            })));
             journal.commit(&run_id, commit)?;
             return RunReport::load(journal, &run_id);
         }

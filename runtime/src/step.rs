@@ -5,7 +5,7 @@
 //! typed [`StepEnd`] (invariant 6). Fuel, never wall-clock time, decides anything that
 //! reaches the journal (invariant 3): the deadline only ends a run as a failure.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use wasmtime::{InstancePre, Linker, Memory, Store, Trap, TypedFunc};
 
@@ -197,10 +197,9 @@ impl Execution {
             host.after_escalation = None;
             host.limiter.refused = None;
         }
-        let state = self.host().state.clone();
         if let Err(halt) = self.push(RecordBody::StepStarted {
             step,
-            state: state.clone(),
+            state: self.host().state.to_string(),
         }) {
             return halt_end(halt);
         }
@@ -241,7 +240,7 @@ impl Execution {
         if let Err(halt) = self.push(RecordBody::StepCommitted {
             step,
             fuel: used,
-            state: self.host().state.clone(),
+            state: self.host().state.to_string(),
         }) {
             return halt_end(halt);
         }
@@ -252,7 +251,7 @@ impl Execution {
             Some(StateKind::Review) => StepEnd::AwaitingReview,
             Some(StateKind::Terminal) if was_terminal => StepEnd::Failed(FailureReason::NoFinish {
                 step,
-                state: self.host().state.clone(),
+                state: self.host().state.to_string(),
             }),
             _ => StepEnd::Continue,
         }
@@ -269,7 +268,7 @@ impl Execution {
                 // The agent was stopped at its first act after an escalation; the step
                 // ends there, as if it had returned, but with its frames still live.
                 self.store.data_mut().stopped_mid_step = true;
-                let state = self.host().state.clone();
+                let state = self.host().state.to_string();
                 if let Err(halt) = self.push(RecordBody::StepCommitted { step, fuel, state }) {
                     return halt_end(halt);
                 }
@@ -322,7 +321,7 @@ impl Execution {
         }
         let checkpoint = Checkpoint {
             step: host.step,
-            state: host.state.clone(),
+            state: host.state.to_string(),
             host_calls: host.host_calls,
             fuel: host.fuel,
             journal_bytes: host.journal.bytes,
@@ -406,7 +405,7 @@ impl Execution {
         self.tracker.track(self.memory.data(&self.store));
         let host = self.store.data_mut();
         host.step = checkpoint.step;
-        host.state.clone_from(&checkpoint.state);
+        host.state = Arc::from(checkpoint.state.as_str());
         host.host_calls = checkpoint.host_calls;
         host.fuel = checkpoint.fuel;
         host.journal.bytes = checkpoint.journal_bytes;

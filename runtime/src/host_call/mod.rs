@@ -6,7 +6,9 @@
 //! before the effect) and 6 (every misuse becomes a typed failure, never a host panic).
 
 use std::ops::Range;
+use std::sync::Arc;
 
+use bytes::Bytes;
 use serde::Serialize;
 use warden_guest::wire::{self, Request, Response};
 use wasmtime::{Caller, Memory};
@@ -137,13 +139,10 @@ fn call(caller: &mut Caller<'_, HostState>, ptr: u32, len: u32) -> Result<i64, H
         }));
     }
     let memory = guest_memory(caller)?;
-    let data = memory.data(&*caller);
-    let range = guest_range(data.len(), ptr, len).map_err(|fault| {
-        caller
-            .data()
-            .fail(|step| FailureReason::Fault { step, fault })
-    })?;
-    let bytes = data.get(range).map(<[u8]>::to_vec).unwrap_or_default();
+    let (data, host) = memory.data_and_store_mut(&mut *caller);
+    let range = guest_range(data.len(), ptr, len)
+        .map_err(|fault| host.fail(|step| FailureReason::Fault { step, fault }))?;
+    let bytes = host.journal.copy(data.get(range).unwrap_or_default());
     let request = decode_request(&bytes).map_err(|fault| {
         caller
             .data()
@@ -194,8 +193,11 @@ fn call(caller: &mut Caller<'_, HostState>, ptr: u32, len: u32) -> Result<i64, H
         },
         &request,
     );
-    span.record("verdict", decision.verdict.name());
-    span.record("rule", decision.rule.name());
+    // A disabled span still looks each field up by name: skip that when none listens.
+    if !span.is_disabled() {
+        span.record("verdict", decision.verdict.name());
+        span.record("rule", decision.rule.name());
+    }
     // A counterfactual answers by the exact request bytes, so effects need them.
     let effect_key =
         matches!(request, Request::Tool { .. } | Request::Model { .. }).then(|| bytes.clone());
@@ -203,7 +205,7 @@ fn call(caller: &mut Caller<'_, HostState>, ptr: u32, len: u32) -> Result<i64, H
     state.push(RecordBody::HostCall {
         step: state.step,
         call,
-        state: state.state.clone(),
+        state: Arc::clone(&state.state),
         fuel,
         request: bytes,
         decision,
@@ -227,7 +229,7 @@ fn call(caller: &mut Caller<'_, HostState>, ptr: u32, len: u32) -> Result<i64, H
             state.perform(call, request, bytes, features)?
         }
     };
-    let response = state.encode(&answer);
+    let response = state.encode_answer(&answer);
     let len = response.len();
     let record = state.journal.records.len();
     // Journaled even when over budget: the effect has run, and replay answers from it.
@@ -308,12 +310,6 @@ enum BorrowedResponse<'a> {
     State(&'a str),
 }
 
-/// `value`'s postcard encoding, in a buffer allocated once at its exact size.
-fn encode_exact<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
-    let size = postcard::experimental::serialized_size(value).unwrap_or(0);
-    postcard::to_extend(value, Vec::with_capacity(size)).unwrap_or_default()
-}
-
 /// Why the JSON payload of a request is ambiguous (a key twice in one object), if it is.
 fn ambiguous_json(request: &Request) -> Option<String> {
     let (what, text) = match request {
@@ -387,23 +383,23 @@ impl postcard::ser_flavors::Flavor for SameBytes<'_> {
 
 impl HostState {
     /// The bytes of `answer` as the guest reads them and the journal records them.
-    fn encode(&self, answer: &Answer) -> Vec<u8> {
+    fn encode_answer(&mut self, answer: &Answer) -> Bytes {
         match answer {
-            Answer::Input => encode_exact(&BorrowedResponse::Input(&self.input)),
-            Answer::State => encode_exact(&BorrowedResponse::State(&self.state)),
-            Answer::Response(response) => encode_exact(response),
+            Answer::Input => self.journal.encode(&BorrowedResponse::Input(&self.input)),
+            Answer::State => self.journal.encode(&BorrowedResponse::State(&self.state)),
+            Answer::Response(response) => self.journal.encode(response),
         }
     }
 
     fn move_to(&mut self, to: String) -> Result<(), Halt> {
-        let from = std::mem::replace(&mut self.state, to.clone());
+        let from = std::mem::replace(&mut self.state, Arc::from(to.as_str()));
         self.transitioned = true;
         if let Some(evidence) = &mut self.evidence {
             evidence.on_transition();
         }
         self.push(RecordBody::Transition {
             step: self.step,
-            from,
+            from: from.to_string(),
             to,
         })
     }
@@ -486,7 +482,7 @@ impl HostState {
                     let recorded = ModelInference {
                         id: inference.id,
                         model: name.clone(),
-                        state: self.state.clone(),
+                        state: self.state.to_string(),
                         visit: evidence.visit,
                         label: model.label,
                         probabilities: model.probabilities,

@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use bytes::{Bytes, BytesMut};
 use wasmtime::{Memory, ResourceLimiter};
 
 use super::Halt;
@@ -85,6 +86,9 @@ pub(crate) struct StepJournal {
     /// How many records the latest step produced: the room a step's records start with,
     /// so that a step of many calls does not grow (and copy) its records again and again.
     room: usize,
+    /// Where the request and response bytes of calls are written: each record holds a
+    /// slice of it, and a chunk is freed (or written again) once no record holds any of it.
+    buffer: BytesMut,
 }
 
 impl StepJournal {
@@ -111,6 +115,30 @@ impl StepJournal {
         Ok(())
     }
 
+    /// A copy of `bytes`, as a slice of the step's buffer.
+    pub(crate) fn copy(&mut self, bytes: &[u8]) -> Bytes {
+        self.room_for(bytes.len());
+        self.buffer.extend_from_slice(bytes);
+        self.buffer.split().freeze()
+    }
+
+    /// `value`'s postcard encoding, as a slice of the step's buffer.
+    pub(crate) fn encode<T: serde::Serialize + ?Sized>(&mut self, value: &T) -> Bytes {
+        self.room_for(64);
+        // Writing to memory cannot fail (the output grows as needed).
+        if postcard::serialize_with_flavor(value, Writer(&mut self.buffer)).is_err() {
+            self.buffer.clear();
+        }
+        self.buffer.split().freeze()
+    }
+
+    /// Makes room for `len` more bytes, a chunk at a time.
+    fn room_for(&mut self, len: usize) {
+        if self.buffer.capacity() - self.buffer.len() < len {
+            self.buffer.reserve(len.max(BUFFER_CHUNK));
+        }
+    }
+
     /// The bytes of the response `pending` names, if its record is there.
     pub(crate) fn response(&self, pending: PendingResponse) -> Option<&[u8]> {
         match self.records.get(pending.record) {
@@ -119,6 +147,30 @@ impl StepJournal {
             }
             _ => None,
         }
+    }
+}
+
+/// The size of the step buffer's chunks.
+const BUFFER_CHUNK: usize = 64 * 1024;
+
+/// A postcard output appending to a buffer.
+struct Writer<'a>(&'a mut BytesMut);
+
+impl postcard::ser_flavors::Flavor for Writer<'_> {
+    type Output = ();
+
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.extend_from_slice(&[byte]);
+        Ok(())
+    }
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
     }
 }
 
@@ -148,8 +200,8 @@ pub(crate) struct HostState {
     pub(crate) input: Arc<str>,
     /// Where tool and model answers come from.
     pub(crate) effects: Effects,
-    /// The current state.
-    pub(crate) state: String,
+    /// The current state (shared with the records of the calls made in it).
+    pub(crate) state: Arc<str>,
     /// The step in flight (0 before the first).
     pub(crate) step: u32,
     /// Host calls made so far; also the next call's sequence number.
@@ -201,7 +253,7 @@ impl HostState {
         HostState {
             run_id: run_id.to_string(),
             edition,
-            state: policy.initial.clone(),
+            state: Arc::from(policy.initial.as_str()),
             policy,
             input: Arc::from(input),
             effects,

@@ -524,7 +524,7 @@ fn held_verify_reports_a_host_call_numbered_u64_max() {
         call: u64::MAX,
         state: "s".into(),
         fuel: 0,
-        request: Vec::new(),
+        request: Default::default(),
         decision: crate::decision::Decision {
             verdict: crate::decision::Verdict::Allow,
             rule: crate::decision::Rule::RunProtocol,

@@ -74,15 +74,10 @@ impl RecordBody {
     /// One line for people: what the record says, decoded.
     pub fn describe(&self) -> String {
         match self {
-            RecordBody::RunStarted {
-                run_id,
-                policy_name,
-                policy_version,
-                state,
-                ..
-            } => {
-                format!("run {run_id} started under {policy_name} {policy_version} in {state}")
-            }
+            RecordBody::RunStarted(v1) => format!(
+                "run {} started under {} {} in {}",
+                v1.run_id, v1.policy_name, v1.policy_version, v1.state
+            ),
             RecordBody::Started(start) => format!(
                 "run {} started under {} {} in {}",
                 start.run_id, start.policy_name, start.policy_version, start.state

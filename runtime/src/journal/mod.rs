@@ -33,7 +33,7 @@ pub use commit::{Commit, Progress};
 pub use describe::{describe_request, describe_request_bytes, describe_response_bytes};
 pub use log::{LogEntry, RUN_HEAD_DOMAIN};
 pub use pack::{PackEntry, PackManifest, PackSummary, PackVerification};
-pub use record::{InheritedEvidence, Parent, Record, RecordBody, RunMeta, RunStart};
+pub use record::{InheritedEvidence, Parent, Record, RecordBody, RunMeta, RunStart, RunStartedV1};
 use record::{StoredMeta, StoredRecords};
 pub use verify::{Checked, Verification};
 pub(crate) use wasi_call::errno as wasi_errno;

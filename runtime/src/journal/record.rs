@@ -7,6 +7,9 @@
 //! layout that must change gets a new version beside the old one (see `docs/journal.md`,
 //! "Format versions"). Old runs must verify and replay forever.
 
+use std::sync::Arc;
+
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::bindings::ModelCard;
@@ -53,35 +56,9 @@ pub struct Parent {
 /// Variants and fields are the file format: append, never change (module docs).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum RecordBody {
-    /// Record 0 of every run: what ran, under which rules, on what.
-    RunStarted {
-        /// The run id.
-        run_id: String,
-        /// Digest of the agent module as supplied (blob `agent`).
-        agent: Digest,
-        /// Canonical digest of the policy (`Policy::hash`).
-        policy: Digest,
-        /// Digest of the policy file's text (a blob).
-        policy_text: Digest,
-        /// `policy.name`.
-        policy_name: String,
-        /// `policy.version`.
-        policy_version: String,
-        /// Digest of the bindings and the files they reference (not ledgers).
-        bindings: Digest,
-        /// Where the bindings were loaded from (absolute), for `warden resume`.
-        bindings_path: Option<String>,
-        /// Digest of the input JSON (a blob).
-        input: Digest,
-        /// The state the run starts in (a fork: its checkpoint's state).
-        state: String,
-        /// The policy's budgets, as applied.
-        budgets: Budgets,
-        /// The run and checkpoint a fork started from.
-        parent: Option<Parent>,
-        /// The Warden version that started the run.
-        warden_version: String,
-    },
+    /// Record 0 of every format-version-1 run: what ran, under which rules, on what.
+    /// Boxed, as every rare large record is, so that the records of a step stay small.
+    RunStarted(Box<RunStartedV1>),
     /// A step begins in `state`.
     StepStarted {
         /// The step number, from 1.
@@ -95,12 +72,13 @@ pub enum RecordBody {
         step: u32,
         /// The call's sequence number in the run (its idempotency key with the run id).
         call: u64,
-        /// The run's state when the call was made.
-        state: String,
+        /// The run's state when the call was made (shared with the host's, not copied).
+        state: Arc<str>,
         /// Fuel the step had consumed when it made the call.
         fuel: u64,
-        /// The request bytes exactly as the guest sent them (postcard `Request`).
-        request: Vec<u8>,
+        /// The request bytes exactly as the guest sent them (postcard `Request`); encoded
+        /// as a `Vec<u8>` is, and in memory a slice of its step's buffer.
+        request: Bytes,
         /// Enforcement's decision and the rule behind it.
         decision: Decision,
     },
@@ -108,8 +86,8 @@ pub enum RecordBody {
     HostResponse {
         /// The call it answers.
         call: u64,
-        /// The response bytes (postcard `Response`).
-        response: Vec<u8>,
+        /// The response bytes (postcard `Response`), encoded as a `Vec<u8>` is.
+        response: Bytes,
     },
     /// The run moved from one state to another (by the agent, or by a gate).
     Transition {
@@ -138,7 +116,7 @@ pub enum RecordBody {
         state: String,
     },
     /// The run ended (for now: `awaiting_review` continues after a review).
-    Outcome(Outcome),
+    Outcome(Box<Outcome>),
     /// Record 0 of every run from format version 2 on: [`RunStart`].
     Started(Box<RunStart>),
     /// An inference the host computed (edition 2): label probabilities, the
@@ -158,6 +136,37 @@ pub enum RecordBody {
     /// A WASI call of a WASI guest (a policy with `[wasi] enabled = true`): request,
     /// decision and the host's answer in one record, numbered in the host-call sequence.
     Wasi(Box<WasiCall>),
+}
+
+/// The body of a format-version-1 run's first record (`RunStarted`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunStartedV1 {
+    /// The run id.
+    pub run_id: String,
+    /// Digest of the agent module as supplied (blob `agent`).
+    pub agent: Digest,
+    /// Canonical digest of the policy (`Policy::hash`).
+    pub policy: Digest,
+    /// Digest of the policy file's text (a blob).
+    pub policy_text: Digest,
+    /// `policy.name`.
+    pub policy_name: String,
+    /// `policy.version`.
+    pub policy_version: String,
+    /// Digest of the bindings and the files they reference (not ledgers).
+    pub bindings: Digest,
+    /// Where the bindings were loaded from (absolute), for `warden resume`.
+    pub bindings_path: Option<String>,
+    /// Digest of the input JSON (a blob).
+    pub input: Digest,
+    /// The state the run starts in (a fork: its checkpoint's state).
+    pub state: String,
+    /// The policy's budgets, as applied.
+    pub budgets: Budgets,
+    /// The run and checkpoint a fork started from.
+    pub parent: Option<Parent>,
+    /// The Warden version that started the run.
+    pub warden_version: String,
 }
 
 /// What a fork inherits from its parent's record (record `Inherited`).
@@ -216,7 +225,10 @@ pub struct RunStart {
 impl RunStart {
     /// The start of a format-version-1 run, from its `RunStarted` record.
     fn from_v1(body: &RecordBody) -> Option<RunStart> {
-        let RecordBody::RunStarted {
+        let RecordBody::RunStarted(v1) = body else {
+            return None;
+        };
+        let RunStartedV1 {
             run_id,
             agent,
             policy,
@@ -230,10 +242,7 @@ impl RunStart {
             budgets,
             parent,
             warden_version,
-        } = body
-        else {
-            return None;
-        };
+        } = &**v1;
         Some(RunStart {
             run_id: run_id.clone(),
             agent: *agent,
@@ -295,7 +304,7 @@ impl RecordBody {
     /// The record's kind, as named in JSON and docs: `run_started`, `host_call`, ...
     pub fn kind(&self) -> &'static str {
         match self {
-            RecordBody::RunStarted { .. } => "run_started",
+            RecordBody::RunStarted(_) => "run_started",
             RecordBody::StepStarted { .. } => "step_started",
             RecordBody::HostCall { .. } => "host_call",
             RecordBody::HostResponse { .. } => "host_response",

@@ -217,14 +217,18 @@ fn body() -> impl Strategy<Value = RecordBody> {
                 call,
                 state: "s".into(),
                 fuel: u64::from(step) * 7,
-                request,
+                request: request.into(),
                 decision: crate::decision::Decision {
                     verdict: crate::decision::Verdict::Allow,
                     rule: crate::decision::Rule::RunProtocol,
                 },
             }),
-        (any::<u64>(), proptest::collection::vec(any::<u8>(), 0..300))
-            .prop_map(|(call, response)| RecordBody::HostResponse { call, response }),
+        (any::<u64>(), proptest::collection::vec(any::<u8>(), 0..300)).prop_map(
+            |(call, response)| RecordBody::HostResponse {
+                call,
+                response: response.into(),
+            }
+        ),
     ]
 }
 

@@ -562,7 +562,7 @@ fn summary_problem(meta: &RunMeta, records: &[(Record, Digest)]) -> Option<(Opti
             "no outcome (the run is in progress or was interrupted)".into(),
         ),
         None => None,
-        Some((index, recorded)) if *recorded != meta.outcome => differs(
+        Some((index, recorded)) if **recorded != meta.outcome => differs(
             index,
             "the outcome",
             format!("{:?}", meta.outcome),

@@ -36,10 +36,10 @@ fn behaviour(body: &RecordBody) -> Option<RecordBody> {
             decision: decision.clone(),
         }),
         RecordBody::HostResponse { .. } | RecordBody::Transition { .. } => Some(body.clone()),
-        RecordBody::Outcome(outcome) => Some(RecordBody::Outcome(Outcome {
+        RecordBody::Outcome(outcome) => Some(RecordBody::Outcome(Box::new(Outcome {
             fuel: 0,
-            ..outcome.clone()
-        })),
+            ..(**outcome).clone()
+        }))),
         _ => None,
     }
 }
@@ -97,7 +97,7 @@ pub(super) fn run(stored: StoredRun, options: &ReplayOptions) -> Result<ReplayRe
             };
             // What a run that fails before its first step records: its outcome, which
             // is then where the behaviour departs.
-            produced.push(RecordBody::Outcome(outcome.clone()));
+            produced.push(RecordBody::Outcome(Box::new(outcome.clone())));
             outcome
         }
     };
@@ -146,7 +146,7 @@ pub(super) fn run(stored: StoredRun, options: &ReplayOptions) -> Result<ReplayRe
 
 fn recorded_outcome_of(bodies: &[RecordBody]) -> Option<Outcome> {
     bodies.iter().rev().find_map(|b| match b {
-        RecordBody::Outcome(outcome) => Some(outcome.clone()),
+        RecordBody::Outcome(outcome) => Some((**outcome).clone()),
         _ => None,
     })
 }

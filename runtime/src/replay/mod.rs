@@ -450,7 +450,7 @@ fn exact(
             .iter()
             .rev()
             .find_map(|r| match &r.body {
-                RecordBody::Outcome(o) => Some(o.clone()),
+                RecordBody::Outcome(o) => Some((**o).clone()),
                 _ => None,
             })
             .unwrap_or_else(|| stored.meta.outcome.clone());
@@ -502,7 +502,7 @@ fn next_review(expected: &mut Expected) -> Option<(u64, crate::decision::ReviewR
 /// The recorded outcome of a run, from its records.
 fn recorded_outcome(records: &[Record]) -> Option<&Outcome> {
     records.iter().rev().find_map(|r| match &r.body {
-        RecordBody::Outcome(outcome) => Some(outcome),
+        RecordBody::Outcome(outcome) => Some(&**outcome),
         _ => None,
     })
 }

@@ -350,7 +350,7 @@ fn continue_run(
         &stored.records,
         &mut commit,
     )?;
-    let state = exec.host().state.clone();
+    let state = exec.host().state.to_string();
     let (steps, host_calls, fuel) = {
         let host = exec.host();
         (host.step, host.host_calls, host.fuel)
@@ -427,7 +427,7 @@ pub(crate) fn apply(
     host.step = record.step;
     host.host_calls = awaiting.host_calls;
     host.fuel = awaiting.fuel;
-    host.state.clone_from(&record.state);
+    host.state = Arc::from(record.state.as_str());
     host.finished = None;
     if host.evidence.is_some() {
         let input = host.input.clone();
@@ -435,7 +435,7 @@ pub(crate) fn apply(
     }
     let _ = exec.push(RecordBody::Review(Box::new(record.clone())));
     let host = exec.host_mut();
-    host.state.clone_from(&record.outcome);
+    host.state = Arc::from(record.outcome.as_str());
     if let Some(evidence) = &mut host.evidence {
         evidence.on_transition();
         evidence.review = Some(record.info());
