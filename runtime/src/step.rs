@@ -423,6 +423,9 @@ fn halt_end(halt: Halt) -> StepEnd {
 }
 
 #[cfg(test)]
+mod host_call_attacks;
+
+#[cfg(test)]
 mod tests {
     use std::sync::Arc;
 

@@ -545,4 +545,6 @@ fn read_response(caller: &mut Caller<'_, HostState>, ptr: u32, len: u32) -> Resu
 }
 
 #[cfg(test)]
+mod attack_tests;
+#[cfg(test)]
 mod tests;

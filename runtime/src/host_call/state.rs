@@ -88,6 +88,7 @@ pub(crate) struct StepJournal {
     room: usize,
     /// Where the request and response bytes of calls are written: each record holds a
     /// slice of it, and a chunk is freed (or written again) once no record holds any of it.
+    /// Requests and responses encode as `Vec<u8>`s do, so the journal's bytes are the same.
     buffer: BytesMut,
 }
 
@@ -115,27 +116,38 @@ impl StepJournal {
         Ok(())
     }
 
-    /// A copy of `bytes`, as a slice of the step's buffer.
+    /// A copy of `bytes`: a slice of the step's buffer, or its own allocation if large.
     pub(crate) fn copy(&mut self, bytes: &[u8]) -> Bytes {
+        if bytes.len() > OWN_ALLOCATION {
+            return Bytes::copy_from_slice(bytes);
+        }
         self.room_for(bytes.len());
         self.buffer.extend_from_slice(bytes);
         self.buffer.split().freeze()
     }
 
-    /// `value`'s postcard encoding, as a slice of the step's buffer.
+    /// `value`'s postcard encoding: a slice of the step's buffer, or its own allocation
+    /// if large.
     pub(crate) fn encode<T: serde::Serialize + ?Sized>(&mut self, value: &T) -> Bytes {
-        self.room_for(64);
-        // Writing to memory cannot fail (the output grows as needed).
+        let size = postcard::experimental::serialized_size(value).unwrap_or(0);
+        if size > OWN_ALLOCATION {
+            // Serialising our own plain data types to a Vec cannot fail.
+            return postcard::to_extend(value, Vec::with_capacity(size))
+                .unwrap_or_default()
+                .into();
+        }
+        self.room_for(size);
         if postcard::serialize_with_flavor(value, Writer(&mut self.buffer)).is_err() {
             self.buffer.clear();
         }
         self.buffer.split().freeze()
     }
 
-    /// Makes room for `len` more bytes, a chunk at a time.
+    /// Makes room for `len` (at most [`OWN_ALLOCATION`]) more bytes: the rest of the
+    /// chunk, or a chunk of its own (the same one again once no record holds any of it).
     fn room_for(&mut self, len: usize) {
         if self.buffer.capacity() - self.buffer.len() < len {
-            self.buffer.reserve(len.max(BUFFER_CHUNK));
+            self.buffer.reserve(BUFFER_CHUNK);
         }
     }
 
@@ -152,6 +164,11 @@ impl StepJournal {
 
 /// The size of the step buffer's chunks.
 const BUFFER_CHUNK: usize = 64 * 1024;
+
+/// Pieces larger than this are allocated on their own, so that the buffer never grows past
+/// one chunk and a chunk is never left with more than this unused: the memory records hold
+/// stays within about 7% of their bytes, whatever sizes a guest chooses.
+const OWN_ALLOCATION: usize = 4 * 1024;
 
 /// A postcard output appending to a buffer.
 struct Writer<'a>(&'a mut BytesMut);
