@@ -213,36 +213,18 @@ fn pairs() -> Vec<(RecordBody, OldBody)> {
             parent: None,
             ..v1()
         })),
-        match old_v1() {
-            OldBody::RunStarted {
-                run_id,
-                agent,
-                policy,
-                policy_text,
-                policy_name,
-                policy_version,
-                bindings,
-                input,
-                state,
-                budgets,
-                warden_version,
+        {
+            let mut old = old_v1();
+            if let OldBody::RunStarted {
+                bindings_path,
+                parent,
                 ..
-            } => OldBody::RunStarted {
-                run_id,
-                agent,
-                policy,
-                policy_text,
-                policy_name,
-                policy_version,
-                bindings,
-                bindings_path: None,
-                input,
-                state,
-                budgets,
-                parent: None,
-                warden_version,
-            },
-            other => other,
+            } = &mut old
+            {
+                *bindings_path = None;
+                *parent = None;
+            }
+            old
         },
     ));
     pairs.push((
