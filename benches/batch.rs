@@ -1,8 +1,9 @@
 //! Batch throughput: the loan agent over 200 varied applications in one process, a fresh
 //! journal each iteration, every step boundary durable. Baseline: one worker, so every
 //! commit is its own transaction and fsync (what running them one after another costs).
-//! Then 16 workers, whose commits share transactions (group commit). Throughput is in
-//! runs; the commits per durable transaction are printed once.
+//! Then 16 workers, whose commits share transactions (group commit), and the number
+//! `warden batch` uses when not told (`warden::default_workers`). Throughput is in runs;
+//! the commits per durable transaction are printed once.
 //!
 //! Population replay (group `population_replay`): the 200 runs of one such batch replayed
 //! in one process with `warden::replay_all` (what `warden replay --all` runs), exactly and
@@ -74,14 +75,14 @@ fn batch(c: &mut Criterion) {
     let mut group = c.benchmark_group("batch");
     group.sample_size(10);
     group.throughput(Throughput::Elements(inputs.len() as u64));
-    for workers in [1usize, 16] {
-        let name = if workers == 1 {
-            "sequential_baseline".to_string()
-        } else {
-            format!("grouped_{workers}_workers")
-        };
+    let mut variants = vec![(1, "sequential_baseline"), (16, "grouped_16_workers")];
+    let default = warden::default_workers(&template);
+    if !variants.iter().any(|(workers, _)| *workers == default) {
+        variants.push((default, "grouped_default_workers"));
+    }
+    for (workers, name) in variants {
         let mut stats = None;
-        group.bench_function(&name, |b| {
+        group.bench_function(name, |b| {
             b.iter_batched(
                 || {
                     let dir = tempfile::tempdir().expect("temp dir");
@@ -101,7 +102,7 @@ fn batch(c: &mut Criterion) {
         });
         if let Some((commits, transactions)) = stats {
             eprintln!(
-                "batch {name}: {commits} commits in {transactions} durable transactions ({:.2} commits per fsync)",
+                "batch {name} ({workers} workers): {commits} commits in {transactions} durable transactions ({:.2} commits per fsync)",
                 commits as f64 / transactions.max(1) as f64
             );
         }

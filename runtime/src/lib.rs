@@ -73,7 +73,7 @@ pub mod internals;
 
 pub use agent::{Agent, LoadError, WASI_FUNCTIONS, WASI_MODULE, WasiImports};
 pub use analysis::{ColumnType, RUN_ROW_COLUMNS, RunRow};
-pub use batch::{BatchAction, BatchInput, BatchLine, batch};
+pub use batch::{BatchAction, BatchInput, BatchLine, batch, default_workers};
 pub use bindings::{
     BindingEntry, Bindings, BindingsError, BindingsInspection, CardNameMismatch, EntryOutside,
     LedgerMode, LoadOptions, ModelCard,

@@ -22,8 +22,10 @@ pub struct Args {
     /// The bindings (TOML). Overrides the manifest's.
     #[arg(long)]
     bindings: Option<PathBuf>,
-    /// Runs at a time (worker threads). Default: four per processor (runs wait on their
-    /// commits' fsync; more runs at once share more of them).
+    /// Runs at a time (worker threads). Default: 32 per processor, at most 256, and no
+    /// more than half the available memory holds if every run used its policy's whole
+    /// memory budget (runs wait on their commits' fsync far longer than they compute; the
+    /// more runs commit at once, the more of them share each fsync).
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
     /// Who submits the runs, recorded in each (default: $USER).
@@ -95,11 +97,9 @@ pub fn run(db: &Path, signing_key: Option<&Path>, args: &Args) -> anyhow::Result
     };
     let template = spec.resolve().map_err(warden::Error::from)?;
     let journal = output::open(db, signing_key)?;
-    // Runs wait on their commits' fsync as much as they compute: a few runs per
-    // processor keep the processors busy and let commits share transactions.
-    let workers = args.workers.unwrap_or_else(|| {
-        4 * std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-    });
+    let workers = args
+        .workers
+        .unwrap_or_else(|| warden::default_workers(&template));
     let progress =
         (!args.json && std::io::IsTerminal::is_terminal(&std::io::stderr())).then(|| {
             let bar = indicatif::ProgressBar::new(inputs.len() as u64);

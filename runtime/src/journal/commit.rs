@@ -69,12 +69,46 @@ pub(super) struct Group {
     transactions: std::sync::atomic::AtomicU64,
 }
 
+/// A commit waiting for its transaction, its new pages already packed (compressed or
+/// stored as differences) by the thread that made it, outside the group's write.
+#[derive(Debug)]
+struct Queued {
+    ticket: u64,
+    run_id: String,
+    commit: Commit,
+    /// For each page of `commit.pages`: what to store, or `None` if it was already stored
+    /// when the commit was queued (pages are never removed).
+    packed: Vec<Option<Vec<u8>>>,
+}
+
 #[derive(Debug, Default)]
 struct GroupState {
     next_ticket: u64,
-    queue: Vec<(u64, String, Commit)>,
+    queue: Vec<Queued>,
     writing: bool,
     results: HashMap<u64, Result<RunMeta, JournalError>>,
+}
+
+/// The tables a commit writes, opened once per transaction.
+struct Tables<'t> {
+    runs: redb::Table<'t, &'static str, &'static [u8]>,
+    records: redb::Table<'t, (&'static str, u64), &'static [u8]>,
+    blobs: redb::Table<'t, &'static [u8; 32], &'static [u8]>,
+    pages: redb::Table<'t, &'static [u8; 32], &'static [u8]>,
+    checkpoints: redb::Table<'t, (&'static str, u32), &'static [u8]>,
+}
+
+impl<'t> Tables<'t> {
+    fn open(journal: &Journal, tx: &'t redb::WriteTransaction) -> Result<Self, JournalError> {
+        let err = |e| journal.err(e);
+        Ok(Tables {
+            runs: tx.open_table(RUNS).map_err(err)?,
+            records: tx.open_table(RECORDS).map_err(err)?,
+            blobs: tx.open_table(BLOBS).map_err(err)?,
+            pages: tx.open_table(PAGES).map_err(err)?,
+            checkpoints: tx.open_table(CHECKPOINTS).map_err(err)?,
+        })
+    }
 }
 
 impl Journal {
@@ -94,10 +128,18 @@ impl Journal {
                 message: "a thread writing the journal panicked".into(),
             }
         };
+        // Compressing pages is most of a commit's own work: done here, by each committing
+        // thread at once, the group's write (one thread at a time) only stores the bytes.
+        let packed = self.pack_pages(&commit.pages)?;
         let mut state = self.group.state.lock().map_err(lock)?;
         let ticket = state.next_ticket;
         state.next_ticket += 1;
-        state.queue.push((ticket, run_id.to_string(), commit));
+        state.queue.push(Queued {
+            ticket,
+            run_id: run_id.to_string(),
+            commit,
+            packed,
+        });
         loop {
             if let Some(result) = state.results.remove(&ticket) {
                 return result;
@@ -127,46 +169,79 @@ impl Journal {
         )
     }
 
+    /// What to store for each of `pages`: its packed form, or `None` for a page already
+    /// stored. Reads the journal as it is now; a base page stored since is not used.
+    fn pack_pages(
+        &self,
+        pages: &[crate::checkpoint::ChangedPage],
+    ) -> Result<Vec<Option<Vec<u8>>>, JournalError> {
+        if pages.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tx = self.read()?;
+        let stored = tx.open_table(PAGES).map_err(|e| self.err(e))?;
+        pages
+            .iter()
+            .map(|page| {
+                if stored
+                    .get(&page.digest.0)
+                    .map_err(|e| self.err(e))?
+                    .is_some()
+                {
+                    return Ok(None);
+                }
+                // A page is stored as its difference from the page it replaced when that
+                // one is stored and its chain of differences is short.
+                let base = match &page.base {
+                    Some((digest, difference)) => stored
+                        .get(&digest.0)
+                        .map_err(|e| self.err(e))?
+                        .and_then(|stored| page_store::depth(stored.value()))
+                        .map(|depth| (*digest, difference, depth)),
+                    None => None,
+                };
+                Ok(Some(page_store::pack(&page.bytes, base)))
+            })
+            .collect()
+    }
+
     /// Writes `group` in one transaction; if that fails, each commit in a transaction of
     /// its own.
-    fn write_group(
-        &self,
-        group: &[(u64, String, Commit)],
-    ) -> Vec<(u64, Result<RunMeta, JournalError>)> {
+    fn write_group(&self, group: &[Queued]) -> Vec<(u64, Result<RunMeta, JournalError>)> {
         if group.len() > 1
-            && let Ok(metas) = self.write_all(group.iter().map(|(_, id, c)| (id.as_str(), c)))
+            && let Ok(metas) = self.write_all(group)
         {
             return group
                 .iter()
-                .map(|(t, _, _)| *t)
+                .map(|queued| queued.ticket)
                 .zip(metas.into_iter().map(Ok))
                 .collect();
         }
         group
             .iter()
-            .map(|(ticket, run_id, commit)| {
+            .map(|queued| {
                 let result = self
-                    .write_all(std::iter::once((run_id.as_str(), commit)))
+                    .write_all(std::slice::from_ref(queued))
                     .map(|mut metas| metas.remove(0));
-                (*ticket, result)
+                (queued.ticket, result)
             })
             .collect()
     }
 
     /// Applies every commit in one transaction, signs the log's new tree head once, and
     /// makes it durable.
-    fn write_all<'c>(
-        &self,
-        commits: impl Iterator<Item = (&'c str, &'c Commit)>,
-    ) -> Result<Vec<RunMeta>, JournalError> {
+    fn write_all(&self, commits: &[Queued]) -> Result<Vec<RunMeta>, JournalError> {
         let tx = self.write()?;
         let mut metas = Vec::new();
         let mut at_ms = 0;
-        for (run_id, commit) in commits {
+        let mut tables = Tables::open(self, &tx)?;
+        let mut log = self.log_tables(&tx)?;
+        for queued in commits {
+            let run_id = queued.run_id.as_str();
             at_ms = now_ms();
-            let (meta, digests) = self.apply(&tx, run_id, commit, at_ms)?;
+            let (meta, digests) = self.apply(&mut tables, queued, at_ms)?;
             self.append_log(
-                &tx,
+                &mut log,
                 LogEntry {
                     run_id: run_id.to_string(),
                     records: meta.records,
@@ -178,7 +253,8 @@ impl Journal {
             )?;
             metas.push(meta);
         }
-        self.sign_log_head(&tx, at_ms)?;
+        drop(tables);
+        self.sign_log_head(&tx, log, at_ms)?;
         tx.commit().map_err(|e| self.err(e))?;
         use std::sync::atomic::Ordering::Relaxed;
         self.group.transactions.fetch_add(1, Relaxed);
@@ -190,13 +266,13 @@ impl Journal {
     /// records appended.
     fn apply(
         &self,
-        tx: &redb::WriteTransaction,
-        run_id: &str,
-        commit: &Commit,
+        tables: &mut Tables<'_>,
+        queued: &Queued,
         at_ms: u64,
     ) -> Result<(RunMeta, Vec<Digest>), JournalError> {
-        let mut runs = tx.open_table(RUNS).map_err(|e| self.err(e))?;
-        let existing = runs
+        let (run_id, commit) = (queued.run_id.as_str(), &queued.commit);
+        let existing = tables
+            .runs
             .get(run_id)
             .map_err(|e| self.err(e))?
             .map(|v| v.value().to_vec());
@@ -233,8 +309,8 @@ impl Journal {
         // The commit's records are one row, under the index of its first record.
         let row = RecordRow::encode(&commit.records, meta.records, meta.head, at_ms);
         if !commit.records.is_empty() {
-            tx.open_table(RECORDS)
-                .map_err(|e| self.err(e))?
+            tables
+                .records
                 .insert((run_id, meta.records), row.bytes())
                 .map_err(|e| self.err(e))?;
         }
@@ -243,43 +319,36 @@ impl Journal {
             meta.head = *head;
         }
         let digests = row.digests;
-        let mut blobs = tx.open_table(BLOBS).map_err(|e| self.err(e))?;
         for (digest, bytes) in &commit.blobs {
-            if blobs.get(&digest.0).map_err(|e| self.err(e))?.is_none() {
-                blobs
+            if tables
+                .blobs
+                .get(&digest.0)
+                .map_err(|e| self.err(e))?
+                .is_none()
+            {
+                tables
+                    .blobs
                     .insert(&digest.0, &bytes[..])
                     .map_err(|e| self.err(e))?;
             }
         }
-        let mut pages = tx.open_table(PAGES).map_err(|e| self.err(e))?;
-        for page in &commit.pages {
-            if pages
+        for (page, packed) in commit.pages.iter().zip(&queued.packed) {
+            let Some(packed) = packed else { continue };
+            if tables
+                .pages
                 .get(&page.digest.0)
                 .map_err(|e| self.err(e))?
-                .is_some()
+                .is_none()
             {
-                continue;
+                tables
+                    .pages
+                    .insert(&page.digest.0, packed.as_slice())
+                    .map_err(|e| self.err(e))?;
             }
-            // A page is stored as its difference from the page it replaced when that one
-            // is stored and its chain of differences is short.
-            let base = match &page.base {
-                Some((digest, difference)) => pages
-                    .get(&digest.0)
-                    .map_err(|e| self.err(e))?
-                    .and_then(|stored| page_store::depth(stored.value()))
-                    .map(|depth| (*digest, difference, depth)),
-                None => None,
-            };
-            pages
-                .insert(
-                    &page.digest.0,
-                    page_store::pack(&page.bytes, base).as_slice(),
-                )
-                .map_err(|e| self.err(e))?;
         }
         if let Some(checkpoint) = &commit.checkpoint {
-            let mut table = tx.open_table(CHECKPOINTS).map_err(|e| self.err(e))?;
-            table
+            tables
+                .checkpoints
                 .insert(
                     (run_id, checkpoint.step),
                     encode(&Stored::V1(checkpoint)).as_slice(),
@@ -288,7 +357,9 @@ impl Journal {
             meta.last_checkpoint = Some(checkpoint.step);
         }
         meta.updated_ms = at_ms;
-        runs.insert(run_id, encode(&StoredMetaRef::V2(&meta)).as_slice())
+        tables
+            .runs
+            .insert(run_id, encode(&StoredMetaRef::V2(&meta)).as_slice())
             .map_err(|e| self.err(e))?;
         Ok((meta, digests))
     }

@@ -91,6 +91,26 @@ pub(crate) enum LogStoreError {
 }
 
 /// The log's leaves and subtree hashes as one redb transaction sees them.
+/// The log's tables, open in a write transaction, and how many leaves they hold.
+pub(super) struct LogTables<'t> {
+    leaves: Leaves<'t>,
+    nodes: Nodes<'t>,
+    len: u64,
+}
+
+type Leaves<'t> = redb::Table<'t, u64, &'static [u8]>;
+type Nodes<'t> = redb::Table<'t, (u32, u64), [u8; 32]>;
+
+impl LogTables<'_> {
+    fn store(&self) -> TableStore<'_, Leaves<'_>, Nodes<'_>> {
+        TableStore {
+            leaves: &self.leaves,
+            nodes: &self.nodes,
+            len: self.len,
+        }
+    }
+}
+
 pub(crate) struct TableStore<'t, L, N> {
     leaves: &'t L,
     nodes: &'t N,
@@ -126,11 +146,22 @@ impl Journal {
         self.signer = Some(key);
     }
 
+    /// Opens the log's tables for appending, once per transaction.
+    pub(super) fn log_tables<'t>(
+        &self,
+        tx: &'t redb::WriteTransaction,
+    ) -> Result<LogTables<'t>, JournalError> {
+        let leaves = tx.open_table(LOG_LEAVES).map_err(|e| self.err(e))?;
+        let nodes = tx.open_table(LOG_NODES).map_err(|e| self.err(e))?;
+        let len = leaves.len().map_err(|e| self.err(e))?;
+        Ok(LogTables { leaves, nodes, len })
+    }
+
     /// Appends a run's new head to the log inside the commit's transaction, signed when
     /// a key is configured.
     pub(super) fn append_log(
         &self,
-        tx: &redb::WriteTransaction,
+        log: &mut LogTables<'_>,
         mut entry: LogEntry,
     ) -> Result<(), JournalError> {
         if let Some(key) = &self.signer
@@ -139,23 +170,15 @@ impl Journal {
             entry.signature = Some((key.key_id(), signature));
         }
         let bytes = encode(&entry);
-        let mut leaves = tx.open_table(LOG_LEAVES).map_err(|e| self.err(e))?;
-        let mut nodes = tx.open_table(LOG_NODES).map_err(|e| self.err(e))?;
-        let index = leaves.len().map_err(|e| self.err(e))?;
-        let new = {
-            let store = TableStore {
-                leaves: &leaves,
-                nodes: &nodes,
-                len: index,
-            };
-            merkle::new_subtrees(&store, index, merkle::leaf_hash(&bytes))
-                .map_err(|e| self.log_error(e))?
-        };
-        leaves
+        let index = log.len;
+        let new = merkle::new_subtrees(&log.store(), index, merkle::leaf_hash(&bytes))
+            .map_err(|e| self.log_error(e))?;
+        log.leaves
             .insert(index, bytes.as_slice())
             .map_err(|e| self.err(e))?;
+        log.len += 1;
         for node in new {
-            nodes
+            log.nodes
                 .insert((node.level, node.index), node.hash)
                 .map_err(|e| self.err(e))?;
         }
@@ -166,26 +189,20 @@ impl Journal {
     pub(super) fn sign_log_head(
         &self,
         tx: &redb::WriteTransaction,
+        log: LogTables<'_>,
         at_ms: u64,
     ) -> Result<(), JournalError> {
         let Some(key) = &self.signer else {
             return Ok(());
         };
-        let leaves = tx.open_table(LOG_LEAVES).map_err(|e| self.err(e))?;
-        let nodes = tx.open_table(LOG_NODES).map_err(|e| self.err(e))?;
-        let size = leaves.len().map_err(|e| self.err(e))?;
-        let store = TableStore {
-            leaves: &leaves,
-            nodes: &nodes,
-            len: size,
-        };
-        let root = merkle::root(&store, size).map_err(|e| self.log_error(e))?;
+        let size = log.len;
+        let root = merkle::root(&log.store(), size).map_err(|e| self.log_error(e))?;
         let sth = key.sign_tree_head(TreeHead {
             size,
             root,
             time_ms: at_ms,
         });
-        drop((leaves, nodes));
+        drop(log);
         tx.open_table(LOG_HEAD)
             .map_err(|e| self.err(e))?
             .insert("latest", encode(&sth).as_slice())
