@@ -69,8 +69,8 @@ pub struct BatchLine {
 /// (a run waits on its commits' fsync far longer than it computes, and the more runs
 /// commit at once, the more of them share each fsync; on the project's 2-core machine the
 /// loan batch ran at 245 runs/s with 8 and 520 to 565 with 32 to 64), at most 256, and no
-/// more than half the available memory holds if every run grew to its policy's memory
-/// budget. At least one.
+/// more than half the available memory (the system's, or the container's limit if less)
+/// holds if every run grew to its policy's memory budget. At least one.
 pub fn default_workers(template: &NewRun) -> usize {
     workers_for(
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
@@ -88,18 +88,63 @@ fn workers_for(processors: usize, available_memory: Option<u64>, budget: u64) ->
     workers.max(1)
 }
 
-/// The memory the system can give without swapping (Linux's `MemAvailable`), in bytes.
+/// The memory this process can still take, in bytes: the system's (Linux's
+/// `MemAvailable`), or less if its control group (a container's limit, v2 or v1) leaves
+/// less.
 fn available_memory() -> Option<u64> {
     let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u64 = line
-        .trim_start_matches("MemAvailable:")
+    let system = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?
         .trim()
         .trim_end_matches("kB")
         .trim()
-        .parse()
-        .ok()?;
-    kib.checked_mul(1024)
+        .parse::<u64>()
+        .ok()?
+        .checked_mul(1024)?;
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let group = cgroup_files(&cgroups)
+        .into_iter()
+        .find_map(|(limit, usage)| {
+            let read = |path: &str| std::fs::read_to_string(path).ok();
+            let limit = read(&limit)?.trim().parse::<u64>().ok()?;
+            let usage = read(&usage)?.trim().parse::<u64>().ok()?;
+            Some(limit.saturating_sub(usage))
+        });
+    Some(group.map_or(system, |group| group.min(system)))
+}
+
+/// The (limit, usage) files of the memory control group `/proc/self/cgroup` names, most
+/// specific first: v2 (`memory.max`, `memory.current`) and v1 (`memory.limit_in_bytes`,
+/// `memory.usage_in_bytes`), under the group's path and, for a container that sees its
+/// own group as the root, at the root. An unlimited group's `max` does not parse, and
+/// v1's unlimited value is larger than any system's memory.
+fn cgroup_files(cgroups: &str) -> Vec<(String, String)> {
+    let mut files = Vec::new();
+    for line in cgroups.lines() {
+        let mut fields = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        let path = path.trim_end_matches('/');
+        let (root, limit, usage) = if controllers.is_empty() {
+            ("/sys/fs/cgroup", "memory.max", "memory.current")
+        } else if controllers.split(',').any(|c| c == "memory") {
+            (
+                "/sys/fs/cgroup/memory",
+                "memory.limit_in_bytes",
+                "memory.usage_in_bytes",
+            )
+        } else {
+            continue;
+        };
+        for dir in [format!("{root}{path}"), root.to_string()] {
+            files.push((format!("{dir}/{limit}"), format!("{dir}/{usage}")));
+        }
+    }
+    files
 }
 
 /// Runs `template` (whose `input` is ignored) on every input, `workers` at a time, calling
@@ -257,5 +302,34 @@ mod tests {
         assert_eq!(workers_for(0, Some(0), 0), 1);
         assert_eq!(workers_for(usize::MAX, Some(u64::MAX), u64::MAX), 1);
         assert!(super::available_memory().is_none_or(|bytes| bytes > 0));
+    }
+
+    #[test]
+    fn the_memory_control_group_is_found_in_v1_and_v2() {
+        let v2 = super::cgroup_files("0::/kubepods/pod1/abc\n");
+        assert_eq!(
+            v2,
+            [
+                (
+                    "/sys/fs/cgroup/kubepods/pod1/abc/memory.max".to_string(),
+                    "/sys/fs/cgroup/kubepods/pod1/abc/memory.current".to_string()
+                ),
+                (
+                    "/sys/fs/cgroup/memory.max".to_string(),
+                    "/sys/fs/cgroup/memory.current".to_string()
+                ),
+            ]
+        );
+        let v1 = super::cgroup_files("9:cpu,cpuacct:/\n4:memory:/process_api/88\n0::/\n");
+        assert_eq!(
+            v1[0],
+            (
+                "/sys/fs/cgroup/memory/process_api/88/memory.limit_in_bytes".to_string(),
+                "/sys/fs/cgroup/memory/process_api/88/memory.usage_in_bytes".to_string()
+            )
+        );
+        assert_eq!(v1[1].0, "/sys/fs/cgroup/memory/memory.limit_in_bytes");
+        assert_eq!(v1[2].0, "/sys/fs/cgroup/memory.max");
+        assert!(super::cgroup_files("garbage\n3:cpuset:/\n").is_empty());
     }
 }

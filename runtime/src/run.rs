@@ -102,10 +102,14 @@ fn extend_path<'a>(path: &mut Vec<String>, bodies: impl Iterator<Item = &'a Reco
 /// with ids scattered across the second (a batch's fsyncs wrote 22% fewer pages).
 pub(crate) fn new_run_id() -> String {
     static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let now = std::time::SystemTime::now();
+    let made = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    run_id_at(std::time::SystemTime::now(), made)
+}
+
+/// The run id made at `now` by this process's `made`-th call.
+fn run_id_at(now: std::time::SystemTime, made: u64) -> String {
     let stamp = humantime::format_rfc3339_millis(now).to_string();
     let digits: String = stamp.chars().filter(char::is_ascii_digit).collect();
-    let made = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let nonce = Digest::of(
         domain::RUN_ID,
         format!("{:?} {} {made}", now, std::process::id()).as_bytes(),
@@ -398,9 +402,14 @@ mod tests {
                 .collect();
             assert_eq!(shape, "xxxxxxxx-xxxxxx.xxx-xxxxxxxxxxxx", "{id}");
         }
-        // Ids made one after another sort in the order they were made, to the millisecond.
-        let first = super::new_run_id();
-        std::thread::sleep(std::time::Duration::from_millis(2));
-        assert!(super::new_run_id() > first);
+        // Ids sort by the time they were made, to the millisecond, whatever their digests.
+        let at = |ms: u64| {
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_796_000_000_000 + ms)
+        };
+        let ids: Vec<String> = (0..3_000)
+            .map(|ms| super::run_id_at(at(ms), 3_000 - ms))
+            .collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(&ids[1][..19], "20261130-005320.001");
     }
 }

@@ -32,7 +32,7 @@ fn step(step: u32) -> RecordBody {
 }
 
 /// A run's first commit: its summary, its start record and its blobs.
-fn first_commit(run_id: &str, more: Vec<RecordBody>) -> Commit {
+pub(super) fn first_commit(run_id: &str, more: Vec<RecordBody>) -> Commit {
     let agent = b"\0asm fake module".to_vec();
     let policy = b"name: p\nversion: 1\n".to_vec();
     let input = br#"{"x":1}"#.to_vec();

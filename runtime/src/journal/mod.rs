@@ -836,6 +836,8 @@ pub(crate) fn test_meta(run_id: &str) -> RunMeta {
 }
 
 #[cfg(test)]
+mod attack_group_tests;
+#[cfg(test)]
 mod attack_rows_tests;
 #[cfg(test)]
 mod tests;
