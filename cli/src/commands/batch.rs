@@ -24,8 +24,9 @@ pub struct Args {
     bindings: Option<PathBuf>,
     /// Runs at a time (worker threads). Default: 32 per processor, at most 256, and no
     /// more than half the available memory (the system's, or the container's memory limit
-    /// if less) holds if every run used its policy's whole memory budget (runs wait on their commits' fsync far longer than they compute; the
-    /// more runs commit at once, the more of them share each fsync).
+    /// if less) holds if every run used its policy's whole memory budget. Runs wait on
+    /// their commits' fsync far longer than they compute; the more runs commit at once,
+    /// the more of them share each fsync.
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
     /// Who submits the runs, recorded in each (default: $USER).

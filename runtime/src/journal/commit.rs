@@ -128,8 +128,8 @@ impl Journal {
                 message: "a thread writing the journal panicked".into(),
             }
         };
-        // Compressing pages is most of a commit's own work: done here, by each committing
-        // thread at once, the group's write (one thread at a time) only stores the bytes.
+        // Compressing pages (zstd) is done here, by every committing thread at once, so
+        // that the group's write, one thread at a time, only stores the bytes.
         let packed = self.pack_pages(&commit.pages)?;
         let mut state = self.group.state.lock().map_err(lock)?;
         let ticket = state.next_ticket;

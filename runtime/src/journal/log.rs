@@ -90,7 +90,6 @@ pub(crate) enum LogStoreError {
     Missing(u64),
 }
 
-/// The log's leaves and subtree hashes as one redb transaction sees them.
 /// The log's tables, open in a write transaction, and how many leaves they hold.
 pub(super) struct LogTables<'t> {
     leaves: Leaves<'t>,
@@ -111,6 +110,7 @@ impl LogTables<'_> {
     }
 }
 
+/// The log's leaves and subtree hashes as one redb transaction sees them.
 pub(crate) struct TableStore<'t, L, N> {
     leaves: &'t L,
     nodes: &'t N,
