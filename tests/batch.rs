@@ -158,3 +158,81 @@ fn a_batch_killed_and_started_again_completes_every_input_exactly_once() {
     assert!(replay.status.success(), "{}", output_text(&replay));
     assert!(output_text(&replay).contains(&format!("{count} runs: {count} identical")));
 }
+
+/// With the default number of workers (more than there are inputs), an input repeated in
+/// the file runs once, a line that is not JSON is an error line naming `FILE:LINE` while
+/// the others run, and the batch started again skips every run that ended. Run ids carry
+/// the time to the millisecond.
+#[test]
+fn a_batch_runs_repeated_inputs_once_and_names_a_broken_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path();
+    let apps: Vec<String> = applications(6).lines().map(str::to_string).collect();
+    let mut lines = apps.clone();
+    lines.extend([
+        apps[1].clone(),
+        apps[3].clone(),
+        r#"{"not closed": "#.to_string(),
+    ]);
+    std::fs::write(root.join("mix.jsonl"), lines.join("\n")).expect("inputs");
+    let example = loan_example();
+    let args = [
+        "--db",
+        "batch.redb",
+        "batch",
+        example.to_str().expect("utf-8"),
+        "--inputs",
+        "mix.jsonl",
+    ];
+    let first = warden_in(root, &args);
+    let text = output_text(&first);
+    assert_eq!(first.status.code(), Some(1), "an input failed: {text}");
+    assert!(
+        text.contains(
+            "9 inputs: 6 ran (0 resumed), 0 skipped (already run), 2 duplicates, 1 errors"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("mix.jsonl:9") && text.contains("not valid JSON"),
+        "{text}"
+    );
+
+    let again = warden_in(root, &[&args[..], &["--json"]].concat());
+    let lines: Vec<Value> = String::from_utf8_lossy(&again.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let actions: Vec<&str> = lines
+        .iter()
+        .map(|l| l["action"].as_str().expect("action"))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "skipped",
+            "skipped",
+            "skipped",
+            "skipped",
+            "skipped",
+            "skipped",
+            "duplicate",
+            "duplicate",
+            "error"
+        ],
+        "{lines:#?}"
+    );
+    assert_eq!(lines[6]["error"], "the same input as mix.jsonl:2");
+
+    let (_, runs) = crate::support::warden_json_on(&root.join("batch.redb"), &["runs"]);
+    let runs = runs.as_array().expect("runs");
+    assert_eq!(runs.len(), 6, "{runs:#?}");
+    for run in runs {
+        let id = run["run_id"].as_str().expect("run id");
+        let shape: String = id
+            .chars()
+            .map(|c| if c.is_ascii_hexdigit() { 'x' } else { c })
+            .collect();
+        assert_eq!(shape, "xxxxxxxx-xxxxxx.xxx-xxxxxxxxxxxx", "{id}");
+    }
+}
