@@ -17,10 +17,11 @@ use std::sync::Arc;
 
 use wasm_encoder::{ExportKind, ExportSection, RawSection};
 use wasmparser::{ExternalKind, Operator, Parser, Payload};
-use wasmtime::{ExternType, Module, ValType};
+use wasmtime::{ExternType, InstancePre, Module, ValType};
 
 use crate::checkpoint::FirstImage;
 use crate::digest::{Digest, domain};
+use crate::host_call::HostState;
 use crate::policy::Policy;
 use warden_guest::wire;
 
@@ -200,9 +201,39 @@ pub struct Agent {
     /// The memory of its first instance as first captured, shared by its runs (and by
     /// every clone of this `Agent`).
     first_image: Arc<FirstImage>,
+    /// Its imports resolved against the process's linker, once, on its first run (shared
+    /// by every clone of this `Agent`).
+    prepared: Arc<Prepared>,
+}
+
+/// An agent's `InstancePre`, made on its first instantiation.
+#[derive(Default)]
+pub(crate) struct Prepared(std::sync::OnceLock<InstancePre<HostState>>);
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "Prepared"
+        } else {
+            "NotPrepared"
+        })
+    }
 }
 
 impl Agent {
+    /// Its `InstancePre`: `prepare` makes it on the first call; later calls (of any clone)
+    /// reuse it. A failure is returned and not kept, so the next call tries again.
+    pub(crate) fn prepared(
+        &self,
+        prepare: impl FnOnce(&Module) -> Result<InstancePre<HostState>, wasmtime::Error>,
+    ) -> Result<&InstancePre<HostState>, wasmtime::Error> {
+        if let Some(pre) = self.prepared.0.get() {
+            return Ok(pre);
+        }
+        let pre = prepare(&self.module)?;
+        Ok(self.prepared.0.get_or_init(|| pre))
+    }
+
     /// The memory of its first instance as first captured in this process.
     pub(crate) fn first_image(&self) -> Arc<FirstImage> {
         Arc::clone(&self.first_image)
@@ -270,6 +301,7 @@ impl Agent {
             globals,
             wasi,
             first_image: Arc::default(),
+            prepared: Arc::default(),
         })
     }
 

@@ -69,9 +69,10 @@ fn linker() -> Result<&'static Linker<HostState>, wasmtime::Error> {
         .map_err(|message| wasmtime::Error::msg(message.clone()))
 }
 
-/// Prepares an agent for fast instantiation (imports resolved once).
-pub(crate) fn prepare(agent: &Agent) -> Result<InstancePre<HostState>, wasmtime::Error> {
-    linker()?.instantiate_pre(&agent.module)
+/// An agent prepared for fast instantiation: its imports resolved once per `Agent` (and its
+/// clones), on its first run.
+pub(crate) fn prepare(agent: &Agent) -> Result<&InstancePre<HostState>, wasmtime::Error> {
+    agent.prepared(|module| linker()?.instantiate_pre(module))
 }
 
 /// A live instance of an agent and the host state around it.
