@@ -141,12 +141,75 @@ fn main() -> ExitCode {
         Err(error) => return output::report_error(&error),
     };
     install_module_cache(cli.module_cache.as_deref());
-    let code = match dispatch(&cli) {
-        Ok(code) => ExitCode::from(code),
-        Err(error) => output::report_error(&error),
+    std::panic::set_hook(Box::new(keep_panic));
+    let code = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| dispatch(&cli))) {
+        Ok(Ok(code)) => ExitCode::from(code),
+        Ok(Err(error)) => output::report_error(&error),
+        Err(_) => report_panic(matches!(cli.command, Command::Verify(_))),
     };
     telemetry.shutdown();
     code
+}
+
+/// The message and place of the last panic, kept by [`keep_panic`] for [`report_panic`].
+static PANIC: std::sync::Mutex<Option<(String, String)>> = std::sync::Mutex::new(None);
+
+/// The panic hook: keeps the first panic's message and place instead of printing a
+/// backtrace; a panic on another thread than the main one is also printed at once.
+fn keep_panic(info: &std::panic::PanicHookInfo<'_>) {
+    let payload = info.payload();
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    let place = info
+        .location()
+        .map(|l| format!("{}:{}", l.file(), l.line()))
+        .unwrap_or_default();
+    if std::thread::current().name() != Some("main") {
+        eprintln!(
+            "warden: a worker thread stopped at {place}: {}",
+            output::escape(&message)
+        );
+    }
+    // The first is the cause: a worker's panic comes back to the main thread as another.
+    if let Ok(mut kept) = PANIC.lock()
+        && kept.is_none()
+    {
+        *kept = Some((message, place));
+    }
+}
+
+/// Reports a panic that ended the command. One inside the storage engine means the journal
+/// file or evidence pack is damaged where the engine read it (its own checksums do not
+/// cover every byte): for `verify` that is a failed verification (exit 12); elsewhere it
+/// is corrupt storage (exit 1). Any other panic is a bug in Warden (exit 1).
+fn report_panic(verifying: bool) -> ExitCode {
+    let (message, place) = PANIC
+        .lock()
+        .ok()
+        .and_then(|mut kept| kept.take())
+        .unwrap_or_default();
+    let message = output::escape(&message);
+    if place.contains("/redb-") {
+        let what = "the journal file (or evidence pack) is damaged: the storage engine cannot \
+                    read it";
+        if verifying {
+            eprintln!("BROKEN: {what} ({message}, at {place}); nothing in it can be vouched for");
+            return ExitCode::from(output::exit::DIVERGED);
+        }
+        eprintln!(
+            "error: {what} ({message}, at {place}); `warden verify` says what can be trusted; \
+             restore the file from a copy"
+        );
+    } else {
+        eprintln!(
+            "error: internal error at {place}: {message}; this is a bug in warden, please \
+             report it with the command that caused it"
+        );
+    }
+    ExitCode::from(output::exit::HOST_ERROR)
 }
 
 /// Points the library at the on-disk module cache; a cache that cannot be used is only
