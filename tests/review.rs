@@ -23,6 +23,9 @@ name = "reviewed"
 version = "1"
 initial = "start"
 
+[budgets]
+max_response_bytes = 65536
+
 [capabilities]
 tools = ["disbursement"]
 models = ["risk"]
@@ -282,6 +285,14 @@ fn refused_decisions_are_recorded_and_the_run_still_waits() {
             stale.as_str(),
             "not the one awaiting review",
         ),
+        // The submitter under another case is the submitter.
+        (
+            "done",
+            "Tester",
+            "clerk",
+            digest.as_str(),
+            "submitted the run",
+        ),
     ] {
         let (code, result) = decide(&sandbox, &run_id, outcome, reviewer, role, digest);
         assert_eq!(code, 2, "{result:#}");
@@ -294,10 +305,76 @@ fn refused_decisions_are_recorded_and_the_run_still_waits() {
             "{result:#}"
         );
     }
+    // Ids with spaces around them, control characters, or too long, and a note the agent
+    // could not read within its response budget: argument errors, nothing recorded.
+    let long = "r".repeat(300);
+    for (reviewer, role, says) in [
+        (
+            "tester ",
+            "clerk",
+            "--reviewer has spaces before or after it",
+        ),
+        (
+            " c.clerk",
+            "clerk",
+            "--reviewer has spaces before or after it",
+        ),
+        (
+            "c.\u{7}clerk",
+            "clerk",
+            "--reviewer holds a control character",
+        ),
+        ("c.clerk", "clerk ", "--role has spaces before or after it"),
+        ("", "clerk", "--reviewer is empty"),
+        (
+            long.as_str(),
+            "clerk",
+            "--reviewer is longer than 256 bytes",
+        ),
+    ] {
+        let output = sandbox.warden(&[
+            "review",
+            &run_id,
+            "--decide",
+            "done",
+            "--reviewer",
+            reviewer,
+            "--role",
+            role,
+            "--note",
+            "n",
+            "--action",
+            &digest,
+        ]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{reviewer:?}: {stderr}");
+        assert!(stderr.contains(says), "{reviewer:?}: {stderr}");
+    }
+    let note = "n".repeat(70_000);
+    let output = sandbox.warden(&[
+        "review",
+        &run_id,
+        "--decide",
+        "done",
+        "--reviewer",
+        "c.clerk",
+        "--role",
+        "clerk",
+        "--note",
+        &note,
+        "--action",
+        &digest,
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--note is too long") && stderr.contains("max_response_bytes = 65536"),
+        "{stderr}"
+    );
     let kinds = kinds(&sandbox, &run_id);
-    assert_eq!(kinds.iter().filter(|k| *k == "review_refused").count(), 4);
+    assert_eq!(kinds.iter().filter(|k| *k == "review_refused").count(), 5);
     let (_, case) = sandbox.warden_json(&["review", &run_id]);
-    assert_eq!(case["refused"].as_array().map(Vec::len), Some(4));
+    assert_eq!(case["refused"].as_array().map(Vec::len), Some(5));
     assert_eq!(
         case["action"],
         digest.as_str(),
@@ -318,14 +395,17 @@ fn dual_control_needs_two_distinct_reviewers() {
         (10, Some("pending")),
         "{first:#}"
     );
-    let (code, again) = decide(&sandbox, &run_id, "approved", "a.one", "approver", &digest);
-    assert_eq!(code, 2, "{again:#}");
-    assert!(
-        again["explanation"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("two distinct")
-    );
+    for same in ["a.one", "A.One"] {
+        let (code, again) = decide(&sandbox, &run_id, "approved", same, "approver", &digest);
+        assert_eq!(code, 2, "{again:#}");
+        assert!(
+            again["explanation"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("two distinct"),
+            "{same}: {again:#}"
+        );
+    }
     let (code, second) = decide(&sandbox, &run_id, "approved", "a.two", "approver", &digest);
     assert_eq!(
         code, 11,
@@ -333,6 +413,77 @@ fn dual_control_needs_two_distinct_reviewers() {
     );
     assert_eq!(second["state"], "approved");
     verifies_and_replays(&sandbox, &run_id);
+}
+
+/// A decided run has no case left: a second decision, or a late one after the timeout
+/// decided it, is refused, records nothing, and the first decision still verifies and
+/// replays.
+#[test]
+fn a_decided_run_cannot_be_decided_again() {
+    let sandbox = Sandbox::new();
+    let run_id = escalated_then(
+        &sandbox,
+        json!([["read_review", {"finish": {"output": {"closed": true}}}]]),
+    );
+    let digest = action(&sandbox, &run_id);
+    let (code, report) = decide(&sandbox, &run_id, "done", "clerk.meyer", "clerk", &digest);
+    assert_eq!(code, 0, "{report:#}");
+    let before = kinds(&sandbox, &run_id);
+    for (reviewer, role) in [("clerk.other", "clerk"), ("a.one", "approver")] {
+        let outcome = if role == "clerk" { "done" } else { "approved" };
+        let output = sandbox.warden(&[
+            "review",
+            &run_id,
+            "--decide",
+            outcome,
+            "--reviewer",
+            reviewer,
+            "--role",
+            role,
+            "--note",
+            "again",
+            "--action",
+            &digest,
+        ]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("is completed; only a run awaiting review can be reviewed"),
+            "{stderr}"
+        );
+    }
+    assert_eq!(kinds(&sandbox, &run_id), before, "nothing was recorded");
+    verifies_and_replays(&sandbox, &run_id);
+
+    // Expired by its timeout, then decided late: refused the same way.
+    let late = escalated(&sandbox);
+    let digest = action(&sandbox, &late);
+    let output = sandbox.warden(&["review", "--expire", "--now", "2099-01-01T00:00:00Z"]);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let before = kinds(&sandbox, &late);
+    let output = sandbox.warden(&["review", &late]);
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "an expired run shows no case"
+    );
+    let output = sandbox.warden(&[
+        "review",
+        &late,
+        "--decide",
+        "approved",
+        "--reviewer",
+        "a.one",
+        "--role",
+        "approver",
+        "--note",
+        "late",
+        "--action",
+        &digest,
+    ]);
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    assert_eq!(kinds(&sandbox, &late), before, "nothing was recorded");
+    verifies_and_replays(&sandbox, &late);
 }
 
 /// A timeout applies its declared outcome, never an approval, once the time has passed.
@@ -486,4 +637,71 @@ fn a_counterfactual_that_escalates_reports_that_it_would_need_review() {
     assert_eq!(code, 12, "{replayed:#}");
     assert_eq!(replayed["verdict"], "needs_review");
     assert_eq!(replayed["replayed"]["status"], "awaiting_review");
+}
+
+/// A fork from a checkpoint after a review carries the review its agent reads in its own
+/// journal (`inherited_review`), so that it replays from its own records, bit for bit.
+#[test]
+fn a_fork_after_a_review_reads_the_review_and_replays() {
+    let sandbox = Sandbox::new();
+    let run_id = escalated_then(
+        &sandbox,
+        json!([
+            ["read_review"],
+            ["read_review", {"transition": {"to": "done"}}],
+            [{"finish": {"output": {"closed": true}}}]
+        ]),
+    );
+    let digest = action(&sandbox, &run_id);
+    let (code, report) = decide(&sandbox, &run_id, "working", "a.boss", "approver", &digest);
+    assert_eq!(code, 0, "{report:#}");
+    verifies_and_replays(&sandbox, &run_id);
+    let (code, fork) = sandbox.warden_json(&["fork", &run_id, "--at-step", "2"]);
+    assert_eq!(code, 0, "{fork:#}");
+    let fork_id = fork["run_id"].as_str().expect("fork id").to_string();
+    let kinds = kinds(&sandbox, &fork_id);
+    assert!(kinds.contains(&"inherited_review".to_string()), "{kinds:?}");
+    let (_, shown) = sandbox.warden_json(&["show", &fork_id]);
+    let read = shown["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .any(|r| {
+            r["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("reviewed by a.boss (approver): checked the file"))
+        });
+    assert!(read, "the fork's agent read its parent's review: {shown:#}");
+    verifies_and_replays(&sandbox, &fork_id);
+    let (code, all) = sandbox.warden_json(&["replay", "--all"]);
+    assert_eq!(code, 0, "{all:#}");
+}
+
+/// A fork from a checkpoint taken in a review state would be a second case for the same
+/// action without the gate's decision: refused. From the checkpoint before, the fork runs
+/// the step again, and its own gate sends it to review with its own evidence.
+#[test]
+fn a_fork_from_a_review_state_is_refused_and_one_from_before_has_its_own_case() {
+    let sandbox = Sandbox::new();
+    let run_id = escalated(&sandbox);
+    let output = sandbox.warden(&["fork", &run_id, "--at-step", "1"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("is in review state `review`") && stderr.contains("--at-step 0"),
+        "{stderr}"
+    );
+    let (code, fork) = sandbox.warden_json(&["fork", &run_id, "--at-step", "0"]);
+    assert_eq!(code, 10, "the fork's own gate sends it to review: {fork:#}");
+    let fork_id = fork["run_id"].as_str().expect("fork id").to_string();
+    let (code, case) = sandbox.warden_json(&["review", &fork_id]);
+    assert_eq!(code, 10, "{case:#}");
+    assert!(
+        case["inference"].is_object(),
+        "the gate's evidence: {case:#}"
+    );
+    assert!(
+        case["decision"].to_string().contains("GateLabelNotMet"),
+        "{case:#}"
+    );
 }

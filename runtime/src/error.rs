@@ -88,6 +88,14 @@ pub enum Error {
         /// The step asked for.
         step: u32,
     },
+    /// A reviewer's id, role or note that a decision cannot be recorded with.
+    #[error("{field} {problem}")]
+    ReviewArgument {
+        /// `--reviewer`, `--role` or `--note`.
+        field: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// The run is not in a state this operation applies to.
     #[error("run {run_id} is {status}; {needed}")]
     WrongStatus {
@@ -174,6 +182,20 @@ pub enum Error {
         /// Its state.
         state: String,
     },
+    /// A fork from a checkpoint taken in a review state: it would open a second case for
+    /// the parent's action, without the gate's evidence, that could be decided otherwise.
+    #[error(
+        "checkpoint {step} of run {parent} is in review state `{state}`: a fork from it would be a second case for the same action, without the decision that sent it there; decide the case in the run itself (warden review {parent}), or fork from the checkpoint before (--at-step {}) to run again the step that went to review",
+        step.saturating_sub(1)
+    )]
+    ForkInReview {
+        /// The parent run.
+        parent: String,
+        /// The checkpoint's step.
+        step: u32,
+        /// Its state.
+        state: String,
+    },
 }
 
 impl Error {
@@ -183,6 +205,7 @@ impl Error {
             Error::Journal(
                 JournalError::Missing { .. }
                 | JournalError::NoSuchRun(_)
+                | JournalError::RunEnded { .. }
                 | JournalError::AmbiguousRunId { .. }
                 | JournalError::Pack { .. },
             ) => ErrorKind::Usage,
@@ -215,11 +238,13 @@ impl Error {
             | Error::InputPatch { .. }
             | Error::NoCheckpoint { .. }
             | Error::WrongStatus { .. }
+            | Error::ReviewArgument { .. }
             | Error::BindingsChanged { .. }
             | Error::NoReviewRules { .. }
             | Error::ForkPastDecision { .. }
             | Error::ForkPolicy { .. }
-            | Error::ForkState { .. } => ErrorKind::Usage,
+            | Error::ForkState { .. }
+            | Error::ForkInReview { .. } => ErrorKind::Usage,
         }
     }
 

@@ -193,12 +193,22 @@ pub fn fork_report(journal: &Journal, request: ForkRequest<'_>) -> Result<ForkRe
             decision: what,
         });
     }
-    if policy.state(&checkpoint.state).is_none() {
-        return Err(Error::ForkState {
-            parent: parent.to_string(),
-            step: request.step,
-            state: checkpoint.state,
-        });
+    match policy.state(&checkpoint.state).map(|s| s.kind) {
+        None => {
+            return Err(Error::ForkState {
+                parent: parent.to_string(),
+                step: request.step,
+                state: checkpoint.state,
+            });
+        }
+        Some(crate::policy::StateKind::Review) => {
+            return Err(Error::ForkInReview {
+                parent: parent.to_string(),
+                step: request.step,
+                state: checkpoint.state,
+            });
+        }
+        Some(_) => {}
     }
     let new = NewRun {
         agent: stored.agent,
@@ -289,7 +299,7 @@ fn decision_before(records: &[Record], step: u32) -> Option<(u64, String)> {
             {
                 Some((r.index, decision.rule.to_string()))
             }
-            RecordBody::Review(review) => Some((
+            RecordBody::Review(review) | RecordBody::InheritedReview(review) => Some((
                 r.index,
                 format!(
                     "a review sent it to `{}` ({})",

@@ -351,7 +351,9 @@ pub(crate) fn evidence_of(records: &[Record], input: &str, inherit_inferences: b
                 }
             }
             RecordBody::Transition { .. } => evidence.on_transition(),
-            RecordBody::Review(review) => evidence.review = Some(review.info()),
+            RecordBody::Review(review) | RecordBody::InheritedReview(review) => {
+                evidence.review = Some(review.info());
+            }
             RecordBody::Inherited(inherited) => {
                 evidence.inherit(&inherited.facts, inherited.visit, &inherited.calls);
             }

@@ -20,7 +20,7 @@ use crate::journal::{
     now_ms,
 };
 use crate::outcome::{Outcome, Status};
-use crate::recording::{Answering, Recording};
+use crate::recording::{self, Answering, Recording};
 use crate::resolve::NewRun;
 use crate::step::Execution;
 
@@ -249,6 +249,19 @@ pub(crate) fn begin(
                     visit,
                     calls,
                 })));
+            // The review the agent reads, as its parent recorded it.
+            if let (Some(_), Some(fork)) = (&evidence.review, &fork) {
+                let before = recording::until_checkpoint(&fork.records, fork.parent.step);
+                let review = before.iter().rev().find_map(|r| match &r.body {
+                    RecordBody::Review(review) | RecordBody::InheritedReview(review) => {
+                        Some(review.clone())
+                    }
+                    _ => None,
+                });
+                if let Some(review) = review {
+                    commit.records.push(RecordBody::InheritedReview(review));
+                }
+            }
         }
     }
     driver::capture(&mut exec, &mut commit)?;

@@ -535,3 +535,47 @@ fn held_verify_reports_a_host_call_numbered_u64_max() {
     let p = result.expect("audit panicked on a hostile record");
     assert!(!p.is_empty());
 }
+
+/// An ended run takes nothing more: a commit after its outcome (a second review decision,
+/// a decision after the timeout) is refused in the writer, and the run is unchanged. A run
+/// awaiting review still takes one (the review step that reopens it).
+#[test]
+fn an_ended_run_takes_no_more_records() {
+    use crate::outcome::{Outcome, Status};
+    let fx = fixture(false, &[]);
+    let outcome = |status| Outcome {
+        status,
+        state: "s".into(),
+        output: None,
+        reason: None,
+        steps: 1,
+        host_calls: 0,
+        fuel: 0,
+    };
+    for (run_id, status, ended) in [
+        ("completed", Status::Completed, true),
+        ("failed", Status::Failed, true),
+        ("waiting", Status::AwaitingReview, false),
+    ] {
+        let end = RecordBody::Outcome(Box::new(outcome(status)));
+        fx.j.commit(run_id, first_commit(run_id, vec![end]))
+            .unwrap();
+        let before = fx.j.records(run_id).unwrap();
+        let more = Commit {
+            records: vec![step(2)],
+            ..Commit::default()
+        };
+        match fx.j.commit(run_id, more) {
+            Err(JournalError::RunEnded {
+                run_id: r,
+                status: s,
+            }) if ended => {
+                assert_eq!((r.as_str(), s), (run_id, status.as_str()));
+                assert_eq!(fx.j.records(run_id).unwrap(), before, "nothing was added");
+            }
+            Ok(_) if !ended => assert_eq!(fx.j.records(run_id).unwrap().len(), before.len() + 1),
+            other => panic!("{run_id}: {other:?}"),
+        }
+    }
+    assert!(fx.j.audit(fx.key.as_ref()).unwrap().is_intact());
+}

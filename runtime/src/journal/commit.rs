@@ -286,6 +286,18 @@ impl Journal {
             (Some(bytes), None) => self.decode_meta(run_id, &bytes)?,
             (None, None) => return Err(JournalError::NoSuchRun(run_id.to_string())),
         };
+        // An ended run is final: checked here, in the one writer, so that two decisions
+        // racing for one run awaiting review cannot both be recorded.
+        let status = meta.status();
+        if matches!(
+            status,
+            crate::outcome::Status::Completed | crate::outcome::Status::Failed
+        ) {
+            return Err(JournalError::RunEnded {
+                run_id: run_id.to_string(),
+                status: status.as_str(),
+            });
+        }
         if let Some(progress) = &commit.progress {
             let outcome = &mut meta.outcome;
             outcome.state.clone_from(&progress.state);

@@ -107,6 +107,10 @@ impl RecordBody {
                 "inherits {} recorded tool response(s) from its parent",
                 inherited.facts.len()
             ),
+            RecordBody::InheritedReview(r) => format!(
+                "inherits its parent's review (the agent reads it): {} by {} ({}): {}",
+                r.outcome, r.reviewer, r.role, r.note
+            ),
             RecordBody::Inference(i) => {
                 let probabilities: Vec<String> = i
                     .probabilities

@@ -141,6 +141,14 @@ pub enum JournalError {
     /// A run id is already taken.
     #[error("run `{0}` already exists in this journal; start the run again for a fresh id")]
     RunExists(String),
+    /// A commit to a run that has ended: nothing is added to a completed or failed run.
+    #[error("run `{run_id}` has ended ({status}): nothing more can be recorded in it")]
+    RunEnded {
+        /// The run.
+        run_id: String,
+        /// Its status, completed or failed.
+        status: &'static str,
+    },
 }
 
 /// What a journal holds ([`Journal::storage`]): counts and the bytes of stored values.

@@ -136,6 +136,12 @@ pub enum RecordBody {
     /// A WASI call of a WASI guest (a policy with `[wasi] enabled = true`): request,
     /// decision and the host's answer in one record, numbered in the host-call sequence.
     Wasi(Box<WasiCall>),
+    /// A fork's first records, after [`RecordBody::Inherited`]: the last review decision of
+    /// its parent (or of an ancestor) before the fork's checkpoint, which the fork's agent
+    /// reads as its review (`Request::Review`), so that the fork replays from its own
+    /// records. It is the parent's record as it was recorded there; it decides nothing in
+    /// the fork.
+    InheritedReview(Box<ReviewRecord>),
 }
 
 /// The body of a format-version-1 run's first record (`RunStarted`).
@@ -315,6 +321,7 @@ impl RecordBody {
             RecordBody::Started(_) => "run_started",
             RecordBody::Inference(_) => "inference",
             RecordBody::Inherited(_) => "inherited",
+            RecordBody::InheritedReview(_) => "inherited_review",
             RecordBody::Review(_) => "review",
             RecordBody::ReviewPending(_) => "review_pending",
             RecordBody::ReviewRefused(_) => "review_refused",

@@ -91,16 +91,27 @@ pub(crate) struct Awaiting<'r> {
     pub pending: Vec<&'r ReviewRecord>,
 }
 
-/// Finds the case a run awaiting review stands on, from its records.
+/// Finds the case a run awaiting review stands on, from its records: none unless its
+/// latest outcome is awaiting review (a decided run, even one that went on to wait again
+/// and then ended, has no case).
 pub(crate) fn awaiting(records: &[Record]) -> Option<Awaiting<'_>> {
     let (at, outcome) = records
         .iter()
         .enumerate()
         .rev()
         .find_map(|(i, r)| match &r.body {
-            RecordBody::Outcome(o) if o.status == Status::AwaitingReview => Some((i, o)),
+            RecordBody::Outcome(o) => Some((i, o)),
             _ => None,
-        })?;
+        })
+        .filter(|(_, o)| o.status == Status::AwaitingReview)?;
+    // A decision continues the run: once the step after the case has started, the case is
+    // closed even before the run's next outcome.
+    if records[at..]
+        .iter()
+        .any(|r| matches!(&r.body, RecordBody::Review(_)))
+    {
+        return None;
+    }
     let before = &records[..at];
     // The request that brought the run into review: the call whose transition (by the
     // agent, or by a gate's escalation) entered the review state last.
@@ -158,7 +169,12 @@ pub(crate) fn awaiting(records: &[Record]) -> Option<Awaiting<'_>> {
 /// review rules (an edition-1 run); journal errors. A refusal is not an error.
 pub fn decide(journal: &Journal, request: &ReviewRequest<'_>) -> Result<ReviewOutcome, Error> {
     let _span = tracing::info_span!("review", run_id = request.run_id).entered();
+    check_identity("--reviewer", request.reviewer)?;
+    check_identity("--role", request.role)?;
     let stored = load(journal, request.run_id, "reviewed")?;
+    if stored.meta.status() != Status::AwaitingReview {
+        return Err(not_awaiting(&stored));
+    }
     let case = awaiting(&stored.records).ok_or_else(|| not_awaiting(&stored))?;
     let rules = stored
         .policy
@@ -202,11 +218,16 @@ pub fn decide(journal: &Journal, request: &ReviewRequest<'_>) -> Result<ReviewOu
             allowed: rule.roles.iter().cloned().collect(),
         });
     }
-    if stored.start.submitted_by.as_deref() == Some(request.reviewer) {
+    if stored
+        .start
+        .submitted_by
+        .as_deref()
+        .is_some_and(|submitter| same_person(submitter, request.reviewer))
+    {
         return refuse(RefusalReason::SelfReview);
     }
     let earlier = case.pending.iter().find(|p| p.outcome == request.outcome);
-    if rule.dual_control && earlier.is_some_and(|p| p.reviewer == request.reviewer) {
+    if rule.dual_control && earlier.is_some_and(|p| same_person(&p.reviewer, request.reviewer)) {
         return refuse(RefusalReason::SameReviewerTwice);
     }
     let mut record = ReviewRecord {
@@ -220,6 +241,22 @@ pub fn decide(journal: &Journal, request: &ReviewRequest<'_>) -> Result<ReviewOu
         action: case.action,
         resumed_from: case.checkpoint,
     };
+    // The agent reads the decision as a host response: one it could not read would fail
+    // the run the reviewer decided, so it is refused here, before anything is recorded.
+    let max = stored.policy.budgets.max_response_bytes;
+    let size = postcard::experimental::serialized_size(&warden_guest::wire::Response::Review(
+        Some(record.info()),
+    ))
+    .unwrap_or(usize::MAX);
+    if size as u64 > u64::from(max) {
+        return Err(Error::ReviewArgument {
+            field: "--note",
+            problem: format!(
+                "is too long: the agent reads the decision as a response of {size} bytes, over \
+                 the policy's budgets.max_response_bytes = {max}; shorten the note"
+            ),
+        });
+    }
     if rule.dual_control && earlier.is_none() {
         record.kind = ReviewKind::FirstOfTwo;
         append(
@@ -282,6 +319,36 @@ pub fn expire(journal: &Journal, now_ms: u64) -> Result<Vec<ReviewOutcome>, Erro
         )?));
     }
     Ok(outcomes)
+}
+
+/// Whether two ids name the same person: ids are compared without surrounding spaces and
+/// without regard to case, so that `Alice`, `alice` and `alice ` are one reviewer (for the
+/// submitter check and dual control).
+fn same_person(a: &str, b: &str) -> bool {
+    a.trim().to_lowercase() == b.trim().to_lowercase()
+}
+
+/// The longest reviewer or role id recorded.
+const MAX_IDENTITY_BYTES: usize = 256;
+
+/// Refuses an id (of a reviewer or a role) that is empty, has spaces around it, or holds a
+/// control character: what is recorded is exactly what was meant, and shows as it is.
+fn check_identity(field: &'static str, id: &str) -> Result<(), Error> {
+    let problem = if id.trim().is_empty() {
+        "is empty"
+    } else if id.len() > MAX_IDENTITY_BYTES {
+        "is longer than 256 bytes"
+    } else if id.trim() != id {
+        "has spaces before or after it"
+    } else if id.chars().any(char::is_control) {
+        "holds a control character"
+    } else {
+        return Ok(());
+    };
+    Err(Error::ReviewArgument {
+        field,
+        problem: format!("{problem}: {:?}", id.chars().take(64).collect::<String>()),
+    })
 }
 
 /// Loads and verifies a run a review acts on.
