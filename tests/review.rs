@@ -500,10 +500,12 @@ fn expiry_applies_the_declared_outcome_after_its_time() {
         (0, Some(0)),
         "{none:#}"
     );
+    // 25 hours from now, written in New York's winter time (UTC-5): the offset counts.
     let later = humantime::format_rfc3339_seconds(
-        std::time::SystemTime::now() + Duration::from_secs(25 * 3600),
+        std::time::SystemTime::now() + Duration::from_secs(20 * 3600),
     )
-    .to_string();
+    .to_string()
+    .replace('Z', "-05:00");
     let (code, expired) = sandbox.warden_json(&["review", "--expire", "--now", &later]);
     assert_eq!(code, 0, "{expired:#}");
     assert_eq!(expired[0]["state"], "done", "{expired:#}");

@@ -281,7 +281,7 @@ impl Agent {
     pub fn from_bytes_with(bytes: &[u8], wasi: WasiImports) -> Result<Agent, LoadError> {
         let engine = crate::engine::engine().map_err(LoadError::Engine)?;
         let binary = wat::parse_bytes(bytes)
-            .map_err(|e| LoadError::Text(e.to_string()))?
+            .map_err(|e| LoadError::Text(wat_error(&e)))?
             .into_owned();
         let scan = scan(&binary)?;
         let rewritten = export_globals(&binary, &scan)?;
@@ -321,6 +321,28 @@ impl Agent {
             }),
             _ => Ok(()),
         }
+    }
+}
+
+/// A WAT parse error on one line: its message and where (`wat` prints a snippet over
+/// several lines, which error output would show escaped).
+fn wat_error(error: &wat::Error) -> String {
+    let text = error.to_string();
+    let mut lines = text.lines();
+    let message = lines.next().unwrap_or_default().trim();
+    let place = lines
+        .find_map(|l| l.trim().strip_prefix("-->"))
+        .and_then(|place| {
+            place
+                .trim()
+                .rsplitn(3, ':')
+                .collect::<Vec<_>>()
+                .get(..2)
+                .map(<[_]>::to_vec)
+        });
+    match place.as_deref() {
+        Some([column, line]) => format!("{message} (line {line}, column {column})"),
+        _ => message.to_string(),
     }
 }
 
@@ -584,6 +606,17 @@ fn check_exports(module: &Module) -> Result<(), LoadError> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// A WAT error is one line that says where: error output shows no escaped newlines.
+    #[test]
+    fn a_wat_error_is_one_line_naming_line_and_column() {
+        let error = Agent::from_bytes(b"(module\n  (func (result i32)\n    i32.bogus))")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(error.contains("(line 3, column 5)"), "{error}");
+        assert!(!error.contains('\n'), "{error}");
+    }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(crate::test_support::cases(300)))]

@@ -163,11 +163,13 @@ pub fn run(db: &Path, signing_key: Option<&Path>, args: &Args) -> anyhow::Result
             status(Status::Failed),
             status(Status::Running)
         )?;
+        // The batch starts no more workers than it has runs to make.
         writeln!(
             out,
-            "{:.2} s, {:.0} runs/s on {workers} workers; {commits} commits in {transactions} durable transactions",
+            "{:.2} s, {:.0} runs/s on {} workers; {commits} commits in {transactions} durable transactions",
             seconds,
-            ran as f64 / seconds.max(1e-9)
+            ran as f64 / seconds.max(1e-9),
+            workers.min(ran)
         )?;
     }
     Ok(if errors > 0 {

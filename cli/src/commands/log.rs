@@ -73,9 +73,9 @@ fn head(journal: &warden::Journal, key: Option<&Path>, json: bool) -> anyhow::Re
         && !sth.verify(&key)
     {
         problems.push(format!(
-            "the stored tree head is not signed by key {} (it names key {})",
+            "the stored tree head is not signed by key {}: {}",
             key.key_id(),
-            sth.key_id
+            sth.why_unverified(&key)
         ));
     }
     if !problems.is_empty() {
@@ -155,9 +155,9 @@ fn prove(journal: &warden::Journal, from: &str, key: Option<&Path>) -> anyhow::R
         return inconsistent(
             &mut out,
             format!(
-                "the head you hold is not signed by key {} (it names key {})",
+                "the head you hold is not signed by key {}: {}",
                 key.key_id(),
-                old.key_id
+                old.why_unverified(key)
             ),
         );
     }

@@ -99,8 +99,16 @@ pub fn run(db: &Path, signing_key: Option<&Path>, args: &Args) -> anyhow::Result
 
 fn expire(db: &Path, signing_key: Option<&Path>, args: &Args) -> anyhow::Result<u8> {
     let now = match &args.now {
-        Some(text) => humantime::parse_rfc3339_weak(text)
-            .map_err(|e| Usage(format!("--now is not an RFC 3339 time: {e}")))?,
+        Some(text) => chrono::DateTime::parse_from_rfc3339(text)
+            .map(|t| {
+                std::time::UNIX_EPOCH
+                    + std::time::Duration::from_millis(u64::try_from(t.timestamp_millis()).unwrap_or(0))
+            })
+            .map_err(|e| {
+                Usage(format!(
+                    "--now is not an RFC 3339 time ({e}): write e.g. 2026-12-02T09:00:00Z or 2026-12-02T10:00:00+01:00"
+                ))
+            })?,
         None => std::time::SystemTime::now(),
     };
     let now_ms = now

@@ -161,6 +161,11 @@ fn render_pack(result: &PackVerification) -> anyhow::Result<()> {
             out,
             "complete   attested: the pack holds the run's last commit as of its tree head"
         )?;
+    } else if !result.problems.is_empty() {
+        writeln!(
+            out,
+            "complete   NOT attested: the pack does not verify (above), so nothing vouches that it holds the run's last commit"
+        )?;
     } else {
         writeln!(
             out,

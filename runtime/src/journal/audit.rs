@@ -450,10 +450,10 @@ fn head_problems(
         && !sth.verify(key)
     {
         problems.push(format!(
-            "the log's signed tree head (size {}) is not signed by key {} (it names key {}): it was forged or signed by another deployment",
+            "the log's signed tree head (size {}) is not signed by key {}: {}",
             sth.head.size,
             key.key_id(),
-            sth.key_id
+            sth.why_unverified(key)
         ));
     }
     if sth.head.size > size {

@@ -452,10 +452,10 @@ impl Journal {
                     problems.push("the pack's signed tree head is not its tree head".into());
                 } else if !sth.verify(key) {
                     problems.push(format!(
-                        "the pack's tree head (size {}) is not signed by key {} (it names key {})",
+                        "the pack's tree head (size {}) is not signed by key {}: {}",
                         head.size,
                         key.key_id(),
-                        sth.key_id
+                        sth.why_unverified(key)
                     ));
                 }
             }

@@ -98,6 +98,11 @@ pub enum Problem {
     },
     /// A name or version is empty.
     Empty,
+    /// A list that must name at least one thing is empty.
+    EmptyList {
+        /// What it should hold.
+        expected: &'static str,
+    },
     /// A state, tool or model name breaks the naming rule.
     BadName {
         /// The name as written.
@@ -271,6 +276,7 @@ impl fmt::Display for Problem {
                 write!(f, "expected {expected}, found {found}")
             }
             Problem::Empty => f.write_str("must not be empty; write a value between the quotes"),
+            Problem::EmptyList { expected } => write!(f, "is an empty list; write {expected}"),
             Problem::BadName { name } => write!(
                 f,
                 "`{name}` is not a valid name: a name starts with a letter and continues with \

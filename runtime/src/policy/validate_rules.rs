@@ -271,11 +271,21 @@ pub(super) fn check_reviews(
                 .flat_map(|list| list.get_ref())
                 .map(|role| role.get_ref().clone())
                 .collect();
-            if roles.is_empty() {
-                let problem = Problem::Missing {
-                    expected: "roles = [\"<role>\", ...], the roles that may give this outcome",
-                };
-                report.push(decision.span.clone(), format!("{field}.roles"), problem);
+            match &decision.roles {
+                // Written, but empty (or only empty names): point at the list itself.
+                Some(list) if roles.is_empty() => {
+                    let problem = Problem::EmptyList {
+                        expected: "roles = [\"<role>\", ...], the roles that may give this outcome",
+                    };
+                    report.push(list.span(), format!("{field}.roles"), problem);
+                }
+                None => {
+                    let problem = Problem::Missing {
+                        expected: "roles = [\"<role>\", ...], the roles that may give this outcome",
+                    };
+                    report.push(decision.span.clone(), format!("{field}.roles"), problem);
+                }
+                Some(_) => {}
             }
             let dual_control = decision.dual_control.as_ref().is_some_and(|d| *d.get_ref());
             decisions.insert(

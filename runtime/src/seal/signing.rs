@@ -427,6 +427,26 @@ impl SignedTreeHead {
     }
 }
 
+impl SignedTreeHead {
+    /// Why [`SignedTreeHead::verify`] refused it with `public`, in words that end a
+    /// sentence like "the head is not signed by key K": another key's head, or a signature
+    /// that does not check out under the key it names.
+    #[must_use]
+    pub fn why_unverified(&self, public: &PublicKey) -> String {
+        if public.key_id() == self.key_id {
+            format!(
+                "its signature does not verify under key {}, the key it names: it was altered after signing, or forged",
+                self.key_id
+            )
+        } else {
+            format!(
+                "it names key {}: signed by another deployment's key, or forged",
+                self.key_id
+            )
+        }
+    }
+}
+
 impl fmt::Display for SignedTreeHead {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

@@ -511,6 +511,18 @@ fn names_and_types() {
         (2, "policy.name", Problem::Empty)
     ));
 
+    // An empty list of roles: the line of the list, not of its table.
+    let text = EXAMPLE.replacen(
+        "roles = [\"underwriter\"]\ndual_control",
+        "roles = []\ndual_control",
+        1,
+    );
+    let d = only(&text);
+    assert_eq!(d.line, line_of(&text, "roles = []"));
+    assert_eq!(d.field, "states.manual_review.decisions.approved.roles");
+    assert!(matches!(d.problem, Problem::EmptyList { .. }), "{d}");
+    assert!(d.to_string().contains("is an empty list"), "{d}");
+
     let d = only(&edit("max_steps = 100", "max_steps = \"100\""));
     assert_eq!(d.field, "budgets.max_steps");
     assert!(matches!(
