@@ -88,13 +88,18 @@ fn escalated(sandbox: &Sandbox) -> String {
 
 /// As [`escalated`], with `after` the steps the agent takes after the review.
 fn escalated_then(sandbox: &Sandbox, after: Value) -> String {
+    escalated_under(sandbox, REVIEWED, after)
+}
+
+/// As [`escalated_then`], under the policy `text`.
+fn escalated_under(sandbox: &Sandbox, text: &str, after: Value) -> String {
     let mut plan = vec![json!([
         {"model_from_input": {"name": "risk", "fields": ["x"]}},
         {"transition_citing": {"to": "approved", "saved": 0}}
     ])];
     plan.extend(after.as_array().cloned().unwrap_or_default());
     let policy = sandbox.path("reviewed.toml");
-    std::fs::write(&policy, REVIEWED).expect("write policy");
+    std::fs::write(&policy, text).expect("write policy");
     let input = sandbox.input("case.json", &json!({"x": 2.0, "plan": plan}));
     let (code, report) = sandbox.warden_json(&[
         "run",
@@ -285,10 +290,24 @@ fn refused_decisions_are_recorded_and_the_run_still_waits() {
             stale.as_str(),
             "not the one awaiting review",
         ),
-        // The submitter under another case is the submitter.
+        // The submitter under another case, width or script is the submitter.
         (
             "done",
             "Tester",
+            "clerk",
+            digest.as_str(),
+            "submitted the run",
+        ),
+        (
+            "done",
+            "\u{ff54}\u{ff45}\u{ff53}\u{ff54}\u{ff45}\u{ff52}",
+            "clerk",
+            digest.as_str(),
+            "submitted the run",
+        ),
+        (
+            "done",
+            "t\u{435}ster",
             "clerk",
             digest.as_str(),
             "submitted the run",
@@ -350,7 +369,7 @@ fn refused_decisions_are_recorded_and_the_run_still_waits() {
         assert_eq!(output.status.code(), Some(2), "{reviewer:?}: {stderr}");
         assert!(stderr.contains(says), "{reviewer:?}: {stderr}");
     }
-    let note = "n".repeat(70_000);
+    let note = "n".repeat(5_000);
     let output = sandbox.warden(&[
         "review",
         &run_id,
@@ -368,13 +387,13 @@ fn refused_decisions_are_recorded_and_the_run_still_waits() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("--note is too long") && stderr.contains("max_response_bytes = 65536"),
+        stderr.contains("--note is 5000 bytes, longer than 4096"),
         "{stderr}"
     );
     let kinds = kinds(&sandbox, &run_id);
-    assert_eq!(kinds.iter().filter(|k| *k == "review_refused").count(), 5);
+    assert_eq!(kinds.iter().filter(|k| *k == "review_refused").count(), 7);
     let (_, case) = sandbox.warden_json(&["review", &run_id]);
-    assert_eq!(case["refused"].as_array().map(Vec::len), Some(5));
+    assert_eq!(case["refused"].as_array().map(Vec::len), Some(7));
     assert_eq!(
         case["action"],
         digest.as_str(),
@@ -395,7 +414,7 @@ fn dual_control_needs_two_distinct_reviewers() {
         (10, Some("pending")),
         "{first:#}"
     );
-    for same in ["a.one", "A.One"] {
+    for same in ["a.one", "A.One", "a.\u{43e}ne", "\u{ff41}.one"] {
         let (code, again) = decide(&sandbox, &run_id, "approved", same, "approver", &digest);
         assert_eq!(code, 2, "{again:#}");
         assert!(
@@ -706,4 +725,90 @@ fn a_fork_from_a_review_state_is_refused_and_one_from_before_has_its_own_case() 
         case["decision"].to_string().contains("GateLabelNotMet"),
         "{case:#}"
     );
+}
+
+/// A note the agent could not read within the policy's response budget is refused before
+/// anything is recorded; a submitter id that would hide a difference is refused; and the
+/// submitter of the run a fork was made from may not decide the fork's case either.
+#[test]
+fn notes_submitters_and_forks_cannot_get_around_the_review() {
+    let sandbox = Sandbox::new();
+    let tight = REVIEWED.replace("max_response_bytes = 65536", "max_response_bytes = 1024");
+    let run_id = escalated_under(&sandbox, &tight, json!([]));
+    let digest = action(&sandbox, &run_id);
+    let note = "n".repeat(2_000);
+    let output = sandbox.warden(&[
+        "review",
+        &run_id,
+        "--decide",
+        "done",
+        "--reviewer",
+        "c.clerk",
+        "--role",
+        "clerk",
+        "--note",
+        &note,
+        "--action",
+        &digest,
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--note is too long") && stderr.contains("max_response_bytes = 1024"),
+        "{stderr}"
+    );
+    assert!(
+        !kinds(&sandbox, &run_id).contains(&"review_refused".to_string()),
+        "nothing was recorded"
+    );
+
+    let run_id = escalated(&sandbox);
+    let policy = sandbox.path("reviewed.toml");
+    let policy = policy.to_str().expect("utf-8");
+    let bindings = sandbox.bindings();
+    let bindings = bindings.to_str().expect("utf-8");
+    let input = sandbox.path("case.json");
+    let input = input.to_str().expect("utf-8");
+    for submitter in [" tester", "tes\u{200b}ter", ""] {
+        let output = sandbox.warden(&[
+            "run",
+            guests::SCRIPTED,
+            "--policy",
+            policy,
+            "--bindings",
+            bindings,
+            "--input",
+            input,
+            "--submitter",
+            submitter,
+        ]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{submitter:?}: {stderr}");
+        assert!(
+            stderr.contains("--submitter (by default $USER)"),
+            "{stderr}"
+        );
+    }
+    let (code, fork) = sandbox.warden_json(&[
+        "fork",
+        &run_id,
+        "--at-step",
+        "0",
+        "--submitter",
+        "someone.else",
+    ]);
+    assert_eq!(code, 10, "{fork:#}");
+    let fork_id = fork["run_id"].as_str().expect("fork id").to_string();
+    let digest = action(&sandbox, &fork_id);
+    let (code, result) = decide(&sandbox, &fork_id, "done", "Tester", "clerk", &digest);
+    assert_eq!(code, 2, "{result:#}");
+    assert!(
+        result["explanation"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("submitted the run"),
+        "{result:#}"
+    );
+    let (code, result) = decide(&sandbox, &fork_id, "done", "c.clerk", "clerk", &digest);
+    assert_eq!(code, 11, "decided by another person: {result:#}");
 }

@@ -88,10 +88,11 @@ pub enum Error {
         /// The step asked for.
         step: u32,
     },
-    /// A reviewer's id, role or note that a decision cannot be recorded with.
+    /// An id (of a submitter, a reviewer, a role) or a note that a run or a decision
+    /// cannot be recorded with.
     #[error("{field} {problem}")]
-    ReviewArgument {
-        /// `--reviewer`, `--role` or `--note`.
+    Argument {
+        /// `--submitter`, `--reviewer`, `--role` or `--note`.
         field: &'static str,
         /// What is wrong with it.
         problem: String,
@@ -238,7 +239,7 @@ impl Error {
             | Error::InputPatch { .. }
             | Error::NoCheckpoint { .. }
             | Error::WrongStatus { .. }
-            | Error::ReviewArgument { .. }
+            | Error::Argument { .. }
             | Error::BindingsChanged { .. }
             | Error::NoReviewRules { .. }
             | Error::ForkPastDecision { .. }

@@ -46,6 +46,7 @@ mod engine;
 mod error;
 mod fork;
 mod host_call;
+mod identity;
 mod input_contract;
 mod journal;
 mod manifest;

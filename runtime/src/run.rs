@@ -152,6 +152,16 @@ pub(crate) fn begin(
         .as_ref()
         .map(|f| (f.parent.clone(), f.checkpoint.clone()));
     serde_json::from_str::<serde::de::IgnoredAny>(&new.input).map_err(|e| Error::input(&e))?;
+    if let Some(problem) = new
+        .submitted_by
+        .as_deref()
+        .and_then(crate::identity::problem)
+    {
+        return Err(Error::Argument {
+            field: "--submitter (by default $USER)",
+            problem,
+        });
+    }
     new.bindings.covers(&new.policy)?;
     let run_id = new_run_id();
     let span = tracing::info_span!(

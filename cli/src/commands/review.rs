@@ -173,12 +173,16 @@ fn render_case(db: &Path, case: &CaseFile) -> anyhow::Result<()> {
         time(case.entered_ms)
     )?;
     writeln!(out, "policy   {}", escape(&case.policy))?;
-    if let Some(who) = &case.submitted_by {
-        writeln!(
+    match &case.submitted_by {
+        Some(who) => writeln!(
             out,
             "by       submitted by {} (who may not review it)",
             escape(who)
-        )?;
+        )?,
+        None => writeln!(
+            out,
+            "by       no submitter was recorded (no --submitter and no $USER): the check that the submitter does not review it cannot apply"
+        )?,
     }
     if let Some(request) = &case.request {
         writeln!(out, "action   {}", escape(request))?;

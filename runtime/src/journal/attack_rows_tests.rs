@@ -579,3 +579,49 @@ fn an_ended_run_takes_no_more_records() {
     }
     assert!(fx.j.audit(fx.key.as_ref()).unwrap().is_intact());
 }
+
+/// The log's last leaf stored under another number (its content and order unchanged, so
+/// the tree and its signed head still match): the audit and the run's own verification
+/// report the renumbering, and the run's log entry stays its place in the log.
+#[test]
+fn a_renumbered_log_entry_is_reported() {
+    let fx = fixture(true, &["a", "b"]);
+    let before = fx.j.audit(fx.key.as_ref()).unwrap();
+    assert!(before.is_intact(), "{before:?}");
+    let tx = fx.j.write().unwrap();
+    let last = {
+        let mut leaves = tx.open_table(LOG_LEAVES).unwrap();
+        let last = leaves.len().unwrap() - 1;
+        let bytes = leaves.remove(last).unwrap().unwrap().value().to_vec();
+        leaves.insert(last + 128, bytes.as_slice()).unwrap();
+        last
+    };
+    tx.commit().unwrap();
+    let Fx { _dir, path, j, key } = fx;
+    drop(j);
+    let fx = Fx {
+        j: Journal::open(&path).unwrap(),
+        _dir,
+        path,
+        key,
+    };
+    let j = &fx.j;
+    let audit = j.audit(fx.key.as_ref()).unwrap();
+    assert!(
+        audit.log.problems.iter().any(|p| p.contains(&format!(
+            "log entry {last} is stored under the number {}",
+            last + 128
+        ))),
+        "{audit:?}"
+    );
+    let run = j.verify_run("b", fx.key.as_ref()).unwrap();
+    assert!(
+        run.problem
+            .as_deref()
+            .is_some_and(|p| p.contains("renumbered")),
+        "{run:?}"
+    );
+    assert_eq!(run.log_entry, Some(last));
+    let untouched = j.verify_run("a", fx.key.as_ref()).unwrap();
+    assert!(untouched.problem.is_none(), "{untouched:?}");
+}

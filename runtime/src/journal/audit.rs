@@ -172,13 +172,23 @@ impl Journal {
     ) -> Result<Verification, JournalError> {
         let index = self.log_index()?;
         let entries = index.entries_of(run_id);
-        match self.run(run_id) {
-            Ok(meta) => self.verify_logged(&meta, entries, key, &Checked::default()),
-            Err(JournalError::NoSuchRun(_)) if !entries.is_empty() => {
-                Ok(deleted_run(run_id, entries))
-            }
-            Err(e) => Err(e),
+        let mut verification = match self.run(run_id) {
+            Ok(meta) => self.verify_logged(&meta, entries, key, &Checked::default())?,
+            Err(JournalError::NoSuchRun(_)) if !entries.is_empty() => deleted_run(run_id, entries),
+            Err(e) => return Err(e),
+        };
+        if verification.problem.is_none()
+            && let Some((position, key)) = index
+                .renumbered
+                .iter()
+                .find(|(position, _)| entries.iter().any(|(i, _)| i == position))
+        {
+            verification.problem = Some(format!(
+                "its log entry {position} is stored under the number {key}: the log's entries were renumbered (the journal was altered)"
+            ));
+            verification.log_entry = Some(*position);
         }
+        Ok(verification)
     }
 
     /// Audits the whole journal: every run as [`Journal::verify_run`] does, every run the
@@ -193,19 +203,25 @@ impl Journal {
         let mut problems = Vec::new();
         let mut tree = MemoryTree::new();
         let mut unsigned = Vec::new();
-        for (index, bytes) in &leaves {
+        if let Some((position, key)) = renumbered(&leaves).first() {
+            problems.push(format!(
+                "log entry {position} is stored under the number {key}: the log's entries were renumbered (the journal was altered)"
+            ));
+        }
+        // An entry's number is its place in the log (what its inclusion proof is for).
+        for (index, (_, bytes)) in (0u64..).zip(&leaves) {
             tree.append(bytes);
             match postcard::from_bytes::<LogEntry>(bytes) {
                 Ok(entry) => {
                     if let Some(key) = key
                         && !entry.signed_by(key)
                     {
-                        unsigned.push(*index);
+                        unsigned.push(index);
                     }
                     by_run
                         .entry(entry.run_id.clone())
                         .or_default()
-                        .push((*index, entry));
+                        .push((index, entry));
                 }
                 Err(e) => problems.push(format!(
                     "log entry {index} does not decode ({e}): the log was altered"
@@ -372,7 +388,8 @@ impl Journal {
                 .collect(),
             _ => self.log_leaves()?,
         };
-        for (index, bytes) in leaves {
+        let renumbered = renumbered(&leaves);
+        for (index, (_, bytes)) in (0u64..).zip(leaves) {
             if let Ok(entry) = postcard::from_bytes::<LogEntry>(&bytes) {
                 by_run
                     .entry(entry.run_id.clone())
@@ -380,7 +397,11 @@ impl Journal {
                     .push((index, entry));
             }
         }
-        let index = std::sync::Arc::new(LogIndex { size, by_run });
+        let index = std::sync::Arc::new(LogIndex {
+            size,
+            by_run,
+            renumbered,
+        });
         if let Ok(mut memo) = self.log_index.lock() {
             *memo = Some(index.clone());
         }
@@ -393,7 +414,21 @@ impl Journal {
 #[derive(Debug)]
 pub(super) struct LogIndex {
     size: u64,
+    /// Each run's entries, numbered by their place in the log.
     by_run: BTreeMap<String, Vec<(u64, LogEntry)>>,
+    /// Entries stored under another number than their place: (place, number).
+    renumbered: Vec<(u64, u64)>,
+}
+
+/// The leaves stored under another number than their place in the log, as (place,
+/// number): the log's leaves are numbered 0, 1, 2, ... by the writer, so any other number
+/// was written by someone else.
+fn renumbered(leaves: &[(u64, Vec<u8>)]) -> Vec<(u64, u64)> {
+    (0u64..)
+        .zip(leaves)
+        .filter(|(position, (key, _))| position != key)
+        .map(|(position, (key, _))| (position, *key))
+        .collect()
 }
 
 impl LogIndex {

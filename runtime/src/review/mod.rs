@@ -27,6 +27,7 @@ use crate::digest::Digest;
 use crate::driver::{self, Opened, Opening, Restore};
 use crate::effects::Effects;
 use crate::error::Error;
+use crate::identity;
 use crate::journal::{Commit, Journal, Progress, Record, RecordBody};
 use crate::outcome::{Outcome, Status};
 use crate::recording;
@@ -171,6 +172,15 @@ pub fn decide(journal: &Journal, request: &ReviewRequest<'_>) -> Result<ReviewOu
     let _span = tracing::info_span!("review", run_id = request.run_id).entered();
     check_identity("--reviewer", request.reviewer)?;
     check_identity("--role", request.role)?;
+    if request.note.len() > MAX_NOTE_BYTES {
+        return Err(Error::Argument {
+            field: "--note",
+            problem: format!(
+                "is {} bytes, longer than {MAX_NOTE_BYTES}: write the reason, and refer to documents by name",
+                request.note.len()
+            ),
+        });
+    }
     let stored = load(journal, request.run_id, "reviewed")?;
     if stored.meta.status() != Status::AwaitingReview {
         return Err(not_awaiting(&stored));
@@ -218,16 +228,16 @@ pub fn decide(journal: &Journal, request: &ReviewRequest<'_>) -> Result<ReviewOu
             allowed: rule.roles.iter().cloned().collect(),
         });
     }
-    if stored
-        .start
-        .submitted_by
-        .as_deref()
-        .is_some_and(|submitter| same_person(submitter, request.reviewer))
+    if submitters(journal, &stored)?
+        .iter()
+        .any(|submitter| identity::same_person(submitter, request.reviewer))
     {
         return refuse(RefusalReason::SelfReview);
     }
     let earlier = case.pending.iter().find(|p| p.outcome == request.outcome);
-    if rule.dual_control && earlier.is_some_and(|p| same_person(&p.reviewer, request.reviewer)) {
+    if rule.dual_control
+        && earlier.is_some_and(|p| identity::same_person(&p.reviewer, request.reviewer))
+    {
         return refuse(RefusalReason::SameReviewerTwice);
     }
     let mut record = ReviewRecord {
@@ -249,7 +259,7 @@ pub fn decide(journal: &Journal, request: &ReviewRequest<'_>) -> Result<ReviewOu
     ))
     .unwrap_or(usize::MAX);
     if size as u64 > u64::from(max) {
-        return Err(Error::ReviewArgument {
+        return Err(Error::Argument {
             field: "--note",
             problem: format!(
                 "is too long: the agent reads the decision as a response of {size} bytes, over \
@@ -321,34 +331,34 @@ pub fn expire(journal: &Journal, now_ms: u64) -> Result<Vec<ReviewOutcome>, Erro
     Ok(outcomes)
 }
 
-/// Whether two ids name the same person: ids are compared without surrounding spaces and
-/// without regard to case, so that `Alice`, `alice` and `alice ` are one reviewer (for the
-/// submitter check and dual control).
-fn same_person(a: &str, b: &str) -> bool {
-    a.trim().to_lowercase() == b.trim().to_lowercase()
+/// Refuses an id (of a reviewer or a role) that [`identity::problem`] finds wrong: what is
+/// recorded is exactly what was meant, and shows as it is.
+fn check_identity(field: &'static str, id: &str) -> Result<(), Error> {
+    match identity::problem(id) {
+        Some(problem) => Err(Error::Argument { field, problem }),
+        None => Ok(()),
+    }
 }
 
-/// The longest reviewer or role id recorded.
-const MAX_IDENTITY_BYTES: usize = 256;
+/// The longest note a decision is recorded with, in bytes: the agent reads it (and may
+/// quote it in its own requests, which have their budget), so it is a reason, not a file.
+const MAX_NOTE_BYTES: usize = 4096;
 
-/// Refuses an id (of a reviewer or a role) that is empty, has spaces around it, or holds a
-/// control character: what is recorded is exactly what was meant, and shows as it is.
-fn check_identity(field: &'static str, id: &str) -> Result<(), Error> {
-    let problem = if id.trim().is_empty() {
-        "is empty"
-    } else if id.len() > MAX_IDENTITY_BYTES {
-        "is longer than 256 bytes"
-    } else if id.trim() != id {
-        "has spaces before or after it"
-    } else if id.chars().any(char::is_control) {
-        "holds a control character"
-    } else {
-        return Ok(());
-    };
-    Err(Error::ReviewArgument {
-        field,
-        problem: format!("{problem}: {:?}", id.chars().take(64).collect::<String>()),
-    })
+/// Who submitted the run and, for a fork, each run it was forked from: the case is about
+/// their application, so none of them may decide it.
+fn submitters(journal: &Journal, stored: &StoredRun) -> Result<Vec<String>, Error> {
+    let mut submitters: Vec<String> = stored.start.submitted_by.iter().cloned().collect();
+    let mut parent = stored.start.parent.clone();
+    // A chain of forks ends at a run that started fresh; the bound stops a cycle a
+    // damaged journal could hold.
+    for _ in 0..64 {
+        let Some(p) = parent else { break };
+        let records = journal.records(&p.run_id)?;
+        let start = records.first().and_then(|r| r.body.run_start());
+        submitters.extend(start.as_ref().and_then(|s| s.submitted_by.clone()));
+        parent = start.and_then(|s| s.parent);
+    }
+    Ok(submitters)
 }
 
 /// Loads and verifies a run a review acts on.
