@@ -151,6 +151,34 @@ fn decide(
     ])
 }
 
+/// `warden review RUN_ID --decide ...` that must end as an argument error (exit 2):
+/// its standard error.
+fn decide_refused(
+    sandbox: &Sandbox,
+    run_id: &str,
+    (outcome, reviewer, role): (&str, &str, &str),
+    note: &str,
+    digest: &str,
+) -> String {
+    let output = sandbox.warden(&[
+        "review",
+        run_id,
+        "--decide",
+        outcome,
+        "--reviewer",
+        reviewer,
+        "--role",
+        role,
+        "--note",
+        note,
+        "--action",
+        digest,
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(2), "{reviewer:?}: {stderr}");
+    stderr
+}
+
 /// The kinds of the run's records, in order.
 fn kinds(sandbox: &Sandbox, run_id: &str) -> Vec<String> {
     let (_, shown) = sandbox.warden_json(&["show", run_id]);
@@ -351,41 +379,17 @@ fn refused_decisions_are_recorded_and_the_run_still_waits() {
             "--reviewer is longer than 256 bytes",
         ),
     ] {
-        let output = sandbox.warden(&[
-            "review",
-            &run_id,
-            "--decide",
-            "done",
-            "--reviewer",
-            reviewer,
-            "--role",
-            role,
-            "--note",
-            "n",
-            "--action",
-            &digest,
-        ]);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(2), "{reviewer:?}: {stderr}");
+        let stderr = decide_refused(&sandbox, &run_id, ("done", reviewer, role), "n", &digest);
         assert!(stderr.contains(says), "{reviewer:?}: {stderr}");
     }
     let note = "n".repeat(5_000);
-    let output = sandbox.warden(&[
-        "review",
+    let stderr = decide_refused(
+        &sandbox,
         &run_id,
-        "--decide",
-        "done",
-        "--reviewer",
-        "c.clerk",
-        "--role",
-        "clerk",
-        "--note",
+        ("done", "c.clerk", "clerk"),
         &note,
-        "--action",
         &digest,
-    ]);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    );
     assert!(
         stderr.contains("--note is 5000 bytes, longer than 4096"),
         "{stderr}"
@@ -450,22 +454,13 @@ fn a_decided_run_cannot_be_decided_again() {
     let before = kinds(&sandbox, &run_id);
     for (reviewer, role) in [("clerk.other", "clerk"), ("a.one", "approver")] {
         let outcome = if role == "clerk" { "done" } else { "approved" };
-        let output = sandbox.warden(&[
-            "review",
+        let stderr = decide_refused(
+            &sandbox,
             &run_id,
-            "--decide",
-            outcome,
-            "--reviewer",
-            reviewer,
-            "--role",
-            role,
-            "--note",
+            (outcome, reviewer, role),
             "again",
-            "--action",
             &digest,
-        ]);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        );
         assert!(
             stderr.contains("is completed; only a run awaiting review can be reviewed"),
             "{stderr}"
@@ -486,21 +481,17 @@ fn a_decided_run_cannot_be_decided_again() {
         Some(2),
         "an expired run shows no case"
     );
-    let output = sandbox.warden(&[
-        "review",
+    let stderr = decide_refused(
+        &sandbox,
         &late,
-        "--decide",
-        "approved",
-        "--reviewer",
-        "a.one",
-        "--role",
-        "approver",
-        "--note",
+        ("approved", "a.one", "approver"),
         "late",
-        "--action",
         &digest,
-    ]);
-    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    );
+    assert!(
+        stderr.contains("only a run awaiting review can be reviewed"),
+        "{stderr}"
+    );
     assert_eq!(kinds(&sandbox, &late), before, "nothing was recorded");
     verifies_and_replays(&sandbox, &late);
 }
@@ -737,22 +728,13 @@ fn notes_submitters_and_forks_cannot_get_around_the_review() {
     let run_id = escalated_under(&sandbox, &tight, json!([]));
     let digest = action(&sandbox, &run_id);
     let note = "n".repeat(2_000);
-    let output = sandbox.warden(&[
-        "review",
+    let stderr = decide_refused(
+        &sandbox,
         &run_id,
-        "--decide",
-        "done",
-        "--reviewer",
-        "c.clerk",
-        "--role",
-        "clerk",
-        "--note",
+        ("done", "c.clerk", "clerk"),
         &note,
-        "--action",
         &digest,
-    ]);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    );
     assert!(
         stderr.contains("--note is too long") && stderr.contains("max_response_bytes = 1024"),
         "{stderr}"
