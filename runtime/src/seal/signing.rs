@@ -425,9 +425,7 @@ impl SignedTreeHead {
                 &self.signature,
             )
     }
-}
 
-impl SignedTreeHead {
     /// Why [`SignedTreeHead::verify`] refused it with `public`, in words that end a
     /// sentence like "the head is not signed by key K": another key's head, or a signature
     /// that does not check out under the key it names.
