@@ -360,15 +360,31 @@ fn hostile_text_from_the_agent_and_the_reviewer_is_escaped_never_markup() {
 
     let (_, case) = sandbox.warden_json(&["review", &run_id]);
     let action = case["action"].as_str().expect("action").to_string();
+    // Markup cannot be a reviewer's id (refused, exit 2), but a note is free text.
     let reviewer = "<b>mallory</b>";
-    let note = "</td></tr></table><script>alert(3)</script>";
-    let (code, decided) = sandbox.warden_json(&[
+    let refused = sandbox.warden(&[
         "review",
         &run_id,
         "--decide",
         "done",
         "--reviewer",
         reviewer,
+        "--role",
+        "clerk",
+        "--note",
+        "n",
+        "--action",
+        &action,
+    ]);
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    let note = "<b>mallory</b></td></tr></table><script>alert(3)</script>";
+    let (code, decided) = sandbox.warden_json(&[
+        "review",
+        &run_id,
+        "--decide",
+        "done",
+        "--reviewer",
+        "mallory",
         "--role",
         "clerk",
         "--note",

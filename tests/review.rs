@@ -328,7 +328,7 @@ fn refused_decisions_are_recorded_and_the_run_still_waits() {
         ),
         (
             "done",
-            "\u{ff54}\u{ff45}\u{ff53}\u{ff54}\u{ff45}\u{ff52}",
+            "TESTER",
             "clerk",
             digest.as_str(),
             "submitted the run",
@@ -371,6 +371,17 @@ fn refused_decisions_are_recorded_and_the_run_still_waits() {
             "clerk",
             "--reviewer holds a control character",
         ),
+        (
+            "c.clerk\u{200b}",
+            "clerk",
+            "--reviewer holds an invisible character (U+200B)",
+        ),
+        (
+            "\u{ff54}ester",
+            "clerk",
+            "--reviewer holds the character U+FF54",
+        ),
+        ("c.clerk\u{2800}", "clerk", "U+2800"),
         ("c.clerk", "clerk ", "--role has spaces before or after it"),
         ("", "clerk", "--reviewer is empty"),
         (
@@ -418,7 +429,7 @@ fn dual_control_needs_two_distinct_reviewers() {
         (10, Some("pending")),
         "{first:#}"
     );
-    for same in ["a.one", "A.One", "a.\u{43e}ne", "\u{ff41}.one"] {
+    for same in ["a.one", "A.One", "a.\u{43e}ne", "A.ONE"] {
         let (code, again) = decide(&sandbox, &run_id, "approved", same, "approver", &digest);
         assert_eq!(code, 2, "{again:#}");
         assert!(
@@ -771,6 +782,29 @@ fn notes_submitters_and_forks_cannot_get_around_the_review() {
             "{stderr}"
         );
     }
+    // A $USER that is not UTF-8 is refused, not dropped (no submitter would be barred).
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+        .arg("--db")
+        .arg(sandbox.db())
+        .args([
+            "run",
+            guests::SCRIPTED,
+            "--policy",
+            policy,
+            "--bindings",
+            bindings,
+            "--input",
+            input,
+        ])
+        .env(
+            "USER",
+            <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"tester\xff"),
+        )
+        .output()
+        .expect("run warden");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("$USER is not UTF-8"), "{stderr}");
     let (code, fork) = sandbox.warden_json(&[
         "fork",
         &run_id,

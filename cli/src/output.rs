@@ -28,6 +28,23 @@ pub mod exit {
 #[derive(Debug)]
 pub struct Usage(pub String);
 
+/// The submitter of a new run: `--submitter`, or else `$USER`. A `$USER` that is not UTF-8
+/// is refused, not dropped: without a submitter the check that nobody reviews their own
+/// run would not apply.
+pub fn submitter(given: Option<&str>) -> anyhow::Result<Option<String>> {
+    if let Some(given) = given {
+        return Ok(Some(given.to_string()));
+    }
+    match std::env::var("USER") {
+        Ok(user) => Ok(Some(user)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(Usage(
+            "$USER is not UTF-8 text, so it cannot name the submitter; pass --submitter".into(),
+        )
+        .into()),
+    }
+}
+
 impl std::fmt::Display for Usage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)

@@ -90,10 +90,7 @@ pub fn run(db: &Path, signing_key: Option<&Path>, args: &Args) -> anyhow::Result
         // Resolves (and checks) the agent, policy and bindings; each input is checked as
         // its run starts.
         input: Some(InputSource::Text(inputs[0].input.clone())),
-        submitted_by: args
-            .submitter
-            .clone()
-            .or_else(|| std::env::var("USER").ok()),
+        submitted_by: output::submitter(args.submitter.as_deref())?,
         allow_paths_outside: args.allow_paths_outside_bindings_dir,
     };
     let template = spec.resolve().map_err(warden::Error::from)?;

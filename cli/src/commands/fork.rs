@@ -55,10 +55,7 @@ pub fn run(db: &Path, signing_key: Option<&Path>, args: &Args) -> anyhow::Result
         step: args.at_step,
         input_patch,
         bindings: args.bindings.as_deref(),
-        submitted_by: args
-            .submitter
-            .clone()
-            .or_else(|| std::env::var("USER").ok()),
+        submitted_by: output::submitter(args.submitter.as_deref())?,
         policy: match &args.policy {
             Some(path) => {
                 let (policy, text) =

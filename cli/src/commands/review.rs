@@ -181,7 +181,7 @@ fn render_case(db: &Path, case: &CaseFile) -> anyhow::Result<()> {
         )?,
         None => writeln!(
             out,
-            "by       no submitter was recorded (no --submitter and no $USER): the check that the submitter does not review it cannot apply"
+            "by       no submitter was recorded for this run (no --submitter and no $USER): only the submitters of any run it was forked from are barred from reviewing it"
         )?,
     }
     if let Some(request) = &case.request {

@@ -58,10 +58,7 @@ pub fn run(db: &Path, signing_key: Option<&Path>, args: &Args) -> anyhow::Result
         policy: args.policy.clone(),
         bindings: args.bindings.clone(),
         input,
-        submitted_by: args
-            .submitter
-            .clone()
-            .or_else(|| std::env::var("USER").ok()),
+        submitted_by: output::submitter(args.submitter.as_deref())?,
         allow_paths_outside: args.allow_paths_outside_bindings_dir,
     };
     let new = spec.resolve().map_err(warden::Error::from)?;
