@@ -333,13 +333,6 @@ fn refused_decisions_are_recorded_and_the_run_still_waits() {
             digest.as_str(),
             "submitted the run",
         ),
-        (
-            "done",
-            "t\u{435}ster",
-            "clerk",
-            digest.as_str(),
-            "submitted the run",
-        ),
     ] {
         let (code, result) = decide(&sandbox, &run_id, outcome, reviewer, role, digest);
         assert_eq!(code, 2, "{result:#}");
@@ -382,6 +375,7 @@ fn refused_decisions_are_recorded_and_the_run_still_waits() {
             "--reviewer holds the character U+FF54",
         ),
         ("c.clerk\u{2800}", "clerk", "U+2800"),
+        ("t\u{435}ster", "clerk", "mixes letters of scripts"),
         ("c.clerk", "clerk ", "--role has spaces before or after it"),
         ("", "clerk", "--reviewer is empty"),
         (
@@ -406,9 +400,9 @@ fn refused_decisions_are_recorded_and_the_run_still_waits() {
         "{stderr}"
     );
     let kinds = kinds(&sandbox, &run_id);
-    assert_eq!(kinds.iter().filter(|k| *k == "review_refused").count(), 7);
+    assert_eq!(kinds.iter().filter(|k| *k == "review_refused").count(), 6);
     let (_, case) = sandbox.warden_json(&["review", &run_id]);
-    assert_eq!(case["refused"].as_array().map(Vec::len), Some(7));
+    assert_eq!(case["refused"].as_array().map(Vec::len), Some(6));
     assert_eq!(
         case["action"],
         digest.as_str(),
@@ -429,7 +423,7 @@ fn dual_control_needs_two_distinct_reviewers() {
         (10, Some("pending")),
         "{first:#}"
     );
-    for same in ["a.one", "A.One", "a.\u{43e}ne", "A.ONE"] {
+    for same in ["a.one", "A.One", "a.0ne", "A.ONE"] {
         let (code, again) = decide(&sandbox, &run_id, "approved", same, "approver", &digest);
         assert_eq!(code, 2, "{again:#}");
         assert!(

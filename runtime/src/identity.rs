@@ -5,6 +5,7 @@
 use unicode_normalization::UnicodeNormalization;
 use unicode_normalization::char::is_combining_mark;
 use unicode_security::general_security_profile::{GeneralSecurityProfile, IdentifierType};
+use unicode_security::{RestrictionLevel, RestrictionLevelDetection};
 
 /// The longest id recorded, in bytes.
 pub(crate) const MAX_BYTES: usize = 256;
@@ -36,6 +37,10 @@ pub(crate) fn problem(id: &str) -> Option<String> {
         )
     } else if id.split(' ').any(str::is_empty) {
         "holds two spaces in a row".to_string()
+    } else if !one_writing_system(id) {
+        "mixes letters of scripts that are not written together (Latin with Armenian, \
+         Cyrillic or Greek, say), which can look like another id: write it in one script"
+            .to_string()
     } else {
         return None;
     };
@@ -56,6 +61,17 @@ fn allowed(c: char) -> bool {
     c.is_ascii_alphanumeric()
         || matches!(c, '.' | '-' | '_' | '@' | '+' | '\'' | ' ')
         || (!c.is_ascii() && c.identifier_allowed())
+}
+
+/// Whether the letters of `id` (its ASCII signs aside) are of one script, or of scripts
+/// written together (Han with kana or Hangul, and Latin with those): UTS #39's "highly
+/// restrictive" level. A Latin id with one Armenian `Լ` or Cyrillic `е` in it is not.
+fn one_writing_system(id: &str) -> bool {
+    let letters: String = id
+        .chars()
+        .filter(|c| !matches!(c, '.' | '-' | '_' | '@' | '+' | '\'' | ' '))
+        .collect();
+    letters.as_str().detect_restriction_level() <= RestrictionLevel::HighlyRestrictive
 }
 
 /// Whether two ids could name the same person: they are compared by [`key`], so that ids
@@ -160,6 +176,10 @@ mod tests {
             ("alice\u{1f3fb}", "U+1F3FB"),
             ("a.b@bank\u{3002}example", "U+3002"),
             ("alice  smith", "two spaces"),
+            ("\u{53c}isa", "mixes letters of scripts"),
+            ("u.schmidt\u{58a}review", "mixes letters of scripts"),
+            ("\u{a78d}\u{435}\u{43d}", "mixes letters of scripts"),
+            ("b\u{43e}b", "mixes letters of scripts"),
         ] {
             let problem = problem(id).unwrap_or_default();
             assert!(problem.contains(says), "{id:?}: {problem}");
@@ -167,6 +187,11 @@ mod tests {
         assert!(problem(&"r".repeat(257)).is_some());
         assert_eq!(problem("u.schmidt@bank.example"), None);
         for id in [
+            "Nguyễn Văn An",
+            "ジョン・スミス",
+            "Марʼяна",
+            "Li 李",
+            "김민준",
             "José Álvarez",
             "o'brien",
             "u.schmidt+review@bank.example",
