@@ -330,18 +330,14 @@ fn wat_error(error: &wat::Error) -> String {
     let text = error.to_string();
     let mut lines = text.lines();
     let message = lines.next().unwrap_or_default().trim();
-    let place = lines
+    // `--> FILE:LINE:COLUMN`
+    let mut place = lines
         .find_map(|l| l.trim().strip_prefix("-->"))
-        .and_then(|place| {
-            place
-                .trim()
-                .rsplitn(3, ':')
-                .collect::<Vec<_>>()
-                .get(..2)
-                .map(<[_]>::to_vec)
-        });
-    match place.as_deref() {
-        Some([column, line]) => format!("{message} (line {line}, column {column})"),
+        .map(|place| place.trim().rsplitn(3, ':'))
+        .into_iter()
+        .flatten();
+    match (place.next(), place.next()) {
+        (Some(column), Some(line)) => format!("{message} (line {line}, column {column})"),
         _ => message.to_string(),
     }
 }

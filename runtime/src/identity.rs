@@ -58,19 +58,19 @@ pub(crate) fn problem(id: &str) -> Option<String> {
 /// (fullwidth, mathematical, circled, small capitals), and the scripts the profile limits
 /// (Cherokee, whose capitals look like Latin ones).
 fn allowed(c: char) -> bool {
-    c.is_ascii_alphanumeric()
-        || matches!(c, '.' | '-' | '_' | '@' | '+' | '\'' | ' ')
-        || (!c.is_ascii() && c.identifier_allowed())
+    c.is_ascii_alphanumeric() || is_sign(c) || (!c.is_ascii() && c.identifier_allowed())
+}
+
+/// The ASCII signs (and the space) an id may hold besides letters and digits.
+fn is_sign(c: char) -> bool {
+    matches!(c, '.' | '-' | '_' | '@' | '+' | '\'' | ' ')
 }
 
 /// Whether the letters of `id` (its ASCII signs aside) are of one script, or of scripts
 /// written together (Han with kana or Hangul, and Latin with those): UTS #39's "highly
 /// restrictive" level. A Latin id with one Armenian `Լ` or Cyrillic `е` in it is not.
 fn one_writing_system(id: &str) -> bool {
-    let letters: String = id
-        .chars()
-        .filter(|c| !matches!(c, '.' | '-' | '_' | '@' | '+' | '\'' | ' '))
-        .collect();
+    let letters: String = id.chars().filter(|c| !is_sign(*c)).collect();
     letters.as_str().detect_restriction_level() <= RestrictionLevel::HighlyRestrictive
 }
 

@@ -222,6 +222,9 @@ pub(super) fn check_output(
     out
 }
 
+/// What a decision's `roles` must hold.
+const ROLES: &str = "roles = [\"<role>\", ...], the roles that may give this outcome";
+
 /// The review rules of review states: every outcome offered names its roles (since
 /// edition 2), only offered outcomes are named, and a timeout's outcome is offered and
 /// never gated (a timeout must never approve).
@@ -274,15 +277,11 @@ pub(super) fn check_reviews(
             match &decision.roles {
                 // Written, but empty (or only empty names): point at the list itself.
                 Some(list) if roles.is_empty() => {
-                    let problem = Problem::EmptyList {
-                        expected: "roles = [\"<role>\", ...], the roles that may give this outcome",
-                    };
+                    let problem = Problem::EmptyList { expected: ROLES };
                     report.push(list.span(), format!("{field}.roles"), problem);
                 }
                 None => {
-                    let problem = Problem::Missing {
-                        expected: "roles = [\"<role>\", ...], the roles that may give this outcome",
-                    };
+                    let problem = Problem::Missing { expected: ROLES };
                     report.push(decision.span.clone(), format!("{field}.roles"), problem);
                 }
                 Some(_) => {}

@@ -182,9 +182,6 @@ pub fn decide(journal: &Journal, request: &ReviewRequest<'_>) -> Result<ReviewOu
         });
     }
     let stored = load(journal, request.run_id, "reviewed")?;
-    if stored.meta.status() != Status::AwaitingReview {
-        return Err(not_awaiting(&stored));
-    }
     let case = awaiting(&stored.records).ok_or_else(|| not_awaiting(&stored))?;
     let rules = stored
         .policy
