@@ -16,8 +16,8 @@ use crate::edition::Edition;
 use crate::effects::Effects;
 use crate::error::Error;
 use crate::journal::{
-    Commit, InheritedEvidence, Journal, Parent, Progress, Record, RecordBody, RunMeta, RunStart,
-    now_ms,
+    Bodies, Commit, InheritedEvidence, Journal, Parent, Progress, Record, RecordBody, RunMeta,
+    RunStart, kind, now_ms,
 };
 use crate::outcome::{Outcome, Status};
 use crate::recording::{self, Answering, Recording};
@@ -90,6 +90,13 @@ fn extend_path<'a>(path: &mut Vec<String>, bodies: impl Iterator<Item = &'a Reco
         RecordBody::Transition { to, .. } => Some(to.clone()),
         body => body.run_start().map(|start| start.state),
     }));
+}
+
+/// [`extend_path`] from encoded bodies, decoding only those that can enter a state.
+fn extend_path_encoded(path: &mut Vec<String>, bodies: &Bodies) {
+    let kinds = [kind::RUN_STARTED, kind::STARTED, kind::TRANSITION];
+    let entering: Vec<RecordBody> = bodies.of_kinds(&kinds).collect();
+    extend_path(path, entering.iter());
 }
 
 /// A fresh run id: UTC time to the millisecond (`20261201-204823.123`) plus twelve hex
@@ -206,7 +213,7 @@ pub(crate) fn begin(
     };
     let mut commit = Commit {
         create: Some(summary(&start)),
-        records: vec![RecordBody::Started(Box::new(start.clone()))],
+        records: vec![RecordBody::Started(Box::new(start.clone()))].into(),
         blobs: [
             (new.agent.hash, new.agent.bytes.clone()),
             (start.policy_text, new.policy_text.as_bytes().into()),
@@ -227,7 +234,7 @@ pub(crate) fn begin(
     let mut exec = match opened {
         Opened::Ready(exec) => exec,
         Opened::Failed(reason) => {
-            commit.records.push(RecordBody::Outcome(Box::new(Outcome {
+            commit.records.push(&RecordBody::Outcome(Box::new(Outcome {
                 status: Status::Failed,
                 state: start.state.clone(),
                 output: None,
@@ -254,7 +261,7 @@ pub(crate) fn begin(
             let (facts, visit, calls) = evidence.inheritance();
             commit
                 .records
-                .push(RecordBody::Inherited(Box::new(InheritedEvidence {
+                .push(&RecordBody::Inherited(Box::new(InheritedEvidence {
                     facts,
                     visit,
                     calls,
@@ -269,20 +276,20 @@ pub(crate) fn begin(
                     _ => None,
                 });
                 if let Some(review) = review {
-                    commit.records.push(RecordBody::InheritedReview(review));
+                    commit.records.push(&RecordBody::InheritedReview(review));
                 }
             }
         }
     }
     driver::capture(&mut exec, &mut commit)?;
-    commit.records.extend(exec.take_records());
+    commit.records.append(&exec.take_records());
     // The report is built from exactly what is committed, as `RunReport::load` would
     // build it from the journal, without reading the run back.
     let mut path = Vec::new();
-    extend_path(&mut path, commit.records.iter());
+    extend_path_encoded(&mut path, &commit.records);
     let mut meta = journal.commit(&run_id, commit)?;
     if let Some(last) = commit_steps(journal, &mut exec, first_step, &mut |records| {
-        extend_path(&mut path, records.iter());
+        extend_path_encoded(&mut path, records);
     })? {
         meta = last;
     }
@@ -376,7 +383,7 @@ pub(crate) fn commit_steps(
     journal: &Journal,
     exec: &mut Execution,
     from: u32,
-    committed: &mut dyn FnMut(&[RecordBody]),
+    committed: &mut dyn FnMut(&Bodies),
 ) -> Result<Option<RunMeta>, Error> {
     let run_id = exec.host().run_id.clone();
     let mut last = None;

@@ -14,7 +14,7 @@ use crate::checkpoint::{self, Capture, Checkpoint, CheckpointError, PageTracker}
 use crate::digest::{Digest, domain};
 use crate::engine;
 use crate::host_call::{Halt, HostState, host_call};
-use crate::journal::{Edition, RecordBody};
+use crate::journal::{Bodies, Edition, RecordBody};
 use crate::outcome::{FailureReason, HostFault, Status, TrapCode};
 use crate::policy::StateKind;
 use crate::recording::Divergence;
@@ -154,8 +154,8 @@ impl Execution {
     }
 
     /// Takes the records of the step in flight, for committing or discarding.
-    pub fn take_records(&mut self) -> Vec<RecordBody> {
-        std::mem::take(&mut self.store.data_mut().journal.records)
+    pub fn take_records(&mut self) -> Bodies {
+        self.store.data_mut().journal.take()
     }
 
     /// Runs step number `step` to its end.

@@ -8,7 +8,6 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use serde::Serialize;
 use warden_guest::wire::{self, Request, Response};
 use wasmtime::{Caller, Memory};
@@ -17,7 +16,7 @@ use crate::decision::{
     CapabilityKind, Decision, FeatureRecord, InferenceRecord, ModelInference, Rule, RunView,
     Verdict, enforce,
 };
-use crate::journal::RecordBody;
+use crate::journal::{ByteSlice, HostCallRef, RecordBody};
 use crate::outcome::{FailureReason, GuestFault, HostFault, Limit};
 use crate::recording::Divergence;
 
@@ -139,20 +138,19 @@ fn call(caller: &mut Caller<'_, HostState>, ptr: u32, len: u32) -> Result<i64, H
         }));
     }
     let memory = guest_memory(caller)?;
-    let (data, host) = memory.data_and_store_mut(&mut *caller);
+    let (data, state) = memory.data_and_store_mut(&mut *caller);
     let range = guest_range(data.len(), ptr, len)
-        .map_err(|fault| host.fail(|step| FailureReason::Fault { step, fault }))?;
-    let bytes = host.journal.copy(data.get(range).unwrap_or_default());
-    let request = decode_request(&bytes).map_err(|fault| {
-        caller
-            .data()
-            .fail(|step| FailureReason::Fault { step, fault })
-    })?;
+        .map_err(|fault| state.fail(|step| FailureReason::Fault { step, fault }))?;
+    // The request is read where the guest wrote it, and its bytes are copied once: into
+    // its record.
+    let bytes: &[u8] = data.get(range).unwrap_or_default();
+    let request = decode_request(bytes)
+        .map_err(|fault| state.fail(|step| FailureReason::Fault { step, fault }))?;
 
-    if caller.data().edition >= crate::edition::Edition::V2
+    if state.edition >= crate::edition::Edition::V2
         && let Some(error) = ambiguous_json(&request)
     {
-        return Err(caller.data().fail(|step| FailureReason::Fault {
+        return Err(state.fail(|step| FailureReason::Fault {
             step,
             fault: GuestFault::MalformedRequest {
                 len: bytes.len() as u32,
@@ -160,7 +158,6 @@ fn call(caller: &mut Caller<'_, HostState>, ptr: u32, len: u32) -> Result<i64, H
             },
         }));
     }
-    let state = caller.data_mut();
     let call = u64::from(state.host_calls);
     state.host_calls += 1;
     let (kind, tool, model) = match &request {
@@ -198,18 +195,21 @@ fn call(caller: &mut Caller<'_, HostState>, ptr: u32, len: u32) -> Result<i64, H
         span.record("verdict", decision.verdict.name());
         span.record("rule", decision.rule.name());
     }
-    // A counterfactual answers by the exact request bytes, so effects need them.
-    let effect_key =
-        matches!(request, Request::Tool { .. } | Request::Model { .. }).then(|| bytes.clone());
     let next = Next::after(&decision);
-    state.push(RecordBody::HostCall {
-        step: state.step,
-        call,
-        state: Arc::clone(&state.state),
-        fuel,
-        request: bytes,
-        decision,
-    })?;
+    let limit = budgets.max_journal_bytes;
+    state.journal.push_host_call(
+        HostCallRef {
+            step: state.step,
+            call,
+            state: &state.state,
+            fuel,
+            request: ByteSlice(bytes),
+            decision: &decision,
+        },
+        limit,
+        state.step,
+    )?;
+    drop(decision);
     let answer = match next {
         Next::AwaitingReview => return Err(Halt::AwaitingReview),
         Next::Deny(rule) => return Err(state.fail(|step| FailureReason::Denied { step, rule })),
@@ -224,16 +224,11 @@ fn call(caller: &mut Caller<'_, HostState>, ptr: u32, len: u32) -> Result<i64, H
                 fault: HostFault::EscalationWithoutGate,
             }));
         }
-        Next::Perform(features) => {
-            let bytes = effect_key.as_deref().unwrap_or(&[]);
-            state.perform(call, request, bytes, features)?
-        }
+        Next::Perform(features) => state.perform(call, request, bytes, features)?,
     };
-    let response = state.encode_answer(&answer);
-    let len = response.len();
-    let record = state.journal.records.len();
     // Journaled even when over budget: the effect has run, and replay answers from it.
-    state.push(RecordBody::HostResponse { call, response })?;
+    let pending = state.push_answer(call, &answer)?;
+    let len = pending.bytes.len();
     if let Some(inference) = state.recorded_inference.take() {
         state.push(RecordBody::Inference(Box::new(inference)))?;
     }
@@ -246,7 +241,7 @@ fn call(caller: &mut Caller<'_, HostState>, ptr: u32, len: u32) -> Result<i64, H
         }));
     }
     // The guest reads the bytes from their record: one copy of them, not two.
-    state.pending = Some(PendingResponse { call, record });
+    state.pending = Some(pending);
     Ok(len as i64)
 }
 
@@ -382,12 +377,18 @@ impl postcard::ser_flavors::Flavor for SameBytes<'_> {
 }
 
 impl HostState {
-    /// The bytes of `answer` as the guest reads them and the journal records them.
-    fn encode_answer(&mut self, answer: &Answer) -> Bytes {
+    /// Records `answer` as the response to `call`, encoded as the guest reads it.
+    fn push_answer(&mut self, call: u64, answer: &Answer) -> Result<PendingResponse, Halt> {
+        let (limit, step) = (self.policy.budgets.max_journal_bytes, self.step);
+        let journal = &mut self.journal;
         match answer {
-            Answer::Input => self.journal.encode(&BorrowedResponse::Input(&self.input)),
-            Answer::State => self.journal.encode(&BorrowedResponse::State(&self.state)),
-            Answer::Response(response) => self.journal.encode(response),
+            Answer::Input => {
+                journal.push_response(call, &BorrowedResponse::Input(&self.input), limit, step)
+            }
+            Answer::State => {
+                journal.push_response(call, &BorrowedResponse::State(&self.state), limit, step)
+            }
+            Answer::Response(response) => journal.push_response(call, response, limit, step),
         }
     }
 
@@ -511,7 +512,7 @@ fn read_response(caller: &mut Caller<'_, HostState>, ptr: u32, len: u32) -> Resu
     let Some(needed) = caller
         .data()
         .journal
-        .response(pending)
+        .response(&pending)
         .map(|r| r.len() as u32)
     else {
         return Err(no_response(caller.data()));
@@ -527,7 +528,7 @@ fn read_response(caller: &mut Caller<'_, HostState>, ptr: u32, len: u32) -> Resu
     let memory_bytes = data.len() as u64;
     let range = guest_range(data.len(), ptr, needed);
     let dst = range.ok().and_then(|range| data.get_mut(range));
-    match (dst, host.journal.response(pending)) {
+    match (dst, host.journal.response(&pending)) {
         (Some(dst), Some(response)) => {
             dst.copy_from_slice(response);
             Ok(i64::from(needed))

@@ -5,15 +5,15 @@
 //! Upholds invariant 7 (bounded): the journal bytes a run produces and the memory it may
 //! grow to are counted here against the policy's budgets.
 
+use std::ops::Range;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
 use wasmtime::{Memory, ResourceLimiter};
 
 use super::Halt;
 use crate::decision::{Evidence, InferenceRecord};
 use crate::effects::Effects;
-use crate::journal::{Edition, RecordBody};
+use crate::journal::{Bodies, Edition, HostCallRef, RecordBody, kind};
 use crate::outcome::{FailureReason, Limit};
 use crate::policy::Policy;
 use crate::recording::Expected;
@@ -64,47 +64,92 @@ impl ResourceLimiter for MemoryLimiter {
     }
 }
 
-/// The response a guest reads next: the `HostResponse` record of the step in flight that
-/// holds its bytes (records are taken only between steps, and `pending` is cleared then).
-#[derive(Debug, Clone, Copy)]
+/// The response a guest reads next: where its bytes are in the `HostResponse` record of
+/// the step in flight that holds them (records are taken only between steps, and
+/// `pending` is cleared then).
+#[derive(Debug, Clone)]
 pub(crate) struct PendingResponse {
-    /// The call it answers.
-    pub(crate) call: u64,
-    /// Its index in [`StepJournal::records`].
+    /// The index of its record in [`StepJournal::records`].
     pub(crate) record: usize,
+    /// Where the response's bytes are in the step's encoded records.
+    pub(crate) bytes: Range<usize>,
 }
 
-/// The records of the step in flight, and what replay expects them to be.
+/// The records of the step in flight, each encoded as it is pushed, and what replay
+/// expects them to be.
 #[derive(Debug, Default)]
 pub(crate) struct StepJournal {
     /// Records not yet committed.
-    pub(crate) records: Vec<RecordBody>,
+    pub(crate) records: Bodies,
     /// Approximate bytes of records the run has produced, against `max_journal_bytes`.
     pub(crate) bytes: u64,
     /// For exact replay: the recorded bodies, compared as they are produced.
     pub(crate) expected: Option<Expected>,
-    /// How many records the latest step produced: the room a step's records start with,
-    /// so that a step of many calls does not grow (and copy) its records again and again.
-    room: usize,
-    /// Where the request and response bytes of calls are written: each record holds a
-    /// slice of it, and a chunk is freed (or written again) once no record holds any of it.
-    /// Requests and responses encode as `Vec<u8>`s do, so the journal's bytes are the same.
-    buffer: BytesMut,
+    /// How many records, and how many bytes of them, the latest step produced: the room a
+    /// step's records start with, so that a step of many calls does not grow (and copy)
+    /// its records again and again.
+    room: (usize, usize),
 }
 
 impl StepJournal {
-    fn push(&mut self, body: RecordBody, limit: u64, step: u32) -> Result<(), Halt> {
-        self.bytes += approximate_size(&body);
-        if let Some(expected) = &mut self.expected {
-            expected
-                .check(&body)
-                .map_err(|d| Halt::Diverged(Box::new(d)))?;
-        }
-        if self.records.capacity() == 0 {
-            self.records.reserve(self.room);
-        }
+    /// Adds `body`.
+    fn push(&mut self, body: &RecordBody, limit: u64, step: u32) -> Result<(), Halt> {
+        self.reserve();
         self.records.push(body);
-        self.room = self.records.len();
+        self.pushed(approximate_size(body), limit, step)
+    }
+
+    /// Adds the `HostCall` record of `call`.
+    pub(crate) fn push_host_call(
+        &mut self,
+        call: HostCallRef<'_>,
+        limit: u64,
+        step: u32,
+    ) -> Result<(), Halt> {
+        self.reserve();
+        let size = 64 + (call.request.0.len() + call.state.len()) as u64;
+        self.records.push_host_call(call);
+        self.pushed(size, limit, step)
+    }
+
+    /// Adds the `HostResponse` record of `call`, whose response is `response`'s encoding;
+    /// returns where the guest reads it.
+    pub(crate) fn push_response<T: serde::Serialize + ?Sized>(
+        &mut self,
+        call: u64,
+        response: &T,
+        limit: u64,
+        step: u32,
+    ) -> Result<PendingResponse, Halt> {
+        self.reserve();
+        let record = self.records.len();
+        let bytes = self.records.push_response(call, response);
+        let size = 64 + bytes.len() as u64;
+        self.pushed(size, limit, step)?;
+        Ok(PendingResponse { record, bytes })
+    }
+
+    /// Starts the step's records with the room the previous step's took.
+    #[inline]
+    fn reserve(&mut self) {
+        if self.records.is_empty() && self.room != (0, 0) {
+            self.records = Bodies::with_room(self.room.0, self.room.1);
+            self.room = (0, 0);
+        }
+    }
+
+    /// Counts the record just pushed (`size` approximate bytes) against `limit`, and
+    /// compares it with replay's expectation (a divergent record is taken back out).
+    fn pushed(&mut self, size: u64, limit: u64, step: u32) -> Result<(), Halt> {
+        self.bytes += size;
+        if let Some(expected) = &mut self.expected {
+            let last = self.records.len() - 1;
+            let checked = expected.check_encoded(self.records.get(last).unwrap_or_default());
+            if let Err(divergence) = checked {
+                self.records.truncate(last);
+                return Err(Halt::Diverged(Box::new(divergence)));
+            }
+        }
         if self.bytes > limit {
             return Err(Halt::Failed(Box::new(FailureReason::LimitExceeded {
                 step,
@@ -116,80 +161,28 @@ impl StepJournal {
         Ok(())
     }
 
-    /// A copy of `bytes`: a slice of the step's buffer, or its own allocation if large.
-    pub(crate) fn copy(&mut self, bytes: &[u8]) -> Bytes {
-        if bytes.len() > OWN_ALLOCATION {
-            return Bytes::copy_from_slice(bytes);
-        }
-        self.room_for(bytes.len());
-        self.buffer.extend_from_slice(bytes);
-        self.buffer.split().freeze()
-    }
-
-    /// `value`'s postcard encoding: a slice of the step's buffer, or its own allocation
-    /// if large.
-    pub(crate) fn encode<T: serde::Serialize + ?Sized>(&mut self, value: &T) -> Bytes {
-        let size = postcard::experimental::serialized_size(value).unwrap_or(0);
-        if size > OWN_ALLOCATION {
-            // Serialising our own plain data types to a Vec cannot fail.
-            return postcard::to_extend(value, Vec::with_capacity(size))
-                .unwrap_or_default()
-                .into();
-        }
-        self.room_for(size);
-        if postcard::serialize_with_flavor(value, Writer(&mut self.buffer)).is_err() {
-            self.buffer.clear();
-        }
-        self.buffer.split().freeze()
-    }
-
-    /// Makes room for `len` (at most [`OWN_ALLOCATION`]) more bytes: the rest of the
-    /// chunk, or a chunk of its own (the same one again once no record holds any of it).
-    fn room_for(&mut self, len: usize) {
-        if self.buffer.capacity() - self.buffer.len() < len {
-            self.buffer.reserve(BUFFER_CHUNK);
-        }
+    /// Takes the step's records, for committing or discarding.
+    pub(crate) fn take(&mut self) -> Bodies {
+        let records = std::mem::take(&mut self.records);
+        self.room = (records.len().min(ROOM.0), records.byte_len().min(ROOM.1));
+        records
     }
 
     /// The bytes of the response `pending` names, if its record is there.
-    pub(crate) fn response(&self, pending: PendingResponse) -> Option<&[u8]> {
-        match self.records.get(pending.record) {
-            Some(RecordBody::HostResponse { call, response }) if *call == pending.call => {
-                Some(response)
-            }
-            _ => None,
+    pub(crate) fn response(&self, pending: &PendingResponse) -> Option<&[u8]> {
+        let record = self.records.span(pending.record)?;
+        let inside = record.start < pending.bytes.start && pending.bytes.end == record.end;
+        let is_response = self.records.slice(record.clone())?.first() == Some(&kind::HOST_RESPONSE);
+        if !(inside && is_response) {
+            return None;
         }
+        self.records.slice(pending.bytes.clone())
     }
 }
 
-/// The size of the step buffer's chunks.
-const BUFFER_CHUNK: usize = 64 * 1024;
-
-/// Pieces larger than this are allocated on their own, so that the buffer never grows past
-/// one chunk and a chunk is never left with more than this unused: the memory records hold
-/// stays within about 7% of their bytes, whatever sizes a guest chooses.
-const OWN_ALLOCATION: usize = 4 * 1024;
-
-/// A postcard output appending to a buffer.
-struct Writer<'a>(&'a mut BytesMut);
-
-impl postcard::ser_flavors::Flavor for Writer<'_> {
-    type Output = ();
-
-    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
-        self.0.extend_from_slice(&[byte]);
-        Ok(())
-    }
-
-    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        self.0.extend_from_slice(data);
-        Ok(())
-    }
-
-    fn finalize(self) -> postcard::Result<()> {
-        Ok(())
-    }
-}
+/// The most room a step's records start with (records, bytes): a step that wrote more
+/// grows its buffer as it goes.
+const ROOM: (usize, usize) = (1 << 16, 1 << 20);
 
 /// Journal size of a record the guest can cause: its variable-length parts plus a fixed
 /// allowance. Records of the step structure (bounded by `max_steps`) count as 0, so that
@@ -305,7 +298,7 @@ impl HostState {
     /// Adds a record to the step in flight (checked against replay's expectation).
     pub(crate) fn push(&mut self, body: RecordBody) -> Result<(), Halt> {
         let limit = self.policy.budgets.max_journal_bytes;
-        self.journal.push(body, limit, self.step)
+        self.journal.push(&body, limit, self.step)
     }
 
     pub(super) fn fail(&self, reason: impl FnOnce(u32) -> FailureReason) -> Halt {

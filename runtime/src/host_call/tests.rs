@@ -127,54 +127,11 @@ mod properties {
         #[test]
         fn borrowed_responses_encode_as_the_wire_responses(text in text()) {
             use super::super::BorrowedResponse;
-            use super::super::state::StepJournal;
-            let mut journal = StepJournal::default();
-            prop_assert_eq!(
-                journal.encode(&BorrowedResponse::Input(&text)),
-                encode(&Response::Input(text.clone()))
-            );
-            prop_assert_eq!(
-                journal.encode(&BorrowedResponse::State(&text)),
-                encode(&Response::State(text.clone()))
-            );
-        }
-
-        /// The step buffer hands out slices of shared chunks, written again once free:
-        /// every slice keeps its bytes whatever is written, dropped or reused after it,
-        /// across chunk edges and for pieces larger than a chunk.
-        #[test]
-        fn step_buffer_slices_keep_their_bytes(
-            pieces in proptest::collection::vec(
-                (0usize..3, 0usize..150_000, any::<u8>(), any::<bool>()),
-                1..40,
-            ),
-        ) {
-            use super::super::state::StepJournal;
-            let mut journal = StepJournal::default();
-            let mut kept: Vec<(bytes::Bytes, Vec<u8>)> = Vec::new();
-            for (kind, len, seed, keep) in pieces {
-                // Mostly small, as requests are; now and then over a 64 KiB chunk.
-                let len = if kind == 0 { len } else { len % 300 };
-                let expected: Vec<u8> =
-                    (0..len).map(|i| seed.wrapping_add((i % 251) as u8)).collect();
-                let (slice, expected) = if kind == 2 {
-                    let text = String::from_utf8_lossy(&expected).into_owned();
-                    let slice = journal.encode(&Response::State(text.clone()));
-                    (slice, encode(&Response::State(text)))
-                } else {
-                    (journal.copy(&expected), expected)
-                };
-                prop_assert_eq!(&slice[..], &expected[..]);
-                if keep {
-                    kept.push((slice, expected));
-                } else if kept.len() > 2 {
-                    // A step's records are dropped together, but not always all of them.
-                    kept.remove(kept.len() / 2);
-                }
-            }
-            for (slice, expected) in &kept {
-                prop_assert_eq!(&slice[..], &expected[..]);
-            }
+            let mut bodies = crate::journal::Bodies::default();
+            let input = bodies.push_response(0, &BorrowedResponse::Input(&text));
+            let state = bodies.push_response(1, &BorrowedResponse::State(&text));
+            prop_assert_eq!(bodies.slice(input), Some(&encode(&Response::Input(text.clone()))[..]));
+            prop_assert_eq!(bodies.slice(state), Some(&encode(&Response::State(text.clone()))[..]));
         }
 
         /// Random bytes rarely get past the variant tag; damaged real requests reach

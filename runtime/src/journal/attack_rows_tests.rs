@@ -66,7 +66,7 @@ pub(super) fn first_commit(run_id: &str, more: Vec<RecordBody>) -> Commit {
     records.extend(more);
     Commit {
         create: Some(meta),
-        records,
+        records: records.into(),
         blobs: vec![
             (start.agent, agent.into()),
             (start.policy_text, policy.into()),
@@ -83,7 +83,7 @@ fn make_run(j: &Journal, run_id: &str) {
     j.commit(
         run_id,
         Commit {
-            records: vec![step(1), step(2), step(3)],
+            records: vec![step(1), step(2), step(3)].into(),
             ..Commit::default()
         },
     )
@@ -91,7 +91,7 @@ fn make_run(j: &Journal, run_id: &str) {
     j.commit(
         run_id,
         Commit {
-            records: vec![step(4), step(5)],
+            records: vec![step(4), step(5)].into(),
             ..Commit::default()
         },
     )
@@ -562,7 +562,7 @@ fn an_ended_run_takes_no_more_records() {
             .unwrap();
         let before = fx.j.records(run_id).unwrap();
         let more = Commit {
-            records: vec![step(2)],
+            records: vec![step(2)].into(),
             ..Commit::default()
         };
         match fx.j.commit(run_id, more) {

@@ -18,8 +18,8 @@ use redb::ReadableTable;
 use super::log::LogEntry;
 use super::record::{RecordRow, StoredMetaRef};
 use super::{
-    BLOBS, CHECKPOINTS, Checkpoint, Journal, JournalError, PAGES, RECORDS, RUNS, RecordBody,
-    RunMeta, Stored, encode, now_ms,
+    BLOBS, Bodies, CHECKPOINTS, Checkpoint, Journal, JournalError, PAGES, RECORDS, RUNS,
+    RecordBody, RunMeta, Stored, encode, kind, now_ms,
 };
 use crate::checkpoint::page_store;
 use crate::digest::Digest;
@@ -29,8 +29,8 @@ use crate::digest::Digest;
 pub struct Commit {
     /// Creates the run with this metadata in the same transaction (the first commit).
     pub create: Option<RunMeta>,
-    /// Records to append (chained by the journal).
-    pub records: Vec<RecordBody>,
+    /// Records to append (chained by the journal), encoded.
+    pub records: Bodies,
     /// Content-addressed blobs (module, policy text, input) to store if absent.
     pub blobs: Vec<(Digest, std::sync::Arc<[u8]>)>,
     /// Memory pages to store if absent.
@@ -312,11 +312,10 @@ impl Journal {
         }
         // The summary of an ended run is its Outcome record, field for field, so the two
         // can never disagree (verification checks that they don't).
-        if let Some(outcome) = commit.records.iter().rev().find_map(|body| match body {
-            RecordBody::Outcome(outcome) => Some(outcome),
-            _ => None,
-        }) {
-            meta.outcome.clone_from(outcome);
+        if let Some(RecordBody::Outcome(outcome)) =
+            commit.records.of_kinds(&[kind::OUTCOME]).next_back()
+        {
+            meta.outcome = *outcome;
         }
         // The commit's records are one row, under the index of its first record.
         let row = RecordRow::encode(&commit.records, meta.records, meta.head, at_ms);
@@ -386,7 +385,8 @@ mod tests {
             records: vec![RecordBody::StepStarted {
                 step,
                 state: "s".into(),
-            }],
+            }]
+            .into(),
             ..Commit::default()
         }
     }

@@ -18,6 +18,7 @@ use crate::checkpoint::Checkpoint;
 use crate::digest::Digest;
 
 mod audit;
+mod bodies;
 mod commit;
 mod describe;
 mod log;
@@ -28,6 +29,8 @@ mod wasi_call;
 
 pub use crate::edition::Edition;
 pub use audit::{Audit, LogAudit};
+pub use bodies::Bodies;
+pub(crate) use bodies::{ByteSlice, HostCallRef, decode as decode_body, encode_into, kind};
 pub use commit::{Commit, Progress};
 
 pub use describe::{describe_request, describe_request_bytes, describe_response_bytes};

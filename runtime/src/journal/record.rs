@@ -573,16 +573,6 @@ pub(super) enum StoredRecords {
     V2(Vec<(Record, Digest)>),
 }
 
-/// A record borrowing its body: encodes exactly as [`Record`] (postcard writes fields in
-/// order, without names), so that a commit encodes each body once, in place.
-#[derive(Serialize)]
-struct RecordRef<'a> {
-    index: u64,
-    prev: Digest,
-    at_ms: u64,
-    body: &'a RecordBody,
-}
-
 /// The rows a commit appends to table `records`, built in one buffer: `StoredRecords::V2`
 /// of its records, each chained to the one before and followed by its digest.
 pub(super) struct RecordRow {
@@ -593,23 +583,22 @@ pub(super) struct RecordRow {
 
 impl RecordRow {
     /// Encodes `bodies` as records `first..` chained from `prev`, written at `at_ms`.
-    pub(super) fn encode(bodies: &[RecordBody], first: u64, prev: Digest, at_ms: u64) -> Self {
+    pub(super) fn encode(bodies: &super::Bodies, first: u64, prev: Digest, at_ms: u64) -> Self {
         // Variant index 1 (V2), then the number of records: postcard varints.
-        let mut bytes = Vec::with_capacity(16 + bodies.len() * 96);
+        let mut bytes = Vec::with_capacity(16 + bodies.len() * 48 + bodies.byte_len());
         bytes.push(1);
         bytes = postcard::to_extend(&bodies.len(), bytes).unwrap_or_default();
         let mut digests = Vec::with_capacity(bodies.len());
         let mut prev = prev;
-        for (index, body) in (first..).zip(bodies) {
+        for (index, body) in (first..).zip(bodies.iter()) {
+            // A record's fields in order (postcard writes them without names): its index,
+            // its predecessor's digest (32 bytes as they are), its time, then its body
+            // as the step encoded it.
             let start = bytes.len();
-            let record = RecordRef {
-                index,
-                prev,
-                at_ms,
-                body,
-            };
-            // Serialising our own plain data types to a Vec cannot fail.
-            bytes = postcard::to_extend(&record, bytes).unwrap_or_default();
+            bytes = postcard::to_extend(&index, bytes).unwrap_or_default();
+            bytes.extend_from_slice(&prev.0);
+            bytes = postcard::to_extend(&at_ms, bytes).unwrap_or_default();
+            bytes.extend_from_slice(body);
             prev = Digest::of(domain::RECORD, &bytes[start..]);
             bytes.extend_from_slice(&prev.0);
             digests.push(prev);

@@ -244,7 +244,7 @@ proptest! {
         prev in any::<[u8; 32]>(),
         at_ms in any::<u64>(),
     ) {
-        let row = record::RecordRow::encode(&bodies, first, Digest(prev), at_ms);
+        let row = record::RecordRow::encode(&bodies.clone().into(), first, Digest(prev), at_ms);
         let mut expected = Vec::new();
         let mut head = Digest(prev);
         for (index, body) in (first..).zip(&bodies) {

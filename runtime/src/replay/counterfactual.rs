@@ -73,7 +73,7 @@ pub(super) fn run(stored: StoredRun, options: &ReplayOptions) -> Result<ReplayRe
     let replayed = match opened {
         Opened::Ready(mut exec) => {
             let end = driver::drive(&mut exec, 0, |_, boundary| {
-                produced.extend(boundary.commit.records);
+                produced.extend(boundary.commit.records.decode());
                 Ok(true)
             })?;
             let mut outcome = driver::outcome_of(&exec, &end, exec.host().step);

@@ -381,7 +381,7 @@ fn not_awaiting(stored: &StoredRun) -> Error {
 /// Appends one record to a run awaiting review (a refusal, or a first decision).
 fn append(journal: &Journal, run_id: &str, body: RecordBody) -> Result<(), Error> {
     let commit = Commit {
-        records: vec![body],
+        records: vec![body].into(),
         ..Commit::default()
     };
     journal.commit(run_id, commit)?;

@@ -1,5 +1,5 @@
 //! Red-team attacks on the host call's records with real guests (see
-//! `host_call::attack_tests` for the step buffer and the encodings): records of earlier
+//! `host_call::attack_tests` for the step journal's memory and the encodings): records of earlier
 //! steps keep their bytes, a response cannot be read after its step, the state recorded
 //! with each call follows transitions and checkpoint restores, and replay sees a changed
 //! request, response or state.
@@ -39,11 +39,8 @@ fn control_the_scripted_guest_traps_on_a_wrong_response() {
     );
 }
 
-// ---------------------------------------------------------------------------------------
-// The step buffer on its own.
-// ---------------------------------------------------------------------------------------
-
-/// The address range of a slice.
+/// One host call of a scripted guest: the request it sends, and (if `read`) the response
+/// it reads and compares with `expect` byte for byte (trapping on any difference).
 struct Call {
     request: Vec<u8>,
     read: bool,
@@ -240,7 +237,7 @@ fn held_records_of_an_earlier_step_keep_their_bytes() {
     for step in 1..=3u32 {
         let end = exec.run_step(step);
         ok(&end, &format!("step {step}"));
-        let records = exec.take_records();
+        let records = exec.take_records().decode();
         // A deep copy of what the records said when they were taken.
         let snapshot: Vec<RecordBody> = records
             .iter()
@@ -295,7 +292,7 @@ fn held_a_response_is_not_readable_after_its_step() {
     let mut exec = execution(&agent, "{}");
     let end = exec.run_step(1);
     ok(&end, "step 1");
-    drop(exec.take_records());
+    drop(exec.take_records().decode());
     let end = exec.run_step(2);
     assert!(
         matches!(
@@ -330,7 +327,7 @@ fn held_call_states_follow_transitions_and_restores() {
     let mut exec = execution(&agent, "{}");
     let (_, capture0) = exec.checkpoint().expect("checkpoint 0");
     ok(&exec.run_step(1), "step 1");
-    let step1 = exec.take_records();
+    let step1 = exec.take_records().decode();
     let states: Vec<String> = step1
         .iter()
         .filter_map(|b| match b {
@@ -341,7 +338,7 @@ fn held_call_states_follow_transitions_and_restores() {
     assert_eq!(states, ["start", "start", "mid"]);
     let (checkpoint, capture) = exec.checkpoint().expect("checkpoint");
     ok(&exec.run_step(2), "step 2");
-    let step2 = exec.take_records();
+    let step2 = exec.take_records().decode();
     // The state of step 1's records did not follow the host's later state.
     assert_eq!(
         step1
@@ -365,7 +362,7 @@ fn held_call_states_follow_transitions_and_restores() {
         .expect("restores");
     assert_eq!(&*fresh.host().state, "mid");
     ok(&fresh.run_step(2), "restored step 2");
-    let restored = fresh.take_records();
+    let restored = fresh.take_records().decode();
     assert_eq!(restored, step2, "restored step 2 records as the original's");
     assert!(restored.iter().any(|b| matches!(
         b,
@@ -385,7 +382,7 @@ fn held_replay_sees_a_changed_request_response_or_state() {
     let agent = agent(&steps);
     let mut exec = execution(&agent, "{\"a\":1}");
     ok(&exec.run_step(1), "recorded step");
-    let bodies = exec.take_records();
+    let bodies = exec.take_records().decode();
     let as_records = |bodies: &[RecordBody]| -> Vec<Record> {
         bodies
             .iter()
@@ -475,8 +472,8 @@ fn held_replay_sees_a_changed_request_response_or_state() {
 }
 
 /// Journal budget against memory: a step of many requests, each held by its record; the
-/// journal bytes counted cover every byte the guest's requests occupy in the step buffer
-/// (the buffer's waste is not counted, but is bounded by the next piece's size).
+/// journal bytes counted cover every byte of the guest's requests and responses in the
+/// step's records.
 #[test]
 fn held_journal_count_covers_request_bytes() {
     let steps = vec![
@@ -493,15 +490,10 @@ fn held_journal_count_covers_request_bytes() {
     let mut exec = execution(&agent, "{}");
     ok(&exec.run_step(1), "step");
     let counted = exec.host().journal.bytes;
-    let records = exec.take_records();
+    let records = exec.take_records().decode();
     let held: u64 = calls_of(&records)
         .iter()
         .map(|(q, r)| (q.len() + r.as_ref().map_or(0, Bytes::len)) as u64)
         .sum();
     assert!(counted >= held, "counted {counted} < held {held}");
 }
-
-// ---------------------------------------------------------------------------------------
-// Memory a guest can pin: bytes allocated by this thread, counted by a wrapper of the
-// system allocator (per thread, so that tests running beside it do not count).
-// ---------------------------------------------------------------------------------------

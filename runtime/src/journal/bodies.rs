@@ -1,0 +1,381 @@
+//! The records of a commit before they are chained: each body encoded once, as it is
+//! produced, one after another in one buffer.
+//!
+//! A step of many host calls writes each call's two records here as bytes (a few dozen
+//! each), instead of keeping a 232-byte [`RecordBody`] per record that the commit then
+//! encodes anyway. The commit chains these bytes as they are ([`super::RecordRow`]);
+//! replay compares them with the recorded bodies; the few readers that need a body back
+//! (the outcome, the path of states) decode only the records of the kinds they want.
+//!
+//! Every body here is the postcard encoding of a [`RecordBody`], byte for byte: the fast
+//! paths for host calls and responses write borrowed fields under the variant's index,
+//! and `tests` pins that they encode exactly as the owned variants do.
+
+use std::ops::Range;
+
+use serde::Serialize;
+
+use super::RecordBody;
+use crate::decision::Decision;
+
+/// The variant indexes of [`RecordBody`] that readers look for: a body's first byte
+/// (postcard writes the index as a varint, and every index is below 128).
+pub(crate) mod kind {
+    pub(crate) const RUN_STARTED: u8 = 0;
+    pub(crate) const HOST_CALL: u8 = 2;
+    pub(crate) const HOST_RESPONSE: u8 = 3;
+    pub(crate) const TRANSITION: u8 = 4;
+    pub(crate) const OUTCOME: u8 = 7;
+    pub(crate) const STARTED: u8 = 8;
+}
+
+/// The least a step's buffer grows by.
+const MIN_GROWTH: usize = 4096;
+
+/// Encoded record bodies, in order.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Bodies {
+    bytes: Vec<u8>,
+    /// Where each body ends in `bytes`.
+    ends: Vec<usize>,
+}
+
+impl Bodies {
+    /// No bodies, with room for `records` of `bytes` in all.
+    pub(crate) fn with_room(records: usize, bytes: usize) -> Bodies {
+        Bodies {
+            bytes: Vec::with_capacity(bytes),
+            ends: Vec::with_capacity(records),
+        }
+    }
+
+    /// The number of bodies.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The bytes of all bodies.
+    pub(crate) fn byte_len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Appends `body`, encoded.
+    pub fn push(&mut self, body: &RecordBody) {
+        self.make_room(postcard::experimental::serialized_size(body).unwrap_or(0));
+        self.write(body);
+        self.ends.push(self.bytes.len());
+    }
+
+    /// Appends a `RecordBody::HostCall` of these fields, encoded from where they are.
+    pub(crate) fn push_host_call(&mut self, call: HostCallRef<'_>) {
+        // The decision's names are the policy's; this is room for the common ones.
+        self.make_room(call.request.0.len() + call.state.len() + 256);
+        self.bytes.push(kind::HOST_CALL);
+        self.write(&call);
+        self.ends.push(self.bytes.len());
+    }
+
+    /// Appends a `RecordBody::HostResponse` of call `call` whose response is the encoding
+    /// of `response`, encoded in place; returns where the response's bytes are.
+    pub(crate) fn push_response<T: Serialize + ?Sized>(
+        &mut self,
+        call: u64,
+        response: &T,
+    ) -> Range<usize> {
+        // `Bytes` encode as their length, then themselves.
+        let size = postcard::experimental::serialized_size(response).unwrap_or(0);
+        self.make_room(size + 21);
+        self.bytes.push(kind::HOST_RESPONSE);
+        self.write(&call);
+        self.write(&size);
+        let start = self.bytes.len();
+        self.write(response);
+        let end = self.bytes.len();
+        self.ends.push(end);
+        start..end
+    }
+
+    /// The encoding of body `index`.
+    pub(crate) fn get(&self, index: usize) -> Option<&[u8]> {
+        self.bytes.get(self.span(index)?)
+    }
+
+    /// Where body `index` is in the buffer.
+    pub(crate) fn span(&self, index: usize) -> Option<Range<usize>> {
+        let end = *self.ends.get(index)?;
+        let start = index.checked_sub(1).map_or(0, |before| self.ends[before]);
+        Some(start..end)
+    }
+
+    /// The bytes at `range`, if they are there.
+    pub(crate) fn slice(&self, range: Range<usize>) -> Option<&[u8]> {
+        self.bytes.get(range)
+    }
+
+    /// The encoding of each body, in order.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &[u8]> + ExactSizeIterator {
+        (0..self.ends.len()).map(|index| self.get(index).unwrap_or_default())
+    }
+
+    /// Drops the bodies after the first `len`.
+    pub(crate) fn truncate(&mut self, len: usize) {
+        if len < self.ends.len() {
+            self.bytes
+                .truncate(if len == 0 { 0 } else { self.ends[len - 1] });
+            self.ends.truncate(len);
+        }
+    }
+
+    /// Appends `other`'s bodies.
+    pub fn append(&mut self, other: &Bodies) {
+        let base = self.bytes.len();
+        self.bytes.extend_from_slice(&other.bytes);
+        self.ends.extend(other.ends.iter().map(|end| base + end));
+    }
+
+    /// Every body, decoded.
+    pub fn decode(&self) -> Vec<RecordBody> {
+        self.iter().filter_map(decode).collect()
+    }
+
+    /// The bodies of the variants `kinds` (see [`kind`]), decoded, in order.
+    pub(crate) fn of_kinds<'a>(
+        &'a self,
+        kinds: &'a [u8],
+    ) -> impl DoubleEndedIterator<Item = RecordBody> + 'a {
+        self.iter()
+            .filter(|body| body.first().is_some_and(|k| kinds.contains(k)))
+            .filter_map(decode)
+    }
+
+    /// Makes room for `needed` more bytes, growing by a quarter, not by doubling, so that
+    /// the memory a step's records hold stays close to the journal bytes they are charged
+    /// for (large blocks are moved by the allocator's remapping, not copied).
+    fn make_room(&mut self, needed: usize) {
+        if self.bytes.capacity() - self.bytes.len() < needed {
+            let grow = needed.max(self.bytes.len() / 4).max(MIN_GROWTH);
+            self.bytes.reserve_exact(grow);
+        }
+    }
+
+    fn write<T: Serialize + ?Sized>(&mut self, value: &T) {
+        encode_into(value, &mut self.bytes);
+    }
+}
+
+/// Appends `value`'s encoding to `bytes`.
+pub(crate) fn encode_into<T: Serialize + ?Sized>(value: &T, bytes: &mut Vec<u8>) {
+    // Writing our own plain data types to a Vec cannot fail.
+    let _ = postcard::serialize_with_flavor(value, Appender(bytes));
+}
+
+/// One encoded body, decoded (`None` only if it is not a body's encoding, which the
+/// bodies this module writes always are).
+pub(crate) fn decode(bytes: &[u8]) -> Option<RecordBody> {
+    postcard::from_bytes(bytes).ok()
+}
+
+impl From<Vec<RecordBody>> for Bodies {
+    fn from(bodies: Vec<RecordBody>) -> Bodies {
+        bodies.into_iter().collect()
+    }
+}
+
+impl FromIterator<RecordBody> for Bodies {
+    fn from_iter<I: IntoIterator<Item = RecordBody>>(iter: I) -> Bodies {
+        let mut bodies = Bodies::default();
+        bodies.extend(iter);
+        bodies
+    }
+}
+
+impl Extend<RecordBody> for Bodies {
+    fn extend<I: IntoIterator<Item = RecordBody>>(&mut self, iter: I) {
+        for body in iter {
+            self.push(&body);
+        }
+    }
+}
+
+/// The fields of `RecordBody::HostCall`, borrowed: encodes (after the variant's index)
+/// exactly as the owned variant's fields do.
+#[derive(Serialize)]
+pub(crate) struct HostCallRef<'a> {
+    pub(crate) step: u32,
+    pub(crate) call: u64,
+    pub(crate) state: &'a str,
+    pub(crate) fuel: u64,
+    pub(crate) request: ByteSlice<'a>,
+    pub(crate) decision: &'a Decision,
+}
+
+/// Bytes that encode as `bytes::Bytes` and `Vec<u8>` do: their length, then themselves.
+pub(crate) struct ByteSlice<'a>(pub(crate) &'a [u8]);
+
+impl Serialize for ByteSlice<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(self.0)
+    }
+}
+
+/// A postcard output appending to a `Vec`.
+struct Appender<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for Appender<'_> {
+    type Output = ();
+
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.push(byte);
+        Ok(())
+    }
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use proptest::prelude::*;
+    use warden_guest::wire::Response;
+
+    use super::*;
+    use crate::decision::{Rule, Verdict};
+
+    fn host_call(request: &[u8], state: &str, decision: Decision) -> RecordBody {
+        RecordBody::HostCall {
+            step: 3,
+            call: 300,
+            state: Arc::from(state),
+            fuel: 1 << 40,
+            request: bytes::Bytes::copy_from_slice(request),
+            decision,
+        }
+    }
+
+    fn decisions() -> Vec<Decision> {
+        vec![
+            Decision {
+                verdict: Verdict::Allow,
+                rule: Rule::RunProtocol,
+            },
+            Decision {
+                verdict: Verdict::Escalate,
+                rule: Rule::GateNotMet {
+                    to: "approve".into(),
+                    model: "risk".into(),
+                    inference: None,
+                    confidence: Some(0.25),
+                    threshold: 0.8,
+                    otherwise: "review".into(),
+                },
+            },
+        ]
+    }
+
+    /// Each kind constant is its variant's first byte.
+    #[test]
+    fn kinds_are_the_variants_first_bytes() {
+        let first = |body: &RecordBody| crate::journal::encode(body)[0];
+        let outcome = crate::outcome::Outcome {
+            status: crate::outcome::Status::Completed,
+            state: "done".into(),
+            steps: 1,
+            host_calls: 2,
+            fuel: 3,
+            output: None,
+            reason: None,
+        };
+        assert_eq!(
+            first(&host_call(b"x", "s", decisions()[0].clone())),
+            kind::HOST_CALL
+        );
+        let response = RecordBody::HostResponse {
+            call: 1,
+            response: bytes::Bytes::new(),
+        };
+        assert_eq!(first(&response), kind::HOST_RESPONSE);
+        let transition = RecordBody::Transition {
+            step: 1,
+            from: "a".into(),
+            to: "b".into(),
+        };
+        assert_eq!(first(&transition), kind::TRANSITION);
+        assert_eq!(
+            first(&RecordBody::Outcome(Box::new(outcome))),
+            kind::OUTCOME
+        );
+    }
+
+    proptest! {
+        /// The borrowed host call and the in-place response encode exactly as the owned
+        /// variants, whatever their sizes (lengths of one and several varint bytes).
+        #[test]
+        fn fast_paths_encode_as_the_owned_variants(
+            request in proptest::collection::vec(any::<u8>(), 0..400),
+            state in "[a-z_]{0,200}",
+            call in any::<u64>(),
+            which in 0usize..2,
+        ) {
+            let decision = decisions()[which].clone();
+            let mut fast = Bodies::default();
+            fast.push_host_call(HostCallRef {
+                step: 3,
+                call: 300,
+                state: &state,
+                fuel: 1 << 40,
+                request: ByteSlice(&request),
+                decision: &decision,
+            });
+            let response = Response::State(state.clone());
+            let range = fast.push_response(call, &response);
+            let owned = Bodies::from(vec![
+                host_call(&request, &state, decision),
+                RecordBody::HostResponse {
+                    call,
+                    response: crate::journal::encode(&response).into(),
+                },
+            ]);
+            prop_assert_eq!(&fast, &owned);
+            prop_assert_eq!(fast.slice(range), Some(&crate::journal::encode(&response)[..]));
+            prop_assert_eq!(fast.decode().len(), 2);
+        }
+
+        /// Bodies read back as pushed: one by one, appended, truncated.
+        #[test]
+        fn bodies_read_back_as_pushed(lengths in proptest::collection::vec(0usize..300, 0..20)) {
+            let bodies: Vec<RecordBody> = lengths
+                .iter()
+                .enumerate()
+                .map(|(i, len)| RecordBody::HostResponse {
+                    call: i as u64,
+                    response: vec![7; *len].into(),
+                })
+                .collect();
+            let encoded = Bodies::from(bodies.clone());
+            prop_assert_eq!(encoded.len(), bodies.len());
+            prop_assert_eq!(encoded.decode(), bodies.clone());
+            for (i, body) in bodies.iter().enumerate() {
+                prop_assert_eq!(encoded.get(i), Some(&crate::journal::encode(body)[..]));
+            }
+            let half = bodies.len() / 2;
+            let mut joined = Bodies::from(bodies[..half].to_vec());
+            joined.append(&Bodies::from(bodies[half..].to_vec()));
+            prop_assert_eq!(&joined, &encoded);
+            joined.truncate(half);
+            prop_assert_eq!(joined, Bodies::from(bodies[..half].to_vec()));
+        }
+    }
+}
