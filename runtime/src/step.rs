@@ -200,7 +200,7 @@ impl Execution {
         }
         if let Err(halt) = self.push(RecordBody::StepStarted {
             step,
-            state: self.host().state.to_string(),
+            state: String::from(&*self.host().state),
         }) {
             return halt_end(halt);
         }
@@ -241,7 +241,7 @@ impl Execution {
         if let Err(halt) = self.push(RecordBody::StepCommitted {
             step,
             fuel: used,
-            state: self.host().state.to_string(),
+            state: String::from(&*self.host().state),
         }) {
             return halt_end(halt);
         }
@@ -252,7 +252,7 @@ impl Execution {
             Some(StateKind::Review) => StepEnd::AwaitingReview,
             Some(StateKind::Terminal) if was_terminal => StepEnd::Failed(FailureReason::NoFinish {
                 step,
-                state: self.host().state.to_string(),
+                state: String::from(&*self.host().state),
             }),
             _ => StepEnd::Continue,
         }
@@ -269,7 +269,7 @@ impl Execution {
                 // The agent was stopped at its first act after an escalation; the step
                 // ends there, as if it had returned, but with its frames still live.
                 self.store.data_mut().stopped_mid_step = true;
-                let state = self.host().state.to_string();
+                let state = String::from(&*self.host().state);
                 if let Err(halt) = self.push(RecordBody::StepCommitted { step, fuel, state }) {
                     return halt_end(halt);
                 }
@@ -322,7 +322,7 @@ impl Execution {
         }
         let checkpoint = Checkpoint {
             step: host.step,
-            state: host.state.to_string(),
+            state: String::from(&*host.state),
             host_calls: host.host_calls,
             fuel: host.fuel,
             journal_bytes: host.journal.bytes,

@@ -8,7 +8,6 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use serde::Serialize;
 use warden_guest::wire::{self, Request, Response};
 use wasmtime::{Caller, Memory};
 
@@ -296,14 +295,12 @@ enum Answer {
     Response(Response),
 }
 
-/// The first two variants of [`Response`], borrowing their text. postcard writes a
-/// variant's index and never its name, and wire variants are only ever appended, so these
-/// encode exactly as `Response::Input` and `Response::State` do (`tests` pins it).
-#[derive(Serialize)]
-enum BorrowedResponse<'a> {
-    Input(&'a str),
-    State(&'a str),
-}
+/// The indexes of the first two variants of [`Response`], which carry only a text: the
+/// run's input and state are encoded from where they are, as postcard writes
+/// `Response::Input` and `Response::State` (the variant's index, never its name; wire
+/// variants are only ever appended; `tests` pins it).
+const RESPONSE_INPUT: u8 = 0;
+const RESPONSE_STATE: u8 = 1;
 
 /// Why the JSON payload of a request is ambiguous (a key twice in one object), if it is.
 fn ambiguous_json(request: &Request) -> Option<String> {
@@ -380,16 +377,13 @@ impl HostState {
     /// Records `answer` as the response to `call`, encoded as the guest reads it.
     fn push_answer(&mut self, call: u64, answer: &Answer) -> Result<PendingResponse, Halt> {
         let (limit, step) = (self.policy.budgets.max_journal_bytes, self.step);
-        let journal = &mut self.journal;
-        match answer {
-            Answer::Input => {
-                journal.push_response(call, &BorrowedResponse::Input(&self.input), limit, step)
-            }
-            Answer::State => {
-                journal.push_response(call, &BorrowedResponse::State(&self.state), limit, step)
-            }
-            Answer::Response(response) => journal.push_response(call, response, limit, step),
-        }
+        let (input, state) = (&self.input, &self.state);
+        let write = |bodies: &mut crate::journal::Bodies| match answer {
+            Answer::Input => bodies.push_text_response(call, RESPONSE_INPUT, input),
+            Answer::State => bodies.push_text_response(call, RESPONSE_STATE, state),
+            Answer::Response(response) => bodies.push_response(call, response),
+        };
+        self.journal.push_response(write, limit, step)
     }
 
     fn move_to(&mut self, to: String) -> Result<(), Halt> {

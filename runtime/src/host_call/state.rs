@@ -85,9 +85,9 @@ pub(crate) struct StepJournal {
     pub(crate) bytes: u64,
     /// For exact replay: the recorded bodies, compared as they are produced.
     pub(crate) expected: Option<Expected>,
-    /// How many records, and how many bytes of them, the latest step produced: the room a
-    /// step's records start with, so that a step of many calls does not grow (and copy)
-    /// its records again and again.
+    /// The room (records, bytes) the latest step's records ended with: what the next
+    /// step's start with, so that a step of many calls does not grow (and copy) its
+    /// records again and again.
     room: (usize, usize),
 }
 
@@ -112,25 +112,23 @@ impl StepJournal {
         self.pushed(size, limit, step)
     }
 
-    /// Adds the `HostResponse` record of `call`, whose response is `response`'s encoding;
-    /// returns where the guest reads it.
-    pub(crate) fn push_response<T: serde::Serialize + ?Sized>(
+    /// Adds the `HostResponse` record that `write` writes (it returns where the response's
+    /// bytes are); returns where the guest reads it.
+    pub(crate) fn push_response(
         &mut self,
-        call: u64,
-        response: &T,
+        write: impl FnOnce(&mut Bodies) -> Range<usize>,
         limit: u64,
         step: u32,
     ) -> Result<PendingResponse, Halt> {
         self.reserve();
         let record = self.records.len();
-        let bytes = self.records.push_response(call, response);
+        let bytes = write(&mut self.records);
         let size = 64 + bytes.len() as u64;
         self.pushed(size, limit, step)?;
         Ok(PendingResponse { record, bytes })
     }
 
     /// Starts the step's records with the room the previous step's took.
-    #[inline]
     fn reserve(&mut self) {
         if self.records.is_empty() && self.room != (0, 0) {
             self.records = Bodies::with_room(self.room.0, self.room.1);
@@ -164,7 +162,8 @@ impl StepJournal {
     /// Takes the step's records, for committing or discarding.
     pub(crate) fn take(&mut self) -> Bodies {
         let records = std::mem::take(&mut self.records);
-        self.room = (records.len().min(ROOM.0), records.byte_len().min(ROOM.1));
+        let (records_room, bytes_room) = records.capacity();
+        self.room = (records_room.min(ROOM.0), bytes_room.min(ROOM.1));
         records
     }
 

@@ -126,10 +126,10 @@ mod properties {
         /// bytes must be those of `Response::Input` and `Response::State`.
         #[test]
         fn borrowed_responses_encode_as_the_wire_responses(text in text()) {
-            use super::super::BorrowedResponse;
+            use super::super::{RESPONSE_INPUT, RESPONSE_STATE};
             let mut bodies = crate::journal::Bodies::default();
-            let input = bodies.push_response(0, &BorrowedResponse::Input(&text));
-            let state = bodies.push_response(1, &BorrowedResponse::State(&text));
+            let input = bodies.push_text_response(0, RESPONSE_INPUT, &text);
+            let state = bodies.push_text_response(1, RESPONSE_STATE, &text);
             prop_assert_eq!(bodies.slice(input), Some(&encode(&Response::Input(text.clone()))[..]));
             prop_assert_eq!(bodies.slice(state), Some(&encode(&Response::State(text.clone()))[..]));
         }

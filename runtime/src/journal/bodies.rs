@@ -59,6 +59,11 @@ impl Bodies {
         self.ends.is_empty()
     }
 
+    /// The room (bodies, bytes) allocated.
+    pub(crate) fn capacity(&self) -> (usize, usize) {
+        (self.ends.capacity(), self.bytes.capacity())
+    }
+
     /// The bytes of all bodies.
     pub(crate) fn byte_len(&self) -> usize {
         self.bytes.len()
@@ -75,8 +80,18 @@ impl Bodies {
     pub(crate) fn push_host_call(&mut self, call: HostCallRef<'_>) {
         // The decision's names are the policy's; this is room for the common ones.
         self.make_room(call.request.0.len() + call.state.len() + 256);
-        self.bytes.push(kind::HOST_CALL);
-        self.write(&call);
+        // The fields in order, as postcard writes them (`tests` pins it): unsigned
+        // integers and lengths as LEB128 varints, strings and bytes after their length.
+        let bytes = &mut self.bytes;
+        bytes.push(kind::HOST_CALL);
+        varint(bytes, u64::from(call.step));
+        varint(bytes, call.call);
+        varint(bytes, call.state.len() as u64);
+        bytes.extend_from_slice(call.state.as_bytes());
+        varint(bytes, call.fuel);
+        varint(bytes, call.request.0.len() as u64);
+        bytes.extend_from_slice(call.request.0);
+        self.write(call.decision);
         self.ends.push(self.bytes.len());
     }
 
@@ -91,11 +106,36 @@ impl Bodies {
         let size = postcard::experimental::serialized_size(response).unwrap_or(0);
         self.make_room(size + 21);
         self.bytes.push(kind::HOST_RESPONSE);
-        self.write(&call);
-        self.write(&size);
+        varint(&mut self.bytes, call);
+        varint(&mut self.bytes, size as u64);
         let start = self.bytes.len();
         self.write(response);
         let end = self.bytes.len();
+        self.ends.push(end);
+        start..end
+    }
+
+    /// Appends a `RecordBody::HostResponse` of call `call` whose response is the response
+    /// variant `variant` holding only `text`, encoded in place; returns where the
+    /// response's bytes are.
+    pub(crate) fn push_text_response(
+        &mut self,
+        call: u64,
+        variant: u8,
+        text: &str,
+    ) -> Range<usize> {
+        let len = text.len() as u64;
+        let size = 1 + varint_size(len) + text.len();
+        self.make_room(size + 21);
+        let bytes = &mut self.bytes;
+        bytes.push(kind::HOST_RESPONSE);
+        varint(bytes, call);
+        varint(bytes, size as u64);
+        let start = bytes.len();
+        bytes.push(variant);
+        varint(bytes, len);
+        bytes.extend_from_slice(text.as_bytes());
+        let end = bytes.len();
         self.ends.push(end);
         start..end
     }
@@ -168,6 +208,21 @@ impl Bodies {
     }
 }
 
+/// Appends `value` as postcard writes an unsigned integer: LEB128, seven bits a byte,
+/// low bits first (pushed byte by byte: a call to `memcpy` for each would cost more).
+fn varint(bytes: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        bytes.push(value as u8 | 0x80);
+        value >>= 7;
+    }
+    bytes.push(value as u8);
+}
+
+/// The bytes of `value`'s varint.
+fn varint_size(value: u64) -> usize {
+    (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
+}
+
 /// Appends `value`'s encoding to `bytes`.
 pub(crate) fn encode_into<T: Serialize + ?Sized>(value: &T, bytes: &mut Vec<u8>) {
     // Writing our own plain data types to a Vec cannot fail.
@@ -202,9 +257,7 @@ impl Extend<RecordBody> for Bodies {
     }
 }
 
-/// The fields of `RecordBody::HostCall`, borrowed: encodes (after the variant's index)
-/// exactly as the owned variant's fields do.
-#[derive(Serialize)]
+/// The fields of `RecordBody::HostCall`, borrowed.
 pub(crate) struct HostCallRef<'a> {
     pub(crate) step: u32,
     pub(crate) call: u64,
@@ -214,14 +267,8 @@ pub(crate) struct HostCallRef<'a> {
     pub(crate) decision: &'a Decision,
 }
 
-/// Bytes that encode as `bytes::Bytes` and `Vec<u8>` do: their length, then themselves.
+/// A request's bytes, as the guest wrote them.
 pub(crate) struct ByteSlice<'a>(pub(crate) &'a [u8]);
-
-impl Serialize for ByteSlice<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_bytes(self.0)
-    }
-}
 
 /// A postcard output appending to a `Vec`.
 struct Appender<'a>(&'a mut Vec<u8>);
@@ -254,12 +301,17 @@ mod tests {
     use super::*;
     use crate::decision::{Rule, Verdict};
 
-    fn host_call(request: &[u8], state: &str, decision: Decision) -> RecordBody {
+    fn numbered_host_call(
+        (step, call, fuel): (u32, u64, u64),
+        request: &[u8],
+        state: &str,
+        decision: Decision,
+    ) -> RecordBody {
         RecordBody::HostCall {
-            step: 3,
-            call: 300,
+            step,
+            call,
             state: Arc::from(state),
-            fuel: 1 << 40,
+            fuel,
             request: bytes::Bytes::copy_from_slice(request),
             decision,
         }
@@ -299,7 +351,12 @@ mod tests {
             reason: None,
         };
         assert_eq!(
-            first(&host_call(b"x", "s", decisions()[0].clone())),
+            first(&numbered_host_call(
+                (3, 300, 1 << 40),
+                b"x",
+                "s",
+                decisions()[0].clone()
+            )),
             kind::HOST_CALL
         );
         let response = RecordBody::HostResponse {
@@ -327,22 +384,26 @@ mod tests {
             request in proptest::collection::vec(any::<u8>(), 0..400),
             state in "[a-z_]{0,200}",
             call in any::<u64>(),
+            numbers in (any::<u32>(), any::<u64>(), any::<u64>()),
             which in 0usize..2,
         ) {
             let decision = decisions()[which].clone();
             let mut fast = Bodies::default();
             fast.push_host_call(HostCallRef {
-                step: 3,
-                call: 300,
+                step: numbers.0,
+                call: numbers.1,
                 state: &state,
-                fuel: 1 << 40,
+                fuel: numbers.2,
                 request: ByteSlice(&request),
                 decision: &decision,
             });
             let response = Response::State(state.clone());
             let range = fast.push_response(call, &response);
+            let text = fast.push_text_response(call, 1, &state);
+            prop_assert_eq!(fast.slice(text), fast.slice(range.clone()));
+            fast.truncate(2);
             let owned = Bodies::from(vec![
-                host_call(&request, &state, decision),
+                numbered_host_call(numbers, &request, &state, decision),
                 RecordBody::HostResponse {
                     call,
                     response: crate::journal::encode(&response).into(),

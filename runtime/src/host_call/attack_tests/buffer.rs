@@ -156,7 +156,7 @@ fn held_by(rounds: usize, small: usize, big: usize) -> (isize, usize, u64) {
             .push_host_call(host_call, u64::MAX, 1)
             .expect("pushed");
         journal
-            .push_response(call, &Response::Ack, u64::MAX, 1)
+            .push_response(|b| b.push_response(call, &Response::Ack), u64::MAX, 1)
             .expect("pushed");
         most = most.max(counting::live() - base);
     }
