@@ -15,7 +15,7 @@ use crate::decision::{
     CapabilityKind, Decision, FeatureRecord, InferenceRecord, ModelInference, Rule, RunView,
     Verdict, enforce,
 };
-use crate::journal::{ByteSlice, HostCallRef, RecordBody};
+use crate::journal::{HostCallRef, RecordBody};
 use crate::outcome::{FailureReason, GuestFault, HostFault, Limit};
 use crate::recording::Divergence;
 
@@ -202,7 +202,7 @@ fn call(caller: &mut Caller<'_, HostState>, ptr: u32, len: u32) -> Result<i64, H
             call,
             state: &state.state,
             fuel,
-            request: ByteSlice(bytes),
+            request: bytes,
             decision: &decision,
         },
         limit,

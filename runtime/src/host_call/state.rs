@@ -107,7 +107,7 @@ impl StepJournal {
         step: u32,
     ) -> Result<(), Halt> {
         self.reserve();
-        let size = 64 + (call.request.0.len() + call.state.len()) as u64;
+        let size = 64 + (call.request.len() + call.state.len()) as u64;
         self.records.push_host_call(call);
         self.pushed(size, limit, step)
     }

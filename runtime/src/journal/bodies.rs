@@ -29,6 +29,10 @@ pub(crate) mod kind {
     pub(crate) const STARTED: u8 = 8;
 }
 
+/// The most bytes a `HostResponse` takes before its response: its kind, then the call
+/// and the response's length as varints of up to ten bytes each.
+const HEADER: usize = 21;
+
 /// The least a step's buffer grows by.
 const MIN_GROWTH: usize = 4096;
 
@@ -79,7 +83,7 @@ impl Bodies {
     /// Appends a `RecordBody::HostCall` of these fields, encoded from where they are.
     pub(crate) fn push_host_call(&mut self, call: HostCallRef<'_>) {
         // The decision's names are the policy's; this is room for the common ones.
-        self.make_room(call.request.0.len() + call.state.len() + 256);
+        self.make_room(call.request.len() + call.state.len() + 256);
         // The fields in order, as postcard writes them (`tests` pins it): unsigned
         // integers and lengths as LEB128 varints, strings and bytes after their length.
         let bytes = &mut self.bytes;
@@ -89,8 +93,8 @@ impl Bodies {
         varint(bytes, call.state.len() as u64);
         bytes.extend_from_slice(call.state.as_bytes());
         varint(bytes, call.fuel);
-        varint(bytes, call.request.0.len() as u64);
-        bytes.extend_from_slice(call.request.0);
+        varint(bytes, call.request.len() as u64);
+        bytes.extend_from_slice(call.request);
         self.write(call.decision);
         self.ends.push(self.bytes.len());
     }
@@ -104,7 +108,7 @@ impl Bodies {
     ) -> Range<usize> {
         // `Bytes` encode as their length, then themselves.
         let size = postcard::experimental::serialized_size(response).unwrap_or(0);
-        self.make_room(size + 21);
+        self.make_room(size + HEADER);
         self.bytes.push(kind::HOST_RESPONSE);
         varint(&mut self.bytes, call);
         varint(&mut self.bytes, size as u64);
@@ -116,8 +120,8 @@ impl Bodies {
     }
 
     /// Appends a `RecordBody::HostResponse` of call `call` whose response is the response
-    /// variant `variant` holding only `text`, encoded in place; returns where the
-    /// response's bytes are.
+    /// variant `variant` (an index below 128) holding only `text`, encoded in place;
+    /// returns where the response's bytes are.
     pub(crate) fn push_text_response(
         &mut self,
         call: u64,
@@ -126,7 +130,7 @@ impl Bodies {
     ) -> Range<usize> {
         let len = text.len() as u64;
         let size = 1 + varint_size(len) + text.len();
-        self.make_room(size + 21);
+        self.make_room(size + HEADER);
         let bytes = &mut self.bytes;
         bytes.push(kind::HOST_RESPONSE);
         varint(bytes, call);
@@ -263,12 +267,9 @@ pub(crate) struct HostCallRef<'a> {
     pub(crate) call: u64,
     pub(crate) state: &'a str,
     pub(crate) fuel: u64,
-    pub(crate) request: ByteSlice<'a>,
+    pub(crate) request: &'a [u8],
     pub(crate) decision: &'a Decision,
 }
-
-/// A request's bytes, as the guest wrote them.
-pub(crate) struct ByteSlice<'a>(pub(crate) &'a [u8]);
 
 /// A postcard output appending to a `Vec`.
 struct Appender<'a>(&'a mut Vec<u8>);
@@ -394,7 +395,7 @@ mod tests {
                 call: numbers.1,
                 state: &state,
                 fuel: numbers.2,
-                request: ByteSlice(&request),
+                request: &request,
                 decision: &decision,
             });
             let response = Response::State(state.clone());

@@ -30,7 +30,7 @@ mod wasi_call;
 pub use crate::edition::Edition;
 pub use audit::{Audit, LogAudit};
 pub use bodies::Bodies;
-pub(crate) use bodies::{ByteSlice, HostCallRef, decode as decode_body, encode_into, kind};
+pub(crate) use bodies::{HostCallRef, decode as decode_body, encode_into, kind};
 pub use commit::{Commit, Progress};
 
 pub use describe::{describe_request, describe_request_bytes, describe_response_bytes};

@@ -8,7 +8,7 @@ use warden_guest::wire::{LogLevel, Request, Response};
 
 use super::super::state::StepJournal;
 use crate::digest::Digest;
-use crate::journal::{ByteSlice, HostCallRef, Record, RecordBody};
+use crate::journal::{HostCallRef, Record, RecordBody};
 use crate::recording::{Answering, Recording};
 
 use super::encoding::allow;
@@ -149,7 +149,7 @@ fn held_by(rounds: usize, small: usize, big: usize) -> (isize, usize, u64) {
             call,
             state: "start",
             fuel: 0,
-            request: ByteSlice(request),
+            request,
             decision: &decision,
         };
         journal
@@ -211,7 +211,7 @@ fn held_memory_kept_between_steps_is_none() {
             call: 0,
             state: "start",
             fuel: 0,
-            request: ByteSlice(&request),
+            request: &request,
             decision: &decision,
         };
         journal
