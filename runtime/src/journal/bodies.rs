@@ -214,7 +214,7 @@ impl Bodies {
 
 /// Appends `value` as postcard writes an unsigned integer: LEB128, seven bits a byte,
 /// low bits first (pushed byte by byte: a call to `memcpy` for each would cost more).
-fn varint(bytes: &mut Vec<u8>, mut value: u64) {
+pub(super) fn varint(bytes: &mut Vec<u8>, mut value: u64) {
     while value >= 0x80 {
         bytes.push(value as u8 | 0x80);
         value >>= 7;

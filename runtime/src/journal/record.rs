@@ -595,9 +595,9 @@ impl RecordRow {
             // its predecessor's digest (32 bytes as they are), its time, then its body
             // as the step encoded it.
             let start = bytes.len();
-            bytes = postcard::to_extend(&index, bytes).unwrap_or_default();
+            super::bodies::varint(&mut bytes, index);
             bytes.extend_from_slice(&prev.0);
-            bytes = postcard::to_extend(&at_ms, bytes).unwrap_or_default();
+            super::bodies::varint(&mut bytes, at_ms);
             bytes.extend_from_slice(body);
             prev = Digest::of(domain::RECORD, &bytes[start..]);
             bytes.extend_from_slice(&prev.0);
