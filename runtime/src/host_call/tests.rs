@@ -33,6 +33,24 @@ fn trailing_and_garbage_bytes_are_malformed() {
     ));
 }
 
+/// The one-byte fast path decodes exactly what serde and the canonical check accept:
+/// every single byte gives the same request, or a fault from both.
+#[test]
+fn one_byte_requests_decode_as_serde_does() {
+    for byte in 0..=u8::MAX {
+        let bytes = [byte];
+        let serde = match postcard::take_from_bytes::<Request>(&bytes) {
+            Ok((request, [])) if encodes_to(&request, &bytes) => Some(request),
+            _ => None,
+        };
+        assert_eq!(decode_request(&bytes).ok(), serde, "byte {byte:#04x}");
+    }
+    let encode = |request: &Request| postcard::to_allocvec(request).expect("encode");
+    assert_eq!(encode(&Request::Input), [REQUEST_INPUT]);
+    assert_eq!(encode(&Request::State), [REQUEST_STATE]);
+    assert_eq!(encode(&Request::Review), [REQUEST_REVIEW]);
+}
+
 #[test]
 fn over_long_integers_are_refused_as_non_canonical() {
     // `Request::State` is variant 1: one byte, 0x01; 0x81 0x00 is the same 1, over-long.

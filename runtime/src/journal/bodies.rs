@@ -16,7 +16,7 @@ use std::ops::Range;
 use serde::Serialize;
 
 use super::RecordBody;
-use crate::decision::Decision;
+use crate::decision::{Decision, Rule};
 
 /// The variant indexes of [`RecordBody`] that readers look for: a body's first byte
 /// (postcard writes the index as a varint, and every index is below 128).
@@ -95,7 +95,7 @@ impl Bodies {
         varint(bytes, call.fuel);
         varint(bytes, call.request.len() as u64);
         bytes.extend_from_slice(call.request);
-        self.write(call.decision);
+        self.write_decision(call.decision);
         self.ends.push(self.bytes.len());
     }
 
@@ -210,6 +210,33 @@ impl Bodies {
     fn write<T: Serialize + ?Sized>(&mut self, value: &T) {
         encode_into(value, &mut self.bytes);
     }
+
+    /// Appends `decision` as postcard writes it. The rules of nearly every call (the run
+    /// protocol's, a capability allowed) are written by hand: the verdict's and the rule's
+    /// variant indexes (each below 128, so one byte; `tests` pins them), then the rule's
+    /// fields in order. Any other goes through serde.
+    fn write_decision(&mut self, decision: &Decision) {
+        // Fieldless enums: the discriminant is the variant's index.
+        let verdict = decision.verdict as u8;
+        match &decision.rule {
+            Rule::RunProtocol => self.bytes.extend_from_slice(&[verdict, rule::RUN_PROTOCOL]),
+            Rule::CapabilityAllowed { kind, name, state } => {
+                let bytes = &mut self.bytes;
+                bytes.extend_from_slice(&[verdict, rule::CAPABILITY_ALLOWED, *kind as u8]);
+                varint(bytes, name.len() as u64);
+                bytes.extend_from_slice(name.as_bytes());
+                varint(bytes, state.len() as u64);
+                bytes.extend_from_slice(state.as_bytes());
+            }
+            _ => self.write(decision),
+        }
+    }
+}
+
+/// The variant indexes of the rules [`Bodies::write_decision`] writes by hand.
+mod rule {
+    pub(super) const RUN_PROTOCOL: u8 = 0;
+    pub(super) const CAPABILITY_ALLOWED: u8 = 1;
 }
 
 /// Appends `value` as postcard writes an unsigned integer: LEB128, seven bits a byte,
@@ -300,7 +327,7 @@ mod tests {
     use warden_guest::wire::Response;
 
     use super::*;
-    use crate::decision::{Rule, Verdict};
+    use crate::decision::{CapabilityKind, Verdict};
 
     fn numbered_host_call(
         (step, call, fuel): (u32, u64, u64),
@@ -318,24 +345,37 @@ mod tests {
         }
     }
 
+    /// Both hand-written rules under every verdict and kind, and one through serde.
     fn decisions() -> Vec<Decision> {
-        vec![
-            Decision {
-                verdict: Verdict::Allow,
-                rule: Rule::RunProtocol,
+        let verdicts = [Verdict::Allow, Verdict::Deny, Verdict::Escalate];
+        let mut decisions: Vec<Decision> = verdicts
+            .iter()
+            .flat_map(|&verdict| {
+                let allowed = |kind| Rule::CapabilityAllowed {
+                    kind,
+                    name: "credit_bureau".into(),
+                    state: "é".repeat(70),
+                };
+                [
+                    Rule::RunProtocol,
+                    allowed(CapabilityKind::Tool),
+                    allowed(CapabilityKind::Model),
+                ]
+                .map(|rule| Decision { verdict, rule })
+            })
+            .collect();
+        decisions.extend([Decision {
+            verdict: Verdict::Escalate,
+            rule: Rule::GateNotMet {
+                to: "approve".into(),
+                model: "risk".into(),
+                inference: None,
+                confidence: Some(0.25),
+                threshold: 0.8,
+                otherwise: "review".into(),
             },
-            Decision {
-                verdict: Verdict::Escalate,
-                rule: Rule::GateNotMet {
-                    to: "approve".into(),
-                    model: "risk".into(),
-                    inference: None,
-                    confidence: Some(0.25),
-                    threshold: 0.8,
-                    otherwise: "review".into(),
-                },
-            },
-        ]
+        }]);
+        decisions
     }
 
     /// Each kind constant is its variant's first byte.
@@ -377,6 +417,20 @@ mod tests {
         );
     }
 
+    /// Every hand-written decision is the decision's postcard encoding.
+    #[test]
+    fn hand_written_decisions_encode_as_serde() {
+        for decision in decisions() {
+            let mut fast = Bodies::default();
+            fast.write_decision(&decision);
+            assert_eq!(
+                fast.bytes,
+                crate::journal::encode(&decision),
+                "{decision:?}"
+            );
+        }
+    }
+
     proptest! {
         /// The borrowed host call and the in-place response encode exactly as the owned
         /// variants, whatever their sizes (lengths of one and several varint bytes).
@@ -386,7 +440,7 @@ mod tests {
             state in "[a-z_]{0,200}",
             call in any::<u64>(),
             numbers in (any::<u32>(), any::<u64>(), any::<u64>()),
-            which in 0usize..2,
+            which in 0usize..10,
         ) {
             let decision = decisions()[which].clone();
             let mut fast = Bodies::default();
