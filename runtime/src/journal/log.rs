@@ -61,6 +61,25 @@ impl LogEntry {
         ))
     }
 
+    /// The leaf's bytes: its postcard encoding, written by hand because a commit of many
+    /// records has a digest per record, and serde writes each digest byte by byte (its
+    /// 32 bytes are a tuple of `u8`s); `tests` pins it against serde.
+    pub(super) fn encode(&self) -> Vec<u8> {
+        use super::bodies::varint;
+        let mut bytes = Vec::with_capacity(64 + self.run_id.len() + 32 * self.digests.len());
+        varint(&mut bytes, self.run_id.len() as u64);
+        bytes.extend_from_slice(self.run_id.as_bytes());
+        varint(&mut bytes, self.records);
+        bytes.extend_from_slice(&self.head.0);
+        varint(&mut bytes, self.digests.len() as u64);
+        for digest in &self.digests {
+            bytes.extend_from_slice(&digest.0);
+        }
+        varint(&mut bytes, self.at_ms);
+        super::bodies::encode_into(&self.signature, &mut bytes);
+        bytes
+    }
+
     /// The index of the first record this commit appended.
     pub fn first_record(&self) -> u64 {
         self.records.saturating_sub(self.digests.len() as u64)
@@ -169,7 +188,7 @@ impl Journal {
         {
             entry.signature = Some((key.key_id(), signature));
         }
-        let bytes = encode(&entry);
+        let bytes = entry.encode();
         let index = log.len;
         let new = merkle::new_subtrees(&log.store(), index, merkle::leaf_hash(&bytes))
             .map_err(|e| self.log_error(e))?;

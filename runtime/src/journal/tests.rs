@@ -100,6 +100,35 @@ fn an_intact_chain_verifies() {
 }
 
 proptest! {
+    /// A log leaf written by hand is its postcard encoding, signed or not, whatever the
+    /// lengths (varints of one and several bytes).
+    #[test]
+    fn log_leaves_encode_as_serde(
+        run_id in "\\PC{0,200}",
+        numbers in (any::<u64>(), any::<u64>()),
+        digests in proptest::collection::vec(any::<[u8; 32]>(), 0..300),
+        signed in any::<bool>(),
+    ) {
+        let mut entry = LogEntry {
+            run_id,
+            records: numbers.0,
+            head: Digest([7; 32]),
+            digests: digests.into_iter().map(Digest).collect(),
+            at_ms: numbers.1,
+            signature: None,
+        };
+        if signed {
+            let key = crate::seal::signing::SigningKey::from_seed(&[1; 32]);
+            let signature = key
+                .sign(RUN_HEAD_DOMAIN, &entry.signed_bytes())
+                .unwrap_or_else(|_| unreachable!("a valid domain"));
+            entry.signature = Some((key.key_id(), signature));
+        }
+        prop_assert_eq!(entry.encode(), encode(&entry));
+    }
+}
+
+proptest! {
     #![proptest_config(ProptestConfig::with_cases(crate::test_support::cases(2_000)))]
 
     /// Every single edit, deletion, insertion, reordering or truncation is detected.
