@@ -50,23 +50,25 @@ pub struct LogEntry {
 
 impl LogEntry {
     /// What is signed: postcard of (run id, records, head, the commit's record digests,
-    /// time), under [`RUN_HEAD_DOMAIN`].
+    /// time), under [`RUN_HEAD_DOMAIN`]: the leaf's fields before its signature.
     pub fn signed_bytes(&self) -> Vec<u8> {
-        encode(&(
-            &self.run_id,
-            self.records,
-            &self.head,
-            &self.digests,
-            self.at_ms,
-        ))
+        self.fields()
     }
 
-    /// The leaf's bytes: its postcard encoding, written by hand because a commit of many
-    /// records has a digest per record, and serde writes each digest byte by byte (its
-    /// 32 bytes are a tuple of `u8`s); `tests` pins it against serde.
+    /// The leaf's bytes: its postcard encoding, its fields then its signature.
     pub(super) fn encode(&self) -> Vec<u8> {
+        let mut bytes = self.fields();
+        super::bodies::encode_into(&self.signature, &mut bytes);
+        bytes
+    }
+
+    /// The postcard encoding of (run id, records, head, digests, time), written by hand
+    /// because a commit of many records has a digest per record, and serde writes each
+    /// digest byte by byte (its 32 bytes are a tuple of `u8`s); `tests` pins it against
+    /// serde.
+    fn fields(&self) -> Vec<u8> {
         use super::bodies::varint;
-        let mut bytes = Vec::with_capacity(64 + self.run_id.len() + 32 * self.digests.len());
+        let mut bytes = Vec::with_capacity(192 + self.run_id.len() + 32 * self.digests.len());
         varint(&mut bytes, self.run_id.len() as u64);
         bytes.extend_from_slice(self.run_id.as_bytes());
         varint(&mut bytes, self.records);
@@ -76,7 +78,6 @@ impl LogEntry {
             bytes.extend_from_slice(&digest.0);
         }
         varint(&mut bytes, self.at_ms);
-        super::bodies::encode_into(&self.signature, &mut bytes);
         bytes
     }
 

@@ -100,8 +100,9 @@ fn an_intact_chain_verifies() {
 }
 
 proptest! {
-    /// A log leaf written by hand is its postcard encoding, signed or not, whatever the
-    /// lengths (varints of one and several bytes).
+    /// A log leaf written by hand is its postcard encoding, signed or not, and what is
+    /// signed is the postcard tuple of its fields, whatever the lengths (varints of one
+    /// and several bytes).
     #[test]
     fn log_leaves_encode_as_serde(
         run_id in "\\PC{0,200}",
@@ -125,6 +126,14 @@ proptest! {
             entry.signature = Some((key.key_id(), signature));
         }
         prop_assert_eq!(entry.encode(), encode(&entry));
+        let signed = encode(&(
+            &entry.run_id,
+            entry.records,
+            &entry.head,
+            &entry.digests,
+            entry.at_ms,
+        ));
+        prop_assert_eq!(entry.signed_bytes(), signed);
     }
 }
 
