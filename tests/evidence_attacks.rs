@@ -4,7 +4,8 @@
 //! back to before its review decision, or altered and then replayed; a summary moved to
 //! another key, or one that does not decode; a log whose leaves were replaced while its
 //! cached subtree hashes stayed; a removed or stale tree head; bytes appended after a
-//! stored value; back-dated summary times; and a pack whose header asks for repair.
+//! stored value; back-dated summary times; and a journal or pack cut short or overwritten
+//! at its header (refused by the storage engine itself).
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -609,4 +610,84 @@ fn a_damaged_journal_or_pack_is_reported_never_a_panic() {
         reported > in_the_journal,
         "the pack's damage is reported too"
     );
+}
+
+/// A journal file or evidence pack cut short, emptied or overwritten at its header: the
+/// storage engine refuses to open it. `verify` says BROKEN and exits 12 (a failed
+/// verification, as for a broken chain), naming the file; every other command exits 1
+/// with the same account and points to `verify`; none panics.
+#[test]
+fn a_journal_or_pack_cut_short_or_overwritten_at_its_header_is_broken() {
+    let journal = journal();
+    let dir = journal.dir.path();
+    let run_id = journal.completed.as_str();
+    let out = with_key(dir, &journal.db(), &["evidence", run_id, "-o", "case.pack"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let bytes = std::fs::read(journal.db()).expect("read the journal");
+    let pack = std::fs::read(dir.join("case.pack")).expect("read the pack");
+    let cut = |bytes: &[u8], len: usize| bytes[..len].to_vec();
+    let overwritten = |bytes: &[u8], at: usize| {
+        let mut copy = bytes.to_vec();
+        copy[at] ^= 0xa5;
+        copy
+    };
+    let copies = |bytes: &[u8]| {
+        vec![
+            ("empty", Vec::new()),
+            ("cut inside the header", cut(bytes, 100)),
+            ("cut after the first page", cut(bytes, 4096)),
+            ("cut in half", cut(bytes, bytes.len() / 2)),
+            ("cut by one page", cut(bytes, bytes.len() - 4096)),
+            ("magic number", overwritten(bytes, 0)),
+            ("format version", overwritten(bytes, 64)),
+        ]
+    };
+    for (what, copy) in copies(&bytes) {
+        let db = dir.join("damaged.redb");
+        std::fs::write(&db, &copy).expect("write the copy");
+        let db = db.to_str().expect("utf-8");
+        let out = warden(
+            dir,
+            &["--db", db, "verify", "--all", "--key", "deployment.pub"],
+        );
+        let said = text(&out);
+        assert_eq!(out.status.code(), Some(12), "journal {what}: {said}");
+        assert!(
+            said.contains("BROKEN: the journal file") && said.contains("damaged.redb"),
+            "journal {what}: {said}"
+        );
+        for args in [&["runs"][..], &["show", run_id], &["replay", "--all"]] {
+            let mut all = vec!["--db", db];
+            all.extend(args);
+            let out = warden(dir, &all);
+            let said = text(&out);
+            assert_eq!(
+                out.status.code(),
+                Some(1),
+                "journal {what}, {args:?}: {said}"
+            );
+            assert!(
+                said.contains("damaged.redb is damaged") && said.contains("warden verify"),
+                "journal {what}, {args:?}: {said}"
+            );
+        }
+    }
+    for (what, copy) in copies(&pack) {
+        let path = dir.join("damaged.pack");
+        std::fs::write(&path, &copy).expect("write the copy");
+        let path = path.to_str().expect("utf-8");
+        let out = warden(dir, &["verify", "--pack", path, "--key", "deployment.pub"]);
+        let said = text(&out);
+        assert_eq!(out.status.code(), Some(12), "pack {what}: {said}");
+        assert!(
+            said.contains("BROKEN: the journal file") && said.contains("damaged.pack"),
+            "pack {what}: {said}"
+        );
+        // Evidence is never repaired: the copy is as it was given.
+        assert_eq!(
+            std::fs::read(path).expect("read the copy"),
+            copy,
+            "pack {what}"
+        );
+    }
 }

@@ -14,11 +14,12 @@ use clap::{Parser, Subcommand};
 const AFTER_HELP: &str = "\
 Exit codes:
    0  completed (or: the command succeeded; replay identical; verification passed)
-   1  Warden itself failed (journal I/O, database in use, corrupt storage)
+   1  Warden itself failed (journal I/O, database in use, a damaged journal file)
    2  usage or configuration error (bad arguments, policy, bindings, agent or input)
   10  the run stopped awaiting human review
   11  the run failed (the reason is recorded in the journal)
-  12  replay diverged, could not replay, or verification found a broken chain
+  12  replay diverged, could not replay, or verification found a broken chain or a
+      damaged file
       (warden test: a sample input's expectation was not met)
 
 Examples:
@@ -184,7 +185,7 @@ fn keep_panic(info: &std::panic::PanicHookInfo<'_>) {
 /// Reports a panic that ended the command. One inside the storage engine means the journal
 /// file or evidence pack is damaged where the engine read it (its own checksums do not
 /// cover every byte): for `verify` that is a failed verification (exit 12); elsewhere it
-/// is corrupt storage (exit 1). Any other panic is a bug in Warden (exit 1).
+/// is a damaged journal file (exit 1). Any other panic is a bug in Warden (exit 1).
 fn report_panic(verifying: bool) -> ExitCode {
     let (message, place) = PANIC
         .lock()

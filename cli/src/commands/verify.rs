@@ -34,8 +34,44 @@ pub struct Args {
     json: bool,
 }
 
-/// Runs `warden verify`.
+/// Runs `warden verify`. A file the storage engine finds damaged (cut short, not a
+/// journal, a page that does not check out) is a failed verification, exit 12, like a
+/// broken chain: nothing in it can be vouched for.
 pub fn run(db: &Path, args: &Args) -> anyhow::Result<u8> {
+    match verify(db, args) {
+        Err(error) => match damage(&error) {
+            Some(what) => {
+                eprintln!(
+                    "BROKEN: {}; nothing in it can be vouched for",
+                    escape(&what)
+                );
+                Ok(output::exit::DIVERGED)
+            }
+            None => Err(error),
+        },
+        ok => ok,
+    }
+}
+
+/// The account of the damage, if `error` says the file is damaged.
+fn damage(error: &anyhow::Error) -> Option<String> {
+    use warden::JournalError::{Corrupt, Damaged};
+    let journal = match error.downcast_ref::<warden::Error>()? {
+        warden::Error::Journal(e) => e,
+        warden::Error::Stored(warden::StoredRunError::Journal(e)) => e,
+        _ => return None,
+    };
+    match journal {
+        Damaged { path, message } => Some(format!(
+            "the journal file {} is damaged: the storage engine cannot read it ({message})",
+            path.display()
+        )),
+        Corrupt { .. } => Some(journal.to_string()),
+        _ => None,
+    }
+}
+
+fn verify(db: &Path, args: &Args) -> anyhow::Result<u8> {
     let key = args
         .key
         .as_deref()

@@ -74,6 +74,17 @@ pub enum JournalError {
         #[source]
         source: redb::Error,
     },
+    /// The storage engine found the file damaged where it reads (truncated, not a redb
+    /// file, a page that does not check out): nothing in it can be vouched for.
+    #[error(
+        "journal file {path} is damaged: the storage engine cannot read it ({message}); `warden verify` says what can be trusted; restore the file from a copy"
+    )]
+    Damaged {
+        /// The database file.
+        path: PathBuf,
+        /// The storage engine's account of the damage.
+        message: String,
+    },
     /// The file was written by a newer Warden.
     #[error(
         "journal {path} has format version {found}; this warden reads up to {FORMAT_VERSION}: upgrade warden"
@@ -243,10 +254,36 @@ fn open_error(path: &Path, e: redb::DatabaseError) -> JournalError {
         redb::DatabaseError::DatabaseAlreadyOpen => JournalError::InUse {
             path: path.to_path_buf(),
         },
-        other => JournalError::Database {
+        other => storage_error(path, other.into()),
+    }
+}
+
+/// redb's error, as [`JournalError::Damaged`] where it says the file's bytes are wrong (a
+/// page that does not check out, a file cut short or that is no redb file); any other
+/// (a failing disk, a full file system, permissions) stays [`JournalError::Database`].
+fn storage_error(path: &Path, e: redb::Error) -> JournalError {
+    let damaged = match &e {
+        // A table of another type or kind than Warden writes is a crafted file.
+        redb::Error::Corrupted(_)
+        | redb::Error::TableTypeMismatch { .. }
+        | redb::Error::TypeDefinitionChanged { .. }
+        | redb::Error::TableIsMultimap(_)
+        | redb::Error::TableIsNotMultimap(_) => true,
+        redb::Error::Io(io) => matches!(
+            io.kind(),
+            std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+        ),
+        _ => false,
+    };
+    if damaged {
+        return JournalError::Damaged {
             path: path.to_path_buf(),
-            source: other.into(),
-        },
+            message: e.to_string(),
+        };
+    }
+    JournalError::Database {
+        path: path.to_path_buf(),
+        source: e,
     }
 }
 
@@ -316,7 +353,7 @@ impl Journal {
     /// not even redb's repair: a pack is evidence, and its bytes must stay as received.
     ///
     /// # Errors
-    /// As [`Journal::open_read_only`]; a file that needs repair is [`JournalError::Pack`].
+    /// As [`Journal::open_read_only`]; a file that needs repair is [`JournalError::Damaged`].
     pub fn open_pack(path: &Path) -> Result<Journal, JournalError> {
         Journal::open_reading(path, false)
     }
@@ -334,10 +371,12 @@ impl Journal {
             Err(redb::DatabaseError::RepairAborted) if repair => {
                 return Journal::create_or_open(path);
             }
+            // A pack is closed cleanly when written: one that asks for repair was altered
+            // (or cut short) since, and evidence is not repaired.
             Err(redb::DatabaseError::RepairAborted) => {
-                return Err(JournalError::Pack {
+                return Err(JournalError::Damaged {
                     path: path.to_path_buf(),
-                    message: "the file needs redb's repair (it was altered, or its writer was killed); it is not changed here: verify a copy of it, or ask for the pack again".into(),
+                    message: "it asks for repair, which a file warden finished writing never does: it was altered or cut short since; it is not changed here, ask for the pack again".into(),
                 });
             }
             Err(e) => return Err(open_error(path, e)),
@@ -421,10 +460,7 @@ impl Journal {
     }
 
     pub(super) fn err(&self, e: impl Into<redb::Error>) -> JournalError {
-        JournalError::Database {
-            path: self.path.clone(),
-            source: e.into(),
-        }
+        storage_error(&self.path, e.into())
     }
 
     pub(super) fn corrupt(&self, what: impl Into<String>, e: postcard::Error) -> JournalError {
