@@ -128,18 +128,36 @@ impl StepJournal {
         Ok(PendingResponse { record, bytes })
     }
 
-    /// Starts the step's records with the room the previous step's took.
+    /// Starts the step's records with the room the previous step's took (checked on every
+    /// push: kept inline, so that a push that needs no room costs a comparison).
+    #[inline]
     fn reserve(&mut self) {
-        if self.records.is_empty() && self.room != (0, 0) {
-            self.records = Bodies::with_room(self.room.0, self.room.1);
-            self.room = (0, 0);
+        if self.room != (0, 0) && self.records.is_empty() {
+            self.make_room();
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn make_room(&mut self) {
+        self.records = Bodies::with_room(self.room.0, self.room.1);
+        self.room = (0, 0);
     }
 
     /// Counts the record just pushed (`size` approximate bytes) against `limit`, and
     /// compares it with replay's expectation (a divergent record is taken back out).
+    #[inline]
     fn pushed(&mut self, size: u64, limit: u64, step: u32) -> Result<(), Halt> {
         self.bytes += size;
+        if self.expected.is_none() && self.bytes <= limit {
+            return Ok(());
+        }
+        self.check_pushed(limit, step)
+    }
+
+    /// [`StepJournal::pushed`] when replaying or over the limit.
+    #[inline(never)]
+    fn check_pushed(&mut self, limit: u64, step: u32) -> Result<(), Halt> {
         if let Some(expected) = &mut self.expected {
             let last = self.records.len() - 1;
             let checked = expected.check_encoded(self.records.get(last).unwrap_or_default());
