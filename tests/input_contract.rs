@@ -321,3 +321,76 @@ fn check_places_a_schema_mistake_in_the_policy_and_a_violation_in_the_input() {
         "{findings:#?}"
     );
 }
+
+/// An input with a key twice in one object means two things (the gates' evidence takes
+/// the last value, a person reading the journal sees the first, the agent's typed input
+/// refuses it): `warden run` refuses it before anything is recorded, naming the file (or
+/// standard input) and the key, at any depth and however the key is escaped; `warden check`
+/// says so; in a batch it is that line's error while the other lines run.
+#[test]
+fn an_input_with_a_key_twice_is_refused_before_anything_is_recorded() {
+    let sandbox = Sandbox::new();
+    let example = loan_example();
+    let example = example.to_str().expect("utf-8");
+    let ambiguous = [
+        r#"{"applicant_id":"A-1","requested_amount":15000,"term_months":36,"annual_income":12000,"annual_income":120000,"employment_years":9,"purpose":"car"}"#,
+        r#"{"applicant_id":"A-1","requested_amount":15000,"term_months":36,"annual_income":120000,"employment_years":9,"purpose":"car","purpos\u0065":"debt"}"#,
+        r#"{"applicant_id":"A-1","requested_amount":15000,"term_months":36,"annual_income":120000,"employment_years":9,"purpose":"car","notes":[{"by":"a","by":"b"}]}"#,
+    ];
+    let keys = ["annual_income", "purpose", "by"];
+    for (text, key) in ambiguous.iter().zip(keys) {
+        let path = sandbox.path("ambiguous.json");
+        std::fs::write(&path, text).expect("write the input");
+        let out = sandbox.warden(&["run", example, "--input", "ambiguous.json"]);
+        let said = output_text(&out);
+        assert_eq!(out.status.code(), Some(2), "{said}");
+        assert!(
+            said.contains("ambiguous.json") && said.contains(&format!("key `{key}` appears twice")),
+            "{said}"
+        );
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+            .args(["--db", sandbox.db().to_str().expect("utf-8")])
+            .args(["run", example, "--input", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run warden");
+        std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), text.as_bytes())
+            .expect("write stdin");
+        let out = child.wait_with_output().expect("warden ends");
+        let said = output_text(&out);
+        assert_eq!(out.status.code(), Some(2), "{said}");
+        assert!(
+            said.contains("standard input") && said.contains(&format!("`{key}`")),
+            "{said}"
+        );
+    }
+    assert!(!sandbox.db().exists(), "nothing was recorded");
+    let out = sandbox.warden(&["check", example, "--input", "ambiguous.json"]);
+    let said = output_text(&out);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("ambiguous.json: by: key `by` appears twice"),
+        "{said}"
+    );
+
+    // The same value once, and the same key in two objects, are one meaning each.
+    let plain = r#"{"applicant_id":"A-1","requested_amount":15000,"term_months":36,"annual_income":120000,"employment_years":9,"purpose":"car","notes":[{"by":"a"},{"by":"b"}]}"#;
+    let lines = [plain, ambiguous[0]].join("\n");
+    std::fs::write(sandbox.path("mix.jsonl"), lines).expect("write the inputs");
+    let out = sandbox.warden(&["batch", example, "--inputs", "mix.jsonl", "--json"]);
+    // Lines are printed as their runs end: in input order once sorted by name.
+    let mut results: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    results.sort_by_key(|line| line["input"].as_str().unwrap_or_default().to_string());
+    assert_eq!(results.len(), 2, "{}", output_text(&out));
+    assert_eq!(results[0]["action"], "ran", "{results:#?}");
+    assert_eq!(results[1]["action"], "error", "{results:#?}");
+    let error = results[1]["error"].as_str().expect("error");
+    assert!(error.contains("`annual_income` twice"), "{error}");
+    let (_, runs) = crate::support::warden_json_on(&sandbox.db(), &["runs"]);
+    assert_eq!(runs.as_array().expect("runs").len(), 1, "{runs:#?}");
+}

@@ -518,7 +518,21 @@ impl Report {
             }
         };
         match serde_json::from_str(&text) {
-            Ok(value) => Some((value, text)),
+            Ok(value) => {
+                if let Some(key) = crate::host_call::duplicate_key(&text) {
+                    self.error(
+                        CheckKind::Input,
+                        path,
+                        (0, 0),
+                        &key,
+                        format!(
+                            "key `{key}` appears twice in one object: a run would refuse this input (the agent, the gates and a reader of the journal could each take a different value)"
+                        ),
+                    );
+                    return None;
+                }
+                Some((value, text))
+            }
             Err(e) => {
                 let message = e.to_string();
                 let message = message

@@ -63,6 +63,14 @@ pub enum Error {
         /// serde_json's message, which names the line and column.
         message: String,
     },
+    /// The run's input has an object with a key twice.
+    #[error(
+        "the run's input has key `{key}` twice in one object; the agent, the gates and a person reading the journal could each take a different value: keep one"
+    )]
+    InputDuplicateKey {
+        /// The key.
+        key: String,
+    },
     /// An `--input-patch` is not a JSON object.
     #[error("the input patch is not a JSON object (RFC 7386 merge patch), found {found}")]
     InputPatch {
@@ -236,6 +244,7 @@ impl Error {
             | Error::Bindings(_)
             | Error::Resolve(_)
             | Error::Input { .. }
+            | Error::InputDuplicateKey { .. }
             | Error::InputPatch { .. }
             | Error::NoCheckpoint { .. }
             | Error::WrongStatus { .. }

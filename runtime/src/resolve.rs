@@ -96,6 +96,16 @@ pub enum ResolveError {
         #[source]
         source: serde_json::Error,
     },
+    /// The input has an object with a key twice: readers disagree on which value counts.
+    #[error(
+        "input {origin}: key `{key}` appears twice in one object; the agent, the gates and a person reading the journal could each take a different value: keep one"
+    )]
+    InputDuplicateKey {
+        /// The file, or `standard input`.
+        origin: String,
+        /// The key.
+        key: String,
+    },
     /// The agent module was refused.
     #[error("agent {}", path.display())]
     Load {
@@ -180,7 +190,13 @@ fn read_input(path: &Path) -> Result<String, ResolveError> {
 
 fn checked_json(text: String, origin: &str) -> Result<String, ResolveError> {
     match serde_json::from_str::<serde::de::IgnoredAny>(&text) {
-        Ok(_) => Ok(text),
+        Ok(_) => match crate::host_call::duplicate_key(&text) {
+            Some(key) => Err(ResolveError::InputDuplicateKey {
+                origin: origin.to_string(),
+                key,
+            }),
+            None => Ok(text),
+        },
         Err(source) => Err(ResolveError::InputNotJson {
             origin: origin.to_string(),
             source,

@@ -159,6 +159,11 @@ pub(crate) fn begin(
         .as_ref()
         .map(|f| (f.parent.clone(), f.checkpoint.clone()));
     serde_json::from_str::<serde::de::IgnoredAny>(&new.input).map_err(|e| Error::input(&e))?;
+    // A new run's input means one thing (replay and resume re-read recorded inputs, which
+    // never pass here).
+    if let Some(key) = crate::host_call::duplicate_key(&new.input) {
+        return Err(Error::InputDuplicateKey { key });
+    }
     if let Some(problem) = new
         .submitted_by
         .as_deref()

@@ -1,6 +1,7 @@
-//! The JSON an agent sends (tool arguments, model features, its output) must mean one
-//! thing: an object with a key twice is refused, because readers disagree on which value
-//! counts (serde takes the last; a person reading the journal sees the first).
+//! The JSON an agent sends (tool arguments, model features, its output) and a run's input
+//! must mean one thing: an object with a key twice is refused, because readers disagree on
+//! which value counts (serde takes the last; a person reading the journal sees the first;
+//! an agent's typed input refuses it).
 
 use std::cell::RefCell;
 use std::collections::HashSet;
