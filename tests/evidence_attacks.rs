@@ -640,6 +640,12 @@ fn a_journal_or_pack_cut_short_or_overwritten_at_its_header_is_broken() {
             ("cut by one page", cut(bytes, bytes.len() - 4096)),
             ("magic number", overwritten(bytes, 0)),
             ("format version", overwritten(bytes, 64)),
+            ("an older format version", {
+                // redb's file format 2, which no Warden journal ever had.
+                let mut copy = bytes.to_vec();
+                copy[64] = 2;
+                copy
+            }),
         ]
     };
     for (what, copy) in copies(&bytes) {

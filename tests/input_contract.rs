@@ -366,6 +366,23 @@ fn an_input_with_a_key_twice_is_refused_before_anything_is_recorded() {
             "{said}"
         );
     }
+    // Nesting deeper than the gates read, before a key twice, and a key that is a lone
+    // surrogate (not text), twice: refused as not JSON, not recorded as failed runs.
+    let deep = format!(
+        r#"{{"applicant_id":"A-1","d":{}{},"k":1,"k":2}}"#,
+        "[".repeat(300),
+        "]".repeat(300)
+    );
+    for text in [
+        deep.as_str(),
+        r#"{"applicant_id":"A-1","\ud800":1,"\ud800":2}"#,
+    ] {
+        std::fs::write(sandbox.path("odd.json"), text).expect("write the input");
+        let out = sandbox.warden(&["run", example, "--input", "odd.json"]);
+        let said = output_text(&out);
+        assert_eq!(out.status.code(), Some(2), "{said}");
+        assert!(said.contains("odd.json is not valid JSON"), "{said}");
+    }
     assert!(!sandbox.db().exists(), "nothing was recorded");
     let out = sandbox.warden(&["check", example, "--input", "ambiguous.json"]);
     let said = output_text(&out);
@@ -391,6 +408,22 @@ fn an_input_with_a_key_twice_is_refused_before_anything_is_recorded() {
     assert_eq!(results[1]["action"], "error", "{results:#?}");
     let error = results[1]["error"].as_str().expect("error");
     assert!(error.contains("`annual_income` twice"), "{error}");
+    let (_, runs) = crate::support::warden_json_on(&sandbox.db(), &["runs"]);
+    assert_eq!(runs.as_array().expect("runs").len(), 1, "{runs:#?}");
+
+    // Nor can a fork's patch bring one in (merged, it would keep its last value).
+    let parent = results[0]["run_id"].as_str().expect("run id");
+    let out = sandbox.warden(&[
+        "fork",
+        parent,
+        "--at-step",
+        "1",
+        "--input-patch",
+        r#"{"purpose":"car","purpose":"debt consolidation"}"#,
+    ]);
+    let said = output_text(&out);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(said.contains("key `purpose` appears twice"), "{said}");
     let (_, runs) = crate::support::warden_json_on(&sandbox.db(), &["runs"]);
     assert_eq!(runs.as_array().expect("runs").len(), 1, "{runs:#?}");
 }

@@ -146,7 +146,17 @@ fn main() -> ExitCode {
     let code = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| dispatch(&cli))) {
         Ok(Ok(code)) => ExitCode::from(code),
         Ok(Err(error)) => output::report_error(&error),
-        Err(_) => report_panic(matches!(cli.command, Command::Verify(_))),
+        Err(_) => {
+            let file = match &cli.command {
+                Command::Verify(args) => args.pack(),
+                Command::Replay(args) => args.pack(),
+                _ => None,
+            };
+            report_panic(
+                matches!(cli.command, Command::Verify(_)),
+                file.unwrap_or(&cli.db),
+            )
+        }
     };
     telemetry.shutdown();
     code
@@ -186,7 +196,7 @@ fn keep_panic(info: &std::panic::PanicHookInfo<'_>) {
 /// file or evidence pack is damaged where the engine read it (its own checksums do not
 /// cover every byte): for `verify` that is a failed verification (exit 12); elsewhere it
 /// is a damaged journal file (exit 1). Any other panic is a bug in Warden (exit 1).
-fn report_panic(verifying: bool) -> ExitCode {
+fn report_panic(verifying: bool, file: &std::path::Path) -> ExitCode {
     let (message, place) = PANIC
         .lock()
         .ok()
@@ -194,8 +204,10 @@ fn report_panic(verifying: bool) -> ExitCode {
         .unwrap_or_default();
     let message = output::escape(&message);
     if place.contains("/redb-") {
-        let what = "the journal file (or evidence pack) is damaged: the storage engine cannot \
-                    read it";
+        let what = format!(
+            "the journal file {} is damaged: the storage engine cannot read it",
+            output::escape(&file.display().to_string())
+        );
         if verifying {
             eprintln!("BROKEN: {what} ({message}, at {place}); nothing in it can be vouched for");
             return ExitCode::from(output::exit::DIVERGED);

@@ -131,6 +131,11 @@ pub fn fork_report(journal: &Journal, request: ForkRequest<'_>) -> Result<ForkRe
     let stored = StoredRun::load(journal, parent)?;
     let mut input: serde_json::Value =
         serde_json::from_str(&stored.input).map_err(|e| Error::input(&e))?;
+    // An old run's input with a key twice (accepted before such inputs were refused) would
+    // be resolved here, silently, to one of its meanings.
+    if let Some(key) = crate::host_call::duplicate_key(&stored.input) {
+        return Err(Error::InputDuplicateKey { key });
+    }
     let mut patched = Vec::new();
     if let Some(patch) = request.input_patch {
         let serde_json::Value::Object(fields) = &patch else {

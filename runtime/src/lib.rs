@@ -91,6 +91,7 @@ pub use edition::Edition;
 pub use engine::ENGINE_VERSION;
 pub use error::{Error, ErrorKind};
 pub use fork::{ForkReport, ForkRequest, ForkWarning, fork, fork_report};
+pub use host_call::duplicate_key;
 pub use input_contract::{
     InputContract, InputViolation, MAX_RECORDED_VIOLATIONS, Rejection, SchemaProblem,
 };

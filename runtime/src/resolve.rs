@@ -189,7 +189,9 @@ fn read_input(path: &Path) -> Result<String, ResolveError> {
 }
 
 fn checked_json(text: String, origin: &str) -> Result<String, ResolveError> {
-    match serde_json::from_str::<serde::de::IgnoredAny>(&text) {
+    // Parsed as the gates and the input contract parse it (nesting deeper than they read,
+    // or a lone surrogate in a string, is refused here, not recorded as a failed run).
+    match serde_json::from_str::<serde_json::Value>(&text) {
         Ok(_) => match crate::host_call::duplicate_key(&text) {
             Some(key) => Err(ResolveError::InputDuplicateKey {
                 origin: origin.to_string(),

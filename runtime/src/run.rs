@@ -158,7 +158,9 @@ pub(crate) fn begin(
     let parent = fork
         .as_ref()
         .map(|f| (f.parent.clone(), f.checkpoint.clone()));
-    serde_json::from_str::<serde::de::IgnoredAny>(&new.input).map_err(|e| Error::input(&e))?;
+    // Parsed as the gates and the input contract parse it (nesting deeper than they read,
+    // or a lone surrogate in a string, is refused here, not recorded as a failed run).
+    serde_json::from_str::<serde_json::Value>(&new.input).map_err(|e| Error::input(&e))?;
     // A new run's input means one thing (replay and resume re-read recorded inputs, which
     // never pass here).
     if let Some(key) = crate::host_call::duplicate_key(&new.input) {

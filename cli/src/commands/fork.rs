@@ -43,10 +43,18 @@ pub struct Args {
 /// Runs `warden fork`.
 pub fn run(db: &Path, signing_key: Option<&Path>, args: &Args) -> anyhow::Result<u8> {
     let input_patch = match &args.input_patch {
-        Some(text) => Some(
-            serde_json::from_str(text)
-                .map_err(|e| Usage(format!("--input-patch is not JSON: {e}")))?,
-        ),
+        Some(text) => {
+            let patch = serde_json::from_str(text)
+                .map_err(|e| Usage(format!("--input-patch is not JSON: {e}")))?;
+            if let Some(key) = warden::duplicate_key(text) {
+                return Err(Usage(format!(
+                    "--input-patch: key `{}` appears twice in one object; keep one",
+                    output::escape(&key)
+                ))
+                .into());
+            }
+            Some(patch)
+        }
         None => None,
     };
     let parent = output::run_id_in(db, &args.run_id)?;

@@ -86,6 +86,13 @@ fn replay_all(
     Ok(reports?)
 }
 
+impl Args {
+    /// The evidence pack read instead of the journal, if one is.
+    pub fn pack(&self) -> Option<&Path> {
+        self.pack.as_deref()
+    }
+}
+
 /// Runs `warden replay`.
 pub fn run(db: &Path, args: &Args) -> anyhow::Result<u8> {
     let options = ReplayOptions {

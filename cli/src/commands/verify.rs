@@ -15,7 +15,8 @@ pub struct Args {
     /// The run id.
     run_id: Option<String>,
     /// Verify every run, and the transparency log: runs missing from it, entries naming
-    /// runs that are gone, its signed tree head.
+    /// runs that are gone, records stored under a run id the journal has no run for, its
+    /// signed tree head.
     #[arg(long, conflicts_with = "run_id")]
     all: bool,
     /// The deployment's public key (`warden key generate`): every head of every run and
@@ -32,6 +33,13 @@ pub struct Args {
     /// `record`, `log_entry`, `signed_by`.
     #[arg(long)]
     json: bool,
+}
+
+impl Args {
+    /// The evidence pack read instead of the journal, if one is.
+    pub fn pack(&self) -> Option<&Path> {
+        self.pack.as_deref()
+    }
 }
 
 /// Runs `warden verify`. A file the storage engine finds damaged (cut short, not a

@@ -9,9 +9,10 @@ use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
-/// The first key that appears twice in one object of `text`, if any. Text that is not
-/// JSON has none (it is refused elsewhere, as not JSON).
-pub(crate) fn duplicate_key(text: &str) -> Option<String> {
+/// The first key that appears twice in one object of `text`, if any (keys compared as
+/// decoded, so `"a"` and `"\u0061"` are one key). Text that is not JSON has none (it is
+/// refused elsewhere, as not JSON).
+pub fn duplicate_key(text: &str) -> Option<String> {
     let found = RefCell::new(None);
     let mut deserializer = serde_json::Deserializer::from_str(text);
     let _ = Walk(&found).deserialize(&mut deserializer);

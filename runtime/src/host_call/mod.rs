@@ -22,7 +22,7 @@ use crate::recording::Divergence;
 mod json;
 mod state;
 
-pub(crate) use json::duplicate_key;
+pub use json::duplicate_key;
 pub(crate) use state::{HostState, PendingResponse};
 
 /// Why the guest was stopped inside a host call.

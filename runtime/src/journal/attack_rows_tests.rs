@@ -474,15 +474,17 @@ fn held_pack_cut_back_inside_a_row_is_reported() {
 }
 
 /// `Journal::storage` counts the records a row holds, not the count it declares: a row
-/// (here under a run id that has no summary, which no audit reads) declaring u64::MAX
-/// records neither overflows the sum nor inflates it.
+/// (here under a run id that has no summary, which the audit reports as planted)
+/// declaring u64::MAX records neither overflows the sum nor inflates it.
 #[test]
 fn held_storage_counts_only_records_that_decode() {
     let fx = fixture(false, &["r"]);
     set_rows(&fx.j, "zz", &[(0, [vec![1], varint(u64::MAX)].concat())]);
+    let p = problems(&fx.j, None);
+    assert_eq!(p.len(), 1, "{p:?}");
     assert!(
-        problems(&fx.j, None).is_empty(),
-        "orphan row is not reported"
+        p[0].starts_with("zz: records are stored under this run id"),
+        "{p:?}"
     );
     let storage = catch_unwind(AssertUnwindSafe(|| fx.j.storage()));
     let storage = storage
@@ -624,4 +626,26 @@ fn a_renumbered_log_entry_is_reported() {
     assert_eq!(run.log_entry, Some(last));
     let untouched = j.verify_run("a", fx.key.as_ref()).unwrap();
     assert!(untouched.problem.is_none(), "{untouched:?}");
+}
+
+/// Rows copied under run ids the journal has no run for (and the log never held), one of
+/// them sorting between two real runs and one at the last index: the audit names each
+/// planted id once, and nothing else.
+#[test]
+fn held_rows_under_a_run_id_with_no_run_are_reported() {
+    let fx = fixture(false, &["a", "ab"]);
+    assert!(problems(&fx.j, None).is_empty());
+    let a = rows(&fx.j, "a");
+    set_rows(&fx.j, "a\0", &a);
+    set_rows(&fx.j, "zz", &[(u64::MAX, a[0].1.clone())]);
+    set_rows(&fx.j, "", &a[..1]);
+    let p = problems(&fx.j, None);
+    assert_eq!(p.len(), 3, "{p:?}");
+    for (problem, id) in p.iter().zip(["", "a\0", "zz"]) {
+        assert!(
+            problem.starts_with(&format!("{id}: records are stored under this run id")),
+            "{p:?}"
+        );
+    }
+    assert_eq!(fx.j.record_run_ids().unwrap(), ["", "a", "a\0", "ab", "zz"]);
 }

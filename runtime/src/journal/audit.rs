@@ -292,6 +292,11 @@ impl Journal {
                 runs.push(deleted_run(run_id, entries));
             }
         }
+        for run_id in self.record_run_ids()? {
+            if !seen.contains(&run_id) && !by_run.contains_key(&run_id) {
+                runs.push(unlisted_records(&run_id));
+            }
+        }
         Ok(Audit {
             runs,
             log: LogAudit {
@@ -442,6 +447,22 @@ impl LogIndex {
 }
 
 /// The verification of a run the log names but the journal no longer holds.
+/// Records stored under a run id that has neither a summary nor a log entry: planted, or
+/// left by a run deleted together with its log entries (which the log's root then shows).
+fn unlisted_records(run_id: &str) -> Verification {
+    Verification {
+        run_id: run_id.to_string(),
+        records: 0,
+        head: Digest::ZERO,
+        problem: Some(
+            "records are stored under this run id, but the journal has no such run and the transparency log never held it: the rows were planted, or left by a deleted run (the journal was altered)".into(),
+        ),
+        record: Some(0),
+        log_entry: None,
+        signed_by: None,
+    }
+}
+
 fn deleted_run(run_id: &str, entries: &[(u64, LogEntry)]) -> Verification {
     let (index, latest) = entries
         .last()

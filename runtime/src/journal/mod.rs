@@ -263,8 +263,11 @@ fn open_error(path: &Path, e: redb::DatabaseError) -> JournalError {
 /// (a failing disk, a full file system, permissions) stays [`JournalError::Database`].
 fn storage_error(path: &Path, e: redb::Error) -> JournalError {
     let damaged = match &e {
-        // A table of another type or kind than Warden writes is a crafted file.
+        // A table of another type or kind than Warden writes is a crafted file; every
+        // journal Warden wrote is of redb's current file format, so one that claims an
+        // older format was altered.
         redb::Error::Corrupted(_)
+        | redb::Error::UpgradeRequired(_)
         | redb::Error::TableTypeMismatch { .. }
         | redb::Error::TypeDefinitionChanged { .. }
         | redb::Error::TableIsMultimap(_)
@@ -687,6 +690,39 @@ impl Journal {
             }
         }
         Ok(out)
+    }
+
+    /// The run ids the records table holds rows for, each once: one lookup per run,
+    /// skipping over its rows.
+    pub(super) fn record_run_ids(&self) -> Result<Vec<String>, JournalError> {
+        let tx = self.read()?;
+        let records = tx.open_table(RECORDS).map_err(|e| self.err(e))?;
+        let mut ids: Vec<String> = Vec::new();
+        loop {
+            let next = match ids.last() {
+                None => records.first(),
+                Some(last) => records
+                    .range::<(&str, u64)>((
+                        std::ops::Bound::Excluded((last.as_str(), u64::MAX)),
+                        std::ops::Bound::Unbounded,
+                    ))
+                    .and_then(|mut rows| rows.next().transpose()),
+            }
+            .map_err(|e| self.err(e))?;
+            let Some((key, _)) = next else {
+                return Ok(ids);
+            };
+            let id = key.value().0.to_string();
+            // Keys come in order: one that does not (a damaged tree) would be found again
+            // and again.
+            if ids.last().is_some_and(|last| id <= *last) {
+                return Err(JournalError::Damaged {
+                    path: self.path.clone(),
+                    message: format!("the records table is out of order at run id {id:?}"),
+                });
+            }
+            ids.push(id);
+        }
     }
 
     /// Every record of a run, in order.
