@@ -326,7 +326,9 @@ fn check_places_a_schema_mistake_in_the_policy_and_a_violation_in_the_input() {
 /// the last value, a person reading the journal sees the first, the agent's typed input
 /// refuses it): `warden run` refuses it before anything is recorded, naming the file (or
 /// standard input) and the key, at any depth and however the key is escaped; `warden check`
-/// says so; in a batch it is that line's error while the other lines run.
+/// says so; in a batch it is that line's error while the other lines run (the first line
+/// too). Inputs nested deeper than the gates read, with a lone surrogate, or starting with
+/// a byte-order mark are refused the same way, as not JSON.
 #[test]
 fn an_input_with_a_key_twice_is_refused_before_anything_is_recorded() {
     let sandbox = Sandbox::new();
@@ -383,6 +385,15 @@ fn an_input_with_a_key_twice_is_refused_before_anything_is_recorded() {
         assert_eq!(out.status.code(), Some(2), "{said}");
         assert!(said.contains("odd.json is not valid JSON"), "{said}");
     }
+    let plain = r#"{"applicant_id":"A-1","requested_amount":15000,"term_months":36,"annual_income":120000,"employment_years":9,"purpose":"car","notes":[{"by":"a"},{"by":"b"}]}"#;
+    std::fs::write(sandbox.path("bom.json"), format!("\u{feff}{plain}")).expect("write");
+    let out = sandbox.warden(&["run", example, "--input", "bom.json"]);
+    let said = output_text(&out);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("bom.json starts with a byte-order mark"),
+        "{said}"
+    );
     assert!(!sandbox.db().exists(), "nothing was recorded");
     let out = sandbox.warden(&["check", example, "--input", "ambiguous.json"]);
     let said = output_text(&out);
@@ -392,9 +403,10 @@ fn an_input_with_a_key_twice_is_refused_before_anything_is_recorded() {
         "{said}"
     );
 
-    // The same value once, and the same key in two objects, are one meaning each.
-    let plain = r#"{"applicant_id":"A-1","requested_amount":15000,"term_months":36,"annual_income":120000,"employment_years":9,"purpose":"car","notes":[{"by":"a"},{"by":"b"}]}"#;
-    let lines = [plain, ambiguous[0]].join("\n");
+    // The same key in two objects is one meaning each.
+    // The first line is the ambiguous one (the batch once checked it for all the others,
+    // as standard input), and the last starts with a byte-order mark.
+    let lines = [ambiguous[0], plain, &format!("\u{feff}{plain}")].join("\n");
     std::fs::write(sandbox.path("mix.jsonl"), lines).expect("write the inputs");
     let out = sandbox.warden(&["batch", example, "--inputs", "mix.jsonl", "--json"]);
     // Lines are printed as their runs end: in input order once sorted by name.
@@ -403,16 +415,17 @@ fn an_input_with_a_key_twice_is_refused_before_anything_is_recorded() {
         .map(|l| serde_json::from_str(l).expect("a JSON line"))
         .collect();
     results.sort_by_key(|line| line["input"].as_str().unwrap_or_default().to_string());
-    assert_eq!(results.len(), 2, "{}", output_text(&out));
-    assert_eq!(results[0]["action"], "ran", "{results:#?}");
-    assert_eq!(results[1]["action"], "error", "{results:#?}");
-    let error = results[1]["error"].as_str().expect("error");
+    assert_eq!(results.len(), 3, "{}", output_text(&out));
+    assert_eq!(results[0]["action"], "error", "{results:#?}");
+    assert_eq!(results[1]["action"], "ran", "{results:#?}");
+    assert_eq!(results[2]["action"], "error", "{results:#?}");
+    let error = results[0]["error"].as_str().expect("error");
     assert!(error.contains("`annual_income` twice"), "{error}");
     let (_, runs) = crate::support::warden_json_on(&sandbox.db(), &["runs"]);
     assert_eq!(runs.as_array().expect("runs").len(), 1, "{runs:#?}");
 
     // Nor can a fork's patch bring one in (merged, it would keep its last value).
-    let parent = results[0]["run_id"].as_str().expect("run id");
+    let parent = results[1]["run_id"].as_str().expect("run id");
     let out = sandbox.warden(&[
         "fork",
         parent,

@@ -96,6 +96,14 @@ pub enum ResolveError {
         #[source]
         source: serde_json::Error,
     },
+    /// The input starts with a byte-order mark, which JSON does not allow.
+    #[error(
+        "input {origin} starts with a byte-order mark (U+FEFF), which JSON does not allow: save it as UTF-8 without one"
+    )]
+    InputByteOrderMark {
+        /// The file, or `standard input`.
+        origin: String,
+    },
     /// The input has an object with a key twice: readers disagree on which value counts.
     #[error(
         "input {origin}: key `{key}` appears twice in one object; the agent, the gates and a person reading the journal could each take a different value: keep one"
@@ -189,6 +197,11 @@ fn read_input(path: &Path) -> Result<String, ResolveError> {
 }
 
 fn checked_json(text: String, origin: &str) -> Result<String, ResolveError> {
+    if text.starts_with('\u{feff}') {
+        return Err(ResolveError::InputByteOrderMark {
+            origin: origin.to_string(),
+        });
+    }
     // Parsed as the gates and the input contract parse it (nesting deeper than they read,
     // or a lone surrogate in a string, is refused here, not recorded as a failed run).
     match serde_json::from_str::<serde_json::Value>(&text) {

@@ -88,8 +88,8 @@ pub fn run(db: &Path, signing_key: Option<&Path>, args: &Args) -> anyhow::Result
         policy: args.policy.clone(),
         bindings: args.bindings.clone(),
         // Resolves (and checks) the agent, policy and bindings; each input is checked as
-        // its run starts.
-        input: Some(InputSource::Text(inputs[0].input.clone())),
+        // its run starts (a bad first input is that input's error, like any other's).
+        input: Some(InputSource::Text("{}".into())),
         submitted_by: output::submitter(args.submitter.as_deref())?,
         allow_paths_outside: args.allow_paths_outside_bindings_dir,
     };
