@@ -446,7 +446,6 @@ impl LogIndex {
     }
 }
 
-/// The verification of a run the log names but the journal no longer holds.
 /// Records stored under a run id that has neither a summary nor a log entry: planted, or
 /// left by a run deleted together with its log entries (which the log's root then shows).
 fn unlisted_records(run_id: &str) -> Verification {
@@ -463,6 +462,7 @@ fn unlisted_records(run_id: &str) -> Verification {
     }
 }
 
+/// The verification of a run the log names but the journal no longer holds.
 fn deleted_run(run_id: &str, entries: &[(u64, LogEntry)]) -> Verification {
     let (index, latest) = entries
         .last()
