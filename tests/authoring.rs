@@ -450,6 +450,18 @@ fn the_loan_example_meets_the_expectations_beside_its_applications() {
         .map(|r| r["input"].as_str().expect("input"))
         .collect();
     assert_eq!(failed, ["loan/applications/10-near-prime-approve.json"]);
+
+    // A sample a run would refuse (a key twice) is named before any sample runs.
+    let sample = std::fs::read_to_string(applications.join("01-prime-approve.json")).expect("read");
+    let ambiguous = sample.replacen('{', r#"{"purpose": "car", "#, 1);
+    std::fs::write(applications.join("99-ambiguous.json"), ambiguous).expect("write");
+    let output = run("warden", root.path(), &["test", "loan"]);
+    let said = text(&output);
+    assert_eq!(output.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("99-ambiguous.json: key `purpose` appears twice"),
+        "{said}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------

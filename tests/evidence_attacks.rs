@@ -678,6 +678,18 @@ fn a_journal_or_pack_cut_short_or_overwritten_at_its_header_is_broken() {
             );
         }
     }
+    // With --json, the damage is on standard output too.
+    let out = warden(dir, &["--db", "damaged.redb", "verify", "--all", "--json"]);
+    assert_eq!(out.status.code(), Some(12), "{}", text(&out));
+    let damaged = json(&out)["damaged"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        damaged.contains("damaged.redb is damaged"),
+        "{}",
+        text(&out)
+    );
     for (what, copy) in copies(&pack) {
         let path = dir.join("damaged.pack");
         std::fs::write(&path, &copy).expect("write the copy");

@@ -148,14 +148,13 @@ fn main() -> ExitCode {
         Ok(Err(error)) => output::report_error(&error),
         Err(_) => {
             let file = match &cli.command {
-                Command::Verify(args) => args.pack(),
-                Command::Replay(args) => args.pack(),
-                _ => None,
+                Command::Verify(args) => args.pack().or(Some(&cli.db)),
+                Command::Replay(args) => args.pack().or(Some(&cli.db)),
+                // Its runs go to a temporary journal unless it keeps them.
+                Command::Test(args) if !args.keeps_journal() => None,
+                _ => Some(cli.db.as_path()),
             };
-            report_panic(
-                matches!(cli.command, Command::Verify(_)),
-                file.unwrap_or(&cli.db),
-            )
+            report_panic(matches!(cli.command, Command::Verify(_)), file)
         }
     };
     telemetry.shutdown();
@@ -196,7 +195,7 @@ fn keep_panic(info: &std::panic::PanicHookInfo<'_>) {
 /// file or evidence pack is damaged where the engine read it (its own checksums do not
 /// cover every byte): for `verify` that is a failed verification (exit 12); elsewhere it
 /// is a damaged journal file (exit 1). Any other panic is a bug in Warden (exit 1).
-fn report_panic(verifying: bool, file: &std::path::Path) -> ExitCode {
+fn report_panic(verifying: bool, file: Option<&std::path::Path>) -> ExitCode {
     let (message, place) = PANIC
         .lock()
         .ok()
@@ -204,10 +203,13 @@ fn report_panic(verifying: bool, file: &std::path::Path) -> ExitCode {
         .unwrap_or_default();
     let message = output::escape(&message);
     if place.contains("/redb-") {
-        let what = format!(
-            "the journal file {} is damaged: the storage engine cannot read it",
-            output::escape(&file.display().to_string())
-        );
+        let what = match file {
+            Some(file) => format!(
+                "the journal file {} is damaged: the storage engine cannot read it",
+                output::escape(&file.display().to_string())
+            ),
+            None => "the journal file is damaged: the storage engine cannot read it".into(),
+        };
         if verifying {
             eprintln!("BROKEN: {what} ({message}, at {place}); nothing in it can be vouched for");
             return ExitCode::from(output::exit::DIVERGED);

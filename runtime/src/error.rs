@@ -71,6 +71,17 @@ pub enum Error {
         /// The key.
         key: String,
     },
+    /// A fork's parent recorded an input with a key twice (accepted before such inputs
+    /// were refused).
+    #[error(
+        "the input recorded by run {parent} has key `{key}` twice in one object (accepted before such inputs were refused): a fork would take one of its values without saying which; start a new run with the input you mean"
+    )]
+    ForkInputAmbiguous {
+        /// The parent run.
+        parent: String,
+        /// The key.
+        key: String,
+    },
     /// An `--input-patch` is not a JSON object.
     #[error("the input patch is not a JSON object (RFC 7386 merge patch), found {found}")]
     InputPatch {
@@ -245,6 +256,7 @@ impl Error {
             | Error::Resolve(_)
             | Error::Input { .. }
             | Error::InputDuplicateKey { .. }
+            | Error::ForkInputAmbiguous { .. }
             | Error::InputPatch { .. }
             | Error::NoCheckpoint { .. }
             | Error::WrongStatus { .. }

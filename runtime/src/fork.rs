@@ -134,7 +134,10 @@ pub fn fork_report(journal: &Journal, request: ForkRequest<'_>) -> Result<ForkRe
     // An old run's input with a key twice (accepted before such inputs were refused) would
     // be resolved here, silently, to one of its meanings.
     if let Some(key) = crate::host_call::duplicate_key(&stored.input) {
-        return Err(Error::InputDuplicateKey { key });
+        return Err(Error::ForkInputAmbiguous {
+            parent: parent.to_string(),
+            key,
+        });
     }
     let mut patched = Vec::new();
     if let Some(patch) = request.input_patch {

@@ -110,7 +110,7 @@ pub use policy::{
 };
 pub use recording::Divergence;
 pub use replay::{ReplayMode, ReplayOptions, ReplayReport, ReplayVerdict, replay, replay_all};
-pub use resolve::{InputSource, NewRun, ResolveError, RunSpec};
+pub use resolve::{InputSource, NewRun, ResolveError, RunSpec, check_input};
 pub use resume::resume;
 pub use review::{
     CaseFile, QueueEntry, ReviewOption, ReviewOutcome, ReviewRequest, ToolAnswer, case_file,

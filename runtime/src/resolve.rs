@@ -197,24 +197,34 @@ fn read_input(path: &Path) -> Result<String, ResolveError> {
 }
 
 fn checked_json(text: String, origin: &str) -> Result<String, ResolveError> {
+    check_input(&text, origin)?;
+    Ok(text)
+}
+
+/// Checks a run's input text as a run checks it before anything is recorded: JSON as the
+/// gates and the input contract parse it (nesting deeper than they read, or a lone
+/// surrogate in a string, is refused), no byte-order mark, no object with a key twice.
+/// `origin` names it in the error (a file, or `standard input`).
+///
+/// # Errors
+/// The first of those the text breaks.
+pub fn check_input(text: &str, origin: &str) -> Result<(), ResolveError> {
     if text.starts_with('\u{feff}') {
         return Err(ResolveError::InputByteOrderMark {
             origin: origin.to_string(),
         });
     }
-    // Parsed as the gates and the input contract parse it (nesting deeper than they read,
-    // or a lone surrogate in a string, is refused here, not recorded as a failed run).
-    match serde_json::from_str::<serde_json::Value>(&text) {
-        Ok(_) => match crate::host_call::duplicate_key(&text) {
-            Some(key) => Err(ResolveError::InputDuplicateKey {
-                origin: origin.to_string(),
-                key,
-            }),
-            None => Ok(text),
-        },
-        Err(source) => Err(ResolveError::InputNotJson {
+    if let Err(source) = serde_json::from_str::<serde_json::Value>(text) {
+        return Err(ResolveError::InputNotJson {
             origin: origin.to_string(),
             source,
+        });
+    }
+    match crate::host_call::duplicate_key(text) {
+        Some(key) => Err(ResolveError::InputDuplicateKey {
+            origin: origin.to_string(),
+            key,
         }),
+        None => Ok(()),
     }
 }

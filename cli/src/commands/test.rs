@@ -141,6 +141,13 @@ struct TestJournal {
     _scratch: Option<tempfile::TempDir>,
 }
 
+impl Args {
+    /// Whether the runs go to the journal of --db (else to a temporary one).
+    pub fn keeps_journal(&self) -> bool {
+        self.keep_journal
+    }
+}
+
 /// Runs `warden test`.
 pub fn run(db: &Path, signing_key: Option<&Path>, args: &Args) -> anyhow::Result<u8> {
     let manifest =
@@ -283,9 +290,10 @@ fn samples(project: &Path, dir: &Path, confine: bool) -> anyhow::Result<Vec<Samp
         }
         let text = std::fs::read_to_string(&input)
             .map_err(|e| Usage(format!("cannot read input {}: {e}", input.display())))?;
-        if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&text) {
-            return Err(Usage(format!("input {} is not valid JSON: {e}", input.display())).into());
-        }
+        // Checked as a run checks it, so that a bad sample is named here rather than
+        // stopping the runs halfway.
+        warden::check_input(&text, &input.display().to_string())
+            .map_err(|e| Usage(e.to_string()))?;
         let expectation = if expect_file.exists() {
             Some(Expectation::read(&expect_file).map_err(|e| Usage(e.to_string()))?)
         } else {

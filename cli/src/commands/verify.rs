@@ -30,7 +30,8 @@ pub struct Args {
     pack: Option<PathBuf>,
     /// Print JSON: `{runs: [..], log: {..}}` (with --pack: `{run, tree_head, key,
     /// trusted_key, problems}`). Each run: `run_id`, `records`, `head`, `problem`,
-    /// `record`, `log_entry`, `signed_by`.
+    /// `record`, `log_entry`, `signed_by`. A file the storage engine cannot read:
+    /// `{damaged}`, the account of the damage.
     #[arg(long)]
     json: bool,
 }
@@ -49,6 +50,9 @@ pub fn run(db: &Path, args: &Args) -> anyhow::Result<u8> {
     match verify(db, args) {
         Err(error) => match damage(&error) {
             Some(what) => {
+                if args.json {
+                    output::print_json(&serde_json::json!({ "damaged": what }))?;
+                }
                 eprintln!(
                     "BROKEN: {}; nothing in it can be vouched for",
                     escape(&what)
