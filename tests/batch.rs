@@ -186,7 +186,8 @@ fn a_batch_runs_repeated_inputs_once_and_names_a_broken_line() {
     ];
     let first = warden_in(root, &args);
     let text = output_text(&first);
-    assert_eq!(first.status.code(), Some(1), "an input failed: {text}");
+    // A bad input is the user's mistake (exit 2), not Warden failing (exit 1).
+    assert_eq!(first.status.code(), Some(2), "an input failed: {text}");
     assert!(
         text.contains(
             "9 inputs: 6 ran (0 resumed), 0 skipped (already run), 2 duplicates, 1 errors"

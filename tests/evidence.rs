@@ -616,12 +616,37 @@ fn an_evidence_pack_verifies_and_replays_from_a_fresh_directory_with_only_the_pa
         .map(|e| e.expect("entry").file_name())
         .collect();
     assert_eq!(entries.len(), 2);
+    // Written without the signing key, the pack is not attested: checked against the
+    // auditor's key it fails, unless what it holds is accepted as it is.
     let out = warden(
         fresh.path(),
         &["verify", "--pack", "case.pack", "--key", "bank.pub"],
     );
+    assert_eq!(out.status.code(), Some(12), "{}", text(&out));
+    assert!(
+        text(&out).contains("the pack is not attested"),
+        "{}",
+        text(&out)
+    );
+    let out = warden(
+        fresh.path(),
+        &["replay", "--pack", "case.pack", "--key", "bank.pub"],
+    );
+    assert_eq!(out.status.code(), Some(12), "{}", text(&out));
+    let out = warden(
+        fresh.path(),
+        &[
+            "verify",
+            "--pack",
+            "case.pack",
+            "--key",
+            "bank.pub",
+            "--accept-unattested",
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("pack verified"), "{}", text(&out));
+    assert!(text(&out).contains("NOT attested"), "{}", text(&out));
     assert!(text(&out).contains("signed by"), "{}", text(&out));
     let out = warden(fresh.path(), &["replay", "--pack", "case.pack", "--json"]);
     assert!(out.status.success(), "{}", text(&out));

@@ -268,11 +268,44 @@ fn a_resealed_run_is_refused_by_review_replay_show_and_resume_not_only_by_verify
 
 /// Cuts the pack back to its first `keep` log entries and the records they cover, as a
 /// forger who holds the pack would: nothing re-sealed, every remaining byte genuine.
-fn cut_back(pack: &Path, run_id: &str, keep: usize) {
+fn cut_back(pack: &Path, run_id: &str, keep: usize, strip_attestation: bool) {
+    let records = edit_manifest(pack, |manifest| {
+        manifest.entries.truncate(keep);
+        if strip_attestation {
+            manifest.attestation = None;
+        }
+        let last: warden::LogEntry =
+            postcard::from_bytes(&manifest.entries[keep - 1].bytes).expect("entry");
+        last.records
+    });
+    let database = Database::create(pack).expect("open pack");
+    let tx = database.begin_write().expect("write");
+    let (head, at_ms);
+    {
+        let mut table = tx.open_table(RECORDS).expect("records");
+        let all = read_records(&table, run_id);
+        write_records(&mut table, run_id, &all[..records as usize]);
+        head = all[records as usize - 1].1;
+        at_ms = all[records as usize - 1].0.at_ms;
+    }
+    tx.commit().expect("commit");
+    drop(database);
+    edit_summary(pack, run_id, |meta| {
+        meta.records = records;
+        meta.head = head;
+        meta.updated_ms = at_ms;
+        meta.outcome.status = warden::Status::AwaitingReview;
+        meta.outcome.state = "manual_review".into();
+        meta.outcome.output = None;
+    });
+}
+
+/// Edits the pack's manifest in place with `edit`, returning what it returns.
+fn edit_manifest<T>(pack: &Path, edit: impl FnOnce(&mut PackManifest) -> T) -> T {
     const PACK: TableDefinition<&str, &[u8]> = TableDefinition::new("pack");
     let database = Database::create(pack).expect("open pack");
     let tx = database.begin_write().expect("write");
-    let records;
+    let result;
     {
         let mut table = tx.open_table(PACK).expect("pack");
         let mut manifest: PackManifest = postcard::from_bytes(
@@ -283,10 +316,7 @@ fn cut_back(pack: &Path, run_id: &str, keep: usize) {
                 .value(),
         )
         .expect("manifest");
-        manifest.entries.truncate(keep);
-        let last: warden::LogEntry =
-            postcard::from_bytes(&manifest.entries[keep - 1].bytes).expect("entry");
-        records = last.records;
+        result = edit(&mut manifest);
         table
             .insert(
                 "manifest",
@@ -295,25 +325,7 @@ fn cut_back(pack: &Path, run_id: &str, keep: usize) {
             .expect("insert");
     }
     tx.commit().expect("commit");
-    drop(database);
-    let database = Database::create(pack).expect("open pack");
-    let tx = database.begin_write().expect("write");
-    let head;
-    {
-        let mut table = tx.open_table(RECORDS).expect("records");
-        let all = read_records(&table, run_id);
-        write_records(&mut table, run_id, &all[..records as usize]);
-        head = all[records as usize - 1].1;
-    }
-    tx.commit().expect("commit");
-    drop(database);
-    edit_summary(pack, run_id, |meta| {
-        meta.records = records;
-        meta.head = head;
-        meta.outcome.status = warden::Status::AwaitingReview;
-        meta.outcome.state = "manual_review".into();
-        meta.outcome.output = None;
-    });
+    result
 }
 
 #[test]
@@ -338,7 +350,7 @@ fn a_pack_cut_back_to_before_its_review_or_altered_does_not_verify_or_replay() {
     };
     let review_entry = entries - 2;
     let (_d, cut) = copy_db(&pack);
-    cut_back(&cut, &journal.reviewed, review_entry);
+    cut_back(&cut, &journal.reviewed, review_entry, false);
     let cut = cut.to_str().expect("utf-8");
     let out = warden(root, &["verify", "--pack", cut, "--key", "deployment.pub"]);
     assert_eq!(out.status.code(), Some(12), "{}", text(&out));
@@ -346,6 +358,50 @@ fn a_pack_cut_back_to_before_its_review_or_altered_does_not_verify_or_replay() {
     let out = warden(root, &["replay", "--pack", cut, "--key", "deployment.pub"]);
     assert_eq!(out.status.code(), Some(12), "{}", text(&out));
     assert!(text(&out).contains("COULD NOT REPLAY"), "{}", text(&out));
+    // The same cut, its attestation removed: a pack that attests nothing fails against
+    // the auditor's key unless accepted as it is (and then says so).
+    let (_s, stripped) = copy_db(&pack);
+    cut_back(&stripped, &journal.reviewed, review_entry, true);
+    let stripped = stripped.to_str().expect("utf-8");
+    let refused_as_unattested = |pack: &str| {
+        let out = warden(root, &["verify", "--pack", pack, "--key", "deployment.pub"]);
+        assert_eq!(out.status.code(), Some(12), "{}", text(&out));
+        assert!(
+            text(&out).contains("the pack is not attested"),
+            "{}",
+            text(&out)
+        );
+    };
+    refused_as_unattested(stripped);
+    let out = warden(
+        root,
+        &["replay", "--pack", stripped, "--key", "deployment.pub"],
+    );
+    assert_eq!(out.status.code(), Some(12), "{}", text(&out));
+    assert!(text(&out).contains("COULD NOT REPLAY"), "{}", text(&out));
+    // A whole pack, only its attestation removed: what it holds verifies once accepted.
+    let (_w, whole) = copy_db(&pack);
+    edit_manifest(&whole, |manifest| {
+        assert!(
+            manifest.attestation.take().is_some(),
+            "the pack was attested"
+        );
+    });
+    let whole = whole.to_str().expect("utf-8");
+    refused_as_unattested(whole);
+    let out = warden(
+        root,
+        &[
+            "verify",
+            "--pack",
+            whole,
+            "--key",
+            "deployment.pub",
+            "--accept-unattested",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("NOT attested"), "{}", text(&out));
 
     // Re-sealed inside the pack: replay refuses it too, even without --key.
     let (_d, altered) = copy_db(&pack);

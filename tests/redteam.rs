@@ -49,6 +49,24 @@ fn a_changed_fork_may_not_start_after_its_parents_approval() {
         (0, Some("approved")),
         "{fork:#}"
     );
+    // One fork removed (a second review): a fork of that unchanged fork starts from the
+    // parent's memory, past the same gate, and may not change the case either.
+    let unchanged = fork["run_id"].as_str().expect("run id");
+    let output = sandbox.warden(&[
+        "fork",
+        unchanged,
+        "--at-step",
+        "1",
+        "--input-patch",
+        r#"{"x": 5}"#,
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("comes after a decision")
+            && stderr.contains(&format!("of run {}", parent.run_id)),
+        "{stderr}"
+    );
 }
 
 /// F2: an agent dirtied enough memory after its gate escalated that the end-of-step

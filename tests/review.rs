@@ -210,6 +210,12 @@ fn the_case_file_shows_what_a_reviewer_needs() {
     assert_eq!(case["requested"], "approved");
     assert_eq!(case["submitted_by"], "tester");
     assert_eq!(case["inference"]["model"], "risk");
+    // The case itself and what the model was given, as recorded, not the agent's account.
+    let input: Value = serde_json::from_str(case["input"].as_str().expect("input")).expect("json");
+    assert_eq!(input["x"], 2.0, "{case:#}");
+    let features: Value =
+        serde_json::from_str(case["features"].as_str().expect("features")).expect("json");
+    assert_eq!(features["x"], 2.0, "{case:#}");
     assert!(
         case["explanation"]
             .as_str()
@@ -536,6 +542,43 @@ fn expiry_applies_the_declared_outcome_after_its_time() {
     verifies_and_replays(&sandbox, &run_id);
 }
 
+/// A run whose timeout cannot be applied (its bindings file changed since it ran) is named
+/// and left awaiting review, and does not hold back the other runs due.
+#[test]
+fn expiry_goes_past_a_run_it_cannot_continue() {
+    let sandbox = Sandbox::new();
+    let closes = || json!([[{"finish": {"output": {"closed": true}}}]]);
+    let stuck = escalated_then(&sandbox, closes());
+    let bindings = sandbox.bindings();
+    let mut text = std::fs::read_to_string(&bindings).expect("bindings");
+    text.push_str("\n# changed after the first run\n");
+    std::fs::write(&bindings, text).expect("change the bindings");
+    let due = escalated_then(&sandbox, closes());
+    let later = humantime::format_rfc3339_seconds(
+        std::time::SystemTime::now() + Duration::from_secs(25 * 3600),
+    )
+    .to_string();
+    let (code, results) = sandbox.warden_json(&["review", "--expire", "--now", &later]);
+    assert_eq!(code, 1, "{results:#}");
+    let results = results.as_array().expect("results");
+    assert_eq!(results.len(), 2, "{results:#?}");
+    let not_continued = results
+        .iter()
+        .find(|r| r["result"] == "not_continued")
+        .expect("the stuck run is named");
+    assert_eq!(not_continued["run_id"], stuck.as_str());
+    assert!(
+        not_continued["explanation"]
+            .as_str()
+            .is_some_and(|e| e.contains("bindings")),
+        "{not_continued:#}"
+    );
+    let (_, shown) = sandbox.warden_json(&["show", &due]);
+    assert_eq!(shown["run"]["status"], "completed", "{shown:#}");
+    let (_, shown) = sandbox.warden_json(&["show", &stuck]);
+    assert_eq!(shown["run"]["status"], "awaiting_review", "{shown:#}");
+}
+
 /// A policy whose timeout would approve (a gated state) is refused at load.
 #[test]
 fn a_timeout_may_not_approve() {
@@ -720,6 +763,38 @@ fn a_fork_from_a_review_state_is_refused_and_one_from_before_has_its_own_case() 
     assert!(
         case["decision"].to_string().contains("GateLabelNotMet"),
         "{case:#}"
+    );
+}
+
+/// A fork re-asks a case that was decided: its reviewer sees the decision on the run it
+/// was forked from (a declined case forked until someone approves it is in plain sight).
+#[test]
+fn a_forks_case_file_shows_the_decisions_made_on_the_run_it_came_from() {
+    let sandbox = Sandbox::new();
+    let run_id = escalated_then(
+        &sandbox,
+        json!([[{"finish": {"output": {"closed": true}}}]]),
+    );
+    let digest = action(&sandbox, &run_id);
+    let (code, report) = decide(&sandbox, &run_id, "done", "clerk.meyer", "clerk", &digest);
+    assert_eq!(code, 0, "{report:#}");
+    let (code, fork) = sandbox.warden_json(&["fork", &run_id, "--at-step", "0"]);
+    assert_eq!(code, 10, "the fork's own gate sends it to review: {fork:#}");
+    let fork_id = fork["run_id"].as_str().expect("fork id").to_string();
+    let (code, case) = sandbox.warden_json(&["review", &fork_id]);
+    assert_eq!(code, 10, "{case:#}");
+    let earlier = case["earlier"].as_array().expect("earlier decisions");
+    assert_eq!(earlier.len(), 1, "{case:#}");
+    assert_eq!(earlier[0]["run_id"], run_id.as_str());
+    assert_eq!(earlier[0]["review"]["outcome"], "done");
+    assert_eq!(earlier[0]["review"]["reviewer"], "clerk.meyer");
+    let output = sandbox.warden(&["review", &fork_id]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains(&format!(
+            "earlier  clerk.meyer (clerk) sent run {run_id} (this one was forked from it) to `done`"
+        )),
+        "{text}"
     );
 }
 

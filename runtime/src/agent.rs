@@ -254,7 +254,7 @@ impl Agent {
     /// # Errors
     /// [`LoadError`] naming the file, the import, export or instruction at fault.
     pub fn from_file_with(path: &Path, wasi: WasiImports) -> Result<Agent, LoadError> {
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
+        let bytes = crate::confine::read_file(path).map_err(|source| LoadError::Io {
             path: path.to_path_buf(),
             source,
         })?;

@@ -63,6 +63,10 @@ pub struct BatchLine {
     pub state: Option<String>,
     /// Why it could not run, for [`BatchAction::Error`].
     pub error: Option<String>,
+    /// Whose the error is, for [`BatchAction::Error`]: the input's (usage), the
+    /// journal's content (integrity) or Warden's (host).
+    #[serde(skip)]
+    pub error_kind: Option<crate::error::ErrorKind>,
 }
 
 /// How many runs a batch of `template` keeps in progress when not told: 32 per processor
@@ -193,6 +197,7 @@ pub fn batch(
             status: run.map(|(_, o)| o.status),
             state: run.map(|(_, o)| o.state.clone()),
             error: None,
+            error_kind: None,
         };
         if let Some(first) = first_of.get(digest) {
             let line = BatchLine {
@@ -270,6 +275,7 @@ fn finished(
             status: Some(report.outcome.status),
             state: Some(report.outcome.state),
             error: None,
+            error_kind: None,
         },
         Err(e) => BatchLine {
             input: item.name.clone(),
@@ -279,6 +285,7 @@ fn finished(
             status: None,
             state: None,
             error: Some(crate::error::chain(&e)),
+            error_kind: Some(e.kind()),
         },
     }
 }

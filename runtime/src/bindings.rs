@@ -584,7 +584,7 @@ fn hash_of(text: &str, hashed: &[(&'static str, String, Vec<u8>)]) -> BindingsHa
 }
 
 fn read_text(path: &Path) -> Result<String, BindingsError> {
-    std::fs::read_to_string(path).map_err(|source| BindingsError::Read {
+    crate::confine::read_file_to_string(path).map_err(|source| BindingsError::Read {
         path: path.to_path_buf(),
         source,
     })

@@ -504,7 +504,7 @@ impl Report {
 
     /// The input, parsed, and its text.
     fn input(&mut self, path: &Path) -> Option<(serde_json::Value, String)> {
-        let text = match std::fs::read_to_string(path) {
+        let text = match crate::confine::read_file_to_string(path) {
             Ok(text) => text,
             Err(e) => {
                 self.error(

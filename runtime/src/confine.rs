@@ -21,6 +21,83 @@ use std::path::{Component, Path, PathBuf};
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, OpenOptions};
 
+/// The most bytes Warden reads whole from one file (a policy, bindings, manifest, model
+/// card, fixture, input or agent module): far above any real one, and far below a file
+/// (or a sparse one) that would take the machine's memory.
+pub const MAX_FILE_BYTES: u64 = 256 << 20;
+
+/// Opens without blocking on a FIFO (`O_NONBLOCK` changes nothing else for a file that is
+/// only read), so that one is refused rather than waited on for ever.
+#[cfg(unix)]
+const NONBLOCK: i32 = rustix::fs::OFlags::NONBLOCK.bits().cast_signed();
+
+/// Reads all of the regular file at `path`. Anything else (a FIFO, a device such as
+/// `/dev/zero`, a directory) is refused without waiting on it, as is a file over
+/// [`MAX_FILE_BYTES`]; the error says which.
+///
+/// # Errors
+/// The file cannot be opened or read, is not a regular file, or is too large.
+pub fn read_file(path: &Path) -> io::Result<Vec<u8>> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, NONBLOCK);
+    read_whole(options.open(path)?)
+}
+
+/// [`read_file`], as UTF-8 text.
+///
+/// # Errors
+/// As [`read_file`]; text that is not UTF-8 ([`io::ErrorKind::InvalidData`]).
+pub fn read_file_to_string(path: &Path) -> io::Result<String> {
+    String::from_utf8(read_file(path)?).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "stream did not contain valid UTF-8 (byte {} is not)",
+                e.utf8_error().valid_up_to()
+            ),
+        )
+    })
+}
+
+/// Reads all of an opened file, which must be a regular one of at most
+/// [`MAX_FILE_BYTES`].
+fn read_whole(mut file: File) -> io::Result<Vec<u8>> {
+    let metadata = file.metadata()?;
+    if !metadata.is_file() {
+        let what = if metadata.is_dir() {
+            "a directory"
+        } else {
+            "a FIFO, socket or device"
+        };
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("it is {what}, not a regular file: warden reads only files"),
+        ));
+    }
+    let too_large = || {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "it is larger than {MAX_FILE_BYTES} bytes, more than warden reads from one file"
+            ),
+        )
+    };
+    if metadata.len() > MAX_FILE_BYTES {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(metadata.len()).unwrap_or(0));
+    io::Read::read_to_end(
+        &mut io::Read::take(&mut file, MAX_FILE_BYTES + 1),
+        &mut bytes,
+    )?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_large());
+    }
+    Ok(bytes)
+}
+
 /// Why a path named by a bindings file or a manifest leaves its directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -109,19 +186,24 @@ impl Confinement {
             Access::Append => (true, false),
             Access::CreateNew => (true, true),
         };
+        // Never blocking on a FIFO: reading refuses one, and one opened to append with
+        // no reader fails at once. A regular file is not affected.
+        #[cfg(unix)]
+        let flags = NONBLOCK;
         let Some(handle) = &self.handle else {
-            return std::fs::OpenOptions::new()
-                .read(true)
-                .append(append)
-                .create_new(create_new)
-                .open(self.path(file))
-                .map_err(Refused::Io);
+            let mut options = std::fs::OpenOptions::new();
+            options.read(true).append(append).create_new(create_new);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, flags);
+            return options.open(self.path(file)).map_err(Refused::Io);
         };
         if let Some(reason) = lexically_outside(Path::new(file)) {
             return Err(Refused::Outside(reason));
         }
         let mut options = OpenOptions::new();
         options.read(true).append(append).create_new(create_new);
+        #[cfg(unix)]
+        cap_std::fs::OpenOptionsExt::custom_flags(&mut options, flags);
         match handle.open_with(file, &options) {
             Ok(opened) => Ok(opened.into_std()),
             Err(error) => Err(self.refusal(file, error)),
@@ -155,12 +237,9 @@ impl Confinement {
         self.handle.as_ref()
     }
 
-    /// Reads all of `file`.
+    /// Reads all of `file`, a regular file (see [`read_file`]).
     pub(crate) fn read(&self, file: &str) -> Result<Vec<u8>, Refused> {
-        let mut opened = self.open(file, Access::Read)?;
-        let mut bytes = Vec::new();
-        io::Read::read_to_end(&mut opened, &mut bytes).map_err(Refused::Io)?;
-        Ok(bytes)
+        read_whole(self.open(file, Access::Read)?).map_err(Refused::Io)
     }
 
     /// Whether `file` stays inside the directory: `Err` only for a path that leaves it.
@@ -275,6 +354,37 @@ fn sync_directory(_directory: &File) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A FIFO, a device and a directory where a file was expected are refused at once,
+    /// never waited on or read without end; so is a file over the limit.
+    #[test]
+    fn only_regular_files_of_bounded_size_are_read() {
+        let dir = tempfile::tempdir().expect("dir");
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo");
+        assert!(made.success());
+        let said = |path: &Path| read_file(path).expect_err("refused").to_string();
+        assert!(said(&fifo).contains("FIFO"), "{}", said(&fifo));
+        assert!(said(Path::new("/dev/zero")).contains("device"));
+        assert!(said(dir.path()).contains("a directory"));
+        let confined = Confinement::new(dir.path(), false).expect("confine");
+        assert!(
+            matches!(confined.read("fifo"), Err(Refused::Io(e)) if e.to_string().contains("FIFO"))
+        );
+        let sparse = dir.path().join("sparse");
+        std::fs::File::create(&sparse)
+            .and_then(|f| f.set_len(MAX_FILE_BYTES + 1))
+            .expect("sparse file");
+        assert!(said(&sparse).contains("larger than"), "{}", said(&sparse));
+        std::fs::write(dir.path().join("text"), "caf\u{e9}").expect("write");
+        assert_eq!(
+            read_file_to_string(&dir.path().join("text")).expect("text"),
+            "caf\u{e9}"
+        );
+    }
 
     #[test]
     fn lexical_escapes_are_named() {

@@ -167,13 +167,16 @@ pub enum Error {
     /// A fork that changes the parent's input, policy or bindings may not start after a
     /// decision made on the parent's.
     #[error(
-        "run {parent}'s checkpoint {step} comes after a decision made on its own input, policy and bindings (record {record}: {decision}); fork a changed case from a checkpoint before that decision"
+        "run {parent}'s checkpoint {step} comes after a decision made on its own input, policy and bindings (record {record} of run {decided_in}: {decision}); fork a changed case from a checkpoint before that decision"
     )]
     ForkPastDecision {
         /// The parent run.
         parent: String,
         /// The checkpoint asked for.
         step: u32,
+        /// The run whose record it is: the parent, or (for a fork of a fork) the ancestor
+        /// whose memory the parent started from.
+        decided_in: String,
         /// The record of the decision.
         record: u64,
         /// The decision in words.

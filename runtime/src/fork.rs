@@ -193,10 +193,20 @@ pub fn fork_report(journal: &Journal, request: ForkRequest<'_>) -> Result<ForkRe
     let changed = input != recorded
         || policy.hash() != stored.start.policy
         || bindings.hash() != stored.meta.bindings;
-    if changed && let Some((index, what)) = decision_before(&stored.records, request.step) {
+    // A fork of a fork starts from its ancestors' memory too: their decisions count.
+    if changed
+        && let Some((decided_in, index, what)) = find_in_chain(
+            journal,
+            parent,
+            &stored.records,
+            request.step,
+            |run, records| decision_in(records).map(|(index, what)| (run.to_string(), index, what)),
+        )?
+    {
         return Err(Error::ForkPastDecision {
             parent: parent.to_string(),
             step: request.step,
+            decided_in,
             record: index,
             decision: what,
         });
@@ -262,22 +272,42 @@ fn input_read(
     records: &[Record],
     step: u32,
 ) -> Result<Option<(String, Record)>, Error> {
+    find_in_chain(journal, run_id, records, step, |run, before| {
+        before
+            .iter()
+            .find(|r| match &r.body {
+                RecordBody::HostCall { request, .. } => matches!(
+                    postcard::from_bytes::<warden_guest::wire::Request>(request),
+                    Ok(warden_guest::wire::Request::Input)
+                ),
+                _ => false,
+            })
+            .map(|read| (run.to_string(), read.clone()))
+    })
+}
+
+/// The most forks a chain is followed through; a longer chain (or a cycle a damaged
+/// journal could hold) is refused rather than followed for ever or cut short.
+const MAX_FORK_DEPTH: usize = 1024;
+
+/// What `find` first finds in the records a fork from checkpoint `step` of `run_id`
+/// starts from: the run's records up to that checkpoint, then (the run being a fork) its
+/// parent's up to its fork point, and so on to a run that started fresh. `find` is given
+/// each run's id and records, nearest first.
+fn find_in_chain<T>(
+    journal: &Journal,
+    run_id: &str,
+    records: &[Record],
+    step: u32,
+    mut find: impl FnMut(&str, &[Record]) -> Option<T>,
+) -> Result<Option<T>, Error> {
     let mut run_id = run_id.to_string();
-    let mut records = records.to_vec();
+    let mut records = std::borrow::Cow::Borrowed(records);
     let mut step = step;
-    // Each fork starts from its parent's memory; a chain of forks ends at a run that
-    // started fresh. The bound stops a cycle a damaged journal could hold.
-    for _ in 0..64 {
+    for _ in 0..MAX_FORK_DEPTH {
         let before = crate::recording::until_checkpoint(&records, step);
-        let read = before.iter().find(|r| match &r.body {
-            RecordBody::HostCall { request, .. } => matches!(
-                postcard::from_bytes::<warden_guest::wire::Request>(request),
-                Ok(warden_guest::wire::Request::Input)
-            ),
-            _ => false,
-        });
-        if let Some(read) = read {
-            return Ok(Some((run_id, read.clone())));
+        if let Some(found) = find(&run_id, before) {
+            return Ok(Some(found));
         }
         let parent = before
             .iter()
@@ -285,37 +315,39 @@ fn input_read(
         let Some(parent) = parent else {
             return Ok(None);
         };
-        records = journal.records(&parent.run_id)?;
+        records = std::borrow::Cow::Owned(journal.records(&parent.run_id)?);
         run_id = parent.run_id;
         step = parent.step;
     }
-    Ok(None)
+    Err(Error::Argument {
+        field: "RUN_ID",
+        problem: format!(
+            "run {run_id} is more than {MAX_FORK_DEPTH} forks deep (or its journal names a cycle of parents): fork from a run nearer the original"
+        ),
+    })
 }
 
-/// The last decision a fork with other facts may not inherit, among the records up to
-/// checkpoint `step`: a passed confidence gate, or a review.
-fn decision_before(records: &[Record], step: u32) -> Option<(u64, String)> {
-    crate::recording::until_checkpoint(records, step)
-        .iter()
-        .rev()
-        .find_map(|r| match &r.body {
-            RecordBody::HostCall { decision, .. }
-                if matches!(
-                    decision.rule,
-                    Rule::GateLabelMet { .. } | Rule::GateMet { .. }
-                ) =>
-            {
-                Some((r.index, decision.rule.to_string()))
-            }
-            RecordBody::Review(review) | RecordBody::InheritedReview(review) => Some((
-                r.index,
-                format!(
-                    "a review sent it to `{}` ({})",
-                    review.outcome, review.reviewer
-                ),
-            )),
-            _ => None,
-        })
+/// The last decision a fork with other facts may not inherit, among `records`: a passed
+/// confidence gate, or a review.
+fn decision_in(records: &[Record]) -> Option<(u64, String)> {
+    records.iter().rev().find_map(|r| match &r.body {
+        RecordBody::HostCall { decision, .. }
+            if matches!(
+                decision.rule,
+                Rule::GateLabelMet { .. } | Rule::GateMet { .. }
+            ) =>
+        {
+            Some((r.index, decision.rule.to_string()))
+        }
+        RecordBody::Review(review) | RecordBody::InheritedReview(review) => Some((
+            r.index,
+            format!(
+                "a review sent it to `{}` ({})",
+                review.outcome, review.reviewer
+            ),
+        )),
+        _ => None,
+    })
 }
 
 fn json_type(value: &serde_json::Value) -> &'static str {

@@ -35,6 +35,8 @@ pub(crate) fn problem(id: &str) -> Option<String> {
              the scripts in common use, spaces inside, and . - _ @ + ' may)",
             u32::from(c)
         )
+    } else if !id.chars().any(char::is_alphanumeric) {
+        "holds no letter or digit".to_string()
     } else if id.split(' ').any(str::is_empty) {
         "holds two spaces in a row".to_string()
     } else if !one_writing_system(id) {
@@ -84,7 +86,9 @@ pub(crate) fn same_person(a: &str, b: &str) -> bool {
 
 /// A form ids are compared in: NFKC (compatibility forms), spaces collapsed, accents and
 /// other combining marks removed, then the UTS #39 skeleton (which maps each letter to the
-/// one it is confusable with and drops invisible characters), in lower case. Case is folded
+/// one it is confusable with and drops invisible characters), in lower case, without the
+/// signs and spaces an id may hold (`m1.`, `m 1` and `m-1` are `m1`: a sign added to an
+/// id names no one new). Case is folded
 /// before the skeleton (`ALICE` is `alice`, `ß` is `ss`, `ı` is `i`) or only after it (so
 /// that a capital `I` is still confusable with `l`): two ids are one person if either
 /// form is the same.
@@ -102,7 +106,7 @@ fn key(id: &str, fold_first: bool) -> String {
     let bare: String = text.nfd().filter(|c| !is_combining_mark(*c)).collect();
     unicode_security::skeleton(&bare)
         .flat_map(char::to_lowercase)
-        .filter(|c| !is_combining_mark(*c))
+        .filter(|c| !is_combining_mark(*c) && !is_sign(*c))
         .collect::<String>()
         .replace('ß', "ss")
         .replace('ı', "i")
@@ -126,6 +130,10 @@ mod tests {
             ("al\u{131}ce", "ALICE"),
             ("bob", "b\u{43e}b"),
             ("alice", "\u{430}lice"),
+            ("m1", "m1."),
+            ("bob", "b ob"),
+            ("j.smith", "j-smith"),
+            ("alice", "'alice'"),
             ("alice", "alic\u{301}e"),
             ("alice", "ali\u{200b}ce"),
             ("jose", "jos\u{e9}"),
@@ -153,6 +161,7 @@ mod tests {
     fn ids_that_would_hide_a_difference_are_refused() {
         for (id, says) in [
             ("", "is empty"),
+            ("...", "no letter or digit"),
             (" alice", "spaces"),
             ("alice\u{a0}", "spaces"),
             ("ali\u{1}ce", "control"),

@@ -81,7 +81,7 @@ pub use bindings::{
 };
 pub use check::{CheckKind, CheckReport, CheckSpec, CheckedFiles, Finding, Severity, check};
 pub use checkpoint::{Checkpoint, CheckpointError, GlobalValue};
-pub use confine::OutsideReason;
+pub use confine::{MAX_FILE_BYTES, OutsideReason, read_file, read_file_to_string};
 pub use decision::{
     CapabilityKind, Decision, FeatureRecord, GateShortfall, ModelInference, RefusalReason,
     ReviewKind, ReviewRecord, ReviewRefusal, Rule, Verdict,
@@ -99,7 +99,7 @@ pub use journal::{
     Audit, Journal, JournalError, LogAudit, LogEntry, PackEntry, PackManifest, PackSummary,
     PackVerification, Parent, RUN_HEAD_DOMAIN, Record, RecordBody, RunMeta, RunStart, RunStartedV1,
     Storage, Verification, WasiAnswer, WasiCall, WasiRequest, describe_request_bytes,
-    describe_response_bytes,
+    describe_response_bytes, timestamp, timestamp_seconds,
 };
 pub use manifest::{Manifest, ManifestError, ManifestInspection};
 pub use module_cache::{CacheError, default_module_cache_dir, set_module_cache_dir};
@@ -113,8 +113,8 @@ pub use replay::{ReplayMode, ReplayOptions, ReplayReport, ReplayVerdict, replay,
 pub use resolve::{InputSource, NewRun, ResolveError, RunSpec, check_input};
 pub use resume::resume;
 pub use review::{
-    CaseFile, QueueEntry, ReviewOption, ReviewOutcome, ReviewRequest, ToolAnswer, case_file,
-    decide, expire, queue,
+    CaseFile, EarlierDecision, QueueEntry, ReviewOption, ReviewOutcome, ReviewRequest, ToolAnswer,
+    case_file, decide, expire, queue,
 };
 pub use run::{RunReport, start};
 pub use stored_run::{Artifact, StoredRunError};

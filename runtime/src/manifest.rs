@@ -226,7 +226,7 @@ fn inspect(dir: &Path, allow_outside: bool, every_file: bool) -> ManifestInspect
         places: BTreeMap::new(),
         problems: Vec::new(),
     };
-    let text = match std::fs::read_to_string(&path) {
+    let text = match crate::confine::read_file_to_string(&path) {
         Ok(text) => text,
         Err(source) => {
             inspection.problems.push(ManifestError::Io { path, source });

@@ -189,10 +189,11 @@ impl RunSpec {
 }
 
 fn read_input(path: &Path) -> Result<String, ResolveError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ResolveError::ReadInput {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text =
+        crate::confine::read_file_to_string(path).map_err(|source| ResolveError::ReadInput {
+            path: path.to_path_buf(),
+            source,
+        })?;
     checked_json(text, &path.display().to_string())
 }
 

@@ -93,12 +93,10 @@ impl Timeline {
 }
 
 fn entry(record: &Record, digest: Digest, prev_ok: bool) -> Entry {
-    let at = humantime::format_rfc3339_millis(
-        std::time::UNIX_EPOCH + std::time::Duration::from_millis(record.at_ms),
-    );
+    let at = crate::journal::timestamp(record.at_ms);
     Entry {
         index: record.index,
-        at: at.to_string(),
+        at,
         at_ms: record.at_ms,
         prev: record.prev,
         digest,

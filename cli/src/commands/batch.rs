@@ -3,12 +3,16 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use warden::{BatchAction, BatchInput, BatchLine, InputSource, RunSpec, Status};
+use warden::{BatchAction, BatchInput, BatchLine, ErrorKind, InputSource, RunSpec, Status};
 
 use crate::output::{self, Usage, escape};
 
 /// Arguments of `warden batch`.
 #[derive(clap::Args, Debug)]
+#[command(after_help = "\
+Exit codes: 0 every input ran (whatever it came to: each line says completed, awaiting
+review or failed); 2 an input could not run (each is named, and the others still ran);
+1 Warden itself failed on one; 12 a run already in the journal did not check out.")]
 pub struct Args {
     /// A `.wasm`/`.wat` agent module, or an example directory with a `warden.toml`.
     agent: PathBuf,
@@ -56,7 +60,7 @@ fn read_inputs(path: &Path) -> anyhow::Result<Vec<BatchInput>> {
         return files
             .into_iter()
             .map(|file| {
-                let input = std::fs::read_to_string(&file)
+                let input = warden::read_file_to_string(&file)
                     .map_err(|e| Usage(format!("cannot read {}: {e}", file.display())))?;
                 Ok(BatchInput {
                     name: file.display().to_string(),
@@ -65,7 +69,20 @@ fn read_inputs(path: &Path) -> anyhow::Result<Vec<BatchInput>> {
             })
             .collect();
     }
-    let text = std::fs::read_to_string(path).map_err(unreadable)?;
+    let bytes = warden::read_file(path).map_err(unreadable)?;
+    // Each line is text of its own: one that is not UTF-8 is named before anything runs.
+    let text = match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => {
+            let at = e.utf8_error().valid_up_to();
+            let line = 1 + e.as_bytes()[..at].iter().filter(|b| **b == b'\n').count();
+            return Err(Usage(format!(
+                "{}:{line}: the line is not UTF-8 text; nothing was run",
+                path.display()
+            ))
+            .into());
+        }
+    };
     Ok(text
         .lines()
         .enumerate()
@@ -169,8 +186,15 @@ pub fn run(db: &Path, signing_key: Option<&Path>, args: &Args) -> anyhow::Result
             workers.min(ran)
         )?;
     }
-    Ok(if errors > 0 {
+    // An input of the user's that could not run is a usage error (exit 2); Warden's own
+    // failure (exit 1) or a journal that does not check out (12) outranks it.
+    let kinds: Vec<_> = lines.iter().filter_map(|l| l.error_kind).collect();
+    Ok(if kinds.contains(&ErrorKind::Host) {
         output::exit::HOST_ERROR
+    } else if kinds.contains(&ErrorKind::Integrity) {
+        output::exit::DIVERGED
+    } else if errors > 0 {
+        output::exit::USAGE
     } else {
         output::exit::COMPLETED
     })

@@ -64,11 +64,23 @@ pub fn run(db: &Path, signing_key: Option<&Path>, args: &Args) -> anyhow::Result
             "UNSIGNED: the journal has no signing key, so the pack proves integrity, not origin"
         }
     )?;
+    let accept = if summary.attested {
+        ""
+    } else {
+        writeln!(
+            out,
+            "NOT attested (no --signing-key): nothing vouches that the pack holds the run's last commit, so `verify --pack --key` refuses it unless told --accept-unattested; write it with the signing key to attest it"
+        )?;
+        " --accept-unattested"
+    };
     writeln!(
         out,
         "on any machine, with only the pack and the public key:"
     )?;
-    writeln!(out, "  warden verify --pack {pack} --key deployment.pub")?;
+    writeln!(
+        out,
+        "  warden verify --pack {pack} --key deployment.pub{accept}"
+    )?;
     writeln!(out, "  warden replay --pack {pack}")?;
     writeln!(out, "  warden --db {pack} show {}", escape(&summary.run_id))?;
     Ok(output::exit::COMPLETED)

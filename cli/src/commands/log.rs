@@ -137,8 +137,7 @@ fn read_head(from: &str) -> anyhow::Result<SignedTreeHead> {
 }
 
 fn when(ms: u64) -> String {
-    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
-        .to_string()
+    warden::timestamp_seconds(ms)
 }
 
 fn prove(journal: &warden::Journal, from: &str, key: Option<&Path>) -> anyhow::Result<u8> {

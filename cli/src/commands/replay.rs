@@ -32,6 +32,9 @@ pub struct Args {
     /// With --pack: the deployment's public key to verify the pack against.
     #[arg(long, value_name = "PUB", requires = "pack")]
     key: Option<PathBuf>,
+    /// With --pack --key: replay a pack that is not attested (see `warden verify --help`).
+    #[arg(long, requires = "pack")]
+    accept_unattested: bool,
     /// Replay every run and print a table.
     #[arg(long, conflicts_with = "run_id")]
     all: bool,
@@ -124,9 +127,12 @@ pub fn run(db: &Path, args: &Args) -> anyhow::Result<u8> {
                 .as_deref()
                 .map(output::read_public_key)
                 .transpose()?;
-            let verified = journal
+            let mut verified = journal
                 .verify_pack(key.as_ref())
                 .map_err(warden::Error::from)?;
+            if let Some(problem) = super::verify::unattested(&verified, args.accept_unattested) {
+                verified.problems.push(problem);
+            }
             if !verified.is_intact() {
                 let problem = verified
                     .run

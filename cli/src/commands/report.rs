@@ -221,9 +221,19 @@ impl Material {
     ) -> anyhow::Result<Material> {
         let meta = journal.run(run_id).map_err(warden::Error::from)?;
         let public = key.as_ref().map(|(key, _)| key);
-        let verification = journal
+        let mut verification = journal
             .verify_run(run_id, public)
             .map_err(warden::Error::from)?;
+        // The run's entries vouch for it only as part of a log that checks out (its
+        // signed tree head removed, or its entries altered, and they vouch for nothing).
+        let log_audit = journal.audit_log(public).map_err(warden::Error::from)?;
+        if verification.problem.is_none()
+            && let Some(problem) = log_audit.problems.first()
+        {
+            verification.problem = Some(format!(
+                "the journal's transparency log does not check out: {problem}"
+            ));
+        }
         let (records, entries, unreadable) =
             match (Timeline::load(journal, run_id), journal.records(run_id)) {
                 (Ok(timeline), Ok(records)) => (records, timeline.records, None),

@@ -27,7 +27,9 @@ the run from the checkpoint taken at the gate: nothing before it runs again.
   warden review --expire [--now 2026-12-04T09:00:00Z]
 
 applies each review state's declared timeout outcome (never an approval) to the runs that
-waited longer than it allows.
+waited longer than it allows. A run due that cannot be continued (its bindings file
+changed since, say) is named and left awaiting review, and the others are still expired
+(exit 1 when any was left).
 
 Exit codes: 0 the run completed after the decision; 10 it (still) awaits review; 11 it
 failed after the decision; 2 the decision was refused (recorded) or an argument is wrong.")]
@@ -115,15 +117,26 @@ fn expire(db: &Path, signing_key: Option<&Path>, args: &Args) -> anyhow::Result<
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     let results = warden::expire(&output::open(db, signing_key)?, now_ms)?;
+    let stuck = results
+        .iter()
+        .filter(|r| matches!(r, ReviewOutcome::NotContinued { .. }))
+        .count();
     if args.json {
         output::print_json(&results)?;
     } else {
         for result in &results {
             render_result(db, result, false)?;
         }
-        println!("{} review(s) expired", results.len());
+        println!("{} review(s) expired", results.len() - stuck);
+        if stuck > 0 {
+            println!("{stuck} run(s) due could not be continued (see above)");
+        }
     }
-    Ok(output::exit::COMPLETED)
+    Ok(if stuck > 0 {
+        output::exit::HOST_ERROR
+    } else {
+        output::exit::COMPLETED
+    })
 }
 
 fn render_result(db: &Path, result: &ReviewOutcome, json: bool) -> anyhow::Result<u8> {
@@ -149,9 +162,17 @@ fn render_result(db: &Path, result: &ReviewOutcome, json: bool) -> anyhow::Resul
                     escape(run_id),
                     escape(outcome)
                 );
+            } else if let ReviewOutcome::NotContinued {
+                run_id,
+                explanation,
+            } = other
+            {
+                println!("not expired {}: {}", escape(run_id), escape(explanation));
+                println!("         (nothing was recorded; the run still awaits review)");
             }
             Ok(match other {
                 ReviewOutcome::Refused { .. } => output::exit::USAGE,
+                ReviewOutcome::NotContinued { .. } => output::exit::HOST_ERROR,
                 _ => output::exit::AWAITING_REVIEW,
             })
         }
@@ -160,11 +181,7 @@ fn render_result(db: &Path, result: &ReviewOutcome, json: bool) -> anyhow::Resul
 
 fn render_case(db: &Path, case: &CaseFile) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    let time = |ms: u64| {
-        humantime::format_rfc3339_seconds(
-            std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
-        )
-    };
+    let time = warden::timestamp_seconds;
     writeln!(
         out,
         "case     {}  awaiting review in `{}` since {}",
@@ -184,6 +201,7 @@ fn render_case(db: &Path, case: &CaseFile) -> anyhow::Result<()> {
             "by       no submitter was recorded for this run (no --submitter and no $USER): only the submitters of any run it was forked from are barred from reviewing it"
         )?,
     }
+    writeln!(out, "input    {}", escape(&case.input))?;
     if let Some(request) = &case.request {
         writeln!(out, "action   {}", escape(request))?;
     }
@@ -211,6 +229,9 @@ fn render_case(db: &Path, case: &CaseFile) -> anyhow::Result<()> {
                 escape(&card.version),
                 card.card.short()
             )?;
+        }
+        if let Some(features) = &case.features {
+            writeln!(out, "         features sent: {}", escape(features))?;
         }
         match &i.features {
             Some(f) => writeln!(
@@ -278,6 +299,18 @@ fn render_case(db: &Path, case: &CaseFile) -> anyhow::Result<()> {
             escape(&refusal.role),
             escape(&refusal.outcome),
             escape(&refusal.reason.to_string())
+        )?;
+    }
+    for earlier in &case.earlier {
+        writeln!(
+            out,
+            "earlier  {} ({}) sent run {} (this one was forked from it) to `{}` at {}: {}",
+            escape(&earlier.review.reviewer),
+            escape(&earlier.review.role),
+            escape(&earlier.run_id),
+            escape(&earlier.review.outcome),
+            time(earlier.at_ms),
+            escape(&earlier.review.note)
         )?;
     }
     writeln!(out, "digest   {}", case.action)?;

@@ -78,15 +78,13 @@ fn review_queue(journal: &warden::Journal, json: bool) -> anyhow::Result<u8> {
         "RUN", "WAITING SINCE", "STATE", "ASKED FOR", "GATE", "P", "NEEDS"
     )?;
     for entry in &queue {
-        let since = humantime::format_rfc3339_seconds(
-            std::time::UNIX_EPOCH + std::time::Duration::from_millis(entry.entered_ms),
-        );
+        let since = warden::timestamp_seconds(entry.entered_ms);
         let number = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.4}"));
         writeln!(
             out,
             "{:<24} {:<20} {:<16} {:<12} {:<24} {:>7} {:>6}  {}",
             escape(&entry.run_id),
-            since.to_string(),
+            since,
             escape(&entry.state),
             escape(entry.requested.as_deref().unwrap_or("-")),
             escape(entry.gate.as_deref().unwrap_or("(the agent's own)")),

@@ -288,7 +288,7 @@ fn samples(project: &Path, dir: &Path, confine: bool) -> anyhow::Result<Vec<Samp
                 inside(root, file)?;
             }
         }
-        let text = std::fs::read_to_string(&input)
+        let text = warden::read_file_to_string(&input)
             .map_err(|e| Usage(format!("cannot read input {}: {e}", input.display())))?;
         // Checked as a run checks it, so that a bad sample is named here rather than
         // stopping the runs halfway.

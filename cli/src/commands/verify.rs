@@ -28,6 +28,12 @@ pub struct Args {
     /// chain, its log entries' inclusion proofs and the tree head's signature.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["run_id", "all"])]
     pack: Option<PathBuf>,
+    /// With --pack --key: accept a pack that is not attested (written without the signing
+    /// key), checking only what it holds. By default such a pack fails (exit 12): nothing
+    /// vouches that it holds the run's last commit, and a pack cut back to before a review
+    /// or an outcome, its attestation removed, looks the same.
+    #[arg(long, requires = "pack")]
+    accept_unattested: bool,
     /// Print JSON: `{runs: [..], log: {..}}` (with --pack: `{run, tree_head, key,
     /// trusted_key, problems}`). Each run: `run_id`, `records`, `head`, `problem`,
     /// `record`, `log_entry`, `signed_by`. A file the storage engine cannot read:
@@ -91,9 +97,12 @@ fn verify(db: &Path, args: &Args) -> anyhow::Result<u8> {
         .transpose()?;
     if let Some(pack) = &args.pack {
         let journal = warden::Journal::open_pack(pack).map_err(warden::Error::from)?;
-        let result = journal
+        let mut result = journal
             .verify_pack(key.as_ref())
             .map_err(warden::Error::from)?;
+        if let Some(problem) = unattested(&result, args.accept_unattested) {
+            result.problems.push(problem);
+        }
         if args.json {
             output::print_json(&result)?;
         } else {
@@ -122,6 +131,15 @@ fn verify(db: &Path, args: &Args) -> anyhow::Result<u8> {
         render(&audit)?;
     }
     Ok(exit(audit.is_intact()))
+}
+
+/// Why a pack checked against the auditor's own key fails for want of its attestation,
+/// unless that was accepted: without it nothing vouches that the pack holds the run's last
+/// commit (whoever holds an attested pack can cut it back and drop the attestation).
+pub fn unattested(result: &PackVerification, accepted: bool) -> Option<String> {
+    (result.trusted_key && !result.attested && result.problems.is_empty() && !accepted).then(|| {
+        "the pack is not attested: nothing vouches that it holds the run's last commit (a pack cut back to before a review or an outcome, its attestation removed, looks the same); ask for a pack written with the signing key, or pass --accept-unattested to accept what it holds".to_string()
+    })
 }
 
 fn exit(intact: bool) -> u8 {
@@ -212,7 +230,7 @@ fn render_pack(result: &PackVerification) -> anyhow::Result<()> {
     } else if !result.problems.is_empty() {
         writeln!(
             out,
-            "complete   NOT attested: the pack does not verify (above), so nothing vouches that it holds the run's last commit"
+            "complete   NOT attested: nothing vouches that the pack holds the run's last commit (above)"
         )?;
     } else {
         writeln!(

@@ -18,8 +18,11 @@ use serde::Serialize;
 use super::{Checked, Journal, JournalError, LogEntry, Record, RunMeta, Verification};
 use crate::digest::Digest;
 use crate::edition::Edition;
-use crate::seal::merkle::{self, MemoryTree};
+use crate::seal::merkle::{self, LeafStore, MemoryTree};
 use crate::seal::signing::{KeyId, PublicKey, SignedTreeHead};
+
+/// The log's entries grouped by run, each with its index.
+type EntriesByRun = BTreeMap<String, Vec<(u64, LogEntry)>>;
 
 /// The result of auditing a whole journal.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -64,9 +67,24 @@ pub(super) struct LogCheck<'a> {
     pub key: Option<&'a PublicKey>,
 }
 
-/// ms since the epoch, as RFC 3339 (UTC).
-pub(crate) fn timestamp(ms: u64) -> String {
+/// The last millisecond RFC 3339 can write (9999-12-31T23:59:59.999Z).
+const LAST_RFC3339_MS: u64 = 253_402_300_799_999;
+
+/// ms since the epoch, as RFC 3339 (UTC, milliseconds). A time past year 9999 (a far
+/// timeout, or a time someone wrote into the file) is written as its milliseconds.
+pub fn timestamp(ms: u64) -> String {
+    if ms > LAST_RFC3339_MS {
+        return format!("{ms} ms after 1970 (past year 9999)");
+    }
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+/// [`timestamp`] to the second.
+pub fn timestamp_seconds(ms: u64) -> String {
+    if ms > LAST_RFC3339_MS {
+        return timestamp(ms);
+    }
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
 /// The first way in which a run's records depart from what the log holds for it, with
@@ -198,62 +216,7 @@ impl Journal {
     /// # Errors
     /// redb errors.
     pub fn audit(&self, key: Option<&PublicKey>) -> Result<Audit, JournalError> {
-        let leaves = self.log_leaves()?;
-        let mut by_run: BTreeMap<String, Vec<(u64, LogEntry)>> = BTreeMap::new();
-        let mut problems = Vec::new();
-        let mut tree = MemoryTree::new();
-        let mut unsigned = Vec::new();
-        if let Some((position, key)) = renumbered(&leaves).first() {
-            problems.push(format!(
-                "log entry {position} is stored under the number {key}: the log's entries were renumbered (the journal was altered)"
-            ));
-        }
-        // An entry's number is its place in the log (what its inclusion proof is for).
-        for (index, (_, bytes)) in (0u64..).zip(&leaves) {
-            tree.append(bytes);
-            match postcard::from_bytes::<LogEntry>(bytes) {
-                Ok(entry) => {
-                    if let Some(key) = key
-                        && !entry.signed_by(key)
-                    {
-                        unsigned.push(index);
-                    }
-                    by_run
-                        .entry(entry.run_id.clone())
-                        .or_default()
-                        .push((index, entry));
-                }
-                Err(e) => problems.push(format!(
-                    "log entry {index} does not decode ({e}): the log was altered"
-                )),
-            }
-        }
-        if let (Some(first), Some(key)) = (unsigned.first(), key) {
-            problems.push(format!(
-                "{} of {} log entries are not signed by key {} (the first is entry {first})",
-                unsigned.len(),
-                leaves.len(),
-                key.key_id()
-            ));
-        }
-        let size = leaves.len() as u64;
-        let root = tree.root(size).unwrap_or_else(|_| merkle::empty_root());
-        if size > 0 {
-            match self.log_root(size) {
-                Ok(stored) if stored == root => {}
-                _ => problems.push(
-                    "the log's stored subtree hashes do not match its entries (the log was altered; proofs served from this file would not verify)".into(),
-                ),
-            }
-        }
-        let head = match self.log_head() {
-            Ok(head) => head,
-            Err(e) => {
-                problems.push(format!("{e}"));
-                None
-            }
-        };
-        problems.extend(head_problems(head.as_ref(), &tree, size, key));
+        let (log, by_run) = self.audit_log_by_run(key)?;
         let mut runs = Vec::new();
         let mut seen = std::collections::BTreeSet::new();
         let checked = Checked::default();
@@ -297,16 +260,82 @@ impl Journal {
                 runs.push(unlisted_records(&run_id));
             }
         }
-        Ok(Audit {
-            runs,
-            log: LogAudit {
-                entries: size,
-                root: crate::seal::hex::encode(&root),
-                signed_head: head.map(|h| h.to_string()),
-                key: key.map(PublicKey::key_id),
-                problems,
-            },
-        })
+        Ok(Audit { runs, log })
+    }
+
+    /// The transparency log as a whole, as [`Journal::audit`] checks it (its entries
+    /// against its stored tree, its signed tree head, and with `key` every signature),
+    /// without verifying every run: what a report on one run adds to that run's own
+    /// verification.
+    ///
+    /// # Errors
+    /// redb errors.
+    pub fn audit_log(&self, key: Option<&PublicKey>) -> Result<LogAudit, JournalError> {
+        Ok(self.audit_log_by_run(key)?.0)
+    }
+
+    /// [`Journal::audit_log`], and the log's entries by run.
+    fn audit_log_by_run(
+        &self,
+        key: Option<&PublicKey>,
+    ) -> Result<(LogAudit, EntriesByRun), JournalError> {
+        let leaves = self.log_leaves()?;
+        let mut by_run = EntriesByRun::new();
+        let mut problems = Vec::new();
+        let mut tree = MemoryTree::new();
+        let mut unsigned = Vec::new();
+        if let Some((position, key)) = renumbered(&leaves).first() {
+            problems.push(format!(
+                "log entry {position} is stored under the number {key}: the log's entries were renumbered (the journal was altered)"
+            ));
+        }
+        // An entry's number is its place in the log (what its inclusion proof is for).
+        for (index, (_, bytes)) in (0u64..).zip(&leaves) {
+            tree.append(bytes);
+            match postcard::from_bytes::<LogEntry>(bytes) {
+                Ok(entry) => {
+                    if let Some(key) = key
+                        && !entry.signed_by(key)
+                    {
+                        unsigned.push(index);
+                    }
+                    by_run
+                        .entry(entry.run_id.clone())
+                        .or_default()
+                        .push((index, entry));
+                }
+                Err(e) => problems.push(format!(
+                    "log entry {index} does not decode ({e}): the log was altered"
+                )),
+            }
+        }
+        if let (Some(first), Some(key)) = (unsigned.first(), key) {
+            problems.push(format!(
+                "{} of {} log entries are not signed by key {} (the first is entry {first})",
+                unsigned.len(),
+                leaves.len(),
+                key.key_id()
+            ));
+        }
+        let size = leaves.len() as u64;
+        let root = tree.root(size).unwrap_or_else(|_| merkle::empty_root());
+        problems.extend(self.log_node_problem(&tree)?);
+        let head = match self.log_head() {
+            Ok(head) => head,
+            Err(e) => {
+                problems.push(format!("{e}"));
+                None
+            }
+        };
+        problems.extend(head_problems(head.as_ref(), &tree, size, key));
+        let log = LogAudit {
+            entries: size,
+            root: crate::seal::hex::encode(&root),
+            signed_head: head.map(|h| h.to_string()),
+            key: key.map(PublicKey::key_id),
+            problems,
+        };
+        Ok((log, by_run))
     }
 
     /// One run against the entries the log holds for it.
@@ -356,6 +385,27 @@ impl Journal {
             tree.append(&bytes);
         }
         Ok(tree)
+    }
+
+    /// The first stored subtree hash of the log that is not the hash of the entries it
+    /// covers (proofs and new heads are built from them), if one is not.
+    fn log_node_problem(&self, tree: &MemoryTree) -> Result<Option<String>, JournalError> {
+        let tx = self.read()?;
+        let nodes = match tx.open_table(super::log::LOG_NODES) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(self.err(e)),
+        };
+        for item in redb::ReadableTable::iter(&nodes).map_err(|e| self.err(e))? {
+            let (key, stored) = item.map_err(|e| self.err(e))?;
+            let (level, index) = key.value();
+            if tree.subtree_hash(level, index).ok().flatten() != Some(stored.value()) {
+                return Ok(Some(format!(
+                    "the log's stored subtree hash at level {level}, index {index} is not the hash of the entries it covers (the log was altered; proofs served from this file would not verify)"
+                )));
+            }
+        }
+        Ok(None)
     }
 
     /// Every leaf of the log, by index, as stored.

@@ -174,7 +174,80 @@ impl Journal {
         let leaves = tx.open_table(LOG_LEAVES).map_err(|e| self.err(e))?;
         let nodes = tx.open_table(LOG_NODES).map_err(|e| self.err(e))?;
         let len = leaves.len().map_err(|e| self.err(e))?;
-        Ok(LogTables { leaves, nodes, len })
+        let log = LogTables { leaves, nodes, len };
+        if let Some(key) = &self.signer {
+            self.check_extends_head(tx, &log, key)?;
+        }
+        Ok(log)
+    }
+
+    /// Before a signed write extends the log: the log must be the one the stored signed
+    /// tree head covers, or the head this write signs would vouch for whatever a person
+    /// with the file made of it (entries of a deleted run removed, a review's entries
+    /// cut out, subtree hashes rebuilt over them). The head must be this key's, cover
+    /// exactly the entries stored, and its root be the root of the subtree hashes the
+    /// new head is built from; a log with signed entries must have a head. Nothing is
+    /// written when it does not hold: `warden verify --all --key` says what was altered.
+    fn check_extends_head(
+        &self,
+        tx: &redb::WriteTransaction,
+        log: &LogTables<'_>,
+        key: &SigningKey,
+    ) -> Result<(), JournalError> {
+        let refuse = |what: String| JournalError::Log {
+            path: self.path.clone(),
+            message: format!(
+                "{what}: the journal was altered since its last signed write, and a signed write would vouch for the alteration; nothing was written; check it with `warden verify --all --key PUB` and restore it from a copy"
+            ),
+        };
+        let stored = {
+            let heads = tx.open_table(LOG_HEAD).map_err(|e| self.err(e))?;
+            let latest = heads.get("latest").map_err(|e| self.err(e))?;
+            latest.map(|bytes| postcard::from_bytes::<SignedTreeHead>(bytes.value()))
+        };
+        let head = match stored {
+            Some(Ok(head)) => head,
+            Some(Err(e)) => {
+                return Err(refuse(format!(
+                    "its signed tree head does not decode ({e})"
+                )));
+            }
+            None => {
+                // Only a log no key ever signed may lack a head (a journal that starts
+                // being signed now): every signed commit stores one.
+                for item in log.leaves.iter().map_err(|e| self.err(e))? {
+                    let (index, bytes) = item.map_err(|e| self.err(e))?;
+                    let signed = postcard::from_bytes::<LogEntry>(bytes.value())
+                        .map_or(true, |entry| entry.signature.is_some());
+                    if signed {
+                        return Err(refuse(format!(
+                            "its log holds signed entries (entry {} is one) but no signed tree head",
+                            index.value()
+                        )));
+                    }
+                }
+                return Ok(());
+            }
+        };
+        if !head.verify(&key.public_key()) {
+            return Err(refuse(format!(
+                "its signed tree head is not signed by this key ({})",
+                key.key_id()
+            )));
+        }
+        if head.head.size != log.len {
+            return Err(refuse(format!(
+                "its signed tree head covers {} log entries, but the log holds {}",
+                head.head.size, log.len
+            )));
+        }
+        let root = merkle::root(&log.store(), log.len).map_err(|e| self.log_error(e))?;
+        if root != head.head.root {
+            return Err(refuse(
+                "its log does not hash to the root of its signed tree head".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Appends a run's new head to the log inside the commit's transaction, signed when

@@ -8,10 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use redb::{
-    Database, ReadOnlyDatabase, ReadableDatabase, ReadableTable, ReadableTableMetadata,
-    TableDefinition,
-};
+use redb::{Database, ReadOnlyDatabase, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::Checkpoint;
@@ -21,23 +18,28 @@ mod audit;
 mod bodies;
 mod commit;
 mod describe;
+mod error;
 mod log;
 mod pack;
 mod record;
+mod storage;
 mod verify;
 mod wasi_call;
 
 pub use crate::edition::Edition;
-pub use audit::{Audit, LogAudit};
+pub use audit::{Audit, LogAudit, timestamp, timestamp_seconds};
 pub use bodies::Bodies;
 pub(crate) use bodies::{HostCallRef, decode as decode_body, encode_into, kind};
 pub use commit::{Commit, Progress};
+pub use error::JournalError;
+use error::{open_error, storage_error};
 
 pub use describe::{describe_request, describe_request_bytes, describe_response_bytes};
 pub use log::{LogEntry, RUN_HEAD_DOMAIN};
 pub use pack::{PackEntry, PackManifest, PackSummary, PackVerification};
 pub use record::{InheritedEvidence, Parent, Record, RecordBody, RunMeta, RunStart, RunStartedV1};
 use record::{StoredMeta, StoredRecords};
+pub use storage::Storage;
 pub use verify::{Checked, Verification};
 pub(crate) use wasi_call::errno as wasi_errno;
 pub use wasi_call::{WasiAnswer, WasiCall, WasiRequest};
@@ -52,147 +54,6 @@ const RECORDS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("recor
 const BLOBS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("blobs");
 const PAGES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("pages");
 const CHECKPOINTS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("checkpoints");
-
-/// Why the journal could not be read or written. Never caused by a guest.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum JournalError {
-    /// Another process holds the database.
-    #[error(
-        "journal {path} is open in another warden process; wait for it to finish (one process at a time per database)"
-    )]
-    InUse {
-        /// The database file.
-        path: PathBuf,
-    },
-    /// redb could not open, read or commit.
-    #[error("journal {path}: {source}")]
-    Database {
-        /// The database file.
-        path: PathBuf,
-        /// redb's error.
-        #[source]
-        source: redb::Error,
-    },
-    /// The storage engine found the file damaged where it reads (truncated, not a redb
-    /// file, a page that does not check out): nothing in it can be vouched for.
-    #[error(
-        "journal file {path} is damaged: the storage engine cannot read it ({message}); `warden verify` says what can be trusted; restore the file from a copy"
-    )]
-    Damaged {
-        /// The database file.
-        path: PathBuf,
-        /// The storage engine's account of the damage.
-        message: String,
-    },
-    /// The file was written by a newer Warden.
-    #[error(
-        "journal {path} has format version {found}; this warden reads up to {FORMAT_VERSION}: upgrade warden"
-    )]
-    NewerFormat {
-        /// The database file.
-        path: PathBuf,
-        /// The version found.
-        found: u64,
-    },
-    /// A stored value does not decode.
-    #[error("journal {path}: {what} does not decode: {message}")]
-    Corrupt {
-        /// The database file.
-        path: PathBuf,
-        /// Which value.
-        what: String,
-        /// postcard's message.
-        message: String,
-    },
-    /// The transparency log could not be read or extended.
-    #[error("journal {path}: transparency log: {message}")]
-    Log {
-        /// The database file.
-        path: PathBuf,
-        /// What went wrong.
-        message: String,
-    },
-    /// An evidence pack could not be written or is not one.
-    #[error("evidence pack {path}: {message}")]
-    Pack {
-        /// The pack file.
-        path: PathBuf,
-        /// What went wrong.
-        message: String,
-    },
-    /// A run does not verify, so the operation that vouches for it was refused.
-    #[error("run {run_id} does not verify: {problem}")]
-    Broken {
-        /// The run.
-        run_id: String,
-        /// Its first problem.
-        problem: String,
-    },
-    /// There is no journal file to read.
-    #[error("there is no journal at {path} (set --db or WARDEN_DB, or start a run first)")]
-    Missing {
-        /// The database file.
-        path: PathBuf,
-    },
-    /// A write was attempted on a journal opened read-only.
-    #[error("journal {path} was opened read-only; this command needs to write to it")]
-    ReadOnly {
-        /// The database file.
-        path: PathBuf,
-    },
-    /// No run has this id.
-    #[error("no run `{0}` in this journal (see `warden runs`)")]
-    NoSuchRun(String),
-    /// A shortened run id is the start of several runs' ids.
-    #[error("run id `{prefix}` is ambiguous: it matches {}; give more of the id", matches.join(", "))]
-    AmbiguousRunId {
-        /// The id as given.
-        prefix: String,
-        /// The ids it starts (the first few).
-        matches: Vec<String>,
-    },
-    /// A run id is already taken.
-    #[error("run `{0}` already exists in this journal; start the run again for a fresh id")]
-    RunExists(String),
-    /// A commit to a run that has ended: nothing is added to a completed or failed run.
-    #[error("run `{run_id}` has ended ({status}): nothing more can be recorded in it")]
-    RunEnded {
-        /// The run.
-        run_id: String,
-        /// Its status, completed or failed.
-        status: &'static str,
-    },
-}
-
-/// What a journal holds ([`Journal::storage`]): counts and the bytes of stored values.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Storage {
-    /// Runs.
-    pub runs: u64,
-    /// Records, and their stored bytes.
-    pub records: u64,
-    /// Bytes of all records as stored.
-    pub record_bytes: u64,
-    /// Bytes of modules, policy texts, inputs and model cards.
-    pub blob_bytes: u64,
-    /// Checkpoints, and their stored bytes (page lists, globals).
-    pub checkpoints: u64,
-    /// Bytes of all checkpoints.
-    pub checkpoint_bytes: u64,
-    /// Distinct memory pages (shared by every run).
-    pub pages: u64,
-    /// Their bytes as stored (compressed).
-    pub page_bytes: u64,
-    /// Their bytes uncompressed.
-    pub page_bytes_raw: u64,
-    /// Transparency log entries, and their bytes.
-    pub log_entries: u64,
-    /// Bytes of all log entries.
-    pub log_bytes: u64,
-    /// The file's size on disk (redb allocates ahead and reuses freed space).
-    pub file_bytes: u64,
-}
 
 /// A row of the `runs` table: its key, and its summary or why that does not decode.
 pub(crate) type RunRow = (String, Result<RunMeta, JournalError>);
@@ -246,47 +107,6 @@ fn create_atomically(path: &Path) {
             _ => Path::new("."),
         };
         let _ = std::fs::File::open(parent).and_then(|dir| dir.sync_all());
-    }
-}
-
-fn open_error(path: &Path, e: redb::DatabaseError) -> JournalError {
-    match e {
-        redb::DatabaseError::DatabaseAlreadyOpen => JournalError::InUse {
-            path: path.to_path_buf(),
-        },
-        other => storage_error(path, other.into()),
-    }
-}
-
-/// redb's error, as [`JournalError::Damaged`] where it says the file's bytes are wrong (a
-/// page that does not check out, a file cut short or that is no redb file); any other
-/// (a failing disk, a full file system, permissions) stays [`JournalError::Database`].
-fn storage_error(path: &Path, e: redb::Error) -> JournalError {
-    let damaged = match &e {
-        // A table of another type or kind than Warden writes is a crafted file; every
-        // journal Warden wrote is of redb's current file format, so one that claims an
-        // older format was altered.
-        redb::Error::Corrupted(_)
-        | redb::Error::UpgradeRequired(_)
-        | redb::Error::TableTypeMismatch { .. }
-        | redb::Error::TypeDefinitionChanged { .. }
-        | redb::Error::TableIsMultimap(_)
-        | redb::Error::TableIsNotMultimap(_) => true,
-        redb::Error::Io(io) => matches!(
-            io.kind(),
-            std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
-        ),
-        _ => false,
-    };
-    if damaged {
-        return JournalError::Damaged {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        };
-    }
-    JournalError::Database {
-        path: path.to_path_buf(),
-        source: e,
     }
 }
 
@@ -621,24 +441,6 @@ impl Journal {
         Ok(out)
     }
 
-    /// The steps of every checkpoint row stored for a run.
-    ///
-    /// # Errors
-    /// redb errors.
-    pub(crate) fn checkpoint_steps(&self, run_id: &str) -> Result<Vec<u32>, JournalError> {
-        let tx = self.read()?;
-        let table = tx.open_table(CHECKPOINTS).map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for entry in table
-            .range((run_id, 0)..=(run_id, u32::MAX))
-            .map_err(|e| self.err(e))?
-        {
-            let (key, _) = entry.map_err(|e| self.err(e))?;
-            out.push(key.value().1);
-        }
-        Ok(out)
-    }
-
     /// Every record of a run with the digest stored beside it, in order.
     ///
     /// # Errors
@@ -736,155 +538,6 @@ impl Journal {
             .map(|(r, _)| r)
             .collect())
     }
-
-    /// A stored blob (module bytes, policy text, input).
-    ///
-    /// # Errors
-    /// redb errors.
-    pub fn blob(&self, digest: &Digest) -> Result<Option<Vec<u8>>, JournalError> {
-        let tx = self.read()?;
-        let blobs = tx.open_table(BLOBS).map_err(|e| self.err(e))?;
-        Ok(blobs
-            .get(&digest.0)
-            .map_err(|e| self.err(e))?
-            .map(|v| v.value().to_vec()))
-    }
-
-    /// A stored memory page.
-    ///
-    /// # Errors
-    /// redb errors.
-    pub fn page(&self, digest: &Digest) -> Result<Option<Vec<u8>>, JournalError> {
-        let tx = self.read()?;
-        let pages = tx.open_table(PAGES).map_err(|e| self.err(e))?;
-        let Some(stored) = pages.get(&digest.0).map_err(|e| self.err(e))? else {
-            return Ok(None);
-        };
-        let stored = stored.value().to_vec();
-        crate::checkpoint::page_store::unpack(&stored, |base| {
-            Ok(pages
-                .get(&base.0)
-                .map_err(|e| e.to_string())?
-                .map(|v| v.value().to_vec()))
-        })
-        .map(Some)
-        .map_err(|message| JournalError::Corrupt {
-            path: self.path.clone(),
-            what: format!("memory page {}", digest.short()),
-            message,
-        })
-    }
-
-    /// What the journal holds, table by table: what an operator sizes storage by, and
-    /// what the benchmarks report as bytes per run.
-    ///
-    /// # Errors
-    /// redb errors.
-    pub fn storage(&self) -> Result<Storage, JournalError> {
-        let tx = self.read()?;
-        let mut storage = Storage {
-            runs: tx
-                .open_table(RUNS)
-                .map_err(|e| self.err(e))?
-                .len()
-                .map_err(|e| self.err(e))?,
-            ..Storage::default()
-        };
-        let records = tx.open_table(RECORDS).map_err(|e| self.err(e))?;
-        for item in records.iter().map_err(|e| self.err(e))? {
-            let (_, value) = item.map_err(|e| self.err(e))?;
-            let value = value.value();
-            // A row holds one record (format 1 to 3) or a commit's records; a row that
-            // does not decode counts none (verification reports it).
-            storage.records += match postcard::from_bytes::<StoredRecords>(value) {
-                Ok(StoredRecords::V1(_)) => 1,
-                Ok(StoredRecords::V2(records)) => records.len() as u64,
-                Err(_) => 0,
-            };
-            storage.record_bytes += value.len() as u64;
-        }
-        let blobs = tx.open_table(BLOBS).map_err(|e| self.err(e))?;
-        for item in blobs.iter().map_err(|e| self.err(e))? {
-            let (_, value) = item.map_err(|e| self.err(e))?;
-            storage.blob_bytes += value.value().len() as u64;
-        }
-        let checkpoints = tx.open_table(CHECKPOINTS).map_err(|e| self.err(e))?;
-        for item in checkpoints.iter().map_err(|e| self.err(e))? {
-            let (_, value) = item.map_err(|e| self.err(e))?;
-            storage.checkpoints += 1;
-            storage.checkpoint_bytes += value.value().len() as u64;
-        }
-        let pages = tx.open_table(PAGES).map_err(|e| self.err(e))?;
-        for item in pages.iter().map_err(|e| self.err(e))? {
-            let (_, value) = item.map_err(|e| self.err(e))?;
-            storage.pages += 1;
-            storage.page_bytes += value.value().len() as u64;
-        }
-        storage.page_bytes_raw = storage.pages * crate::checkpoint::PAGE_SIZE as u64;
-        if let Ok(leaves) = tx.open_table(log::LOG_LEAVES) {
-            for item in leaves.iter().map_err(|e| self.err(e))? {
-                let (_, value) = item.map_err(|e| self.err(e))?;
-                storage.log_entries += 1;
-                storage.log_bytes += value.value().len() as u64;
-            }
-        }
-        storage.file_bytes = std::fs::metadata(&self.path).map_or(0, |m| m.len());
-        Ok(storage)
-    }
-
-    /// Number of distinct memory pages stored (shared by all runs).
-    ///
-    /// # Errors
-    /// redb errors.
-    pub fn page_count(&self) -> Result<u64, JournalError> {
-        let tx = self.read()?;
-        let pages = tx.open_table(PAGES).map_err(|e| self.err(e))?;
-        pages.len().map_err(|e| self.err(e))
-    }
-
-    /// The checkpoint taken at the end of `step`, only if the run's own chained records
-    /// name it (a `Checkpoint` record for that step with the checkpoint's digest): what
-    /// fork, resume, review and replay restore. A checkpoint row no record names (planted
-    /// in the file) is never restored.
-    ///
-    /// # Errors
-    /// redb or decoding errors.
-    pub fn recorded_checkpoint(
-        &self,
-        run_id: &str,
-        step: u32,
-    ) -> Result<Option<Checkpoint>, JournalError> {
-        let recorded = self
-            .records(run_id)?
-            .into_iter()
-            .find_map(|r| match r.body {
-                RecordBody::Checkpoint { step: s, digest } if s == step => Some(digest),
-                _ => None,
-            });
-        let Some(digest) = recorded else {
-            return Ok(None);
-        };
-        Ok(self
-            .checkpoint(run_id, step)?
-            .filter(|checkpoint| checkpoint.digest() == digest))
-    }
-
-    /// The checkpoint row stored for the end of `step` (0: right after instantiation),
-    /// whether or not a record names it; [`Journal::recorded_checkpoint`] is what may be
-    /// restored.
-    ///
-    /// # Errors
-    /// redb or decoding errors.
-    pub fn checkpoint(&self, run_id: &str, step: u32) -> Result<Option<Checkpoint>, JournalError> {
-        let tx = self.read()?;
-        let table = tx.open_table(CHECKPOINTS).map_err(|e| self.err(e))?;
-        match table.get((run_id, step)).map_err(|e| self.err(e))? {
-            Some(bytes) => Ok(Some(
-                self.decode(format!("checkpoint {step} of run {run_id}"), bytes.value())?,
-            )),
-            None => Ok(None),
-        }
-    }
 }
 
 /// The summary of a new run `run_id` of nothing in particular, for tests.
@@ -920,6 +573,8 @@ pub(crate) fn test_meta(run_id: &str) -> RunMeta {
 
 #[cfg(test)]
 mod attack_group_tests;
+#[cfg(test)]
+mod attack_log_tests;
 #[cfg(test)]
 mod attack_rows_tests;
 #[cfg(test)]

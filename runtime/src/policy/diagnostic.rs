@@ -247,6 +247,11 @@ pub enum Problem {
         /// The text as written.
         value: String,
     },
+    /// A review timeout longer than a hundred years.
+    TimeoutTooLong {
+        /// The text as written.
+        value: String,
+    },
     /// A timeout whose outcome is a gated state: it would approve without anyone.
     TimeoutApproves {
         /// The outcome.
@@ -394,6 +399,10 @@ impl fmt::Display for Problem {
             Problem::BadDuration { value } => write!(
                 f,
                 "`{value}` is not a duration; write one such as \"72h\", \"30m\" or \"2days\""
+            ),
+            Problem::TimeoutTooLong { value } => write!(
+                f,
+                "`{value}` is longer than a review timeout may be (a hundred years); a case nobody decides in that long needs no timer: leave `timeout` out"
             ),
             Problem::TimeoutApproves { outcome } => write!(
                 f,

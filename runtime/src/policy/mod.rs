@@ -427,7 +427,7 @@ impl Policy {
 
     /// As [`Policy::from_file`], also returning the file's text (which a run stores).
     pub fn from_file_with_text(path: &Path) -> Result<(Policy, String), PolicyError> {
-        let bytes = std::fs::read(path).map_err(|source| PolicyError::Io {
+        let bytes = crate::confine::read_file(path).map_err(|source| PolicyError::Io {
             path: path.to_path_buf(),
             source,
         })?;

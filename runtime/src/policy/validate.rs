@@ -417,12 +417,19 @@ fn check_graph<'p>(
     states: &'p BTreeMap<String, State>,
     gates: &'p [ConfidenceGate],
 ) {
+    // The first gate on each state (as `find` would pick it), looked up once per edge.
+    let mut gate_on: BTreeMap<&str, &str> = BTreeMap::new();
+    for gate in gates {
+        gate_on
+            .entry(gate.to.as_str())
+            .or_insert(gate.otherwise.as_str());
+    }
     let successors = |state: &'p State| -> Vec<&'p str> {
         let mut next = Vec::new();
         for target in &state.transitions {
             next.push(target.as_str());
-            if let Some(gate) = gates.iter().find(|gate| &gate.to == target) {
-                next.push(gate.otherwise.as_str());
+            if let Some(otherwise) = gate_on.get(target.as_str()) {
+                next.push(otherwise);
             }
         }
         next.retain(|name| states.contains_key(*name));
@@ -446,17 +453,20 @@ fn check_graph<'p>(
         .map(|(name, _)| name.as_str())
         .collect();
     let any_exit = !can_exit.is_empty();
-    loop {
-        let before = can_exit.len();
-        for (name, state) in states {
-            if !can_exit.contains(name.as_str())
-                && successors(state).iter().any(|next| can_exit.contains(next))
-            {
-                can_exit.insert(name);
-            }
+    // Backwards from the exits, each edge once (a fixpoint over all states per round was
+    // quadratic on a long chain of states).
+    let mut before: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (name, state) in states {
+        for next in successors(state) {
+            before.entry(next).or_default().push(name.as_str());
         }
-        if can_exit.len() == before {
-            break;
+    }
+    let mut queue: VecDeque<&str> = can_exit.iter().copied().collect();
+    while let Some(name) = queue.pop_front() {
+        for earlier in before.get(name).map(Vec::as_slice).unwrap_or_default() {
+            if can_exit.insert(earlier) {
+                queue.push_back(earlier);
+            }
         }
     }
 

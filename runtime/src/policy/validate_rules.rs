@@ -225,6 +225,9 @@ pub(super) fn check_output(
 /// What a decision's `roles` must hold.
 const ROLES: &str = "roles = [\"<role>\", ...], the roles that may give this outcome";
 
+/// The longest a review timeout may be: a hundred years (a case nobody decides in that
+/// long needs no timer, and its deadline must stay a date one can write down).
+const MAX_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 24 * 3600);
 /// The review rules of review states: every outcome offered names its roles (since
 /// edition 2), only offered outcomes are named, and a timeout's outcome is offered and
 /// never gated (a timeout must never approve).
@@ -330,6 +333,13 @@ fn check_timeout(
     let field = format!("{path}.timeout");
     let after = match &timeout.after {
         Some(after) => match humantime::parse_duration(after.get_ref()) {
+            Ok(duration) if duration > MAX_TIMEOUT => {
+                let problem = Problem::TimeoutTooLong {
+                    value: after.get_ref().clone(),
+                };
+                report.push(after.span(), format!("{field}.after"), problem);
+                None
+            }
             Ok(duration) if !duration.is_zero() => Some(duration.as_millis() as u64),
             _ => {
                 let problem = Problem::BadDuration {

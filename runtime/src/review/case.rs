@@ -62,8 +62,12 @@ pub struct CaseFile {
     pub decision: Option<Decision>,
     /// The decision in words.
     pub explanation: Option<String>,
+    /// The run's input (JSON), as recorded: the case itself, not the agent's account of it.
+    pub input: String,
     /// The inference the gate judged.
     pub inference: Option<ModelInference>,
+    /// The features (JSON) the agent sent the model for that inference, as recorded.
+    pub features: Option<String>,
     /// The tool answers the inference's features rest on (or all of the run's).
     pub evidence: Vec<ToolAnswer>,
     /// The agent's own log lines, in order: its reasons.
@@ -76,6 +80,46 @@ pub struct CaseFile {
     pub pending: Vec<ReviewRecord>,
     /// Refused decisions so far.
     pub refused: Vec<ReviewRefusal>,
+    /// What people (and timeouts) decided on the runs this one was forked from, nearest
+    /// first: a fork re-asks a case, and its reviewer sees how it was answered before.
+    pub earlier: Vec<EarlierDecision>,
+}
+
+/// A decision recorded on a run this one was forked from.
+#[derive(Debug, Clone, Serialize)]
+pub struct EarlierDecision {
+    /// The run it was recorded on.
+    pub run_id: String,
+    /// When, ms since the Unix epoch.
+    pub at_ms: u64,
+    /// The decision.
+    pub review: ReviewRecord,
+}
+
+/// The most forks the case file follows back for earlier decisions.
+const MAX_ANCESTORS: usize = 1024;
+
+/// Every decision recorded on the runs `stored` was forked from, nearest run first.
+fn earlier_decisions(journal: &Journal, stored: &StoredRun) -> Result<Vec<EarlierDecision>, Error> {
+    let mut earlier = Vec::new();
+    let mut parent = stored.start.parent.clone();
+    for _ in 0..MAX_ANCESTORS {
+        let Some(p) = parent else { break };
+        let records = journal.records(&p.run_id)?;
+        earlier.extend(records.iter().filter_map(|r| match &r.body {
+            RecordBody::Review(review) => Some(EarlierDecision {
+                run_id: p.run_id.clone(),
+                at_ms: r.at_ms,
+                review: (**review).clone(),
+            }),
+            _ => None,
+        }));
+        parent = records
+            .first()
+            .and_then(|r| r.body.run_start())
+            .and_then(|s| s.parent);
+    }
+    Ok(earlier)
 }
 
 /// A run in the review queue.
@@ -123,12 +167,16 @@ pub fn case_file(journal: &Journal, run_id: &str) -> Result<CaseFile, Error> {
     let entered_ms = records[case.outcome.0 as usize].at_ms;
     let (request, decision) = escalation(records, case.outcome.0, &case.state);
     let requested = decision.as_ref().and_then(gated_target);
-    let inference = decision.as_ref().and_then(cited_inference).and_then(|id| {
-        records.iter().find_map(|r| match &r.body {
-            RecordBody::Inference(i) if i.id.0 == id => Some((**i).clone()),
-            _ => None,
-        })
+    let cited = decision.as_ref().and_then(cited_inference).and_then(|id| {
+        records
+            .iter()
+            .position(|r| matches!(&r.body, RecordBody::Inference(i) if i.id.0 == id))
     });
+    let inference = cited.and_then(|at| match &records[at].body {
+        RecordBody::Inference(i) => Some((**i).clone()),
+        _ => None,
+    });
+    let features = cited.and_then(|at| model_features(&records[..at]));
     let rested_on: Vec<u64> = inference
         .as_ref()
         .and_then(|i| i.features.as_ref())
@@ -181,13 +229,16 @@ pub fn case_file(journal: &Journal, run_id: &str) -> Result<CaseFile, Error> {
         request,
         requested,
         decision,
+        input: stored.input.clone(),
         inference,
+        features,
         evidence: tool_answers(records, &rested_on),
         agent_log: agent_log(records),
         options,
         timeout,
         pending: case.pending.iter().map(|p| (*p).clone()).collect(),
         refused,
+        earlier: earlier_decisions(journal, &stored)?,
     })
 }
 
@@ -292,6 +343,18 @@ fn cited_inference(decision: &Decision) -> Option<u64> {
 }
 
 /// The run's tool answers: those at `calls`, or all of them if `calls` is empty.
+/// The features of the last model request among `records`: the host records an
+/// inference right after the response to the request that asked for it.
+fn model_features(records: &[Record]) -> Option<String> {
+    records.iter().rev().find_map(|r| match &r.body {
+        RecordBody::HostCall { request, .. } => match postcard::from_bytes::<Request>(request) {
+            Ok(Request::Model { features, .. }) => Some(features),
+            _ => None,
+        },
+        _ => None,
+    })
+}
+
 fn tool_answers(records: &[Record], calls: &[u64]) -> Vec<ToolAnswer> {
     let mut asked = std::collections::HashMap::new();
     let mut answers = Vec::new();

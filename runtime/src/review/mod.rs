@@ -14,7 +14,7 @@
 
 mod case;
 
-pub use case::{CaseFile, QueueEntry, ReviewOption, ToolAnswer, case_file, queue};
+pub use case::{CaseFile, EarlierDecision, QueueEntry, ReviewOption, ToolAnswer, case_file, queue};
 
 use std::path::Path;
 use std::sync::Arc;
@@ -75,6 +75,15 @@ pub enum ReviewOutcome {
     },
     /// The run was decided and continued; this is what it came to.
     Decided(RunReport),
+    /// A timeout was due but the run could not be continued (its bindings changed since,
+    /// say): nothing was recorded, the run still awaits review, and the other runs due
+    /// were still expired.
+    NotContinued {
+        /// The run.
+        run_id: String,
+        /// Why, in words.
+        explanation: String,
+    },
 }
 
 /// Where a run awaiting review stands: its state, the outcome record that stopped it,
@@ -321,9 +330,15 @@ pub fn expire(journal: &Journal, now_ms: u64) -> Result<Vec<ReviewOutcome>, Erro
             action: case.action,
             resumed_from: case.checkpoint,
         };
-        outcomes.push(ReviewOutcome::Decided(continue_run(
-            journal, &stored, &case, record,
-        )?));
+        // One run that cannot go on must not hold back every other run whose time is up.
+        outcomes.push(match continue_run(journal, &stored, &case, record) {
+            Ok(report) => ReviewOutcome::Decided(report),
+            Err(error @ Error::Journal(_)) => return Err(error),
+            Err(error) => ReviewOutcome::NotContinued {
+                run_id: meta.run_id.clone(),
+                explanation: error.to_string(),
+            },
+        });
     }
     Ok(outcomes)
 }

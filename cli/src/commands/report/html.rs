@@ -57,8 +57,7 @@ pub(crate) fn columns(text: &str) -> usize {
 
 /// ms since the Unix epoch, as RFC 3339 (UTC, milliseconds).
 pub(crate) fn time(ms: u64) -> String {
-    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
-        .to_string()
+    warden::timestamp(ms)
 }
 
 /// JSON text, pretty-printed (as given if it does not parse).
@@ -468,7 +467,7 @@ fn verification(out: &mut String, m: &Material) -> fmt::Result {
             "<strong class=\"denied\">entry {index}'s inclusion proof does NOT lead to the root of the signed tree head (size {size})</strong>: the log was altered"
         )?,
         (None, None) => out.push_str(
-            "the journal holds no signed tree head (it was written without a signing key)",
+            "the journal holds no signed tree head: it was written without a signing key, or the head was removed (the verification above says which)",
         ),
         (None, Some(_)) => out.push_str("not applicable: the run has no log entry"),
     }

@@ -112,7 +112,7 @@ impl Expectation {
     /// # Errors
     /// [`ExpectError`] naming the file, line, column and field.
     pub fn read(file: &Path) -> Result<Expectation, ExpectError> {
-        let text = std::fs::read_to_string(file).map_err(|e| ExpectError {
+        let text = warden::read_file_to_string(file).map_err(|e| ExpectError {
             file: file.to_path_buf(),
             line: 1,
             column: 1,

@@ -196,3 +196,31 @@ fn the_hash_covers_labels_provenance_caps_and_outputs() {
     .unwrap_or_else(|e| panic!("{e}"));
     assert_ne!(output, base);
 }
+
+/// A review timeout past a hundred years is refused where it is written (its deadline
+/// could not be written as a date, and nobody needs it).
+#[test]
+fn a_review_timeout_may_not_outlast_a_century() {
+    let d = only(&edit("after = \"72h\"", "after = \"3000000days\""));
+    assert!(
+        matches!(&d.problem, Problem::TimeoutTooLong { value } if value == "3000000days"),
+        "{d}"
+    );
+    assert_eq!(d.field, "states.manual_review.timeout.after");
+    parse(&edit("after = \"72h\"", "after = \"36500days\"")).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// A long chain of states checks each edge a bounded number of times: 20 000 states in a
+/// row validate (it took minutes when every state was visited once per round).
+#[test]
+fn a_long_chain_of_states_validates() {
+    let n = 20_000;
+    let mut text =
+        String::from("[policy]\nname = \"chain\"\nversion = \"1\"\ninitial = \"s0\"\n\n");
+    for i in 0..n {
+        text.push_str(&format!("[states.s{i}]\ntransitions = [\"s{}\"]\n", i + 1));
+    }
+    text.push_str(&format!("[states.s{n}]\nterminal = true\n"));
+    let policy = parse(&text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(policy.states.len(), n + 1);
+}
