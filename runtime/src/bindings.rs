@@ -367,9 +367,10 @@ impl Bindings {
         self.source.as_deref()
     }
 
-    /// Checks that every tool and model a policy declares is bound here, and that the
-    /// model of every labelled gate gives the probability of the gate's label; the error
-    /// names the first problem and the bindings file.
+    /// Checks that every tool and model a policy declares is bound here, that each model
+    /// whose features the policy reconciles scores exactly those, and that the model of
+    /// every labelled gate gives the probability of the gate's label; the error names the
+    /// first problem and the bindings file.
     pub fn covers(&self, policy: &crate::policy::Policy) -> Result<(), BindingsError> {
         let unbound = |kind, name: &String| BindingsError::Unbound {
             kind,
@@ -389,6 +390,30 @@ impl Bindings {
             .find(|name| !self.models.contains_key(*name))
         {
             return Err(unbound("model", name));
+        }
+        for (model, rules) in &policy.model_rules {
+            let card = self.features(model);
+            let Some(provenance) = rules.provenance.as_ref().filter(|_| !card.is_empty()) else {
+                continue;
+            };
+            let declared: Vec<String> = provenance.features().map(str::to_string).collect();
+            let policy_only: Vec<String> = declared
+                .iter()
+                .filter(|f| !card.contains(f))
+                .cloned()
+                .collect();
+            let card_only: Vec<String> = card
+                .iter()
+                .filter(|f| !declared.contains(f))
+                .cloned()
+                .collect();
+            if !policy_only.is_empty() || !card_only.is_empty() {
+                return Err(BindingsError::FeaturesDiffer {
+                    model: model.clone(),
+                    policy_only,
+                    card_only,
+                });
+            }
         }
         for gate in &policy.gates {
             let Some(label) = &gate.label else { continue };

@@ -179,6 +179,17 @@ pub enum BindingsError {
         /// The labels the card knows.
         labels: Vec<String>,
     },
+    /// The features the policy reconciles for a model are not those its card scores:
+    /// every inference would be refused, and each run would fail as if the agent erred.
+    #[error("the policy reconciles features of model {model:?} that its card does not score ({}), or the card scores features the policy declares no source for ({}); `warden check` points at each", if policy_only.is_empty() { "none".to_string() } else { policy_only.join(", ") }, if card_only.is_empty() { "none".to_string() } else { card_only.join(", ") })]
+    FeaturesDiffer {
+        /// The model.
+        model: String,
+        /// Features the policy declares and the card does not score.
+        policy_only: Vec<String>,
+        /// Features the card scores and the policy does not declare.
+        card_only: Vec<String>,
+    },
     /// The policy names a tool or model the bindings do not provide.
     #[error("the policy's {kind} {name:?} is not bound in {}", describe_source(.bindings.as_deref()))]
     Unbound {
@@ -285,7 +296,9 @@ impl BindingsError {
                 (Some(&outside.path), outside.line, outside.column)
             }
             BindingsError::Unbound { bindings, .. } => (bindings.as_deref(), 0, 0),
-            BindingsError::GateLabel { .. } | BindingsError::Several { .. } => (None, 0, 0),
+            BindingsError::GateLabel { .. }
+            | BindingsError::FeaturesDiffer { .. }
+            | BindingsError::Several { .. } => (None, 0, 0),
         }
     }
 

@@ -178,6 +178,22 @@ fn a_feature_the_policy_reconciles_and_the_card_lacks_is_named_in_both() {
         ),
         ("features[5].name", line, 8)
     );
+    // A run refuses the pair before anything is recorded (each inference would be
+    // refused, and the run would fail as if its agent erred).
+    let policy = crate::Policy::from_file(spec.policy.as_deref().expect("policy")).expect("policy");
+    let bindings = crate::Bindings::from_file(&dir.path().join("bindings.toml")).expect("bindings");
+    match bindings.covers(&policy) {
+        Err(crate::BindingsError::FeaturesDiffer {
+            model,
+            policy_only,
+            card_only,
+        }) => {
+            assert_eq!(model, "pd_scorecard");
+            assert_eq!(policy_only, ["employment_yrs"]);
+            assert_eq!(card_only, ["employment_years"]);
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
