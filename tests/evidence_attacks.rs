@@ -453,6 +453,18 @@ fn summaries_moved_undecodable_or_back_dated_and_appended_bytes_are_reported() {
     let (code, audit) = journal.audit(&copy);
     assert_eq!(code, 12, "{audit:#}");
     broken(&audit, &run);
+    // ... and the listing still lists the other runs, naming this one (exit 12).
+    let out = warden(
+        journal.dir.path(),
+        &["--db", copy.to_str().expect("utf-8"), "runs"],
+    );
+    assert_eq!(out.status.code(), Some(12), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("BROKEN  {run}")),
+        "{}",
+        text(&out)
+    );
+    assert!(text(&out).contains(&journal.reviewed), "{}", text(&out));
     // Back-dated by a year.
     let (_d, copy) = journal.copy();
     edit_summary(&copy, &run, |meta| {
@@ -723,9 +735,11 @@ fn a_journal_or_pack_cut_short_or_overwritten_at_its_header_is_broken() {
             all.extend(args);
             let out = warden(dir, &all);
             let said = text(&out);
+            // Every command says the same: the file does not check out (12), not that
+            // Warden failed (1).
             assert_eq!(
                 out.status.code(),
-                Some(1),
+                Some(12),
                 "journal {what}, {args:?}: {said}"
             );
             assert!(

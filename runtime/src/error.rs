@@ -232,7 +232,13 @@ impl Error {
                 | JournalError::AmbiguousRunId { .. }
                 | JournalError::Pack { .. },
             ) => ErrorKind::Usage,
-            Error::Journal(JournalError::Broken { .. }) => ErrorKind::Integrity,
+            // The file's content does not check out: a record or summary that does not
+            // decode, or bytes the storage engine itself finds damaged.
+            Error::Journal(
+                JournalError::Broken { .. }
+                | JournalError::Corrupt { .. }
+                | JournalError::Damaged { .. },
+            ) => ErrorKind::Integrity,
             Error::Journal(_) => ErrorKind::Host,
             Error::Stored(e) if e.is_integrity() => ErrorKind::Integrity,
             Error::Stored(StoredRunError::Journal(

@@ -113,6 +113,14 @@ impl StoredRunError {
     /// that the journal could not be read at all).
     pub fn is_integrity(&self) -> bool {
         !matches!(self, StoredRunError::Journal(_))
+            || matches!(
+                self,
+                StoredRunError::Journal(
+                    JournalError::Broken { .. }
+                        | JournalError::Corrupt { .. }
+                        | JournalError::Damaged { .. }
+                )
+            )
     }
 }
 

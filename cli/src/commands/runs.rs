@@ -32,15 +32,33 @@ pub fn run(db: &Path, args: &Args) -> anyhow::Result<u8> {
     if status == Some(Status::AwaitingReview) {
         return review_queue(&journal, args.json);
     }
-    let runs: Vec<_> = journal
-        .runs()
-        .map_err(warden::Error::from)?
-        .into_iter()
-        .filter(|r| status.is_none_or(|s| r.status() == s))
-        .collect();
+    // A summary that does not decode (the file was altered) is named, not the end of
+    // the listing: the others are still shown, and the exit code says it (12).
+    let mut runs = Vec::new();
+    let mut broken = Vec::new();
+    for (run_id, meta) in journal.run_rows().map_err(warden::Error::from)? {
+        match meta {
+            Ok(meta) => runs.push(meta),
+            Err(e) => broken.push((run_id, e)),
+        }
+    }
+    runs.sort_by(|a, b| (a.created_ms, &a.run_id).cmp(&(b.created_ms, &b.run_id)));
+    runs.retain(|r| status.is_none_or(|s| r.status() == s));
+    for (run_id, e) in &broken {
+        eprintln!(
+            "BROKEN  {}: {}; `warden verify --all --key PUB` says what can be trusted",
+            escape(run_id),
+            escape(&e.to_string())
+        );
+    }
+    let code = if broken.is_empty() {
+        output::exit::COMPLETED
+    } else {
+        output::exit::DIVERGED
+    };
     if args.json {
         output::print_json(&runs)?;
-        return Ok(output::exit::COMPLETED);
+        return Ok(code);
     }
     let mut out = std::io::stdout().lock();
     writeln!(
@@ -61,7 +79,7 @@ pub fn run(db: &Path, args: &Args) -> anyhow::Result<u8> {
             escape(&r.policy_version)
         )?;
     }
-    Ok(output::exit::COMPLETED)
+    Ok(code)
 }
 
 /// The reviewers' queue: runs awaiting review, oldest first, with the gate that sent each.

@@ -56,7 +56,7 @@ const PAGES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("pages");
 const CHECKPOINTS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("checkpoints");
 
 /// A row of the `runs` table: its key, and its summary or why that does not decode.
-pub(crate) type RunRow = (String, Result<RunMeta, JournalError>);
+pub type RunRow = (String, Result<RunMeta, JournalError>);
 
 /// Versioned envelope of every stored value: postcard encodes the variant index first, so
 /// old values keep decoding after new versions are added.
@@ -427,7 +427,7 @@ impl Journal {
     ///
     /// # Errors
     /// redb errors.
-    pub(crate) fn run_rows(&self) -> Result<Vec<RunRow>, JournalError> {
+    pub fn run_rows(&self) -> Result<Vec<RunRow>, JournalError> {
         let tx = self.read()?;
         let runs = tx.open_table(RUNS).map_err(|e| self.err(e))?;
         let mut out = Vec::new();
