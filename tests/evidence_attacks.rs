@@ -779,3 +779,36 @@ fn a_journal_or_pack_cut_short_or_overwritten_at_its_header_is_broken() {
         );
     }
 }
+
+/// The whole journal put back to an earlier copy (every signature in it genuine): the next
+/// signed write refuses it, because the writer recorded beside its key the last head it
+/// signed for this journal; an operator who restored a backup on purpose is told how to
+/// write to it again.
+#[test]
+fn a_journal_put_back_to_an_earlier_copy_is_refused_by_the_next_signed_write() {
+    let journal = journal();
+    let root = journal.dir.path();
+    let db = journal.db();
+    let recorded = std::fs::read_to_string(root.join("deployment.key.heads")).expect("heads");
+    assert_eq!(recorded.lines().count(), 1, "{recorded}");
+    let earlier = root.join("earlier.redb");
+    std::fs::copy(&db, &earlier).expect("copy");
+    run_loan(root, &db, "01-prime-approve.json");
+    std::fs::copy(&earlier, &db).expect("put back");
+    let example = loan_example();
+    let out = with_key(root, &db, &["run", example.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("does not extend the last tree head this key signed")
+            && text(&out).contains("deployment.key.heads"),
+        "{}",
+        text(&out)
+    );
+    let (code, audit) = journal.audit(&db);
+    assert_eq!(code, 0, "the copy itself is genuine: {audit:#}");
+    assert_eq!(
+        audit["runs"].as_array().map(Vec::len),
+        Some(3),
+        "nothing written"
+    );
+}

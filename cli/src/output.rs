@@ -93,6 +93,7 @@ pub fn open(db: &Path, signing_key: Option<&Path>) -> anyhow::Result<warden::Jou
                 .into());
             }
             journal.set_signer(key);
+            journal.keep_signed_heads(signed_heads_file(path));
         }
         (None, Some(id)) => {
             return Err(Usage(format!(
@@ -104,6 +105,20 @@ pub fn open(db: &Path, signing_key: Option<&Path>) -> anyhow::Result<warden::Jou
         (None, None) => {}
     }
     Ok(journal)
+}
+
+/// Where a writer records the last tree head it signed for each journal: beside the
+/// signing key (`<key>.heads`), or `$WARDEN_SIGNED_HEADS`; somewhere whoever can write
+/// the journal cannot, so that a journal put back to an earlier head is refused.
+fn signed_heads_file(key: &Path) -> std::path::PathBuf {
+    std::env::var_os("WARDEN_SIGNED_HEADS").map_or_else(
+        || {
+            let mut name = key.as_os_str().to_owned();
+            name.push(".heads");
+            name.into()
+        },
+        Into::into,
+    )
 }
 
 /// Opens the journal for maintenance that appends nothing (compaction).

@@ -165,3 +165,76 @@ fn a_stored_subtree_hash_that_is_not_its_entries_hash_is_reported() {
     );
     assert_eq!(j.audit_log(Some(&key)).unwrap(), audit.log);
 }
+
+/// A signed journal of `runs` runs whose signer records its heads in `heads`.
+fn kept(dir: &std::path::Path, heads: &std::path::Path, runs: std::ops::Range<usize>) -> Journal {
+    let mut j = Journal::open(&dir.join("j.redb")).unwrap();
+    j.set_signer(key());
+    j.keep_signed_heads(heads.to_path_buf());
+    for n in runs {
+        let id = format!("run-{n}");
+        j.commit(&id, first_commit(&id, Vec::new())).unwrap();
+    }
+    j
+}
+
+/// Every head in the file is genuine, so the stored head cannot tell an earlier one from
+/// the latest: the whole file put back to an earlier copy (or deleted and made anew) is
+/// refused by a signer that recorded the heads it signed, and written to by one that
+/// did not (the documented limit the record is for).
+#[test]
+fn a_signer_that_keeps_its_heads_refuses_a_journal_put_back_to_an_earlier_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let heads = dir.path().join("deployment.key.heads");
+    let earlier = dir.path().join("earlier.redb");
+    let j = kept(dir.path(), &heads, 0..3);
+    drop(j);
+    std::fs::copy(dir.path().join("j.redb"), &earlier).unwrap();
+    let j = kept(dir.path(), &heads, 3..5);
+    assert_eq!(j.log_size().unwrap(), 5);
+    drop(j);
+    let recorded = std::fs::read_to_string(&heads).unwrap();
+    assert_eq!(recorded.lines().count(), 1, "{recorded}");
+    assert!(
+        recorded.contains(&format!("{} 5 ", key().key_id())),
+        "{recorded}"
+    );
+
+    std::fs::copy(&earlier, dir.path().join("j.redb")).unwrap();
+    let j = kept(dir.path(), &heads, 0..0);
+    match write(&j) {
+        Err(JournalError::Log { message, .. }) => {
+            assert!(
+                message.contains("does not extend the last tree head"),
+                "{message}"
+            );
+            assert!(message.contains("nothing was written"), "{message}");
+        }
+        other => panic!("a rolled-back journal was written to: {other:?}"),
+    }
+    assert_eq!(j.log_size().unwrap(), 3);
+    drop(j);
+    // Deleted and made anew at the same place: refused too.
+    std::fs::remove_file(dir.path().join("j.redb")).unwrap();
+    let j = kept(dir.path(), &heads, 0..0);
+    assert!(matches!(write(&j), Err(JournalError::Log { .. })));
+    drop(j);
+    // Without the record, the earlier copy takes the write.
+    std::fs::copy(&earlier, dir.path().join("j.redb")).unwrap();
+    let mut j = Journal::open(&dir.path().join("j.redb")).unwrap();
+    j.set_signer(key());
+    write(&j).unwrap();
+}
+
+#[test]
+fn a_signed_write_refuses_a_log_whose_entries_were_renumbered() {
+    let (_dir, j) = signed(4);
+    let tx = j.write().unwrap();
+    {
+        let mut leaves = tx.open_table(LOG_LEAVES).unwrap();
+        let bytes = leaves.remove(1).unwrap().unwrap().value().to_vec();
+        leaves.insert(4, bytes.as_slice()).unwrap();
+    }
+    tx.commit().unwrap();
+    refused(&j, "not numbered 0 to 3");
+}

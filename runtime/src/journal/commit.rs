@@ -254,8 +254,9 @@ impl Journal {
             metas.push(meta);
         }
         drop(tables);
-        self.sign_log_head(&tx, log, at_ms)?;
+        let signed = self.sign_log_head(&tx, log, at_ms)?;
         tx.commit().map_err(|e| self.err(e))?;
+        self.keep_head(signed);
         use std::sync::atomic::Ordering::Relaxed;
         self.group.transactions.fetch_add(1, Relaxed);
         self.group.commits.fetch_add(metas.len() as u64, Relaxed);

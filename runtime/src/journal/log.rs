@@ -10,6 +10,8 @@
 //! without its root changing, which an auditor holding an earlier signed tree head
 //! detects with a consistency proof (`warden log prove`).
 
+use std::path::PathBuf;
+
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 
@@ -166,6 +168,17 @@ impl Journal {
         self.signer = Some(key);
     }
 
+    /// Records each tree head the signer signs for this journal in `file` (beside the
+    /// signing key, where whoever can write only the journal cannot reach), and from now
+    /// on refuses a signed write to a log that does not extend the last head recorded
+    /// there for this key and journal: a log put back to an earlier genuine head (and
+    /// cut to match) is never sealed again. Call after [`Journal::set_signer`].
+    pub fn keep_signed_heads(&mut self, file: PathBuf) {
+        if let Some(key) = &self.signer {
+            self.kept_heads = Some(super::heads::KeptHeads::new(file, &self.path, key.key_id()));
+        }
+    }
+
     /// Opens the log's tables for appending, once per transaction.
     pub(super) fn log_tables<'t>(
         &self,
@@ -200,6 +213,34 @@ impl Journal {
                 "{what}: the journal was altered since its last signed write, and a signed write would vouch for the alteration; nothing was written; check it with `warden verify --all --key PUB` and restore it from a copy"
             ),
         };
+        // Entries numbered 0..len: the next one goes at the end, over nothing.
+        let last = log.leaves.last().map_err(|e| self.err(e))?;
+        if let Some((index, _)) = last
+            && index.value() + 1 != log.len
+        {
+            return Err(refuse(format!(
+                "its log's entries are not numbered 0 to {} (the last is numbered {})",
+                log.len.saturating_sub(1),
+                index.value()
+            )));
+        }
+        if let Some(kept) = &self.kept_heads
+            && let Some((size, root)) = kept.last()
+        {
+            let extends = size <= log.len
+                && merkle::root(&log.store(), size).map_err(|e| self.log_error(e))? == root;
+            if !extends {
+                return Err(JournalError::Log {
+                    path: self.path.clone(),
+                    message: format!(
+                        "its log ({} entries) does not extend the last tree head this key signed for it ({size} entries, recorded in {}): it was rolled back, cut or replaced since, and a signed write would seal that; nothing was written. Check it with `warden log prove --from HEAD --key PUB` against a head you kept. If you restored it from a backup on purpose, remove its line from {} to write to it again",
+                        log.len,
+                        kept.file().display(),
+                        kept.file().display()
+                    ),
+                });
+            }
+        }
         let stored = {
             let heads = tx.open_table(LOG_HEAD).map_err(|e| self.err(e))?;
             let latest = heads.get("latest").map_err(|e| self.err(e))?;
@@ -264,6 +305,14 @@ impl Journal {
         }
         let bytes = entry.encode();
         let index = log.len;
+        if log.leaves.get(index).map_err(|e| self.err(e))?.is_some() {
+            return Err(JournalError::Log {
+                path: self.path.clone(),
+                message: format!(
+                    "log entry {index} already exists, past the log's {index} entries (they were renumbered); nothing was written"
+                ),
+            });
+        }
         let new = merkle::new_subtrees(&log.store(), index, merkle::leaf_hash(&bytes))
             .map_err(|e| self.log_error(e))?;
         log.leaves
@@ -278,15 +327,16 @@ impl Journal {
         Ok(())
     }
 
-    /// Signs the log's tree head as the transaction leaves it, if a key is configured.
+    /// Signs the log's tree head as the transaction leaves it, if a key is configured;
+    /// returns it (size, root).
     pub(super) fn sign_log_head(
         &self,
         tx: &redb::WriteTransaction,
         log: LogTables<'_>,
         at_ms: u64,
-    ) -> Result<(), JournalError> {
+    ) -> Result<Option<(u64, Hash)>, JournalError> {
         let Some(key) = &self.signer else {
-            return Ok(());
+            return Ok(None);
         };
         let size = log.len;
         let root = merkle::root(&log.store(), size).map_err(|e| self.log_error(e))?;
@@ -300,7 +350,22 @@ impl Journal {
             .map_err(|e| self.err(e))?
             .insert("latest", encode(&sth).as_slice())
             .map_err(|e| self.err(e))?;
-        Ok(())
+        Ok(Some((size, root)))
+    }
+
+    /// Records a head this process signed and committed (see
+    /// [`Journal::keep_signed_heads`]). A record that cannot be written is said, not
+    /// fatal: the head is already durable in the journal.
+    pub(super) fn keep_head(&self, signed: Option<(u64, Hash)>) {
+        if let (Some(kept), Some((size, root))) = (&self.kept_heads, signed)
+            && let Err(e) = kept.record(size, &root)
+        {
+            tracing::warn!(
+                target: "warden::journal",
+                file = %kept.file().display(),
+                "cannot record the signed tree head beside the signing key ({e}): a rollback of this journal to an earlier head would not be refused"
+            );
+        }
     }
 
     fn log_error(&self, e: merkle::MerkleError<LogStoreError>) -> JournalError {

@@ -19,6 +19,7 @@ mod bodies;
 mod commit;
 mod describe;
 mod error;
+mod heads;
 mod log;
 mod pack;
 mod record;
@@ -142,6 +143,8 @@ pub struct Journal {
     /// The deployment's key: when set, every commit signs the run's head and the log's
     /// tree head, and every verification checks signatures against it.
     signer: Option<crate::seal::signing::SigningKey>,
+    /// Where the signer records the last head it signed for this journal, if anywhere.
+    kept_heads: Option<heads::KeptHeads>,
     /// The log's entries by run, read once per size of the log (it only grows).
     log_index: std::sync::Mutex<Option<std::sync::Arc<audit::LogIndex>>>,
     /// Commits waiting to be written together (group commit).
@@ -208,6 +211,7 @@ impl Journal {
             db: Handle::ReadOnly(db),
             path: path.to_path_buf(),
             signer: None,
+            kept_heads: None,
             log_index: std::sync::Mutex::new(None),
             group: commit::Group::default(),
         };
@@ -236,6 +240,7 @@ impl Journal {
             db: Handle::ReadWrite(db),
             path: path.to_path_buf(),
             signer: None,
+            kept_heads: None,
             log_index: std::sync::Mutex::new(None),
             group: commit::Group::default(),
         };

@@ -1,0 +1,104 @@
+//! The signer's own record of the last tree head it signed for each journal, kept beside
+//! the signing key (`<key>.heads`), where a person who can write only the journal file
+//! cannot reach.
+//!
+//! A journal's stored head is in the journal: someone who can write the file can put an
+//! earlier genuine head back (every pack and every `warden log head` hands one out), cut
+//! the log and the runs back to match it, and wait for the next signed write to extend
+//! that. The stored head cannot tell an earlier head from the latest; this record can.
+//! Before a signed write, the log must extend the last head recorded here for the same
+//! key and journal; after it, the new head is recorded. One line per (key, journal):
+//! `<key id> <size> <root hex> <journal path>`.
+//!
+//! The record is written after the journal's commit is durable and is not itself
+//! synced: after a crash it may lag the journal (an older head the journal extends),
+//! never lead it. Written with a temporary file and a rename, so a reader never sees half
+//! of it. A line that does not parse is ignored (the file is the operator's).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::seal::hex;
+use crate::seal::merkle::Hash;
+use crate::seal::signing::KeyId;
+
+/// Where the heads one key signed are recorded, and which journal this is.
+#[derive(Debug)]
+pub(super) struct KeptHeads {
+    file: PathBuf,
+    journal: String,
+    key: String,
+}
+
+impl KeptHeads {
+    /// The record in `file` for `journal` (made absolute, so that one journal is one line
+    /// whatever directory a writer runs in) signed by `key`.
+    pub(super) fn new(file: PathBuf, journal: &Path, key: KeyId) -> KeptHeads {
+        let journal = std::fs::canonicalize(journal)
+            .or_else(|_| std::path::absolute(journal))
+            .unwrap_or_else(|_| journal.to_path_buf());
+        KeptHeads {
+            file,
+            journal: journal.to_string_lossy().into_owned(),
+            key: key.to_string(),
+        }
+    }
+
+    /// The file the heads are recorded in.
+    pub(super) fn file(&self) -> &Path {
+        &self.file
+    }
+
+    /// The last head recorded for this key and journal: (size, root).
+    pub(super) fn last(&self) -> Option<(u64, Hash)> {
+        let text = std::fs::read_to_string(&self.file).ok()?;
+        text.lines().rev().find_map(|line| {
+            let (key, size, root, journal) = parse(line)?;
+            (key == self.key && journal == self.journal).then_some((size, root))
+        })
+    }
+
+    /// Records (size, root) as the last head signed for this key and journal.
+    ///
+    /// # Errors
+    /// The file cannot be written.
+    pub(super) fn record(&self, size: u64, root: &Hash) -> std::io::Result<()> {
+        let old = std::fs::read_to_string(&self.file).unwrap_or_default();
+        let mut text: String = old
+            .lines()
+            .filter(|line| {
+                parse(line).is_none_or(|(key, _, _, journal)| {
+                    !(key == self.key && journal == self.journal)
+                })
+            })
+            .flat_map(|line| [line, "\n"])
+            .collect();
+        text.push_str(&format!(
+            "{} {size} {} {}\n",
+            self.key,
+            hex::encode(root),
+            self.journal
+        ));
+        let temp = self
+            .file
+            .with_extension(format!("heads.{}.new", std::process::id()));
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&temp)?;
+        file.write_all(text.as_bytes())?;
+        drop(file);
+        std::fs::rename(&temp, &self.file)
+    }
+}
+
+/// A line: (key id, size, root, journal path).
+fn parse(line: &str) -> Option<(&str, u64, Hash, &str)> {
+    let mut parts = line.splitn(4, ' ');
+    let key = parts.next()?;
+    let size = parts.next()?.parse().ok()?;
+    let root = hex::decode_array::<32>(parts.next()?).ok()?;
+    let journal = parts.next()?;
+    Some((key, size, root, journal))
+}
