@@ -811,4 +811,15 @@ fn a_journal_put_back_to_an_earlier_copy_is_refused_by_the_next_signed_write() {
         Some(3),
         "nothing written"
     );
+    // The same copy reached through a symlink at the journal's name: the record is the
+    // operator's path, not wherever a link leads, so it is refused all the same.
+    std::fs::remove_file(&db).expect("remove");
+    std::os::unix::fs::symlink(&earlier, &db).expect("symlink");
+    let out = with_key(root, &db, &["run", example.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("does not extend the last tree head this key signed"),
+        "{}",
+        text(&out)
+    );
 }

@@ -8,12 +8,20 @@
 //! that. The stored head cannot tell an earlier head from the latest; this record can.
 //! Before a signed write, the log must extend the last head recorded here for the same
 //! key and journal; after it, the new head is recorded. One line per (key, journal):
-//! `<key id> <size> <root hex> <journal path>`.
+//! `<key id> <size> <root hex> <journal path, hex of its bytes>`.
+//!
+//! A journal is named by the path the operator gave, made absolute but with no symlink
+//! resolved: whoever can write the journal's directory may point a symlink anywhere, but
+//! cannot change which record the operator's path reads (a record keyed by where a
+//! symlink led could be steered to a name with no record, or to one the attacker wrote
+//! into the path itself). The path is stored as hex, so no byte of it can break a line.
 //!
 //! The record is written after the journal's commit is durable and is not itself
 //! synced: after a crash it may lag the journal (an older head the journal extends),
-//! never lead it. Written with a temporary file and a rename, so a reader never sees half
-//! of it. A line that does not parse is ignored (the file is the operator's).
+//! never lead it. Writers of several journals under one key update it one at a time (a
+//! lock on `<file>.lock`), with a temporary file and a rename, so a reader never sees
+//! half of it and no update is lost. A line that does not parse is ignored (the file is
+//! the operator's).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -31,15 +39,13 @@ pub(super) struct KeptHeads {
 }
 
 impl KeptHeads {
-    /// The record in `file` for `journal` (made absolute, so that one journal is one line
-    /// whatever directory a writer runs in) signed by `key`.
+    /// The record in `file` for `journal` (the operator's path made absolute, no symlink
+    /// resolved) signed by `key`.
     pub(super) fn new(file: PathBuf, journal: &Path, key: KeyId) -> KeptHeads {
-        let journal = std::fs::canonicalize(journal)
-            .or_else(|_| std::path::absolute(journal))
-            .unwrap_or_else(|_| journal.to_path_buf());
+        let journal = std::path::absolute(journal).unwrap_or_else(|_| journal.to_path_buf());
         KeptHeads {
             file,
-            journal: journal.to_string_lossy().into_owned(),
+            journal: hex::encode(journal.as_os_str().as_encoded_bytes()),
             key: key.to_string(),
         }
     }
@@ -63,6 +69,15 @@ impl KeptHeads {
     /// # Errors
     /// The file cannot be written.
     pub(super) fn record(&self, size: u64, root: &Hash) -> std::io::Result<()> {
+        let mut lock_name = self.file.as_os_str().to_owned();
+        lock_name.push(".lock");
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let lock = options.open(PathBuf::from(lock_name))?;
+        // Held until `lock` drops, after the rename.
+        lock.lock()?;
         let old = std::fs::read_to_string(&self.file).unwrap_or_default();
         let mut text: String = old
             .lines()
@@ -93,12 +108,52 @@ impl KeptHeads {
     }
 }
 
-/// A line: (key id, size, root, journal path).
+/// A line: (key id, size, root, journal path as hex).
 fn parse(line: &str) -> Option<(&str, u64, Hash, &str)> {
-    let mut parts = line.splitn(4, ' ');
+    let mut parts = line.split(' ');
     let key = parts.next()?;
     let size = parts.next()?.parse().ok()?;
     let root = hex::decode_array::<32>(parts.next()?).ok()?;
     let journal = parts.next()?;
-    Some((key, size, root, journal))
+    parts.next().is_none().then_some((key, size, root, journal))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A journal reached through a symlink keeps the record of the path the operator
+    /// named, and no byte of a path can forge a line.
+    #[test]
+    fn the_record_is_the_operators_path_and_cannot_be_forged_through_it() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("k.heads");
+        let key = KeyId([1; 8]);
+        let named = dir.path().join("warden.redb");
+        std::fs::write(dir.path().join("elsewhere.redb"), b"").expect("target");
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(dir.path().join("elsewhere.redb"), &named).expect("link");
+        let kept = KeptHeads::new(file.clone(), &named, key);
+        kept.record(7, &[3; 32]).expect("record");
+        assert_eq!(
+            KeptHeads::new(file.clone(), &named, key).last(),
+            Some((7, [3; 32]))
+        );
+        let target = KeptHeads::new(file.clone(), &dir.path().join("elsewhere.redb"), key);
+        assert_eq!(target.last(), None);
+        let forged = dir.path().join(format!(
+            "x\n{key} 0 {} {}",
+            hex::encode(&[0; 32]),
+            named.display()
+        ));
+        KeptHeads::new(file.clone(), &forged, key)
+            .record(1, &[4; 32])
+            .expect("record");
+        assert_eq!(
+            KeptHeads::new(file.clone(), &named, key).last(),
+            Some((7, [3; 32]))
+        );
+        let text = std::fs::read_to_string(&file).expect("file");
+        assert_eq!(text.lines().count(), 2, "{text}");
+    }
 }
