@@ -88,10 +88,9 @@ pub(crate) fn same_person(a: &str, b: &str) -> bool {
 /// other combining marks removed, then the UTS #39 skeleton (which maps each letter to the
 /// one it is confusable with and drops invisible characters), in lower case, without the
 /// signs and spaces an id may hold (`m1.`, `m 1` and `m-1` are `m1`: a sign added to an
-/// id names no one new). Case is folded
-/// before the skeleton (`ALICE` is `alice`, `ß` is `ss`, `ı` is `i`) or only after it (so
-/// that a capital `I` is still confusable with `l`): two ids are one person if either
-/// form is the same.
+/// id names no one new). Case is folded before the skeleton (`ALICE` is `alice`, `ß` is
+/// `ss`, `ı` is `i`) or only after it (so that a capital `I` is still confusable with
+/// `l`): two ids are one person if either form is the same.
 fn key(id: &str, fold_first: bool) -> String {
     let mut text: String = id.nfkc().collect();
     text = text.split_whitespace().collect::<Vec<_>>().join(" ");

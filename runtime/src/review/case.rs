@@ -342,7 +342,6 @@ fn cited_inference(decision: &Decision) -> Option<u64> {
     }
 }
 
-/// The run's tool answers: those at `calls`, or all of them if `calls` is empty.
 /// The features of the last model request among `records`: the host records an
 /// inference right after the response to the request that asked for it.
 fn model_features(records: &[Record]) -> Option<String> {
@@ -355,6 +354,7 @@ fn model_features(records: &[Record]) -> Option<String> {
     })
 }
 
+/// The run's tool answers: those at `calls`, or all of them if `calls` is empty.
 fn tool_answers(records: &[Record], calls: &[u64]) -> Vec<ToolAnswer> {
     let mut asked = std::collections::HashMap::new();
     let mut answers = Vec::new();
