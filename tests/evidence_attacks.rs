@@ -797,7 +797,7 @@ fn a_journal_put_back_to_an_earlier_copy_is_refused_by_the_next_signed_write() {
     std::fs::copy(&earlier, &db).expect("put back");
     let example = loan_example();
     let out = with_key(root, &db, &["run", example.to_str().expect("utf-8")]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(12), "{}", text(&out));
     assert!(
         text(&out).contains("does not extend the last tree head this key signed")
             && text(&out).contains("deployment.key.heads"),
@@ -816,7 +816,7 @@ fn a_journal_put_back_to_an_earlier_copy_is_refused_by_the_next_signed_write() {
     std::fs::remove_file(&db).expect("remove");
     std::os::unix::fs::symlink(&earlier, &db).expect("symlink");
     let out = with_key(root, &db, &["run", example.to_str().expect("utf-8")]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(12), "{}", text(&out));
     assert!(
         text(&out).contains("does not extend the last tree head this key signed"),
         "{}",

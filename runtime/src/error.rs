@@ -236,6 +236,7 @@ impl Error {
             // decode, or bytes the storage engine itself finds damaged.
             Error::Journal(
                 JournalError::Broken { .. }
+                | JournalError::LogAltered { .. }
                 | JournalError::Corrupt { .. }
                 | JournalError::Damaged { .. },
             ) => ErrorKind::Integrity,

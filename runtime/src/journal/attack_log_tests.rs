@@ -36,7 +36,7 @@ fn refused(j: &Journal, says: &str) {
     let size = j.log_size().unwrap();
     let head = j.log_head().unwrap();
     match write(j) {
-        Err(JournalError::Log { message, .. }) => {
+        Err(JournalError::LogAltered { message, .. }) => {
             assert!(message.contains(says), "{message}");
             assert!(message.contains("nothing was written"), "{message}");
         }
@@ -203,7 +203,7 @@ fn a_signer_that_keeps_its_heads_refuses_a_journal_put_back_to_an_earlier_head()
     std::fs::copy(&earlier, dir.path().join("j.redb")).unwrap();
     let j = kept(dir.path(), &heads, 0..0);
     match write(&j) {
-        Err(JournalError::Log { message, .. }) => {
+        Err(JournalError::LogAltered { message, .. }) => {
             assert!(
                 message.contains("does not extend the last tree head"),
                 "{message}"
@@ -217,7 +217,7 @@ fn a_signer_that_keeps_its_heads_refuses_a_journal_put_back_to_an_earlier_head()
     // Deleted and made anew at the same place: refused too.
     std::fs::remove_file(dir.path().join("j.redb")).unwrap();
     let j = kept(dir.path(), &heads, 0..0);
-    assert!(matches!(write(&j), Err(JournalError::Log { .. })));
+    assert!(matches!(write(&j), Err(JournalError::LogAltered { .. })));
     drop(j);
     // Without the record, the earlier copy takes the write.
     std::fs::copy(&earlier, dir.path().join("j.redb")).unwrap();

@@ -73,6 +73,15 @@ pub enum JournalError {
         /// What went wrong.
         message: String,
     },
+    /// A signed write was refused because the log it would extend was altered since the
+    /// last signed write (or is not the one this key last signed for the journal).
+    #[error("journal {path}: transparency log: {message}")]
+    LogAltered {
+        /// The database file.
+        path: PathBuf,
+        /// What does not check out, and what to do.
+        message: String,
+    },
     /// A run does not verify, so the operation that vouches for it was refused.
     #[error("run {run_id} does not verify: {problem}")]
     Broken {

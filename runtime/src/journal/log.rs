@@ -207,7 +207,7 @@ impl Journal {
         log: &LogTables<'_>,
         key: &SigningKey,
     ) -> Result<(), JournalError> {
-        let refuse = |what: String| JournalError::Log {
+        let refuse = |what: String| JournalError::LogAltered {
             path: self.path.clone(),
             message: format!(
                 "{what}: the journal was altered since its last signed write, and a signed write would vouch for the alteration; nothing was written; check it with `warden verify --all --key PUB` and restore it from a copy"
@@ -230,7 +230,7 @@ impl Journal {
             let extends = size <= log.len
                 && merkle::root(&log.store(), size).map_err(|e| self.log_error(e))? == root;
             if !extends {
-                return Err(JournalError::Log {
+                return Err(JournalError::LogAltered {
                     path: self.path.clone(),
                     message: format!(
                         "its log ({} entries) does not extend the last tree head this key signed for it ({size} entries, recorded in {}): it was rolled back, cut or replaced since, and a signed write would seal that; nothing was written. Check it with `warden log prove --from HEAD --key PUB` against a head you kept. If you restored it from a backup on purpose, remove its line from {} to write to it again",
@@ -306,7 +306,7 @@ impl Journal {
         let bytes = entry.encode();
         let index = log.len;
         if log.leaves.get(index).map_err(|e| self.err(e))?.is_some() {
-            return Err(JournalError::Log {
+            return Err(JournalError::LogAltered {
                 path: self.path.clone(),
                 message: format!(
                     "log entry {index} already exists, past the log's {index} entries (they were renumbered); nothing was written"
