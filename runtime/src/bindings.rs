@@ -392,21 +392,10 @@ impl Bindings {
             return Err(unbound("model", name));
         }
         for (model, rules) in &policy.model_rules {
-            let card = self.features(model);
-            let Some(provenance) = rules.provenance.as_ref().filter(|_| !card.is_empty()) else {
+            let Some(provenance) = &rules.provenance else {
                 continue;
             };
-            let declared: Vec<String> = provenance.features().map(str::to_string).collect();
-            let policy_only: Vec<String> = declared
-                .iter()
-                .filter(|f| !card.contains(f))
-                .cloned()
-                .collect();
-            let card_only: Vec<String> = card
-                .iter()
-                .filter(|f| !declared.contains(f))
-                .cloned()
-                .collect();
+            let (policy_only, card_only) = self.feature_difference(model, provenance);
             if !policy_only.is_empty() || !card_only.is_empty() {
                 return Err(BindingsError::FeaturesDiffer {
                     model: model.clone(),
@@ -428,6 +417,31 @@ impl Bindings {
             }
         }
         Ok(())
+    }
+
+    /// How the features `provenance` reconciles for `model` differ from those its card
+    /// scores: (declared and not scored, in name order; scored and not declared, in the
+    /// card's order). Both empty for a model whose card lists no features (a chat model).
+    pub(crate) fn feature_difference(
+        &self,
+        model: &str,
+        provenance: &crate::provenance::Provenance,
+    ) -> (Vec<String>, Vec<String>) {
+        let card = self.features(model);
+        if card.is_empty() {
+            return (Vec::new(), Vec::new());
+        }
+        let declared: Vec<&str> = provenance.features().collect();
+        let policy_only = declared
+            .iter()
+            .filter(|name| !card.iter().any(|c| c == *name))
+            .map(|name| (*name).to_string())
+            .collect();
+        let card_only = card
+            .into_iter()
+            .filter(|name| !declared.contains(&name.as_str()))
+            .collect();
+        (policy_only, card_only)
     }
 
     /// The labels the named model gives a probability for.

@@ -209,12 +209,9 @@ fn features(context: &Context<'_>, findings: &mut Vec<Finding>) {
             continue;
         };
         let card: Vec<String> = context.bindings.features(model);
-        let declared: BTreeSet<&str> = provenance.features().collect();
+        let (policy_only, card_only) = context.bindings.feature_difference(model, provenance);
         let header = format!("models.{model}.features");
-        for name in &declared {
-            if card.iter().any(|c| c == name) {
-                continue;
-            }
+        for name in &policy_only {
             let policy_place = locate::key(context.policy_text, &header, 0, name)
                 .map_or_else(String::new, |(line, _)| format!(":{line}"));
             findings.push(Finding {
@@ -231,10 +228,8 @@ fn features(context: &Context<'_>, findings: &mut Vec<Finding>) {
                 ),
             });
         }
-        for (i, name) in card.iter().enumerate() {
-            if declared.contains(name.as_str()) {
-                continue;
-            }
+        for name in &card_only {
+            let i = card.iter().position(|c| c == name).unwrap_or(0);
             let (line, column) = places.feature_names.get(i).copied().unwrap_or((0, 0));
             findings.push(Finding {
                 severity: Severity::Error,

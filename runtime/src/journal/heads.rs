@@ -36,6 +36,9 @@ pub(super) struct KeptHeads {
     file: PathBuf,
     journal: String,
     key: String,
+    /// This journal's line, once read: while the journal is open no other process writes
+    /// to it (redb's lock), so the file is read once, not on every transaction.
+    last: std::sync::Mutex<Option<Option<(u64, Hash)>>>,
 }
 
 impl KeptHeads {
@@ -47,6 +50,7 @@ impl KeptHeads {
             file,
             journal: hex::encode(journal.as_os_str().as_encoded_bytes()),
             key: key.to_string(),
+            last: std::sync::Mutex::new(None),
         }
     }
 
@@ -57,6 +61,15 @@ impl KeptHeads {
 
     /// The last head recorded for this key and journal: (size, root).
     pub(super) fn last(&self) -> Option<(u64, Hash)> {
+        let mut cached = self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *cached.get_or_insert_with(|| self.read())
+    }
+
+    /// This journal's line as the file holds it.
+    fn read(&self) -> Option<(u64, Hash)> {
         let text = std::fs::read_to_string(&self.file).ok()?;
         text.lines().rev().find_map(|line| {
             let (key, size, root, journal) = parse(line)?;
@@ -104,7 +117,12 @@ impl KeptHeads {
         let mut file = options.open(&temp)?;
         file.write_all(text.as_bytes())?;
         drop(file);
-        std::fs::rename(&temp, &self.file)
+        std::fs::rename(&temp, &self.file)?;
+        *self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Some((size, *root)));
+        Ok(())
     }
 }
 

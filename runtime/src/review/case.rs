@@ -102,22 +102,15 @@ const MAX_ANCESTORS: usize = 1024;
 /// Every decision recorded on the runs `stored` was forked from, nearest run first.
 fn earlier_decisions(journal: &Journal, stored: &StoredRun) -> Result<Vec<EarlierDecision>, Error> {
     let mut earlier = Vec::new();
-    let mut parent = stored.start.parent.clone();
-    for _ in 0..MAX_ANCESTORS {
-        let Some(p) = parent else { break };
-        let records = journal.records(&p.run_id)?;
+    for (run_id, records) in super::forked_from(journal, stored, MAX_ANCESTORS)? {
         earlier.extend(records.iter().filter_map(|r| match &r.body {
             RecordBody::Review(review) => Some(EarlierDecision {
-                run_id: p.run_id.clone(),
+                run_id: run_id.clone(),
                 at_ms: r.at_ms,
                 review: (**review).clone(),
             }),
             _ => None,
         }));
-        parent = records
-            .first()
-            .and_then(|r| r.body.run_start())
-            .and_then(|s| s.parent);
     }
     Ok(earlier)
 }

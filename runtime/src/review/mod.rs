@@ -360,17 +360,33 @@ const MAX_NOTE_BYTES: usize = 4096;
 /// their application, so none of them may decide it.
 fn submitters(journal: &Journal, stored: &StoredRun) -> Result<Vec<String>, Error> {
     let mut submitters: Vec<String> = stored.start.submitted_by.iter().cloned().collect();
-    let mut parent = stored.start.parent.clone();
-    // A chain of forks ends at a run that started fresh; the bound stops a cycle a
-    // damaged journal could hold.
-    for _ in 0..64 {
-        let Some(p) = parent else { break };
-        let records = journal.records(&p.run_id)?;
+    for (_, records) in forked_from(journal, stored, 64)? {
         let start = records.first().and_then(|r| r.body.run_start());
-        submitters.extend(start.as_ref().and_then(|s| s.submitted_by.clone()));
-        parent = start.and_then(|s| s.parent);
+        submitters.extend(start.and_then(|s| s.submitted_by));
     }
     Ok(submitters)
+}
+
+/// The runs `stored` was forked from, nearest first, each with its records: at most
+/// `max` of them (a chain of forks ends at a run that started fresh; the bound stops a
+/// cycle a damaged journal could hold).
+pub(super) fn forked_from(
+    journal: &Journal,
+    stored: &StoredRun,
+    max: usize,
+) -> Result<Vec<(String, Vec<crate::journal::Record>)>, Error> {
+    let mut runs = Vec::new();
+    let mut parent = stored.start.parent.clone();
+    while runs.len() < max {
+        let Some(p) = parent else { break };
+        let records = journal.records(&p.run_id)?;
+        parent = records
+            .first()
+            .and_then(|r| r.body.run_start())
+            .and_then(|s| s.parent);
+        runs.push((p.run_id, records));
+    }
+    Ok(runs)
 }
 
 /// Loads and verifies a run a review acts on.
