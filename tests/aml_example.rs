@@ -432,17 +432,25 @@ fn a_confident_agent_cannot_file_a_sar_itself() {
     );
 
     // Sending the alert to the MLRO and filing in the same step: a review state is the
-    // reviewers' alone.
+    // reviewers' alone. The agent's filing is held and the alert waits for the MLRO.
     let (code, report) = attack(
         &sandbox,
         "mlro.json",
         file,
         scored(json!([{"transition": {"to": "mlro_review"}}, {"transition": {"to": "sar_filed"}}])),
     );
-    assert_eq!(code, 11, "{report:#}");
     assert_eq!(
-        denial(&report, "out of mlro_review")["ReviewStateIsHumanOnly"],
-        json!({"state": "mlro_review", "to": "sar_filed"})
+        (code, &report["status"], &report["state"]),
+        (10, &json!("awaiting_review"), &json!("mlro_review")),
+        "{report:#}"
+    );
+    assert_eq!(
+        decisions(&sandbox, &run_id(&report), "Deny")
+            .iter()
+            .map(|d| d["rule"].clone())
+            .collect::<Vec<_>>(),
+        [json!({"AwaitingReview": {"state": "mlro_review"}})],
+        "the filing was held"
     );
 
     // Sending it to the MLRO and waiting for the clock: there is none.

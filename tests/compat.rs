@@ -1,18 +1,25 @@
-//! Old runs must replay forever: a journal written by format version 1 (a fixture kept
-//! in `tests/compat/`) still verifies and replays bit for bit with today's code.
+//! Old runs must replay forever: journals written by format version 1 and by edition 2
+//! (fixtures kept in `tests/compat/`) still verify and replay bit for bit with today's
+//! code, each run under the rules of the edition it was recorded in.
 
 use std::io::Read;
 
 use crate::support::warden_json_on as warden;
 
 pub fn fixture(dir: &std::path::Path) -> std::path::PathBuf {
-    let gz =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/compat/journal-v1.redb.gz");
+    fixture_named(dir, "journal-v1.redb")
+}
+
+/// Decompresses `tests/compat/<name>.gz` into `dir`.
+fn fixture_named(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let gz = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/compat")
+        .join(format!("{name}.gz"));
     let mut bytes = Vec::new();
     flate2::read::GzDecoder::new(std::fs::File::open(gz).expect("fixture"))
         .read_to_end(&mut bytes)
         .expect("decompress");
-    let db = dir.join("journal-v1.redb");
+    let db = dir.join(name);
     std::fs::write(&db, bytes).expect("write");
     db
 }
@@ -45,4 +52,99 @@ fn a_version_1_journal_verifies_and_replays_bit_for_bit() {
         assert_eq!(code, 0);
         assert!(shown["records"].as_array().expect("records").len() > 3);
     }
+}
+
+/// Edition 2 let an agent act in a review state a reviewer sent the run to (the run in
+/// the fixture paid while awaiting a senior's decision, then failed asking to move on),
+/// and its action digests did not name the run. Edition 3 changed both for new runs;
+/// these runs still replay as recorded, and the one awaiting review is decided on the
+/// action digest it was shown under edition 2.
+#[test]
+fn an_edition_2_journal_replays_under_its_own_rules_and_its_case_is_decided() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = fixture_named(dir.path(), "journal-v2.redb");
+    let (code, runs) = warden(&db, &["runs"]);
+    assert_eq!(code, 0);
+    let runs: Vec<(String, String)> = runs
+        .as_array()
+        .expect("runs")
+        .iter()
+        .map(|r| {
+            (
+                r["run_id"].as_str().expect("id").to_string(),
+                r["status"].as_str().expect("status").to_string(),
+            )
+        })
+        .collect();
+    let statuses: Vec<&str> = runs.iter().map(|(_, s)| s.as_str()).collect();
+    assert_eq!(statuses, ["failed", "completed", "awaiting_review"]);
+    let (code, shown) = warden(&db, &["show", &runs[0].0]);
+    assert_eq!(code, 0);
+    let paid_in_senior = shown["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .any(|r| {
+            r["text"].as_str().is_some_and(|t| {
+                t.contains("in senior") && t.contains("tool disbursement") && t.contains("Allow")
+            })
+        });
+    assert!(
+        paid_in_senior,
+        "the fixture holds edition 2's behaviour: {shown:#}"
+    );
+    let (code, verified) = warden(&db, &["verify", "--all"]);
+    assert_eq!(code, 0, "{verified:#}");
+    let (code, replays) = warden(&db, &["replay", "--all"]);
+    assert_eq!(code, 0, "{replays:#}");
+    for replay in replays.as_array().expect("reports") {
+        assert_eq!(replay["verdict"], "identical", "{replay:#}");
+    }
+    let waiting = &runs[2].0;
+    let (code, case) = warden(&db, &["review", waiting]);
+    assert_eq!(code, 10, "{case:#}");
+    assert_eq!(
+        case["action"], "e39b3abec5e80bbf4d7c7db7caf2f9c657430037af3624b4e54595a3d3aab7bc",
+        "the action digest edition 2 showed"
+    );
+    // The run's bindings were recorded at this absolute path when the fixture was made
+    // (`tests/compat/README.md`): a decision continues the run with them.
+    let deployment = std::path::Path::new("/tmp/warden-compat-v2");
+    let _ = std::fs::remove_dir_all(deployment);
+    std::fs::create_dir_all(deployment).expect("the fixture's deployment directory");
+    for name in ["bindings.toml", "risk.toml"] {
+        let from = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures")
+            .join(name);
+        std::fs::copy(from, deployment.join(name)).expect("copy a fixture");
+    }
+    let action = case["action"].as_str().expect("action").to_string();
+    let (code, decided) = warden(
+        &db,
+        &[
+            "review",
+            waiting,
+            "--decide",
+            "done",
+            "--reviewer",
+            "c.lerk",
+            "--role",
+            "clerk",
+            "--note",
+            "closed",
+            "--action",
+            &action,
+        ],
+    );
+    assert_eq!(
+        (code, decided["status"].as_str()),
+        (0, Some("completed")),
+        "{decided:#}"
+    );
+    let (code, replayed) = warden(&db, &["replay", waiting]);
+    assert_eq!(
+        (code, replayed["verdict"].as_str()),
+        (0, Some("identical")),
+        "{replayed:#}"
+    );
 }

@@ -897,3 +897,139 @@ fn notes_submitters_and_forks_cannot_get_around_the_review() {
     let (code, result) = decide(&sandbox, &fork_id, "done", "c.clerk", "clerk", &digest);
     assert_eq!(code, 11, "decided by another person: {result:#}");
 }
+
+/// `REVIEWED` with a second review state: the first reviewer may send a case on to a
+/// senior, in whose state the policy even grants the payment tool.
+fn two_stage() -> String {
+    REVIEWED.replace(
+        "transitions = [\"approved\", \"done\", \"working\"]\n",
+        "transitions = [\"approved\", \"done\", \"working\", \"senior\"]\n\n\
+             [states.review.decisions.senior]\nroles = [\"clerk\"]\n\n\
+             [states.senior]\nreview = true\ntools = [\"disbursement\"]\n\
+             transitions = [\"working\", \"done\"]\n\n\
+             [states.senior.decisions.working]\nroles = [\"senior\"]\n\n\
+             [states.senior.decisions.done]\nroles = [\"senior\"]\n",
+    )
+}
+
+/// A reviewer who sends a case on to a second review state leaves it waiting there for
+/// the second person: the agent, stepping in that state, may read but not act (not pay,
+/// though the state grants the tool, and not move on); then the second decision continues
+/// the run, which pays once, completes, verifies and replays.
+#[test]
+fn a_case_sent_on_to_a_second_review_waits_for_it_and_the_agent_cannot_act_there() {
+    let sandbox = Sandbox::new();
+    let policy = two_stage();
+    assert!(policy.contains("[states.senior]"), "{policy}");
+    let run_id = escalated_under(
+        &sandbox,
+        &policy,
+        json!([
+            ["read_review", {"tool": {"name": "disbursement", "args": {"amount": 5}}}, {"transition": {"to": "done"}}],
+            [{"finish": {"output": {"paid": true}}}]
+        ]),
+    );
+    let first = action(&sandbox, &run_id);
+    let (code, report) = decide(&sandbox, &run_id, "senior", "c.lerk", "clerk", &first);
+    assert_eq!(code, 10, "the run waits for the senior: {report:#}");
+    assert_eq!(
+        (report["status"].as_str(), report["state"].as_str()),
+        (Some("awaiting_review"), Some("senior")),
+        "{report:#}"
+    );
+    assert_eq!(
+        ledger_lines(&sandbox),
+        0,
+        "no payment while the senior decides"
+    );
+    let (_, shown) = sandbox.warden_json(&["show", &run_id]);
+    let held = shown["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .any(|r| {
+            r["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("tool disbursement") && t.contains("held for review"))
+        });
+    assert!(
+        held,
+        "the agent's act in the review state was held: {shown:#}"
+    );
+    let second = action(&sandbox, &run_id);
+    assert_ne!(first, second, "the second case is a new action");
+    // The first case's digest, a clerk, and the submitter are all refused.
+    let (code, refused) = decide(&sandbox, &run_id, "working", "s.enior", "senior", &first);
+    assert_eq!(code, 2, "{refused:#}");
+    let (code, refused) = decide(&sandbox, &run_id, "working", "c.lerk", "clerk", &second);
+    assert_eq!(code, 2, "{refused:#}");
+    let (code, report) = decide(&sandbox, &run_id, "working", "s.enior", "senior", &second);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(
+        (report["status"].as_str(), report["state"].as_str()),
+        (Some("completed"), Some("done")),
+        "{report:#}"
+    );
+    assert_eq!(
+        ledger_lines(&sandbox),
+        1,
+        "one payment, after the second decision"
+    );
+    let kinds = kinds(&sandbox, &run_id);
+    assert_eq!(kinds.iter().filter(|k| *k == "review").count(), 2);
+    verifies_and_replays(&sandbox, &run_id);
+}
+
+/// An agent that moves itself into a review state cannot act after it in that step
+/// (its payment is held, not made); the run waits for a person.
+#[test]
+fn an_agent_that_enters_a_review_state_itself_cannot_act_there() {
+    let sandbox = Sandbox::new();
+    let policy = two_stage().replace(
+        "transitions = [\"approved\", \"done\"]\n\n[states.working]",
+        "transitions = [\"approved\", \"done\", \"senior\"]\n\n[states.working]",
+    );
+    assert!(policy.contains("\"done\", \"senior\"]"), "{policy}");
+    std::fs::write(sandbox.path("reviewed.toml"), &policy).expect("write policy");
+    let plan = json!([[
+        {"transition": {"to": "senior"}},
+        {"tool": {"name": "disbursement", "args": {"amount": 5}}}
+    ]]);
+    let input = sandbox.input("case.json", &json!({"x": 2.0, "plan": plan}));
+    let (code, report) = sandbox.warden_json(&[
+        "run",
+        guests::SCRIPTED,
+        "--policy",
+        sandbox.path("reviewed.toml").to_str().expect("utf-8"),
+        "--bindings",
+        sandbox.bindings().to_str().expect("utf-8"),
+        "--input",
+        input.to_str().expect("utf-8"),
+        "--submitter",
+        "tester",
+    ]);
+    assert_eq!(code, 10, "{report:#}");
+    assert_eq!(report["state"], "senior", "{report:#}");
+    assert_eq!(ledger_lines(&sandbox), 0, "the payment was held");
+    verifies_and_replays(&sandbox, &run_id_of(&report));
+}
+
+fn run_id_of(report: &Value) -> String {
+    report["run_id"].as_str().expect("run id").to_string()
+}
+
+/// Two runs of the same application, each awaiting review, have different action
+/// digests: a decision made on one run's case is refused on the other.
+#[test]
+fn an_action_digest_is_bound_to_its_run() {
+    let sandbox = Sandbox::new();
+    let after = json!([[{"finish": {"output": {}}}]]);
+    let one = escalated_then(&sandbox, after.clone());
+    let two = escalated_then(&sandbox, after);
+    let (digest_one, digest_two) = (action(&sandbox, &one), action(&sandbox, &two));
+    assert_ne!(digest_one, digest_two);
+    let (code, refused) = decide(&sandbox, &two, "done", "c.lerk", "clerk", &digest_one);
+    assert_eq!(code, 2, "{refused:#}");
+    let (code, report) = decide(&sandbox, &two, "done", "c.lerk", "clerk", &digest_two);
+    assert_eq!(code, 0, "{report:#}");
+}

@@ -36,6 +36,8 @@ pub mod domain {
     /// The action a reviewer decides on: the escalated request, the inference it rested
     /// on and the checkpoint at the gate.
     pub const ACTION: &str = "warden-action-v1";
+    /// The action of a run of edition 3 or later: its run id first, then as `ACTION`.
+    pub const ACTION_V2: &str = "warden-action-v2";
 }
 
 /// A 32-byte blake3 digest. Displays as lowercase hex, and is hex text in JSON; in the

@@ -14,9 +14,23 @@ pub enum Edition {
     V1,
     /// Runs started from format version 2 on (`Started`): typed trap codes.
     V2,
+    /// A run in a review state is held there: the agent may read but not act in it
+    /// (whether a gate, its own transition or a reviewer's decision brought it there), so
+    /// that only a person moves it on; and the action a reviewer decides on is bound to
+    /// the run.
+    V3,
 }
 
 impl Edition {
     /// The edition new runs are started under.
-    pub const CURRENT: Edition = Edition::V2;
+    pub const CURRENT: Edition = Edition::V3;
+
+    /// The edition's number, as documents print it.
+    pub fn number(self) -> u8 {
+        match self {
+            Edition::V1 => 1,
+            Edition::V2 => 2,
+            Edition::V3 => 3,
+        }
+    }
 }

@@ -191,7 +191,7 @@ impl Execution {
             let host = self.store.data_mut();
             host.step = step;
             host.transitioned = false;
-            host.escalated = false;
+            host.escalated = host.held_for_review();
             host.stopped_mid_step = false;
             host.halt = None;
             host.pending = None;

@@ -132,7 +132,8 @@ pub enum Rule {
     },
     /// The run already finished; only reads and logs remain possible.
     AlreadyFinished,
-    /// A gate sent the run to review in this step; the agent may not act further.
+    /// The run is held for review: a gate sent it to review in this step, or (edition 3)
+    /// it is in a review state. The agent may read but not act.
     AwaitingReview {
         /// The state the run was in.
         state: String,
@@ -415,7 +416,7 @@ impl fmt::Display for Rule {
             Rule::AlreadyFinished => f.write_str("the run already finished"),
             Rule::AwaitingReview { state } => write!(
                 f,
-                "a confidence gate sent the run to review in `{state}` in this step; the agent may not act further"
+                "the run is held for review in `{state}` (a gate sent it there, or it is a review state): the agent may not act until a person decides"
             ),
             Rule::FeaturesReconciled {
                 model,

@@ -404,6 +404,7 @@ impl HostState {
     fn move_to(&mut self, to: String) -> Result<(), Halt> {
         let from = std::mem::replace(&mut self.state, Arc::from(to.as_str()));
         self.transitioned = true;
+        self.escalated |= self.held_for_review();
         if let Some(evidence) = &mut self.evidence {
             evidence.on_transition();
         }

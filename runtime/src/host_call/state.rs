@@ -15,7 +15,7 @@ use crate::decision::{Evidence, InferenceRecord};
 use crate::effects::Effects;
 use crate::journal::{Bodies, Edition, HostCallRef, RecordBody, kind};
 use crate::outcome::{FailureReason, Limit};
-use crate::policy::Policy;
+use crate::policy::{Policy, StateKind};
 use crate::recording::Expected;
 
 /// The policy's memory budget, applied to every `memory.grow` (and to instantiation).
@@ -246,7 +246,8 @@ pub(crate) struct HostState {
     pub(crate) recorded_inference: Option<crate::decision::ModelInference>,
     /// Whether this step made a transition.
     pub(crate) transitioned: bool,
-    /// Whether a gate sent the run to review in this step.
+    /// Whether the run is held for review in this step, so that the agent may read but
+    /// not act: a gate sent it to review, or (edition 3) it is in a review state.
     pub(crate) escalated: bool,
     /// Whether the guest was stopped inside a host call (its frames still live), so that
     /// no checkpoint may be taken at the end of this step.
@@ -305,6 +306,16 @@ impl HostState {
             memory: None,
             deadline: None,
         }
+    }
+
+    /// Whether the run's current state holds it for a person (edition 3): a review
+    /// state, where the agent may read but not act, whatever brought the run there.
+    pub(crate) fn held_for_review(&self) -> bool {
+        self.edition >= Edition::V3
+            && self
+                .policy
+                .state(&self.state)
+                .is_some_and(|s| s.kind == StateKind::Review)
     }
 
     /// Whether answers come from a recording (replay, or the catch-up of a resume).

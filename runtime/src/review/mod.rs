@@ -28,7 +28,7 @@ use crate::driver::{self, Opened, Opening, Restore};
 use crate::effects::Effects;
 use crate::error::Error;
 use crate::identity;
-use crate::journal::{Commit, Journal, Progress, Record, RecordBody};
+use crate::journal::{Commit, Edition, Journal, Progress, Record, RecordBody};
 use crate::outcome::{Outcome, Status};
 use crate::recording;
 use crate::run::{self, RunReport};
@@ -151,10 +151,19 @@ pub(crate) fn awaiting(records: &[Record]) -> Option<Awaiting<'_>> {
         RecordBody::Checkpoint { step, digest } => Some((*step, *digest)),
         _ => None,
     })?;
-    let action = Digest::of(
-        crate::digest::domain::ACTION,
-        &crate::journal::encode(&(call.map(|(request, _)| request), inference, checkpoint.1)),
-    );
+    let request = call.map(|(request, _)| request);
+    // Since edition 3 the action names its run: a decision on one run's case cannot be
+    // replayed on another's, however alike the two applications are.
+    let action = match records.first().map(|r| &r.body) {
+        Some(RecordBody::Started(start)) if start.edition >= Edition::V3 => Digest::of(
+            crate::digest::domain::ACTION_V2,
+            &crate::journal::encode(&(&start.run_id, request, inference, checkpoint.1)),
+        ),
+        _ => Digest::of(
+            crate::digest::domain::ACTION,
+            &crate::journal::encode(&(request, inference, checkpoint.1)),
+        ),
+    };
     let pending = records[at..]
         .iter()
         .filter_map(|r| match &r.body {

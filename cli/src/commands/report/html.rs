@@ -317,10 +317,7 @@ fn header(out: &mut String, m: &Material) -> fmt::Result {
             "<tr><th>Recorded by</th><td>Warden {}, {}, edition {}</td></tr>",
             Esc(&start.warden_version),
             Esc(&engine),
-            match start.edition {
-                warden::Edition::V1 => "1",
-                warden::Edition::V2 => "2",
-            }
+            start.edition.number()
         )?;
     }
     if let Some(parent) = &meta.parent {
