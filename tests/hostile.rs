@@ -17,6 +17,7 @@ use warden_test_guests as guests;
 use crate::support::hostile::{
     MAX_REQUEST_BYTES, MEMORY_BUDGET, ONE_PAGE, every_row, failure, load, wat,
 };
+use crate::support::{Sandbox, policy_path};
 
 /// A WAT fixture Warden must refuse at load time.
 pub struct Refused {
@@ -152,6 +153,25 @@ pub const FAIL_AT_RUN: &[Fails] = &[
             )
         },
     },
+    // Instantiation the module makes fail (a data segment out of bounds, a table over the
+    // host's limit, two tables): its doing, so recorded, never taken for the machine's.
+    Fails {
+        fixture: "data_segment_out_of_bounds",
+        is: |r| instantiation(r, "out of bounds memory access"),
+    },
+    Fails {
+        fixture: "huge_table",
+        is: |r| {
+            instantiation(
+                r,
+                "table minimum size of 2000000 elements exceeds table limits",
+            )
+        },
+    },
+    Fails {
+        fixture: "two_tables",
+        is: |r| instantiation(r, "table count too high"),
+    },
     // The decoder: sixteen bytes of garbage.
     Fails {
         fixture: "garbage_request",
@@ -255,6 +275,11 @@ impl Fails {
     }
 }
 
+/// A failure to instantiate whose message says `says`.
+fn instantiation(reason: &FailureReason, says: &str) -> bool {
+    matches!(reason, FailureReason::Instantiation { message } if message.contains(says))
+}
+
 /// A fault in step 1 that is exactly `expected`.
 fn fault(reason: &FailureReason, expected: &GuestFault) -> bool {
     matches!(reason, FailureReason::Fault { step: 1, fault } if fault == expected)
@@ -352,4 +377,51 @@ fn every_wat_fixture_is_covered() {
         "a fixture has two rows: {rows:?}"
     );
     assert_eq!(on_disk, covered, "add a row for each new hostile fixture");
+}
+
+/// The machine refusing an agent its memory (here an address-space limit below the
+/// reservation every instance makes) is not the run's outcome: `warden run` exits 1
+/// saying what the machine refused, records nothing, and the same run succeeds once the
+/// memory is there. (Recorded, it would be a failure blamed on the application.)
+#[test]
+fn a_machine_out_of_memory_is_a_host_error_and_records_nothing() {
+    let sandbox = Sandbox::new();
+    let input = sandbox.input("in.json", &json!({"steps": 1, "amount": 1}));
+    let policy = policy_path("test-basic.toml");
+    let bindings = sandbox.bindings();
+    let args = [
+        "run",
+        guests::COUNTER,
+        "--policy",
+        policy.to_str().expect("utf-8"),
+        "--bindings",
+        bindings.to_str().expect("utf-8"),
+        "--input",
+        input.to_str().expect("utf-8"),
+    ];
+    let limited = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -v 2000000 && exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_warden"))
+        .arg("--db")
+        .arg(sandbox.db())
+        .args(args)
+        .current_dir(sandbox.path(""))
+        .output()
+        .expect("run warden under ulimit -v");
+    let stderr = String::from_utf8_lossy(&limited.stderr);
+    assert_eq!(limited.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("could not give the agent its memory")
+            && stderr.contains("nothing was recorded"),
+        "{stderr}"
+    );
+    let (code, runs) = sandbox.warden_json(&["runs"]);
+    assert_eq!((code, runs), (0, json!([])), "no run was recorded");
+    let (code, report) = sandbox.warden_json(&args);
+    assert_eq!(
+        (code, &report["status"]),
+        (0, &json!("completed")),
+        "{report:#}"
+    );
 }

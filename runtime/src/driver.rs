@@ -19,7 +19,7 @@ use crate::journal::{Commit, Journal, Record, RecordBody};
 use crate::outcome::{FailureReason, Limit, Outcome, Status};
 use crate::policy::Policy;
 use crate::recording;
-use crate::step::{Execution, StepEnd};
+use crate::step::{Execution, NotStarted, StepEnd};
 
 /// What an execution is opened from: the same for a new run, a resume, a replay and a
 /// fork.
@@ -106,7 +106,13 @@ pub(crate) fn open(opening: Opening<'_>, from: Option<Restore<'_>>) -> Result<Op
     );
     let mut exec = match Execution::instantiate(opening.agent, host) {
         Ok(exec) => exec,
-        Err(reason) => return Ok(Opened::Failed(*reason)),
+        Err(NotStarted::Agent(reason)) => return Ok(Opened::Failed(*reason)),
+        Err(NotStarted::Host(message)) => {
+            return Err(Error::NoResources {
+                run_id: run_id.to_string(),
+                message,
+            });
+        }
     };
     if let Some(Restore {
         journal,

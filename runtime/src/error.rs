@@ -99,6 +99,17 @@ pub enum Error {
         #[source]
         source: CheckpointError,
     },
+    /// The operating system refused the memory or address space an agent's instance
+    /// needs. Nothing was recorded for it: the run (or its next step) can be tried again.
+    #[error(
+        "run {run_id}: the machine could not give the agent its memory ({message}); nothing was recorded, so try again when memory is free (check `ulimit -v` and the container's memory limit)"
+    )]
+    NoResources {
+        /// The run.
+        run_id: String,
+        /// What the operating system said.
+        message: String,
+    },
     /// The run has no checkpoint at the step asked for.
     #[error("run {run_id} has no checkpoint at step {step} (see `warden show {run_id}`)")]
     NoCheckpoint {
@@ -255,7 +266,7 @@ impl Error {
                 _ => ErrorKind::Integrity,
             },
             Error::Unverified { .. } | Error::CatchUpDiverged { .. } => ErrorKind::Integrity,
-            Error::Load(LoadError::Engine(_)) => ErrorKind::Host,
+            Error::Load(LoadError::Engine(_)) | Error::NoResources { .. } => ErrorKind::Host,
             // A ledger of a resumed run that went missing is the operator's file, not a
             // failure of Warden: a person restores it (or decides it may start empty),
             // like any other file of theirs. Usage, exit 2, never retried blindly.

@@ -36,7 +36,7 @@ impl BenchExecution {
         );
         match Execution::instantiate(agent, host) {
             Ok(exec) => BenchExecution(Box::new(exec)),
-            Err(reason) => panic!("the benchmark's agent does not instantiate: {reason}"),
+            Err(reason) => panic!("the benchmark's agent does not instantiate: {reason:?}"),
         }
     }
 

@@ -93,40 +93,62 @@ impl std::fmt::Debug for Execution {
     }
 }
 
+/// Why an agent could not be instantiated.
+#[derive(Debug)]
+pub(crate) enum NotStarted {
+    /// The module's own doing (its initial memory over budget, a data segment out of
+    /// bounds, a table too large): the same every time, so the run's recorded failure.
+    Agent(Box<FailureReason>),
+    /// The machine's: the operating system refused memory or address space. Not the
+    /// run's outcome (another attempt may succeed), so nothing is recorded.
+    Host(String),
+}
+
 impl Execution {
     /// Instantiates `agent` around `host`. A module whose initial memory is over budget
-    /// (or that otherwise cannot start) is a run failure, not a host error.
-    pub fn instantiate(agent: &Agent, host: HostState) -> Result<Execution, Box<FailureReason>> {
-        let instantiation = |message: String| Box::new(FailureReason::Instantiation { message });
-        let pre = prepare(agent).map_err(|e| instantiation(format!("{e:#}")))?;
+    /// (or that otherwise cannot start) is a run failure; the operating system refusing
+    /// memory is a host error.
+    pub(crate) fn instantiate(agent: &Agent, host: HostState) -> Result<Execution, NotStarted> {
+        let instantiation = |e: wasmtime::Error| {
+            let message = format!("{e:#}");
+            // A system call's error (mmap, mprotect) or an allocation that failed is the
+            // machine's state, not the module's.
+            if e.is::<rustix::io::Errno>()
+                || e.is::<std::io::Error>()
+                || e.is::<wasmtime::OutOfMemory>()
+            {
+                NotStarted::Host(message)
+            } else {
+                NotStarted::Agent(Box::new(FailureReason::Instantiation { message }))
+            }
+        };
+        let pre = prepare(agent).map_err(instantiation)?;
         let fuel = host.policy.budgets.fuel_per_step;
         let ticks = engine::deadline_ticks(host.policy.budgets.wall_clock_ms);
         let mut store = Store::new(agent.module.engine(), host);
         store.limiter(|host| &mut host.limiter);
-        store
-            .set_fuel(fuel)
-            .map_err(|e| instantiation(format!("{e:#}")))?;
+        store.set_fuel(fuel).map_err(instantiation)?;
         store.set_epoch_deadline(ticks);
         let instance = match pre.instantiate(&mut store) {
             Ok(instance) => instance,
             Err(e) => {
                 let limiter = &store.data().limiter;
                 return Err(match limiter.refused {
-                    Some(requested) => Box::new(FailureReason::MemoryLimit {
+                    Some(requested) => NotStarted::Agent(Box::new(FailureReason::MemoryLimit {
                         step: 0,
                         requested_bytes: requested,
                         limit_bytes: limiter.limit,
-                    }),
-                    None => instantiation(format!("{e:#}")),
+                    })),
+                    None => instantiation(e),
                 });
             }
         };
         let step_fn = instance
             .get_typed_func::<(), i32>(&mut store, wire::STEP_EXPORT)
-            .map_err(|e| instantiation(format!("{e:#}")))?;
+            .map_err(instantiation)?;
         let memory = instance
             .get_memory(&mut store, wire::MEMORY_EXPORT)
-            .ok_or_else(|| instantiation("no exported memory".into()))?;
+            .ok_or_else(|| instantiation(wasmtime::Error::msg("no exported memory")))?;
         store.data_mut().memory = Some(memory);
         Ok(Execution {
             store,
