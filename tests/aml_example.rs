@@ -17,7 +17,7 @@
 //! which performs whatever its input's plan says, under the shipped policy and bindings.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use warden::{Bindings, Policy, StateKind};
@@ -86,13 +86,17 @@ fn fixture(file: &str, key: &str) -> Value {
 
 /// Runs `agent` on `input` under the shipped policy and the example's bindings.
 fn run(sandbox: &Sandbox, agent: &str, input: &Path) -> (i32, Value) {
-    let policy = policy_path(POLICY);
+    run_under(sandbox, agent, input, &policy_path(POLICY))
+}
+
+/// Runs `agent` on `input` under `policy` and the example's bindings.
+fn run_under(sandbox: &Sandbox, agent: &str, input: &Path, policy: &Path) -> (i32, Value) {
     let bindings = aml_example().join("bindings.toml");
     sandbox.warden_json(&[
         "run",
         agent,
         "--policy",
-        utf8(&policy),
+        utf8(policy),
         "--bindings",
         utf8(&bindings),
         "--input",
@@ -236,12 +240,9 @@ fn listed(sandbox: &Sandbox, run_id: &str) -> Value {
         .unwrap_or_else(|| panic!("{run_id} is not listed: {runs:#}"))
 }
 
-/// `warden review --expire` at `hours` from now.
-fn expire_after(sandbox: &Sandbox, hours: u64) -> Value {
-    let now =
-        humantime::format_rfc3339_seconds(SystemTime::now() + Duration::from_secs(hours * 3600))
-            .to_string();
-    let (code, expired) = sandbox.warden_json(&["review", "--expire", "--now", &now]);
+/// `warden review --expire` (as of the machine's clock: it may not be told a later time).
+fn expire(sandbox: &Sandbox) -> Value {
+    let (code, expired) = sandbox.warden_json(&["review", "--expire"]);
     assert_eq!(code, 0, "{expired:#}");
     expired
 }
@@ -466,10 +467,11 @@ fn a_confident_agent_cannot_file_a_sar_itself() {
         "{report:#}"
     );
     let waiting = run_id(&report);
-    let expired = expire_after(&sandbox, 24 * 365 * 10);
+    // The MLRO's review state has no timeout (`the_policy_leaves_no_way_to_a_sar_but_two_mlros`).
+    let expired = expire(&sandbox);
     assert!(
         !expired.to_string().contains(&waiting),
-        "ten years on, the SAR decision still waits: {expired:#}"
+        "the SAR decision still waits: {expired:#}"
     );
     assert_eq!(listed(&sandbox, &waiting)["status"], "awaiting_review");
 
@@ -570,10 +572,23 @@ fn only_two_distinct_mlros_file_a_sar() {
         "{moved:#}"
     );
 
-    // A sanctions hold left alone goes to the MLRO after 24 hours, never further.
-    let (_, report) = run_alert(&sandbox, "06-sanctions-hit.json");
+    // A sanctions hold left alone goes to the MLRO after its time (24 hours, here a
+    // second), never further.
+    let text = std::fs::read_to_string(policy_path(POLICY)).expect("policy");
+    let hours = "[states.blocked.timeout]\nafter = \"24h\"";
+    assert!(text.contains(hours), "the shipped hold's timeout");
+    let quick = sandbox.path("aml-quick-timeout.toml");
+    std::fs::write(
+        &quick,
+        text.replace(hours, "[states.blocked.timeout]\nafter = \"1s\""),
+    )
+    .expect("write policy");
+    let alert = aml_example().join("alerts/06-sanctions-hit.json");
+    let (_, report) = run_under(&sandbox, guests::AML_AGENT, &alert, &quick);
     let held = run_id(&report);
-    let expired = expire_after(&sandbox, 25);
+    assert_eq!(report["state"], "blocked", "{report:#}");
+    std::thread::sleep(Duration::from_millis(1_100));
+    let expired = expire(&sandbox);
     let applied: Vec<&Value> = expired
         .as_array()
         .expect("expired runs")

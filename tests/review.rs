@@ -117,6 +117,19 @@ fn escalated_under(sandbox: &Sandbox, text: &str, after: Value) -> String {
     report["run_id"].as_str().expect("run id").to_string()
 }
 
+/// `REVIEWED` with a timeout of one second instead of a day, for the tests of expiry
+/// (`--expire` applies only what is due by the machine's clock).
+fn short_timeout() -> String {
+    let text = REVIEWED.replace("after = \"24h\"", "after = \"1s\"");
+    assert_ne!(text, REVIEWED);
+    text
+}
+
+/// Waits until a run that entered review now is past `short_timeout`'s timeout.
+fn past_the_timeout() {
+    std::thread::sleep(Duration::from_millis(1_100));
+}
+
 /// The case file's action digest.
 fn action(sandbox: &Sandbox, run_id: &str) -> String {
     let (code, case) = sandbox.warden_json(&["review", run_id]);
@@ -481,9 +494,11 @@ fn a_decided_run_cannot_be_decided_again() {
     verifies_and_replays(&sandbox, &run_id);
 
     // Expired by its timeout, then decided late: refused the same way.
-    let late = escalated(&sandbox);
+    let closes = json!([[{"finish": {"output": {"closed": true}}}]]);
+    let late = escalated_under(&sandbox, &short_timeout(), closes);
     let digest = action(&sandbox, &late);
-    let output = sandbox.warden(&["review", "--expire", "--now", "2099-01-01T00:00:00Z"]);
+    past_the_timeout();
+    let output = sandbox.warden(&["review", "--expire"]);
     assert_eq!(output.status.code(), Some(0), "{output:?}");
     let before = kinds(&sandbox, &late);
     let output = sandbox.warden(&["review", &late]);
@@ -507,27 +522,52 @@ fn a_decided_run_cannot_be_decided_again() {
     verifies_and_replays(&sandbox, &late);
 }
 
-/// A timeout applies its declared outcome, never an approval, once the time has passed.
+/// A timeout applies its declared outcome, never an approval, once the time has passed,
+/// and never before: `--now` may not be later than the machine's clock.
 #[test]
 fn expiry_applies_the_declared_outcome_after_its_time() {
     let sandbox = Sandbox::new();
-    let run_id = escalated(&sandbox);
-    let soon =
-        humantime::format_rfc3339_seconds(std::time::SystemTime::now() + Duration::from_secs(3600))
-            .to_string();
-    let (code, none) = sandbox.warden_json(&["review", "--expire", "--now", &soon]);
+    let closes = json!([[{"finish": {"output": {"closed": true}}}]]);
+    let run_id = escalated_under(&sandbox, &short_timeout(), closes);
+    let (code, none) = sandbox.warden_json(&["review", "--expire"]);
+    assert_eq!(
+        (code, none.as_array().map(Vec::len)),
+        (0, Some(0)),
+        "not yet due: {none:#}"
+    );
+    // An hour from now is refused, whichever way it is written; nothing is recorded.
+    let before = kinds(&sandbox, &run_id);
+    let hour = std::time::SystemTime::now() + Duration::from_secs(3600);
+    for later in [
+        humantime::format_rfc3339_seconds(hour).to_string(),
+        humantime::format_rfc3339_seconds(hour + Duration::from_secs(5 * 3600))
+            .to_string()
+            .replace('Z', "-05:00"),
+    ] {
+        let output = sandbox.warden(&["review", "--expire", "--now", &later]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{later}: {stderr}");
+        assert!(
+            stderr.contains("later than this machine's clock"),
+            "{stderr}"
+        );
+    }
+    assert_eq!(kinds(&sandbox, &run_id), before, "nothing was recorded");
+    // An earlier time, written in New York's winter time (UTC-5): the offset counts, and
+    // as of a minute ago the run was not yet due.
+    past_the_timeout();
+    let earlier = humantime::format_rfc3339_seconds(
+        std::time::SystemTime::now() - Duration::from_secs(60) - Duration::from_secs(5 * 3600),
+    )
+    .to_string()
+    .replace('Z', "-05:00");
+    let (code, none) = sandbox.warden_json(&["review", "--expire", "--now", &earlier]);
     assert_eq!(
         (code, none.as_array().map(Vec::len)),
         (0, Some(0)),
         "{none:#}"
     );
-    // 25 hours from now, written in New York's winter time (UTC-5): the offset counts.
-    let later = humantime::format_rfc3339_seconds(
-        std::time::SystemTime::now() + Duration::from_secs(20 * 3600),
-    )
-    .to_string()
-    .replace('Z', "-05:00");
-    let (code, expired) = sandbox.warden_json(&["review", "--expire", "--now", &later]);
+    let (code, expired) = sandbox.warden_json(&["review", "--expire"]);
     assert_eq!(code, 0, "{expired:#}");
     assert_eq!(expired[0]["state"], "done", "{expired:#}");
     let (_, shown) = sandbox.warden_json(&["show", &run_id]);
@@ -548,17 +588,14 @@ fn expiry_applies_the_declared_outcome_after_its_time() {
 fn expiry_goes_past_a_run_it_cannot_continue() {
     let sandbox = Sandbox::new();
     let closes = || json!([[{"finish": {"output": {"closed": true}}}]]);
-    let stuck = escalated_then(&sandbox, closes());
+    let stuck = escalated_under(&sandbox, &short_timeout(), closes());
     let bindings = sandbox.bindings();
     let mut text = std::fs::read_to_string(&bindings).expect("bindings");
     text.push_str("\n# changed after the first run\n");
     std::fs::write(&bindings, text).expect("change the bindings");
-    let due = escalated_then(&sandbox, closes());
-    let later = humantime::format_rfc3339_seconds(
-        std::time::SystemTime::now() + Duration::from_secs(25 * 3600),
-    )
-    .to_string();
-    let (code, results) = sandbox.warden_json(&["review", "--expire", "--now", &later]);
+    let due = escalated_under(&sandbox, &short_timeout(), closes());
+    past_the_timeout();
+    let (code, results) = sandbox.warden_json(&["review", "--expire"]);
     assert_eq!(code, 1, "{results:#}");
     let results = results.as_array().expect("results");
     assert_eq!(results.len(), 2, "{results:#?}");

@@ -27,7 +27,9 @@ the run from the checkpoint taken at the gate: nothing before it runs again.
   warden review --expire [--now 2026-12-04T09:00:00Z]
 
 applies each review state's declared timeout outcome (never an approval) to the runs that
-waited longer than it allows. A run due that cannot be continued (its bindings file
+waited longer than it allows. --now may name an earlier time (expire only what was due by
+then), never a later one than this machine's clock: a timeout is recorded as what
+happened when its time ran out, so it cannot be applied ahead of time. A run due that cannot be continued (its bindings file
 changed since, say) is named and left awaiting review, and the others are still expired
 (exit 1 when any was left).
 
@@ -55,7 +57,8 @@ pub struct Args {
     /// Apply the timeout of every review state to the runs that waited too long.
     #[arg(long, conflicts_with_all = ["run_id", "decide"])]
     expire: bool,
-    /// With --expire: the time to expire as of (RFC 3339); default now.
+    /// With --expire: the time to expire as of (RFC 3339), no later than the clock;
+    /// default now.
     #[arg(long, requires = "expire")]
     now: Option<String>,
     /// Print JSON: the case file, or the result of the decision(s).
@@ -113,6 +116,15 @@ fn expire(db: &Path, signing_key: Option<&Path>, args: &Args) -> anyhow::Result<
             })?,
         None => std::time::SystemTime::now(),
     };
+    let clock = std::time::SystemTime::now();
+    if now > clock {
+        return Err(Usage(format!(
+            "--now {} is later than this machine's clock ({}): a timeout is applied only once its time has passed, never ahead of it",
+            args.now.as_deref().unwrap_or_default(),
+            humantime::format_rfc3339_seconds(clock)
+        ))
+        .into());
+    }
     let now_ms = now
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
