@@ -376,6 +376,7 @@ impl Report {
         let overridden = |problem: &ManifestError| match problem {
             ManifestError::AgentMissing { .. } => spec.agent.is_some(),
             ManifestError::NotFound { field, .. } => match *field {
+                "agent" => spec.agent.is_some(),
                 "policy" => spec.policy.is_some(),
                 "bindings" => spec.bindings.is_some(),
                 _ => spec.input.is_some(),

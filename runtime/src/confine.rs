@@ -51,11 +51,16 @@ pub fn read_file(path: &Path) -> io::Result<Vec<u8>> {
 /// As [`read_file`]; text that is not UTF-8 ([`io::ErrorKind::InvalidData`]).
 pub fn read_file_to_string(path: &Path) -> io::Result<String> {
     String::from_utf8(read_file(path)?).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let before = &e.as_bytes()[..at];
+        let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+        let line_start = before.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        // The column counts characters, as an editor shows them.
+        let column = String::from_utf8_lossy(&before[line_start..]).chars().count() + 1;
         io::Error::new(
             io::ErrorKind::InvalidData,
             format!(
-                "stream did not contain valid UTF-8 (byte {} is not)",
-                e.utf8_error().valid_up_to()
+                "it is not UTF-8 text: line {line}, column {column} (byte {at}) is not UTF-8; save it as UTF-8"
             ),
         )
     })
@@ -383,6 +388,17 @@ mod tests {
         assert_eq!(
             read_file_to_string(&dir.path().join("text")).expect("text"),
             "caf\u{e9}"
+        );
+        // Text that is not UTF-8 is named by line and column (in characters).
+        std::fs::write(
+            dir.path().join("latin1"),
+            b"a = 1\nname = \"caf\xc3\xa9 \xe9\"\n",
+        )
+        .expect("write");
+        let error = read_file_to_string(&dir.path().join("latin1")).expect_err("not UTF-8");
+        assert!(
+            error.to_string().contains("line 2, column 14 (byte 20)"),
+            "{error}"
         );
     }
 

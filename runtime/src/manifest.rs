@@ -139,8 +139,9 @@ pub enum ManifestError {
         /// The build command (`build`).
         build: Option<String>,
     },
-    /// A file the manifest names (`policy`, `bindings`, `input`) does not exist.
-    #[error("{}:{line}:{column}: {field}: {} does not exist; correct the path (relative to the example directory)", manifest.display(), path.display())]
+    /// A file the manifest names (`policy`, `bindings`, `input`) does not exist, or a path
+    /// it names (these or `agent`) is not a regular file.
+    #[error("{}:{line}:{column}: {field}: {} {what}; correct the path (relative to the example directory)", manifest.display(), path.display())]
     NotFound {
         /// The manifest.
         manifest: PathBuf,
@@ -148,11 +149,24 @@ pub enum ManifestError {
         line: usize,
         /// 1-based column of the value.
         column: usize,
-        /// `policy`, `bindings` or `input`.
+        /// `agent`, `policy`, `bindings` or `input`.
         field: &'static str,
         /// The path, resolved against the example directory.
         path: PathBuf,
+        /// What is wrong with it: "does not exist", "is a directory, not a file", ...
+        what: &'static str,
     },
+}
+
+/// What keeps `path` from being read as a file, if anything: it is missing, a directory,
+/// or not a regular file (a FIFO, socket or device).
+fn not_a_file(path: &Path) -> Option<&'static str> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() => None,
+        Ok(meta) if meta.is_dir() => Some("is a directory, not a file"),
+        Ok(_) => Some("is not a regular file (a FIFO, socket or device)"),
+        Err(_) => Some("does not exist"),
+    }
 }
 
 impl ManifestError {
@@ -365,6 +379,16 @@ fn inspect(dir: &Path, allow_outside: bool, every_file: bool) -> ManifestInspect
             column,
             build: manifest.build.clone(),
         });
+    } else if let Some(what) = not_a_file(&manifest.agent) {
+        let (line, column) = place(&agent.span());
+        inspection.problems.push(ManifestError::NotFound {
+            manifest: path.clone(),
+            line,
+            column,
+            field: "agent",
+            path: manifest.agent.clone(),
+            what,
+        });
     }
     if every_file {
         let files = [
@@ -388,7 +412,10 @@ fn inspect(dir: &Path, allow_outside: bool, every_file: bool) -> ManifestInspect
             let (Some(value), Some(resolved)) = (value, resolved) else {
                 continue;
             };
-            if !outside.contains(&field) && !resolved.exists() {
+            if outside.contains(&field) {
+                continue;
+            }
+            if let Some(what) = not_a_file(resolved) {
                 let (line, column) = place(&value.span());
                 inspection.problems.push(ManifestError::NotFound {
                     manifest: path.clone(),
@@ -396,6 +423,7 @@ fn inspect(dir: &Path, allow_outside: bool, every_file: bool) -> ManifestInspect
                     column,
                     field,
                     path: resolved.clone(),
+                    what,
                 });
             }
         }
@@ -440,6 +468,40 @@ mod tests {
         assert_eq!(manifest.agent, dir.join("../target/agent.wasm"));
         assert_eq!(manifest.bindings, Some(dir.join("bindings.toml")));
         assert_eq!(manifest.input, Some(dir.join("applications/a.json")));
+    }
+
+    /// A path to a directory (or a FIFO) where a file belongs is named by its line in the
+    /// manifest, as a missing file is.
+    #[test]
+    fn a_directory_where_a_file_belongs_is_named_by_its_line() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = example(
+            root.path(),
+            "bindings = \"bindings.toml\"\ninput = \"applications\"\n",
+        );
+        let inspection = Manifest::inspect(&dir, false);
+        let said: Vec<String> = inspection
+            .problems
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(said.len(), 1, "{said:?}");
+        assert!(
+            said[0].ends_with(
+                "warden.toml:4:9: input: {}/applications is a directory, not a file; correct the path (relative to the example directory)"
+                    .replace("{}", &dir.display().to_string())
+                    .as_str()
+            ),
+            "{said:?}"
+        );
+        std::fs::write(
+            dir.join(MANIFEST_FILE),
+            "agent = \"applications\"\npolicy = \"../policy.toml\"\n",
+        )
+        .expect("write");
+        let error = Manifest::from_dir(&dir).expect_err("a directory is no agent");
+        assert_eq!(error.place(), (1, 9), "{error}");
+        assert!(error.to_string().contains("agent: "), "{error}");
     }
 
     /// Regression (paths escape): an example's manifest could point its bindings at

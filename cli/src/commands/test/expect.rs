@@ -96,7 +96,7 @@ pub struct Difference {
 #[serde(deny_unknown_fields)]
 struct Raw {
     status: Spanned<String>,
-    state: Spanned<String>,
+    state: Option<Spanned<String>>,
     path: Option<Spanned<Vec<String>>>,
     reason: Option<Spanned<String>>,
     #[serde(default)]
@@ -154,8 +154,16 @@ impl Expectation {
                     ),
                 )
             })?;
-        if raw.state.get_ref().is_empty() {
-            return Err(error(raw.state.span().start, "state: empty".into()));
+        // Checked after the status, so that a wrong status is named even when the state is
+        // missing too.
+        let Some(state) = raw.state.as_ref() else {
+            return Err(error(
+                0,
+                "state: missing; name the state the run must end in (state = \"approved\")".into(),
+            ));
+        };
+        if state.get_ref().is_empty() {
+            return Err(error(state.span().start, "state: empty".into()));
         }
         if status != Status::Completed
             && let Some((key, _)) = raw.output.iter().next()
@@ -171,6 +179,20 @@ impl Expectation {
         let mut output = Vec::new();
         for (key, value) in &raw.output {
             let name = key.get_ref();
+            // A pointer's `~` escapes `~` (`~0`) or `/` (`~1`), nothing else (RFC 6901).
+            let bad_escape = name.starts_with('/')
+                && name
+                    .split('~')
+                    .skip(1)
+                    .any(|after| !after.starts_with(['0', '1']));
+            if bad_escape {
+                return Err(error(
+                    key.span().start,
+                    format!(
+                        "output.{name:?}: not a JSON pointer: `~` must be followed by 0 (for `~`) or 1 (for `/`)"
+                    ),
+                ));
+            }
             if name.is_empty() || (name.contains('/') && !name.starts_with('/')) {
                 return Err(error(
                     key.span().start,
@@ -198,8 +220,8 @@ impl Expectation {
                 line: at(raw.status.span().start),
             },
             state: At {
-                line: at(raw.state.span().start),
-                value: raw.state.into_inner(),
+                line: at(state.span().start),
+                value: state.get_ref().clone(),
             },
             path: raw.path.map(|p| At {
                 line: at(p.span().start),

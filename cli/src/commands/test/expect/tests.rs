@@ -94,7 +94,19 @@ fn problems_in_the_file_name_its_line_column_and_field() {
             "status = \"failed\"\nstat = \"x\"\n",
             "inputs/01.expect.toml:2:1: unknown field `stat`",
         ),
-        ("status = \"completed\"\n", "missing field `state`"),
+        (
+            "status = \"completed\"\n",
+            "inputs/01.expect.toml:1:1: state: missing",
+        ),
+        // A wrong status is named even when the state is missing too.
+        (
+            "status = \"done\"\n",
+            "inputs/01.expect.toml:1:10: status: \"done\" is not how a run ends",
+        ),
+        (
+            "status = \"completed\"\nstate = \"x\"\n[output]\n\"/a~2\" = 1\n",
+            "inputs/01.expect.toml:4:1: output.\"/a~2\": not a JSON pointer",
+        ),
         (
             "status = \"failed\"\nstate = \"x\"\n[output]\ndecision = \"no\"\n",
             "inputs/01.expect.toml:4:1: output.decision: only a completed run has an output",
