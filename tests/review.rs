@@ -980,21 +980,35 @@ fn a_case_sent_on_to_a_second_review_waits_for_it_and_the_agent_cannot_act_there
         "no payment while the senior decides"
     );
     let (_, shown) = sandbox.warden_json(&["show", &run_id]);
-    let held = shown["records"]
+    let stepped_in_senior = shown["records"]
         .as_array()
         .expect("records")
         .iter()
-        .any(|r| {
-            r["text"]
-                .as_str()
-                .is_some_and(|t| t.contains("tool disbursement") && t.contains("held for review"))
-        });
+        .any(|r| r["kind"] == "step_started" && r["body"]["StepStarted"]["state"] == "senior");
     assert!(
-        held,
-        "the agent's act in the review state was held: {shown:#}"
+        !stepped_in_senior,
+        "the agent takes no step in a review state: {shown:#}"
     );
     let second = action(&sandbox, &run_id);
     assert_ne!(first, second, "the second case is a new action");
+    // The senior's case file says who sent the case on, and why.
+    let (_, case) = sandbox.warden_json(&["review", &run_id]);
+    let earlier = &case["earlier"][0];
+    assert_eq!(
+        (
+            &earlier["run_id"],
+            &earlier["review"]["reviewer"],
+            &earlier["review"]["note"]
+        ),
+        (&json!(run_id), &json!("c.lerk"), &json!("checked the file")),
+        "{case:#}"
+    );
+    let output = sandbox.warden(&["review", &run_id]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains("earlier  c.lerk (clerk) sent this run to `senior`"),
+        "{text}"
+    );
     // The first case's digest, a clerk, and the submitter are all refused.
     let (code, refused) = decide(&sandbox, &run_id, "working", "s.enior", "senior", &first);
     assert_eq!(code, 2, "{refused:#}");
@@ -1069,4 +1083,127 @@ fn an_action_digest_is_bound_to_its_run() {
     assert_eq!(code, 2, "{refused:#}");
     let (code, report) = decide(&sandbox, &two, "done", "c.lerk", "clerk", &digest_two);
     assert_eq!(code, 0, "{report:#}");
+}
+
+/// No budget of steps takes a run out of the queue: an agent that spent its steps before
+/// it escalated still waits for the second reviewer when the first sends the case on.
+#[test]
+fn a_spent_step_budget_does_not_take_a_case_sent_on_out_of_the_queue() {
+    let sandbox = Sandbox::new();
+    let policy = two_stage().replace(
+        "max_response_bytes = 65536",
+        "max_response_bytes = 65536\nmax_steps = 1",
+    );
+    assert!(policy.contains("max_steps = 1"));
+    let run_id = escalated_under(&sandbox, &policy, json!([]));
+    let digest = action(&sandbox, &run_id);
+    let (code, report) = decide(&sandbox, &run_id, "senior", "c.lerk", "clerk", &digest);
+    assert_eq!(
+        (code, report["status"].as_str(), report["state"].as_str()),
+        (10, Some("awaiting_review"), Some("senior")),
+        "{report:#}"
+    );
+    verifies_and_replays(&sandbox, &run_id);
+}
+
+/// `two_stage` where the agent may send the run to review itself, from `start` or
+/// `working`, and each step is checkpointed only every `every` steps.
+fn self_review(every: u32) -> String {
+    let text = two_stage()
+        .replace(
+            "[states.start]\nmodels = [\"risk\"]\ntransitions = [\"approved\", \"done\"]",
+            "[states.start]\nmodels = [\"risk\"]\ntools = [\"disbursement\"]\ntransitions = [\"approved\", \"done\", \"working\", \"review\"]",
+        )
+        .replace(
+            "[states.working]\ntools = [\"disbursement\"]\ntransitions = [\"done\"]",
+            "[states.working]\ntools = [\"disbursement\"]\ntransitions = [\"done\", \"review\"]",
+        )
+        .replace(
+            "max_response_bytes = 65536",
+            &format!("max_response_bytes = 65536\ncheckpoint_every = {every}"),
+        );
+    assert!(
+        text.contains("\"working\", \"review\"]")
+            && text.contains("[\"done\", \"review\"]")
+            && text.contains("checkpoint_every"),
+        "{text}"
+    );
+    text
+}
+
+/// Runs the scripted agent on `plan` under the policy text `policy`.
+fn run_plan(sandbox: &Sandbox, policy: &str, plan: Value) -> (i32, Value) {
+    let path = sandbox.path("self-review.toml");
+    std::fs::write(&path, policy).expect("write policy");
+    let input = sandbox.input("plan.json", &json!({"x": 2.0, "plan": plan}));
+    sandbox.warden_json(&[
+        "run",
+        guests::SCRIPTED,
+        "--policy",
+        path.to_str().expect("utf-8"),
+        "--bindings",
+        sandbox.bindings().to_str().expect("utf-8"),
+        "--input",
+        input.to_str().expect("utf-8"),
+        "--submitter",
+        "tester",
+    ])
+}
+
+/// An agent that pays, enters review and then acts again in the same step is stopped in
+/// mid-step, so its review continues from the checkpoint before that step and the agent
+/// runs the step's logic again after the decision. The payment it made before is not made
+/// again: an identical request is answered from its record. With checkpoints every three
+/// steps, the committed steps between the checkpoint and that step are re-executed against
+/// their recording, never live. Each run verifies and replays.
+#[test]
+fn a_payment_made_before_a_step_stopped_in_review_is_not_made_again() {
+    for every in [1, 3] {
+        let sandbox = Sandbox::new();
+        let pay =
+            |amount: u32| json!({"tool": {"name": "disbursement", "args": {"amount": amount}}});
+        let plan = json!([
+            [pay(10), {"transition": {"to": "working"}}],
+            [pay(20)],
+            [pay(30), {"transition": {"to": "review"}}, pay(1)],
+            [{"transition": {"to": "done"}}],
+            [{"finish": {"output": {}}}]
+        ]);
+        let (code, report) = run_plan(&sandbox, &self_review(every), plan);
+        assert_eq!(
+            (code, report["state"].as_str()),
+            (10, Some("review")),
+            "every {every}: {report:#}"
+        );
+        let run_id = report["run_id"].as_str().expect("run id").to_string();
+        assert_eq!(
+            ledger_lines(&sandbox),
+            3,
+            "every {every}: 10, 20 and 30, not 1"
+        );
+        let digest = action(&sandbox, &run_id);
+        let (code, report) = decide(&sandbox, &run_id, "working", "a.one", "approver", &digest);
+        // The step runs again: its payment of 30 answered from its record, into review
+        // again, its payment of 1 held.
+        assert_eq!(
+            (code, report["state"].as_str()),
+            (10, Some("review")),
+            "every {every}: {report:#}"
+        );
+        assert_eq!(
+            ledger_lines(&sandbox),
+            3,
+            "every {every}: nothing paid twice"
+        );
+        verifies_and_replays(&sandbox, &run_id);
+        let digest = action(&sandbox, &run_id);
+        let (code, report) = decide(&sandbox, &run_id, "done", "clerk.meyer", "clerk", &digest);
+        assert!(matches!(code, 0 | 11), "every {every}: {report:#}");
+        assert_eq!(
+            ledger_lines(&sandbox),
+            3,
+            "every {every}: nothing paid twice"
+        );
+        verifies_and_replays(&sandbox, &run_id);
+    }
 }

@@ -221,6 +221,34 @@ pub(crate) fn drive(
 ) -> Result<StepEnd, Error> {
     let mut step = from;
     loop {
+        // A run held in a review state (edition 3: a reviewer sent the case on to another
+        // review state, or its policy starts in one) waits for a person: its agent takes
+        // no step there, so no budget of steps can take the run out of the queue.
+        if exec.host().held_for_review() {
+            let end = StepEnd::AwaitingReview;
+            let outcome = outcome_of(exec, &end, step);
+            let _ = exec.push(RecordBody::Outcome(Box::new(outcome)));
+            let diverged = exec
+                .host()
+                .journal
+                .expected
+                .as_ref()
+                .and_then(|e| e.diverged.clone());
+            let end = diverged.map_or(end, |d| StepEnd::Diverged(Box::new(d)));
+            let commit = Commit {
+                records: exec.take_records(),
+                ..Commit::default()
+            };
+            at_boundary(
+                exec,
+                Boundary {
+                    step,
+                    end: end.clone(),
+                    commit,
+                },
+            )?;
+            return Ok(end);
+        }
         step += 1;
         let budgets = exec.host().policy.budgets;
         let mut end = if step > budgets.max_steps {
@@ -284,4 +312,72 @@ pub(crate) fn drive(
             return Ok(end);
         }
     }
+}
+
+/// The effects performed by the step that entered review before it was stopped in
+/// mid-step, for the step after `review` that runs its logic again
+/// ([`crate::host_call::Performed`]); `None` when that step ended cleanly (its end is the
+/// checkpoint the review continues from, and nothing of it runs again). `records` are the
+/// run's, with or without the review itself.
+pub(crate) fn performed_before(
+    records: &[Record],
+    review: &crate::decision::ReviewRecord,
+) -> Option<crate::host_call::Performed> {
+    let entered = review.step.checked_sub(1)?;
+    if review.resumed_from >= entered {
+        return None;
+    }
+    let before = records
+        .iter()
+        .position(|r| matches!(&r.body, RecordBody::Review(rv) if rv.step == review.step))
+        .map_or(records, |at| &records[..at]);
+    let start = before
+        .iter()
+        .rposition(|r| matches!(r.body, RecordBody::StepStarted { step, .. } if step == entered))?;
+    Some(crate::host_call::Performed {
+        step: review.step + 1,
+        answers: recording::Recording::of(&before[start..], recording::Answering::ByRequest),
+    })
+}
+
+/// Re-executes the committed steps `from + 1 ..= to` of `exec` (restored at the checkpoint
+/// of step `from`, its effects a recording, its expectation the records after that
+/// checkpoint) without committing them again: each must reproduce its records exactly,
+/// against its recorded answers.
+///
+/// # Errors
+/// [`Error::CatchUpDiverged`] naming the first step that departs from its recording.
+pub(crate) fn catch_up(
+    exec: &mut Execution,
+    run_id: &str,
+    from: u32,
+    to: u32,
+) -> Result<(), Error> {
+    let mut step = from;
+    while step < to {
+        step += 1;
+        let end = exec.run_step(step);
+        exec.take_records();
+        let diverged = exec
+            .host()
+            .journal
+            .expected
+            .as_ref()
+            .and_then(|e| e.diverged.clone());
+        let divergence = match (diverged, end) {
+            (Some(d), _) => d,
+            (None, StepEnd::Continue) => continue,
+            (None, StepEnd::Diverged(d)) => *d,
+            (None, other) => recording::Divergence::at_end(
+                "the committed step continues the run",
+                format!("the step ended the run as {}", other.status()),
+            ),
+        };
+        return Err(Error::CatchUpDiverged {
+            run_id: run_id.to_string(),
+            step,
+            divergence: Box::new(divergence),
+        });
+    }
+    Ok(())
 }

@@ -44,6 +44,15 @@ pub(crate) enum Effects {
 }
 
 impl Effects {
+    /// Whether tool `name` acts on the world (a ledger) under these effects' bindings; a
+    /// recording acts on nothing.
+    pub fn is_effect(&self, name: &str) -> bool {
+        match self {
+            Effects::Live(bindings) | Effects::Fork { bindings, .. } => bindings.is_effect(name),
+            Effects::Recorded(_) => false,
+        }
+    }
+
     /// Answers an allowed tool or model `request` (whose bytes are `request_bytes`) made
     /// as call number `call`; a live provider never waits past `deadline` (the step's
     /// wall-clock budget). A recording that has no answer is a divergence.

@@ -219,8 +219,8 @@ pub enum Error {
     /// A fork from a checkpoint taken in a review state: it would open a second case for
     /// the parent's action, without the gate's evidence, that could be decided otherwise.
     #[error(
-        "checkpoint {step} of run {parent} is in review state `{state}`: a fork from it would be a second case for the same action, without the decision that sent it there; decide the case in the run itself (warden review {parent}), or fork from the checkpoint before (--at-step {}) to run again the step that went to review",
-        step.saturating_sub(1)
+        "checkpoint {step} of run {parent} is in review state `{state}`: a fork from it would be a second case for the same action, without the decision that sent it there; decide the case in the run itself (warden review {parent}){}",
+        before.map_or_else(|| ", as no earlier checkpoint of it is outside review".to_string(), |b| format!(", or fork from checkpoint {b} (--at-step {b}), the last before it outside review, to run again the steps that went to review"))
     )]
     ForkInReview {
         /// The parent run.
@@ -229,6 +229,8 @@ pub enum Error {
         step: u32,
         /// Its state.
         state: String,
+        /// The last checkpoint before it in a state that is not a review state, if any.
+        before: Option<u32>,
     },
 }
 

@@ -220,10 +220,39 @@ pub fn fork_report(journal: &Journal, request: ForkRequest<'_>) -> Result<ForkRe
             });
         }
         Some(crate::policy::StateKind::Review) => {
+            // The state at each earlier checkpoint: the policy's initial one at 0, then
+            // the state its step was committed in.
+            let reviewing = |state: &str| {
+                policy
+                    .state(state)
+                    .is_none_or(|s| s.kind == crate::policy::StateKind::Review)
+            };
+            let checkpoints: std::collections::BTreeSet<u32> = stored
+                .records
+                .iter()
+                .filter_map(|r| match r.body {
+                    RecordBody::Checkpoint { step, .. } if step < request.step => Some(step),
+                    _ => None,
+                })
+                .collect();
+            let before = stored
+                .records
+                .iter()
+                .rev()
+                .find_map(|r| match &r.body {
+                    RecordBody::StepCommitted { step, state, .. }
+                        if checkpoints.contains(step) && !reviewing(state) =>
+                    {
+                        Some(*step)
+                    }
+                    _ => None,
+                })
+                .or_else(|| (checkpoints.contains(&0) && !reviewing(&policy.initial)).then_some(0));
             return Err(Error::ForkInReview {
                 parent: parent.to_string(),
                 step: request.step,
                 state: checkpoint.state,
+                before,
             });
         }
         Some(_) => {}

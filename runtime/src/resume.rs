@@ -16,7 +16,6 @@ use crate::journal::Journal;
 use crate::outcome::Status;
 use crate::recording::{self, Answering, Expected, Recording};
 use crate::run::{self, RunReport};
-use crate::step::StepEnd;
 use crate::stored_run::StoredRun;
 
 /// Continues an interrupted run from its last committed checkpoint, with the bindings
@@ -107,32 +106,8 @@ pub fn resume(journal: &Journal, run_id: &str) -> Result<RunReport, Error> {
     )));
     // Catch up on committed steps (after the last checkpoint) without committing them
     // again: each must reproduce its records exactly, against its recorded answers.
-    let mut step = from;
-    while step < meta.outcome.steps {
-        step += 1;
-        let end = exec.run_step(step);
-        exec.take_records();
-        let diverged = exec
-            .host()
-            .journal
-            .expected
-            .as_ref()
-            .and_then(|e| e.diverged.clone());
-        let divergence = match (diverged, end) {
-            (Some(d), _) => d,
-            (None, StepEnd::Continue) => continue,
-            (None, StepEnd::Diverged(d)) => *d,
-            (None, other) => recording::Divergence::at_end(
-                "the committed step continues the run",
-                format!("the step ended the run as {}", other.status()),
-            ),
-        };
-        return Err(Error::CatchUpDiverged {
-            run_id: run_id.to_string(),
-            step,
-            divergence: Box::new(divergence),
-        });
-    }
+    driver::catch_up(&mut exec, run_id, from, meta.outcome.steps)?;
+    let step = meta.outcome.steps.max(from);
     exec.host_mut().journal.expected = None;
     let bindings = Arc::new(bindings);
     exec.host_mut().effects = match &stored.start.parent {
@@ -143,6 +118,14 @@ pub fn resume(journal: &Journal, run_id: &str) -> Result<RunReport, Error> {
         },
         _ => Effects::Live(bindings),
     };
+    // A step re-running the logic of a step stopped in review answers what that step
+    // performed from its record, after a crash as in the review's own process.
+    let last_review = stored.records.iter().rev().find_map(|r| match &r.body {
+        crate::journal::RecordBody::Review(review) => Some(review.as_ref()),
+        _ => None,
+    });
+    exec.host_mut().performed =
+        last_review.and_then(|review| driver::performed_before(&stored.records, review));
     run::commit_steps(journal, &mut exec, step, &mut |_| {})?;
     drop(span);
     RunReport::load(journal, run_id)

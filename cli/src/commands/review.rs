@@ -314,12 +314,19 @@ fn render_case(db: &Path, case: &CaseFile) -> anyhow::Result<()> {
         )?;
     }
     for earlier in &case.earlier {
+        let which = if earlier.run_id == case.run_id {
+            "this run".to_string()
+        } else {
+            format!(
+                "run {} (this one was forked from it)",
+                escape(&earlier.run_id)
+            )
+        };
         writeln!(
             out,
-            "earlier  {} ({}) sent run {} (this one was forked from it) to `{}` at {}: {}",
+            "earlier  {} ({}) sent {which} to `{}` at {}: {}",
             escape(&earlier.review.reviewer),
             escape(&earlier.review.role),
-            escape(&earlier.run_id),
             escape(&earlier.review.outcome),
             time(earlier.at_ms),
             escape(&earlier.review.note)

@@ -23,7 +23,7 @@ mod json;
 mod state;
 
 pub use json::duplicate_key;
-pub(crate) use state::{HostState, PendingResponse};
+pub(crate) use state::{HostState, PendingResponse, Performed};
 
 /// Why the guest was stopped inside a host call.
 #[derive(Debug, Clone)]
@@ -451,10 +451,13 @@ impl HostState {
                 return Err(self.fail(|step| FailureReason::AgentAborted { step, reason }));
             }
             Request::Tool { .. } | Request::Model { .. } => {
-                let answer = self
-                    .effects
-                    .answer(&self.run_id, call, &request, request_bytes, self.deadline)
-                    .map_err(|d| Halt::Diverged(Box::new(d)))?;
+                let answer = match self.already_performed(call, &request, request_bytes) {
+                    Some(answer) => answer,
+                    None => self
+                        .effects
+                        .answer(&self.run_id, call, &request, request_bytes, self.deadline)
+                        .map_err(|d| Halt::Diverged(Box::new(d)))?,
+                };
                 self.note(call, &request, &answer.response, answer.model, features);
                 answer.response
             }
@@ -463,6 +466,30 @@ impl HostState {
 }
 
 impl HostState {
+    /// The recorded answer to an effect this run already performed in the step its review
+    /// continues from, if `request` is one again, identically, in the step right after the
+    /// review ([`Performed`]): an effect is never performed twice.
+    fn already_performed(
+        &mut self,
+        call: u64,
+        request: &Request,
+        request_bytes: &[u8],
+    ) -> Option<crate::effects::Answer> {
+        let Request::Tool { name, .. } = request else {
+            return None;
+        };
+        let performed = self.performed.as_mut().filter(|p| p.step == self.step)?;
+        if !self.effects.is_effect(name) {
+            return None;
+        }
+        let (bytes, _) = performed.answers.answer(call, request_bytes)?;
+        let response = postcard::from_bytes(&bytes).ok()?;
+        Some(crate::effects::Answer {
+            response,
+            model: None,
+        })
+    }
+
     /// Notes an allowed tool or model call and its answer in the run's evidence.
     fn note(
         &mut self,

@@ -244,6 +244,8 @@ pub(crate) struct HostState {
     pub(crate) after_escalation: Option<FailureReason>,
     /// The inference record of the call in flight, written after its response.
     pub(crate) recorded_inference: Option<crate::decision::ModelInference>,
+    /// The effects the step a review continues from performed before it was stopped.
+    pub(crate) performed: Option<Performed>,
     /// Whether this step made a transition.
     pub(crate) transitioned: bool,
     /// Whether the run is held for review in this step, so that the agent may read but
@@ -266,6 +268,20 @@ pub(crate) struct HostState {
     pub(crate) memory: Option<Memory>,
     /// When the step in flight runs out of wall-clock time: no provider waits past it.
     pub(crate) deadline: Option<std::time::Instant>,
+}
+
+/// The effects a run performed in a step that was stopped mid-step after it entered review
+/// (its agent acted again after a gate's escalation, or in a review state), so that the
+/// step has no clean end and its review continues the run from the checkpoint before it.
+/// After the decision the agent runs that step's logic again: an effect it asks for again,
+/// identically, in the step right after the review is answered from the record of the
+/// first time, never performed twice (under a new idempotency key).
+#[derive(Debug)]
+pub(crate) struct Performed {
+    /// The step right after the review, the only one answered from these.
+    pub(crate) step: u32,
+    /// The stopped step's answers, by request.
+    pub(crate) answers: crate::recording::Recording,
 }
 
 impl HostState {
@@ -291,6 +307,7 @@ impl HostState {
             inferences: Vec::new(),
             evidence: (edition >= Edition::V2).then(|| Evidence::new(input)),
             recorded_inference: None,
+            performed: None,
             after_escalation: None,
             transitioned: false,
             escalated: false,

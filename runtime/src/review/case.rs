@@ -80,12 +80,13 @@ pub struct CaseFile {
     pub pending: Vec<ReviewRecord>,
     /// Refused decisions so far.
     pub refused: Vec<ReviewRefusal>,
-    /// What people (and timeouts) decided on the runs this one was forked from, nearest
-    /// first: a fork re-asks a case, and its reviewer sees how it was answered before.
+    /// What people (and timeouts) decided earlier: on this run (a reviewer who sent the
+    /// case on to this review state, and why), then on the runs it was forked from,
+    /// nearest first (a fork re-asks a case, and its reviewer sees how it was answered).
     pub earlier: Vec<EarlierDecision>,
 }
 
-/// A decision recorded on a run this one was forked from.
+/// A decision recorded earlier on this run or on a run this one was forked from.
 #[derive(Debug, Clone, Serialize)]
 pub struct EarlierDecision {
     /// The run it was recorded on.
@@ -99,10 +100,13 @@ pub struct EarlierDecision {
 /// The most forks the case file follows back for earlier decisions.
 const MAX_ANCESTORS: usize = 1024;
 
-/// Every decision recorded on the runs `stored` was forked from, nearest run first.
+/// Every decision recorded on `stored`, then on the runs it was forked from, nearest run
+/// first.
 fn earlier_decisions(journal: &Journal, stored: &StoredRun) -> Result<Vec<EarlierDecision>, Error> {
     let mut earlier = Vec::new();
-    for (run_id, records) in super::forked_from(journal, stored, MAX_ANCESTORS)? {
+    let own = (stored.meta.run_id.clone(), stored.records.clone());
+    let ancestors = super::forked_from(journal, stored, MAX_ANCESTORS)?;
+    for (run_id, records) in std::iter::once(own).chain(ancestors) {
         earlier.extend(records.iter().filter_map(|r| match &r.body {
             RecordBody::Review(review) => Some(EarlierDecision {
                 run_id: run_id.clone(),

@@ -464,6 +464,7 @@ fn continue_run(
         &stored.records,
         &mut commit,
     )?;
+    exec.host_mut().performed = driver::performed_before(&stored.records, &record);
     let state = exec.host().state.to_string();
     let (steps, host_calls, fuel) = {
         let host = exec.host();
@@ -481,7 +482,11 @@ fn continue_run(
     RunReport::load(journal, run_id)
 }
 
-/// A fresh execution of a reviewed run at the checkpoint its review continues from.
+/// A fresh execution of a reviewed run at the checkpoint its review continues from, and
+/// (edition 3) past the committed steps between that checkpoint and the step that
+/// entered review, re-executed against their recording: a step stopped in mid-step
+/// leaves no checkpoint at its end, and the one before it may be several steps back
+/// (`checkpoint_every`); those steps are not run again live.
 pub(crate) fn reopen(
     journal: &Journal,
     stored: &StoredRun,
@@ -495,12 +500,21 @@ pub(crate) fn reopen(
             run_id: run_id.to_string(),
             step: record.resumed_from,
         })?;
+    // The step that entered review, whose review step this is.
+    let entered = record.step.saturating_sub(1);
+    let (first, later) = if stored.start.edition >= Edition::V3 && record.resumed_from + 1 < entered
+    {
+        let recorded = recording::Recording::of(&stored.records, recording::Answering::ByCall);
+        (Effects::Recorded(recorded), Some(effects))
+    } else {
+        (effects, None)
+    };
     let opening = Opening {
         run_id,
         agent: &stored.agent,
         policy: stored.policy.clone(),
         input: &stored.input,
-        effects,
+        effects: first,
         edition: stored.start.edition,
     };
     let restore = Restore {
@@ -510,7 +524,18 @@ pub(crate) fn reopen(
         inferences: true,
     };
     match driver::open(opening, Some(restore))? {
-        Opened::Ready(exec) => Ok(exec),
+        Opened::Ready(mut exec) => {
+            if let Some(effects) = later {
+                exec.host_mut().journal.expected = Some(recording::Expected::new(
+                    recording::after_checkpoint(&stored.records, record.resumed_from),
+                ));
+                driver::catch_up(&mut exec, run_id, record.resumed_from, entered - 1)?;
+                let host = exec.host_mut();
+                host.journal.expected = None;
+                host.effects = effects;
+            }
+            Ok(exec)
+        }
         Opened::Failed(reason) => Err(Error::CatchUpDiverged {
             run_id: run_id.to_string(),
             step: record.resumed_from,
