@@ -624,7 +624,10 @@ fn a_timeout_may_not_approve() {
         "after = \"24h\"\noutcome = \"approved\"",
     );
     let error = warden::Policy::parse(&text, "reviewed.toml").expect_err("refused");
-    assert!(error.to_string().contains("must never approve"), "{error}");
+    assert!(
+        error.to_string().contains("must never pass a gate"),
+        "{error}"
+    );
 }
 
 /// Crash consistency: `warden review --decide` killed after the review step committed (as
@@ -1206,4 +1209,40 @@ fn a_payment_made_before_a_step_stopped_in_review_is_not_made_again() {
         );
         verifies_and_replays(&sandbox, &run_id);
     }
+}
+
+/// Four eyes at a second review state are two people new to the case: the reviewer who
+/// sent it on may not be one of them, even in a role the state allows.
+#[test]
+fn dual_control_at_a_second_review_excludes_who_sent_the_case_on() {
+    let sandbox = Sandbox::new();
+    let policy = two_stage().replace(
+        "[states.senior.decisions.working]\nroles = [\"senior\"]\n",
+        "[states.senior.decisions.working]\nroles = [\"senior\"]\ndual_control = true\n",
+    );
+    assert!(policy.contains("dual_control = true\n\n[states.senior.decisions.done]"));
+    let run_id = escalated_under(
+        &sandbox,
+        &policy,
+        json!([[{"transition": {"to": "done"}}], [{"finish": {"output": {}}}]]),
+    );
+    let digest = action(&sandbox, &run_id);
+    let (code, report) = decide(&sandbox, &run_id, "senior", "c.lerk", "clerk", &digest);
+    assert_eq!(code, 10, "{report:#}");
+    let digest = action(&sandbox, &run_id);
+    let (code, refused) = decide(&sandbox, &run_id, "working", "C.Lerk", "senior", &digest);
+    assert_eq!(code, 2, "{refused:#}");
+    assert!(
+        refused["explanation"].as_str().is_some_and(
+            |e| e.contains("already decided on this run (in `review`, sending it to `senior`)")
+        ),
+        "{refused:#}"
+    );
+    let (code, pending) = decide(&sandbox, &run_id, "working", "s.one", "senior", &digest);
+    assert_eq!(code, 10, "the first of two: {pending:#}");
+    let (code, refused) = decide(&sandbox, &run_id, "working", "c.lerk", "senior", &digest);
+    assert_eq!(code, 2, "nor the second of two: {refused:#}");
+    let (code, report) = decide(&sandbox, &run_id, "working", "s.two", "senior", &digest);
+    assert_eq!(code, 0, "{report:#}");
+    verifies_and_replays(&sandbox, &run_id);
 }

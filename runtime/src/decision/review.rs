@@ -84,6 +84,14 @@ pub enum RefusalReason {
     },
     /// Under dual control, the second decision came from the first reviewer again.
     SameReviewerTwice,
+    /// Under dual control, the reviewer already decided on this run at an earlier stage
+    /// (sent the case on to this review state, say): the two must be new to the case.
+    DecidedBefore {
+        /// The review state they decided in.
+        state: String,
+        /// What they decided there.
+        outcome: String,
+    },
 }
 
 impl fmt::Display for RefusalReason {
@@ -109,6 +117,10 @@ impl fmt::Display for RefusalReason {
             ),
             RefusalReason::SameReviewerTwice => f.write_str(
                 "dual control needs two distinct reviewers; this reviewer already decided",
+            ),
+            RefusalReason::DecidedBefore { state, outcome } => write!(
+                f,
+                "dual control needs two reviewers new to the case; this reviewer already decided on this run (in `{state}`, sending it to `{outcome}`)"
             ),
         }
     }

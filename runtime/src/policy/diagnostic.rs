@@ -406,7 +406,7 @@ impl fmt::Display for Problem {
             ),
             Problem::TimeoutApproves { outcome } => write!(
                 f,
-                "`{outcome}` is guarded by a confidence gate: a timeout must never approve; send it to a declining or holding state"
+                "`{outcome}` is guarded by a confidence gate: a timeout must never pass a gate (nobody decided, and no model was confident); send it to a state no gate guards, one that declines or holds the case"
             ),
             Problem::InputSchema { message } => f.write_str(message),
         }

@@ -255,6 +255,23 @@ pub fn decide(journal: &Journal, request: &ReviewRequest<'_>) -> Result<ReviewOu
     {
         return refuse(RefusalReason::SameReviewerTwice);
     }
+    // Four eyes means two people who have not decided on the case before: the one who
+    // sent it on to this review state is not one of them.
+    let decided_before = stored.records.iter().find_map(|r| match &r.body {
+        RecordBody::Review(review)
+            if review.kind == ReviewKind::Decision
+                && identity::same_person(&review.reviewer, request.reviewer) =>
+        {
+            Some(review)
+        }
+        _ => None,
+    });
+    if let (true, Some(review)) = (rule.dual_control, decided_before) {
+        return refuse(RefusalReason::DecidedBefore {
+            state: review.state.clone(),
+            outcome: review.outcome.clone(),
+        });
+    }
     let mut record = ReviewRecord {
         kind: ReviewKind::Decision,
         step: case.outcome.1.steps + 1,
