@@ -97,7 +97,11 @@ fn host_calls(c: &mut Criterion) {
         let mut exec = BenchExecution::new(&agent, Arc::clone(&policy));
         // Every request is answered and the step returns: a step that stopped early would
         // measure nothing.
-        assert_eq!(exec.step(), warden::Status::Running, "the step runs to its end");
+        assert_eq!(
+            exec.step(),
+            warden::Status::Running,
+            "the step runs to its end"
+        );
         group.bench_function(BenchmarkId::new("warden", calls), |b| {
             b.iter(|| exec.step())
         });

@@ -513,6 +513,64 @@ fn attack(sandbox: &Sandbox, name: &str, claim: &Value, plan: Value) -> (i32, Va
     ])
 }
 
+/// A plan through both gates lawfully for the claim in `file`: coverage checked, the
+/// claim's value and class asked of the models with the features Warden recomputes, then
+/// `then` after the classification, and a finish approving `payout`.
+fn classified(file: &str, then: Value, payout: f64) -> (Value, Value) {
+    let (claim, indicators) = scripted(file);
+    let plan = json!([
+        [{"transition": {"to": "coverage_check"}}],
+        [{"tool": {"name": "policy_register", "args": {"policy_number": claim["policy_number"]}}},
+         {"model": {"name": "claim_value", "features": {"amount": claim["amount"]}}},
+         {"transition_citing": {"to": "classification", "saved": 0}}],
+        std::iter::once(json!({"model": {"name": "claim_classifier", "features": indicators}}))
+            .chain(then.as_array().cloned().unwrap_or_default())
+            .collect::<Vec<_>>(),
+        [{"finish": {"output": {"decision": "approved", "claim_id": claim["claim_id"],
+                                "payout": payout, "reasons": ["routine"]}}}]
+    ]);
+    (claim, plan)
+}
+
+/// The payout is bounded by the claim, computed by Warden from the run's input: an agent
+/// through every gate lawfully still cannot pay more than was claimed, nor a negative sum,
+/// nor leave the payout out.
+#[test]
+fn a_crafted_agent_cannot_pay_more_than_was_claimed() {
+    let sandbox = Sandbox::new();
+    let approve = json!([{"transition_citing": {"to": "approved", "saved": 1}}]);
+    for (payout, says) in [
+        (
+            1_000_000.0,
+            "at most input:/amount (`input:/amount` is 1840 for this input)",
+        ),
+        (1840.01, "at most input:/amount"),
+        (-5.0, "at least 0"),
+    ] {
+        let (claim, plan) = classified("01-glass-fast-track.json", approve.clone(), payout);
+        let (code, report) = attack(&sandbox, "greedy.json", &claim, plan);
+        assert_eq!(code, 11, "{payout}: {report:#}");
+        let broken = &denial(&report)["OutputRuleBroken"];
+        assert_eq!(
+            (&broken["state"], &broken["field"]),
+            (&json!("approved"), &json!("payout")),
+            "{report:#}"
+        );
+        assert!(
+            broken["rule"].as_str().is_some_and(|r| r.contains(says)),
+            "{payout}: {report:#}"
+        );
+    }
+    // The whole claim, to the cent, is within the bound.
+    let (claim, plan) = classified("01-glass-fast-track.json", approve, 1840.0);
+    let (code, report) = attack(&sandbox, "whole.json", &claim, plan);
+    assert_eq!(
+        (code, &report["state"]),
+        (0, &json!("approved")),
+        "{report:#}"
+    );
+}
+
 /// The rule of a run's denial, asserting the run failed on one.
 fn denial(report: &Value) -> Value {
     assert_eq!(report["status"], "failed", "{report:#}");
@@ -576,21 +634,7 @@ fn a_crafted_agent_cannot_go_around_the_authority_limit_or_the_classifier() {
     // Through both gates lawfully, then: declining once the classifier has spoken is not
     // the agent's to do; paying a hesitant classification stops at the gate, and what the
     // agent does after that in the step changes nothing.
-    let classified = |file: &str, then: Value| {
-        let (claim, indicators) = scripted(file);
-        let plan = json!([
-            [{"transition": {"to": "coverage_check"}}],
-            [{"tool": {"name": "policy_register", "args": {"policy_number": claim["policy_number"]}}},
-             {"model": {"name": "claim_value", "features": {"amount": claim["amount"]}}},
-             {"transition_citing": {"to": "classification", "saved": 0}}],
-            std::iter::once(json!({"model": {"name": "claim_classifier", "features": indicators}}))
-                .chain(then.as_array().cloned().unwrap_or_default())
-                .collect::<Vec<_>>(),
-            [{"finish": {"output": {"decision": "approved", "claim_id": claim["claim_id"],
-                                    "payout": 1590.0, "reasons": ["routine"]}}}]
-        ]);
-        (claim, plan)
-    };
+    let classified = |file: &str, then: Value| classified(file, then, 1590.0);
     let (claim, plan) = classified(
         "04-injury-complex.json",
         json!([{"transition": {"to": "declined"}}]),

@@ -1161,7 +1161,7 @@ fn run_plan(sandbox: &Sandbox, policy: &str, plan: Value) -> (i32, Value) {
 /// their recording, never live. Each run verifies and replays.
 #[test]
 fn a_payment_made_before_a_step_stopped_in_review_is_not_made_again() {
-    for every in [1, 3] {
+    for (every, via_senior) in [(1, false), (3, false), (1, true), (3, true)] {
         let sandbox = Sandbox::new();
         let pay =
             |amount: u32| json!({"tool": {"name": "disbursement", "args": {"amount": amount}}});
@@ -1184,19 +1184,29 @@ fn a_payment_made_before_a_step_stopped_in_review_is_not_made_again() {
             3,
             "every {every}: 10, 20 and 30, not 1"
         );
-        let digest = action(&sandbox, &run_id);
-        let (code, report) = decide(&sandbox, &run_id, "working", "a.one", "approver", &digest);
+        let mut digest = action(&sandbox, &run_id);
+        if via_senior {
+            // Sent on to a second review first: the senior's decision continues the run.
+            let (code, report) = decide(&sandbox, &run_id, "senior", "c.lerk", "clerk", &digest);
+            assert_eq!(code, 10, "every {every}: {report:#}");
+            digest = action(&sandbox, &run_id);
+        }
+        let (code, report) = if via_senior {
+            decide(&sandbox, &run_id, "working", "s.enior", "senior", &digest)
+        } else {
+            decide(&sandbox, &run_id, "working", "a.one", "approver", &digest)
+        };
         // The step runs again: its payment of 30 answered from its record, into review
         // again, its payment of 1 held.
         assert_eq!(
             (code, report["state"].as_str()),
             (10, Some("review")),
-            "every {every}: {report:#}"
+            "every {every}, via the senior {via_senior}: {report:#}"
         );
         assert_eq!(
             ledger_lines(&sandbox),
             3,
-            "every {every}: nothing paid twice"
+            "every {every}, via the senior {via_senior}: nothing paid twice"
         );
         verifies_and_replays(&sandbox, &run_id);
         let digest = action(&sandbox, &run_id);
@@ -1244,5 +1254,51 @@ fn dual_control_at_a_second_review_excludes_who_sent_the_case_on() {
     assert_eq!(code, 2, "nor the second of two: {refused:#}");
     let (code, report) = decide(&sandbox, &run_id, "working", "s.two", "senior", &digest);
     assert_eq!(code, 0, "{report:#}");
+    verifies_and_replays(&sandbox, &run_id);
+}
+
+/// Nor is anyone who gave the first of two decisions in an earlier case of the run: a
+/// case sent back and forth between two review states does not let them count as new.
+#[test]
+fn dual_control_excludes_who_gave_the_first_of_two_in_an_earlier_case() {
+    let sandbox = Sandbox::new();
+    let policy = two_stage()
+        .replace(
+            "[states.senior.decisions.working]\nroles = [\"senior\"]\n",
+            "[states.senior.decisions.working]\nroles = [\"senior\"]\ndual_control = true\n\n\
+             [states.senior.decisions.review]\nroles = [\"senior\"]\n",
+        )
+        .replace(
+            "transitions = [\"working\", \"done\"]",
+            "transitions = [\"working\", \"done\", \"review\"]",
+        );
+    assert!(
+        policy.contains("[states.senior.decisions.review]"),
+        "{policy}"
+    );
+    let run_id = escalated_under(
+        &sandbox,
+        &policy,
+        json!([[{"transition": {"to": "done"}}], [{"finish": {"output": {}}}]]),
+    );
+    let step = |outcome: &str, reviewer: &str, role: &str, code: i32| {
+        let digest = action(&sandbox, &run_id);
+        let (got, report) = decide(&sandbox, &run_id, outcome, reviewer, role, &digest);
+        assert_eq!(got, code, "{reviewer} {outcome}: {report:#}");
+        report
+    };
+    step("senior", "c.lerk", "clerk", 10);
+    step("working", "s.one", "senior", 10);
+    step("review", "s.two", "senior", 10);
+    step("senior", "carol", "clerk", 10);
+    step("working", "s.three", "senior", 10);
+    let refused = step("working", "S.One", "senior", 2);
+    assert!(
+        refused["explanation"]
+            .as_str()
+            .is_some_and(|e| e.contains("already decided on this run")),
+        "{refused:#}"
+    );
+    step("working", "s.four", "senior", 0);
     verifies_and_replays(&sandbox, &run_id);
 }

@@ -314,29 +314,80 @@ pub(crate) fn drive(
     }
 }
 
-/// The effects performed by the step that entered review before it was stopped in
-/// mid-step, for the step after `review` that runs its logic again
-/// ([`crate::host_call::Performed`]); `None` when that step ended cleanly (its end is the
-/// checkpoint the review continues from, and nothing of it runs again). `records` are the
-/// run's, with or without the review itself.
+/// The effects the agent performed in steps of its that were stopped in review (it acted
+/// again after entering review, so the step has no checkpoint at its end) since the last
+/// step whose end its memory holds, for the step after `review`, which runs that logic
+/// again ([`crate::host_call::Performed`]). Each stopped step after the first re-ran the
+/// same logic, and was itself answered from the ones before it: what it asked that they
+/// had performed was answered from their record, the rest was performed live, and is
+/// added. `None` when there is nothing to answer (the agent's last step ended cleanly).
+/// `records` are the run's, with or without the review itself.
 pub(crate) fn performed_before(
     records: &[Record],
     review: &crate::decision::ReviewRecord,
 ) -> Option<crate::host_call::Performed> {
-    let entered = review.step.checked_sub(1)?;
-    if review.resumed_from >= entered {
-        return None;
-    }
     let before = records
         .iter()
         .position(|r| matches!(&r.body, RecordBody::Review(rv) if rv.step == review.step))
         .map_or(records, |at| &records[..at]);
-    let start = before
-        .iter()
-        .rposition(|r| matches!(r.body, RecordBody::StepStarted { step, .. } if step == entered))?;
-    Some(crate::host_call::Performed {
+    // The agent's steps: each from its `StepStarted` to the next one or to a review step.
+    let mut steps: Vec<&[Record]> = Vec::new();
+    let mut start = None;
+    for (at, record) in before.iter().enumerate() {
+        match &record.body {
+            RecordBody::StepStarted { .. } => {
+                if let Some(from) = start.replace(at) {
+                    steps.push(&before[from..at]);
+                }
+            }
+            RecordBody::Review(_) => {
+                if let Some(from) = start.take() {
+                    steps.push(&before[from..at]);
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(from) = start {
+        steps.push(&before[from..]);
+    }
+    let stopped = |records: &&[Record]| {
+        let Some(RecordBody::StepStarted { step, .. }) = records.first().map(|r| &r.body) else {
+            return false;
+        };
+        let awaiting = records.iter().any(
+            |r| matches!(&r.body, RecordBody::Outcome(o) if o.status == Status::AwaitingReview),
+        );
+        let checkpointed = records
+            .iter()
+            .any(|r| matches!(r.body, RecordBody::Checkpoint { step: s, .. } if s == *step));
+        awaiting && !checkpointed
+    };
+    let first = steps.iter().rposition(|s| !stopped(s)).map_or(0, |i| i + 1);
+    let mut live: Vec<Record> = Vec::new();
+    for step in &steps[first..] {
+        let mut known = recording::Recording::of(&live, recording::Answering::ByRequest);
+        let mut performed = Vec::new();
+        for record in step.iter() {
+            let RecordBody::HostCall { call, request, .. } = &record.body else {
+                continue;
+            };
+            let Some(response) = step
+                .iter()
+                .find(|r| matches!(&r.body, RecordBody::HostResponse { call: c, .. } if c == call))
+            else {
+                continue;
+            };
+            if known.answer(*call, request).is_none() {
+                performed.push(record.clone());
+                performed.push(response.clone());
+            }
+        }
+        live.extend(performed);
+    }
+    (!live.is_empty()).then(|| crate::host_call::Performed {
         step: review.step + 1,
-        answers: recording::Recording::of(&before[start..], recording::Answering::ByRequest),
+        answers: recording::Recording::of(&live, recording::Answering::ByRequest),
     })
 }
 

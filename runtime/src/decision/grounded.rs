@@ -6,7 +6,9 @@ use serde_json::Value;
 use warden_guest::InferenceId;
 
 use super::{CapabilityKind, Decision, Evidence, GateShortfall, Rule, Verdict, decide};
-use crate::policy::{ConfidenceGate, OutputConstraint, Policy};
+use crate::policy::{Bound, ConfidenceGate, OutputConstraint, Policy};
+use crate::provenance::expr::{EvalError, Reference};
+use crate::provenance::reconcile::json_number;
 use crate::provenance::{Facts, reconcile};
 
 /// The call cap of a capability, once its state allows it.
@@ -186,8 +188,14 @@ pub(super) fn gate(
     }
 }
 
-/// Checks `finish`'s output against the terminal state's output rules.
-pub(super) fn output(policy: &Policy, state: &str, output: &str) -> Option<Decision> {
+/// Checks `finish`'s output against the terminal state's output rules; bounds are
+/// computed from the run's input (`input`).
+pub(super) fn output(
+    policy: &Policy,
+    state: &str,
+    output: &str,
+    input: &Value,
+) -> Option<Decision> {
     let rules = &policy.state(state)?.output;
     if rules.is_empty() {
         return None;
@@ -196,13 +204,17 @@ pub(super) fn output(policy: &Policy, state: &str, output: &str) -> Option<Decis
     for (field, rule) in rules {
         let found = value.get(field);
         let broken = match rule {
-            OutputConstraint::Equals(expected) => found != Some(expected),
-            OutputConstraint::Type(t) => !found.is_some_and(|v| t.admits(v)),
+            OutputConstraint::Equals(expected) => (found != Some(expected)).then(String::new),
+            OutputConstraint::Type(t) => (!found.is_some_and(|v| t.admits(v))).then(String::new),
+            OutputConstraint::Number { min, max } => {
+                out_of_bounds(found, min.as_ref(), max.as_ref(), input)
+            }
         };
-        if broken {
+        if let Some(why) = broken {
             let rule = match rule {
                 OutputConstraint::Equals(expected) => format!("equal {expected}"),
                 OutputConstraint::Type(t) => format!("be present as a {}", t.as_str()),
+                OutputConstraint::Number { .. } => why,
             };
             let found = found.map_or_else(|| "nothing".to_string(), short);
             return Some(decide(
@@ -219,6 +231,74 @@ pub(super) fn output(policy: &Policy, state: &str, output: &str) -> Option<Decis
     None
 }
 
+/// What is wrong with `found` under bounds `min` and `max` computed from `input`, if
+/// anything: a number must be there, each bound must be computable, and the number within
+/// them (to a relative 1e-9, so that the same arithmetic done by the agent in another
+/// order is not refused for its last bit).
+fn out_of_bounds(
+    found: Option<&Value>,
+    min: Option<&Bound>,
+    max: Option<&Bound>,
+    input: &Value,
+) -> Option<String> {
+    let described = || {
+        let mut parts = Vec::new();
+        if let Some(min) = min {
+            parts.push(format!("at least {min}"));
+        }
+        if let Some(max) = max {
+            parts.push(format!("at most {max}"));
+        }
+        parts.join(" and ")
+    };
+    let Some(number) = found.and_then(Value::as_f64) else {
+        return Some(format!("be a number {}", described()));
+    };
+    let compute = |bound: &Bound| {
+        bound.0.eval(&mut |reference| match reference {
+            Reference::Pointer {
+                source: None,
+                pointer,
+            } => json_number(input.pointer(pointer), reference),
+            // Validation admits only input pointers.
+            other => Err(EvalError::Missing {
+                reference: other.to_string(),
+            }),
+        })
+    };
+    let slack = |limit: f64| 1e-9 * limit.abs().max(1.0);
+    for (bound, below) in [(min, true), (max, false)] {
+        let Some(bound) = bound else { continue };
+        let limit = match compute(bound) {
+            Ok(limit) if limit.is_finite() => limit,
+            Ok(limit) => {
+                return Some(format!(
+                    "be a number {}, and `{bound}` is {limit} for this input",
+                    described()
+                ));
+            }
+            Err(error) => {
+                return Some(format!(
+                    "be a number {}, and `{bound}` cannot be computed for this input: {error}",
+                    described()
+                ));
+            }
+        };
+        let outside = if below {
+            number < limit - slack(limit)
+        } else {
+            number > limit + slack(limit)
+        };
+        if outside {
+            return Some(format!(
+                "be a number {} (`{bound}` is {limit} for this input)",
+                described()
+            ));
+        }
+    }
+    None
+}
+
 /// A JSON value as text, cut to a length a decision can carry.
 fn short(value: &Value) -> String {
     let text = value.to_string();
@@ -227,5 +307,74 @@ fn short(value: &Value) -> String {
         format!("{cut}...")
     } else {
         text
+    }
+}
+
+#[cfg(test)]
+mod bound_tests {
+    use serde_json::json;
+
+    use super::output;
+    use crate::decision::{Rule, Verdict};
+    use crate::policy::Policy;
+
+    const POLICY: &str = r#"
+[policy]
+name = "bounds"
+version = "1"
+initial = "start"
+[states.start]
+transitions = ["approved"]
+[states.approved]
+terminal = true
+[states.approved.output]
+payout = { min = 0, max = "min(input:/amount, input:/limit) - input:/deductible" }
+"#;
+
+    /// What the output rule says of `payout` for the input `input`: `None` if it holds.
+    fn judged(payout: serde_json::Value, input: serde_json::Value) -> Option<String> {
+        let policy = Policy::parse(POLICY, "bounds.toml").unwrap_or_else(|e| panic!("{e}"));
+        let output_text = json!({ "payout": payout }).to_string();
+        output(&policy, "approved", &output_text, &input).map(|d| {
+            assert_eq!(d.verdict, Verdict::Deny);
+            match d.rule {
+                Rule::OutputRuleBroken { rule, .. } => rule,
+                other => panic!("{other:?}"),
+            }
+        })
+    }
+
+    #[test]
+    fn a_bound_is_computed_from_the_input_and_holds_to_the_last_bit() {
+        let input = json!({"amount": 1840.0, "limit": 1500.0, "deductible": 100.5});
+        assert_eq!(judged(json!(1399.5), input.clone()), None);
+        assert_eq!(judged(json!(0), input.clone()), None);
+        // The agent's own arithmetic in another order, off in the last bit.
+        assert_eq!(judged(json!(1399.5 + 1e-10), input.clone()), None);
+        let above = judged(json!(1399.51), input.clone()).expect("refused");
+        assert!(above.contains("is 1399.5 for this input"), "{above}");
+        assert!(
+            judged(json!(-0.01), input.clone())
+                .expect("refused")
+                .contains("at least 0")
+        );
+        let text = judged(json!("1399.5"), input.clone()).expect("a string is no number");
+        assert!(
+            text.starts_with("be a number at least 0 and at most"),
+            "{text}"
+        );
+        // A bound that cannot be computed refuses the output, naming why.
+        let missing =
+            judged(json!(10), json!({"amount": 1840.0, "limit": 1500.0})).expect("refused");
+        assert!(
+            missing.contains("cannot be computed for this input"),
+            "{missing}"
+        );
+        let text = judged(
+            json!(10),
+            json!({"amount": "1840", "limit": 1500.0, "deductible": 0}),
+        )
+        .expect("refused");
+        assert!(text.contains("cannot be computed"), "{text}");
     }
 }

@@ -138,7 +138,7 @@ pub fn enforce(policy: &Policy, run: &RunView<'_>, request: &Request) -> Decisio
             match policy.state(run.state).map(|s| s.kind) {
                 Some(StateKind::Terminal) => run
                     .evidence
-                    .and_then(|_| grounded::output(policy, run.state, output))
+                    .and_then(|e| grounded::output(policy, run.state, output, &e.input))
                     .unwrap_or_else(|| {
                         decide(
                             Allow,

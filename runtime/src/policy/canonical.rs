@@ -104,6 +104,14 @@ impl Policy {
                         let rule = match rule {
                             OutputConstraint::Equals(value) => format!("= {value}"),
                             OutputConstraint::Type(t) => format!(": {}", t.as_str()),
+                            // Canonical expression text (`Expr`'s Display).
+                            OutputConstraint::Number { min, max } => format!(
+                                ": number{}{}",
+                                min.as_ref()
+                                    .map_or_else(String::new, |b| format!(", >= {b}")),
+                                max.as_ref()
+                                    .map_or_else(String::new, |b| format!(", <= {b}"))
+                            ),
                         };
                         (state.as_str(), field.as_str(), rule)
                     })

@@ -73,6 +73,12 @@ pub(super) struct DraftSource {
 pub(super) enum DraftConstraint {
     Equals(serde_json::Value),
     Type(Located<String>),
+    /// `{ type = "number", min = "...", max = "..." }` (type optional).
+    Number {
+        kind: Option<Located<String>>,
+        min: Option<Located<String>>,
+        max: Option<Located<String>>,
+    },
 }
 
 #[derive(Debug)]

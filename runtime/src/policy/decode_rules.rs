@@ -147,12 +147,19 @@ pub(super) fn output(
         let name = Spanned::new(key.span(), key.get_ref().to_string());
         let constraint = match value.get_ref() {
             DeValue::Table(fields) => {
-                let mut kind = None;
+                let (mut kind, mut min, mut max) = (None, None, None);
                 for (inner, v) in fields.iter() {
                     match inner.get_ref().as_ref() {
                         "type" => kind = string(report, &format!("{field}.type"), v, JSON_TYPES),
-                        _ => unknown(report, inner, &field, &["type"]),
+                        "min" => min = bound(report, &format!("{field}.min"), v),
+                        "max" => max = bound(report, &format!("{field}.max"), v),
+                        _ => unknown(report, inner, &field, &["type", "min", "max"]),
                     }
+                }
+                // A bound written wrongly is reported where it is; no `type` is then asked.
+                if fields.contains_key("min") || fields.contains_key("max") {
+                    out.push((name, DraftConstraint::Number { kind, min, max }));
+                    continue;
                 }
                 match kind {
                     Some(kind) => DraftConstraint::Type(kind),
@@ -176,6 +183,24 @@ pub(super) fn output(
     }
     out
 }
+
+/// An output bound as written: an expression in a string, or a plain number.
+fn bound(
+    report: &mut Report<'_>,
+    field: &str,
+    value: &Spanned<DeValue<'_>>,
+) -> Option<Located<String>> {
+    match value.get_ref() {
+        DeValue::Integer(_) | DeValue::Float(_) => Some(Spanned::new(
+            value.span(),
+            json(value.get_ref()).to_string(),
+        )),
+        _ => string(report, field, value, BOUND),
+    }
+}
+
+const BOUND: &str =
+    "an expression over the run's input, such as max = \"input:/amount\" or min = \"0\"";
 
 const JSON_TYPES: &str =
     "type = \"string\", \"number\", \"boolean\", \"array\", \"object\", \"null\" or \"any\"";

@@ -211,6 +211,16 @@ pub enum Problem {
         /// The state.
         state: String,
     },
+    /// An output bound on a field whose declared type is not `number`.
+    BoundNotNumber {
+        /// The type as written.
+        kind: String,
+    },
+    /// An output bound that does not parse, or reads something other than the run input.
+    BadBound {
+        /// What is wrong.
+        message: String,
+    },
     /// An output rule names a JSON type that does not exist.
     UnknownJsonType {
         /// The type as written.
@@ -371,6 +381,12 @@ impl fmt::Display for Problem {
                 "state `{state}` is not terminal, and only a run finishing in a terminal \
                  state has an output; move the rule to a terminal state"
             ),
+            Problem::BoundNotNumber { kind } => write!(
+                f,
+                "`min` and `max` bound a number, and this field is declared `{kind}`; declare it \
+                 `number` (or leave `type` out)"
+            ),
+            Problem::BadBound { message } => write!(f, "{message}"),
             Problem::UnknownJsonType { name } => write!(
                 f,
                 "`{name}` is not a JSON type; use string, number, boolean, array, object, \

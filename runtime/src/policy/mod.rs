@@ -89,13 +89,35 @@ pub struct ModelRules {
 }
 
 /// What the output of a run finishing in a terminal state must hold: a field must equal a
-/// value, or be of a JSON type.
+/// value, be of a JSON type, or be a number within bounds computed from the run's input.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OutputConstraint {
     /// The field must equal this JSON value.
     Equals(serde_json::Value),
     /// The field must be present with this JSON type.
     Type(JsonType),
+    /// The field must be a number at least `min` and at most `max` (either may be
+    /// absent), each an expression over the run's input (`input:/amount`).
+    Number {
+        /// The least it may be.
+        min: Option<Bound>,
+        /// The most it may be.
+        max: Option<Bound>,
+    },
+}
+
+/// An output bound: an expression of the provenance language (`crate::provenance::expr`)
+/// whose references are all into the run's input, so that Warden computes it from what the
+/// run was asked, never from what the agent says.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Bound(pub crate::provenance::expr::Expr);
+
+impl Eq for Bound {}
+
+impl std::fmt::Display for Bound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
 }
 
 /// A JSON type, as an output constraint names it.

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::decode::{DraftConstraint, DraftRules, DraftState, Located};
 use super::diagnostic::{CapabilityKind, Problem, Report};
 use super::{
-    ConfidenceGate, DecisionRule, JsonType, ModelRules, OutputConstraint, ReviewRules,
+    Bound, ConfidenceGate, DecisionRule, JsonType, ModelRules, OutputConstraint, ReviewRules,
     ReviewTimeout, State, StateKind, ToolRules,
 };
 use crate::edition::Edition;
@@ -216,10 +216,59 @@ pub(super) fn check_output(
                     continue;
                 }
             },
+            DraftConstraint::Number { kind, min, max } => {
+                let path = format!("{path}.{}", field.get_ref());
+                if let Some(kind) = kind.as_ref().filter(|k| k.get_ref() != "number") {
+                    let problem = Problem::BoundNotNumber {
+                        kind: kind.get_ref().clone(),
+                    };
+                    report.push(kind.span(), format!("{path}.type"), problem);
+                    continue;
+                }
+                let mut bound = |text: &Option<Located<String>>, key: &str| {
+                    let text = text.as_ref()?;
+                    match parse_bound(text.get_ref()) {
+                        Ok(bound) => Some(Ok(bound)),
+                        Err(message) => {
+                            let problem = Problem::BadBound { message };
+                            report.push(text.span(), format!("{path}.{key}"), problem);
+                            Some(Err(()))
+                        }
+                    }
+                };
+                let (min, max) = (bound(min, "min"), bound(max, "max"));
+                let (Ok(min), Ok(max)) = (min.transpose(), max.transpose()) else {
+                    continue;
+                };
+                OutputConstraint::Number { min, max }
+            }
         };
         out.insert(field.get_ref().clone(), rule);
     }
     out
+}
+
+/// Parses an output bound: an expression whose every reference is a pointer into the
+/// run's input.
+fn parse_bound(text: &str) -> Result<Bound, String> {
+    let expr = crate::provenance::expr::parse(text).map_err(|e| e.to_string())?;
+    for reference in expr.references() {
+        match reference {
+            crate::provenance::expr::Reference::Pointer { source: None, .. } => {}
+            other => {
+                return Err(format!(
+                    "a bound reads only the run's input (`input:/field`), and this one reads `{}`",
+                    match other {
+                        crate::provenance::expr::Reference::Pointer { source, pointer } => {
+                            format!("{}:{pointer}", source.as_deref().unwrap_or("input"))
+                        }
+                        crate::provenance::expr::Reference::Name(name) => name.clone(),
+                    }
+                ));
+            }
+        }
+    }
+    Ok(Bound(expr))
 }
 
 /// What a decision's `roles` must hold.

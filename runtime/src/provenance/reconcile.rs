@@ -461,7 +461,7 @@ fn select_source<'f>(spec: &SourceSpec, facts: &Facts<'f>) -> Option<&'f ToolFac
     best
 }
 
-fn json_number(value: Option<&Value>, reference: &Reference) -> Result<f64, EvalError> {
+pub(crate) fn json_number(value: Option<&Value>, reference: &Reference) -> Result<f64, EvalError> {
     let found = match value {
         None => {
             return Err(EvalError::Missing {

@@ -162,7 +162,14 @@ pub fn case_file(journal: &Journal, run_id: &str) -> Result<CaseFile, Error> {
     };
     let records = &stored.records;
     let entered_ms = records[case.outcome.0 as usize].at_ms;
-    let (request, decision) = escalation(records, case.outcome.0, &case.state);
+    // The request that brought the run into review and its decision, as the case binds them.
+    let request = match case.request.map(|r| &r.body) {
+        Some(RecordBody::HostCall { request, .. }) => {
+            Some(crate::journal::describe_request_bytes(request))
+        }
+        _ => None,
+    };
+    let decision = case.decision().cloned();
     let requested = decision.as_ref().and_then(gated_target);
     let cited = decision.as_ref().and_then(cited_inference).and_then(|id| {
         records
@@ -254,8 +261,8 @@ pub fn queue(journal: &Journal) -> Result<Vec<QueueEntry>, Error> {
         let Some(case) = awaiting(&records) else {
             continue;
         };
-        let (_, decision) = escalation(&records, case.outcome.0, &case.state);
-        let (gate, probability, threshold) = match decision.as_ref().map(|d| &d.rule) {
+        let decision = case.decision();
+        let (gate, probability, threshold) = match decision.map(|d| &d.rule) {
             Some(crate::decision::Rule::GateLabelNotMet {
                 model,
                 label,
@@ -283,7 +290,7 @@ pub fn queue(journal: &Journal) -> Result<Vec<QueueEntry>, Error> {
             run_id: meta.run_id.clone(),
             state: case.state.clone(),
             entered_ms: records[case.outcome.0 as usize].at_ms,
-            requested: decision.as_ref().and_then(gated_target),
+            requested: decision.and_then(gated_target),
             gate,
             probability,
             threshold,
@@ -293,34 +300,6 @@ pub fn queue(journal: &Journal) -> Result<Vec<QueueEntry>, Error> {
     }
     entries.sort_by(|a, b| (a.entered_ms, &a.run_id).cmp(&(b.entered_ms, &b.run_id)));
     Ok(entries)
-}
-
-/// The request that entered the review state before record `outcome_index`, decoded, and
-/// its decision.
-fn escalation(
-    records: &[Record],
-    outcome_index: u64,
-    state: &str,
-) -> (Option<String>, Option<Decision>) {
-    let before = &records[..outcome_index as usize];
-    let entered = before
-        .iter()
-        .rposition(|r| matches!(&r.body, RecordBody::Transition { to, .. } if to == state));
-    let call = entered.and_then(|i| {
-        before[..i].iter().rev().find_map(|r| match &r.body {
-            RecordBody::HostCall {
-                request, decision, ..
-            } => Some((
-                crate::journal::describe_request_bytes(request),
-                decision.clone(),
-            )),
-            _ => None,
-        })
-    });
-    match call {
-        Some((request, decision)) => (Some(request), Some(decision)),
-        None => (None, None),
-    }
 }
 
 fn gated_target(decision: &Decision) -> Option<String> {

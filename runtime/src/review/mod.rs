@@ -99,6 +99,18 @@ pub(crate) struct Awaiting<'r> {
     pub checkpoint: u32,
     /// The decisions recorded for this action since, pending dual control.
     pub pending: Vec<&'r ReviewRecord>,
+    /// The request that brought the run into review (a `HostCall` record), if one did.
+    pub request: Option<&'r Record>,
+}
+
+impl Awaiting<'_> {
+    /// The decision on the request that brought the run into review, if one did.
+    pub fn decision(&self) -> Option<&crate::decision::Decision> {
+        match self.request.map(|r| &r.body) {
+            Some(RecordBody::HostCall { decision, .. }) => Some(decision),
+            _ => None,
+        }
+    }
 }
 
 /// Finds the case a run awaiting review stands on, from its records: none unless its
@@ -128,13 +140,25 @@ pub(crate) fn awaiting(records: &[Record]) -> Option<Awaiting<'_>> {
     let entered = before.iter().rposition(
         |r| matches!(&r.body, RecordBody::Transition { to, .. } if *to == outcome.state),
     );
-    let call = entered.and_then(|i| {
-        before[..i].iter().rev().find_map(|r| match &r.body {
-            RecordBody::HostCall {
-                request, decision, ..
-            } => Some((request, decision)),
-            _ => None,
-        })
+    let edition = records
+        .first()
+        .and_then(|r| r.body.run_start())
+        .map_or(Edition::V1, |start| start.edition);
+    // A case a reviewer sent on (edition 3) rests on that decision, not on a request of
+    // the agent's: none is shown or bound.
+    let by_review = edition >= Edition::V3
+        && entered.is_some_and(|i| i > 0 && matches!(before[i - 1].body, RecordBody::Review(_)));
+    let entering = entered.filter(|_| !by_review).and_then(|i| {
+        before[..i]
+            .iter()
+            .rev()
+            .find(|r| matches!(r.body, RecordBody::HostCall { .. }))
+    });
+    let call = entering.and_then(|r| match &r.body {
+        RecordBody::HostCall {
+            request, decision, ..
+        } => Some((request, decision)),
+        _ => None,
     });
     let inference = call.and_then(|(_, decision)| match &decision.rule {
         crate::decision::Rule::GateLabelNotMet { inference, .. }
@@ -155,7 +179,7 @@ pub(crate) fn awaiting(records: &[Record]) -> Option<Awaiting<'_>> {
     // Since edition 3 the action names its run: a decision on one run's case cannot be
     // replayed on another's, however alike the two applications are.
     let action = match records.first().map(|r| &r.body) {
-        Some(RecordBody::Started(start)) if start.edition >= Edition::V3 => Digest::of(
+        Some(RecordBody::Started(start)) if edition >= Edition::V3 => Digest::of(
             crate::digest::domain::ACTION_V2,
             &crate::journal::encode(&(&start.run_id, request, inference, checkpoint.1)),
         ),
@@ -177,6 +201,7 @@ pub(crate) fn awaiting(records: &[Record]) -> Option<Awaiting<'_>> {
         action,
         checkpoint: checkpoint.0,
         pending,
+        request: entering,
     })
 }
 
@@ -256,20 +281,14 @@ pub fn decide(journal: &Journal, request: &ReviewRequest<'_>) -> Result<ReviewOu
         return refuse(RefusalReason::SameReviewerTwice);
     }
     // Four eyes means two people who have not decided on the case before: the one who
-    // sent it on to this review state is not one of them.
-    let decided_before = stored.records.iter().find_map(|r| match &r.body {
-        RecordBody::Review(review)
-            if review.kind == ReviewKind::Decision
-                && identity::same_person(&review.reviewer, request.reviewer) =>
-        {
-            Some(review)
-        }
-        _ => None,
-    });
-    if let (true, Some(review)) = (rule.dual_control, decided_before) {
+    // sent it on to this review state is not one of them, nor anyone who gave a decision
+    // (or the first of two) in an earlier case of this run or of a run it was forked from.
+    if rule.dual_control
+        && let Some(review) = decided_before(journal, &stored, case.action, request.reviewer)?
+    {
         return refuse(RefusalReason::DecidedBefore {
-            state: review.state.clone(),
-            outcome: review.outcome.clone(),
+            state: review.state,
+            outcome: review.outcome,
         });
     }
     let mut record = ReviewRecord {
@@ -384,9 +403,13 @@ const MAX_NOTE_BYTES: usize = 4096;
 
 /// Who submitted the run and, for a fork, each run it was forked from: the case is about
 /// their application, so none of them may decide it.
+/// The most forks followed back for the people a reviewer may not be (its submitters, and
+/// under dual control whoever decided before).
+const MAX_SUBMITTER_ANCESTORS: usize = 64;
+
 fn submitters(journal: &Journal, stored: &StoredRun) -> Result<Vec<String>, Error> {
     let mut submitters: Vec<String> = stored.start.submitted_by.iter().cloned().collect();
-    for (_, records) in forked_from(journal, stored, 64)? {
+    for (_, records) in forked_from(journal, stored, MAX_SUBMITTER_ANCESTORS)? {
         let start = records.first().and_then(|r| r.body.run_start());
         submitters.extend(start.and_then(|s| s.submitted_by));
     }
@@ -413,6 +436,36 @@ pub(super) fn forked_from(
         runs.push((p.run_id, records));
     }
     Ok(runs)
+}
+
+/// A decision `reviewer` made before the case on `action`: on this run or a run it was
+/// forked from, a decision, or the first of two in another case.
+fn decided_before(
+    journal: &Journal,
+    stored: &StoredRun,
+    action: Digest,
+    reviewer: &str,
+) -> Result<Option<ReviewRecord>, Error> {
+    let own = (stored.meta.run_id.clone(), stored.records.clone());
+    let ancestors = forked_from(journal, stored, MAX_SUBMITTER_ANCESTORS)?;
+    Ok(std::iter::once(own)
+        .chain(ancestors)
+        .flat_map(|(_, records)| records)
+        .find_map(|r| match r.body {
+            RecordBody::Review(review)
+                if review.kind == ReviewKind::Decision
+                    && identity::same_person(&review.reviewer, reviewer) =>
+            {
+                Some(*review)
+            }
+            RecordBody::ReviewPending(pending)
+                if pending.action != action
+                    && identity::same_person(&pending.reviewer, reviewer) =>
+            {
+                Some(*pending)
+            }
+            _ => None,
+        }))
 }
 
 /// Loads and verifies a run a review acts on.

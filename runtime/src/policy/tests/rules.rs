@@ -197,6 +197,37 @@ fn the_hash_covers_labels_provenance_caps_and_outputs() {
     assert_ne!(output, base);
 }
 
+/// Output bounds: expressions over the run's input only, on a number; each mistake is
+/// named by its field; bounds count in the hash, and their canonical text does (so
+/// `input:/amount` and `input:/amount + 0` differ, but spacing does not).
+#[test]
+fn output_bounds_read_only_the_input_and_count_in_the_hash() {
+    let with = |rule: &str| format!("{EXAMPLE}\n[states.approved.output]\namount = {rule}\n");
+    let d = only(&with("{ max = \"bureau:/limit\" }"));
+    assert_eq!(d.field, "states.approved.output.amount.max");
+    assert!(d.to_string().contains("reads only the run's input"), "{d}");
+    let d = only(&with("{ min = \"debt_to_income\" }"));
+    assert_eq!(d.field, "states.approved.output.amount.min");
+    let d = only(&with("{ type = \"string\", max = 10 }"));
+    assert_eq!(d.field, "states.approved.output.amount.type");
+    assert!(matches!(d.problem, Problem::BoundNotNumber { .. }), "{d}");
+    let d = only(&with("{ max = \"input:/a +\" }"));
+    assert_eq!(d.field, "states.approved.output.amount.max");
+    let d = only(&with("{ max = true }"));
+    assert_eq!(d.field, "states.approved.output.amount.max");
+    let hash = |rule: &str| {
+        parse(&with(rule))
+            .map(|p| p.hash())
+            .unwrap_or_else(|e| panic!("{rule}: {e}"))
+    };
+    let bounded = hash("{ type = \"number\", min = 0, max = \"input:/amount\" }");
+    assert_eq!(bounded, hash("{ min = \"0\", max = \"input:/amount\" }"));
+    assert_eq!(bounded, hash("{ max = \"input:/amount  \", min = 0 }"));
+    assert_ne!(bounded, hash("{ type = \"number\" }"));
+    assert_ne!(bounded, hash("{ min = 0, max = \"input:/amount + 0\" }"));
+    assert_ne!(bounded, hash("{ min = 0 }"));
+}
+
 /// A review timeout past a hundred years is refused where it is written (its deadline
 /// could not be written as a date, and nobody needs it).
 #[test]
