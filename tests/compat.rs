@@ -10,6 +10,17 @@ pub fn fixture(dir: &std::path::Path) -> std::path::PathBuf {
     fixture_named(dir, "journal-v1.redb")
 }
 
+/// `warden verify --all` passes and `warden replay --all` finds every run identical.
+fn every_run_verifies_and_replays(db: &std::path::Path) {
+    let (code, verified) = warden(db, &["verify", "--all"]);
+    assert_eq!(code, 0, "{verified:#}");
+    let (code, replays) = warden(db, &["replay", "--all"]);
+    assert_eq!(code, 0, "{replays:#}");
+    for replay in replays.as_array().expect("reports") {
+        assert_eq!(replay["verdict"], "identical", "{replay:#}");
+    }
+}
+
 /// Decompresses `tests/compat/<name>.gz` into `dir`.
 fn fixture_named(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
     let gz = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -40,13 +51,7 @@ fn a_version_1_journal_verifies_and_replays_bit_for_bit() {
         statuses,
         ["completed", "awaiting_review", "failed", "completed"]
     );
-    let (code, verified) = warden(&db, &["verify", "--all"]);
-    assert_eq!(code, 0, "{verified:#}");
-    let (code, replays) = warden(&db, &["replay", "--all"]);
-    assert_eq!(code, 0, "{replays:#}");
-    for replay in replays.as_array().expect("reports") {
-        assert_eq!(replay["verdict"], "identical", "{replay:#}");
-    }
+    every_run_verifies_and_replays(&db);
     for run in runs.as_array().expect("runs") {
         let (code, shown) = warden(&db, &["show", run["run_id"].as_str().expect("id")]);
         assert_eq!(code, 0);
@@ -93,13 +98,7 @@ fn an_edition_2_journal_replays_under_its_own_rules_and_its_case_is_decided() {
         paid_in_senior,
         "the fixture holds edition 2's behaviour: {shown:#}"
     );
-    let (code, verified) = warden(&db, &["verify", "--all"]);
-    assert_eq!(code, 0, "{verified:#}");
-    let (code, replays) = warden(&db, &["replay", "--all"]);
-    assert_eq!(code, 0, "{replays:#}");
-    for replay in replays.as_array().expect("reports") {
-        assert_eq!(replay["verdict"], "identical", "{replay:#}");
-    }
+    every_run_verifies_and_replays(&db);
     let waiting = &runs[2].0;
     let (code, case) = warden(&db, &["review", waiting]);
     assert_eq!(code, 10, "{case:#}");

@@ -209,6 +209,15 @@ pub(crate) fn outcome_of(exec: &Execution, end: &StepEnd, steps: u32) -> Outcome
     }
 }
 
+/// Where a re-execution has departed from its recording, if it has.
+fn diverged(exec: &Execution) -> Option<recording::Divergence> {
+    exec.host()
+        .journal
+        .expected
+        .as_ref()
+        .and_then(|e| e.diverged.clone())
+}
+
 /// Runs steps after `from` until the run ends or `at_boundary` returns `false`, calling
 /// `at_boundary` after each step. Returns how the last step ended.
 ///
@@ -228,13 +237,7 @@ pub(crate) fn drive(
             let end = StepEnd::AwaitingReview;
             let outcome = outcome_of(exec, &end, step);
             let _ = exec.push(RecordBody::Outcome(Box::new(outcome)));
-            let diverged = exec
-                .host()
-                .journal
-                .expected
-                .as_ref()
-                .and_then(|e| e.diverged.clone());
-            let end = diverged.map_or(end, |d| StepEnd::Diverged(Box::new(d)));
+            let end = diverged(exec).map_or(end, |d| StepEnd::Diverged(Box::new(d)));
             let commit = Commit {
                 records: exec.take_records(),
                 ..Commit::default()
@@ -289,13 +292,7 @@ pub(crate) fn drive(
             // The outcome is always recorded, even past the journal budget.
             let _ = exec.push(RecordBody::Outcome(Box::new(outcome)));
         }
-        if let Some(divergence) = exec
-            .host()
-            .journal
-            .expected
-            .as_ref()
-            .and_then(|e| e.diverged.clone())
-        {
+        if let Some(divergence) = diverged(exec) {
             end = StepEnd::Diverged(Box::new(divergence));
         }
         commit.records = exec.take_records();
@@ -409,13 +406,7 @@ pub(crate) fn catch_up(
         step += 1;
         let end = exec.run_step(step);
         exec.take_records();
-        let diverged = exec
-            .host()
-            .journal
-            .expected
-            .as_ref()
-            .and_then(|e| e.diverged.clone());
-        let divergence = match (diverged, end) {
+        let divergence = match (diverged(exec), end) {
             (Some(d), _) => d,
             (None, StepEnd::Continue) => continue,
             (None, StepEnd::Diverged(d)) => *d,
