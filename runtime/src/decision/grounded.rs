@@ -7,8 +7,6 @@ use warden_guest::InferenceId;
 
 use super::{CapabilityKind, Decision, Evidence, GateShortfall, Rule, Verdict, decide};
 use crate::policy::{Bound, ConfidenceGate, OutputConstraint, Policy};
-use crate::provenance::expr::{EvalError, Reference};
-use crate::provenance::reconcile::json_number;
 use crate::provenance::{Facts, reconcile};
 
 /// The call cap of a capability, once its state allows it.
@@ -233,8 +231,8 @@ pub(super) fn output(
 
 /// What is wrong with `found` under bounds `min` and `max` computed from `input`, if
 /// anything: a number must be there, each bound must be computable, and the number within
-/// them (to a relative 1e-9, so that the same arithmetic done by the agent in another
-/// order is not refused for its last bit).
+/// them (to a relative 1e-9 of the bound, so that the same arithmetic done by the agent in
+/// another order is not refused for its last bit; a bound of 0 is exact).
 fn out_of_bounds(
     found: Option<&Value>,
     min: Option<&Bound>,
@@ -254,19 +252,8 @@ fn out_of_bounds(
     let Some(number) = found.and_then(Value::as_f64) else {
         return Some(format!("be a number {}", described()));
     };
-    let compute = |bound: &Bound| {
-        bound.0.eval(&mut |reference| match reference {
-            Reference::Pointer {
-                source: None,
-                pointer,
-            } => json_number(input.pointer(pointer), reference),
-            // Validation admits only input pointers.
-            other => Err(EvalError::Missing {
-                reference: other.to_string(),
-            }),
-        })
-    };
-    let slack = |limit: f64| 1e-9 * limit.abs().max(1.0);
+    let compute = |bound: &Bound| bound.compute(input);
+    let slack = |limit: f64| 1e-9 * limit.abs();
     for (bound, below) in [(min, true), (max, false)] {
         let Some(bound) = bound else { continue };
         let limit = match compute(bound) {
@@ -376,5 +363,17 @@ payout = { min = 0, max = "min(input:/amount, input:/limit) - input:/deductible"
         )
         .expect("refused");
         assert!(text.contains("cannot be computed"), "{text}");
+        // A boolean is not a number here (the feature language reads it as 1 or 0).
+        let text = judged(
+            json!(0),
+            json!({"amount": true, "limit": 1500.0, "deductible": 0}),
+        )
+        .expect("refused");
+        assert!(text.contains("cannot be computed"), "{text}");
+        // A bound of 0 is exact: not a billionth over, nor under.
+        let zero = json!({"amount": 100.0, "limit": 1500.0, "deductible": 100.0});
+        assert_eq!(judged(json!(0), zero.clone()), None);
+        assert!(judged(json!(1e-9), zero.clone()).is_some());
+        assert!(judged(json!(-1e-9), zero).is_some());
     }
 }

@@ -191,10 +191,16 @@ fn bound(
     value: &Spanned<DeValue<'_>>,
 ) -> Option<Located<String>> {
     match value.get_ref() {
-        DeValue::Integer(_) | DeValue::Float(_) => Some(Spanned::new(
-            value.span(),
-            json(value.get_ref()).to_string(),
-        )),
+        DeValue::Integer(_) | DeValue::Float(_) => match json(value.get_ref()) {
+            serde_json::Value::Number(n) => Some(Spanned::new(value.span(), n.to_string())),
+            _ => {
+                let message =
+                    "a bound must be a finite number that fits in 64 bits (or an expression)"
+                        .to_string();
+                report.push(value.span(), field, Problem::BadBound { message });
+                None
+            }
+        },
         _ => string(report, field, value, BOUND),
     }
 }

@@ -114,6 +114,35 @@ pub struct Bound(pub crate::provenance::expr::Expr);
 
 impl Eq for Bound {}
 
+impl Bound {
+    /// The bound for the run input `input`: each reference a JSON number found at its
+    /// pointer (a boolean, a string or nothing there is an error, as is a result that is
+    /// not a finite number).
+    ///
+    /// # Errors
+    /// What keeps it from being computed, naming the reference or the arithmetic.
+    pub fn compute(&self, input: &serde_json::Value) -> Result<f64, crate::provenance::EvalError> {
+        use crate::provenance::EvalError;
+        use crate::provenance::expr::Reference;
+        self.0.eval(&mut |reference| match reference {
+            Reference::Pointer {
+                source: None,
+                pointer,
+            } => match input.pointer(pointer) {
+                Some(serde_json::Value::Bool(_)) => Err(EvalError::NotANumber {
+                    reference: reference.to_string(),
+                    found: "boolean".into(),
+                }),
+                value => crate::provenance::reconcile::json_number(value, reference),
+            },
+            // Validation admits only input pointers.
+            other => Err(EvalError::Missing {
+                reference: other.to_string(),
+            }),
+        })
+    }
+}
+
 impl std::fmt::Display for Bound {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.0.fmt(f)

@@ -236,10 +236,48 @@ pub(super) fn check_output(
                         }
                     }
                 };
+                let spans = (
+                    min.as_ref().map(|m| m.span()),
+                    max.as_ref().map(|m| m.span()),
+                );
                 let (min, max) = (bound(min, "min"), bound(max, "max"));
                 let (Ok(min), Ok(max)) = (min.transpose(), max.transpose()) else {
                     continue;
                 };
+                // A bound that reads nothing is the same for every run: one that cannot be
+                // computed, or a least above the most, would refuse every output.
+                let constant = |b: &Option<Bound>| {
+                    b.as_ref()
+                        .filter(|b| b.0.references().is_empty())
+                        .map(|b| (b.to_string(), b.compute(&serde_json::Value::Null)))
+                };
+                let mut refuses_all = None;
+                for (value, key, span) in [
+                    (constant(&min), "min", &spans.0),
+                    (constant(&max), "max", &spans.1),
+                ] {
+                    let message = match value {
+                        Some((text, Err(error))) => format!("`{text}` cannot be computed: {error}"),
+                        Some((text, Ok(v))) if !v.is_finite() => format!("`{text}` is {v}"),
+                        _ => continue,
+                    };
+                    refuses_all = Some((key, span.clone(), message));
+                }
+                if let (Some((_, Ok(low))), Some((_, Ok(high)))) = (constant(&min), constant(&max))
+                    && low > high
+                {
+                    let message = format!("min {low} is above max {high}");
+                    refuses_all = Some(("max", spans.1.clone(), message));
+                }
+                if let Some((key, span, message)) = refuses_all {
+                    let message = format!("{message}: no output could meet this rule");
+                    report.push(
+                        span.unwrap_or(field.span()),
+                        format!("{path}.{key}"),
+                        Problem::BadBound { message },
+                    );
+                    continue;
+                }
                 OutputConstraint::Number { min, max }
             }
         };

@@ -215,6 +215,22 @@ fn output_bounds_read_only_the_input_and_count_in_the_hash() {
     assert_eq!(d.field, "states.approved.output.amount.max");
     let d = only(&with("{ max = true }"));
     assert_eq!(d.field, "states.approved.output.amount.max");
+    // Bounds that would refuse every output are refused where they are written.
+    for (rule, field, says) in [
+        ("{ max = inf }", "max", "finite number"),
+        ("{ min = 99999999999999999999 }", "min", "fits in 64 bits"),
+        ("{ max = \"sqrt(0 - 1)\" }", "max", "cannot be computed"),
+        ("{ max = \"1 / 0\" }", "max", "cannot be computed"),
+        ("{ min = 10, max = 5 }", "max", "min 10 is above max 5"),
+    ] {
+        let d = only(&with(rule));
+        assert_eq!(
+            d.field,
+            format!("states.approved.output.amount.{field}"),
+            "{rule}"
+        );
+        assert!(d.to_string().contains(says), "{rule}: {d}");
+    }
     let hash = |rule: &str| {
         parse(&with(rule))
             .map(|p| p.hash())
