@@ -318,3 +318,46 @@ fn run_lists_every_problem_of_a_bindings_file() {
         "{stderr}"
     );
 }
+
+/// An input on which an output bound cannot be computed (its field is missing) could never
+/// finish in that state: `warden check --input` warns, naming the bound (beside the
+/// insurance contract's own error for the missing amount). A shipped claim raises nothing,
+/// even under `--strict`.
+#[test]
+fn an_input_an_output_bound_cannot_be_computed_on_is_a_warning() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let example = crate::support::insurance_example();
+    let claim = example.join("claims/01-glass-fast-track.json");
+    let text = std::fs::read_to_string(&claim).expect("claim");
+    let mut value: Value = serde_json::from_str(&text).expect("claim JSON");
+    let check = |input: &Path, strict: bool| {
+        let mut args = vec![
+            "check".to_string(),
+            example.to_str().expect("utf-8").to_string(),
+            "--input".to_string(),
+            input.to_str().expect("utf-8").to_string(),
+        ];
+        if strict {
+            args.push("--strict".into());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let output = warden(dir.path(), &args);
+        (output.status.code(), stdout(&output))
+    };
+    let (code, text) = check(&claim, true);
+    assert_eq!(code, Some(0), "{text}");
+    // An input without `amount` (the insurance contract requires it, so look past that).
+    value.as_object_mut().expect("object").remove("amount");
+    let missing = dir.path().join("no-amount.json");
+    std::fs::write(&missing, value.to_string()).expect("write");
+    let (code, text) = check(&missing, false);
+    assert!(
+        text.contains("warning: ")
+            && text.contains(
+                "states.approved.output.payout.max: `input:/amount` cannot be computed for this input"
+            )
+            && text.contains("could not finish in `approved`"),
+        "{text}"
+    );
+    assert_eq!(code, Some(2), "the contract refuses it too: {text}");
+}

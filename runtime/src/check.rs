@@ -305,6 +305,9 @@ pub fn check(spec: &CheckSpec) -> CheckReport {
             for finding in contract::check(policy, value, text, path) {
                 report.push(finding);
             }
+            for finding in contract::bounds(policy, value, path) {
+                report.push(finding);
+            }
         }
     }
     report.finish()

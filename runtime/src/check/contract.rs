@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::{CheckKind, Finding, Severity, display};
 use crate::input_contract::positions;
-use crate::policy::Policy;
+use crate::policy::{OutputConstraint, Policy};
 
 /// The violations of `input` (read from `path`, whose text is `text`), all of them.
 pub(super) fn check(policy: &Policy, input: &Value, text: &str, path: &Path) -> Vec<Finding> {
@@ -50,6 +50,60 @@ pub(super) fn check(policy: &Policy, input: &Value, text: &str, path: &Path) -> 
             field: String::new(),
             message: format!("and {more} more violations of the input contract"),
         });
+    }
+    findings
+}
+
+/// The output bounds of the policy's terminal states that cannot be computed for `input`
+/// (read from `path`), or whose least is above their most for it: a run on this input
+/// could not finish in that state, its output would be denied whatever it held.
+pub(super) fn bounds(policy: &Policy, input: &Value, path: &Path) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    for (state, rules) in policy.states.iter().map(|(name, s)| (name, &s.output)) {
+        for (field, rule) in rules {
+            let OutputConstraint::Number { min, max } = rule else {
+                continue;
+            };
+            let computed = |bound: &Option<crate::policy::Bound>| {
+                bound.as_ref().map(|b| (b.to_string(), b.compute(input)))
+            };
+            let (low, high) = (computed(min), computed(max));
+            let mut say = |key: &str, message: String| {
+                findings.push(Finding {
+                    severity: Severity::Warning,
+                    kind: CheckKind::Input,
+                    file: display(path),
+                    line: 0,
+                    column: 0,
+                    field: format!("states.{state}.output.{field}.{key}"),
+                    message: format!(
+                        "{message}: a run on this input could not finish in `{state}` (its output would be denied whatever `{field}` held)"
+                    ),
+                });
+            };
+            for (key, bound) in [("min", &low), ("max", &high)] {
+                match bound {
+                    Some((text, Err(error))) => {
+                        say(
+                            key,
+                            format!("`{text}` cannot be computed for this input: {error}"),
+                        );
+                    }
+                    Some((text, Ok(v))) if !v.is_finite() => {
+                        say(key, format!("`{text}` is {v} for this input"));
+                    }
+                    _ => {}
+                }
+            }
+            if let (Some((_, Ok(l))), Some((_, Ok(h)))) = (&low, &high)
+                && l > h
+            {
+                say(
+                    "max",
+                    format!("for this input the least, {l}, is above the most, {h}"),
+                );
+            }
+        }
     }
     findings
 }
