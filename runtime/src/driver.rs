@@ -364,15 +364,19 @@ pub(crate) fn performed_before(
     let mut live: Vec<Record> = Vec::new();
     for step in &steps[first..] {
         let mut known = recording::Recording::of(&live, recording::Answering::ByRequest);
+        let responses: std::collections::HashMap<u64, &Record> = step
+            .iter()
+            .filter_map(|r| match r.body {
+                RecordBody::HostResponse { call, .. } => Some((call, r)),
+                _ => None,
+            })
+            .collect();
         let mut performed = Vec::new();
         for record in step.iter() {
             let RecordBody::HostCall { call, request, .. } = &record.body else {
                 continue;
             };
-            let Some(response) = step
-                .iter()
-                .find(|r| matches!(&r.body, RecordBody::HostResponse { call: c, .. } if c == call))
-            else {
+            let Some(&response) = responses.get(call) else {
                 continue;
             };
             if known.answer(*call, request).is_none() {

@@ -65,7 +65,7 @@ pub(super) fn bounds(policy: &Policy, input: &Value, path: &Path) -> Vec<Finding
                 continue;
             };
             let computed = |bound: &Option<crate::policy::Bound>| {
-                bound.as_ref().map(|b| (b.to_string(), b.compute(input)))
+                bound.as_ref().map(|b| (b.to_string(), b.value(input)))
             };
             let (low, high) = (computed(min), computed(max));
             let mut say = |key: &str, message: String| {
@@ -82,17 +82,8 @@ pub(super) fn bounds(policy: &Policy, input: &Value, path: &Path) -> Vec<Finding
                 });
             };
             for (key, bound) in [("min", &low), ("max", &high)] {
-                match bound {
-                    Some((text, Err(error))) => {
-                        say(
-                            key,
-                            format!("`{text}` cannot be computed for this input: {error}"),
-                        );
-                    }
-                    Some((text, Ok(v))) if !v.is_finite() => {
-                        say(key, format!("`{text}` is {v} for this input"));
-                    }
-                    _ => {}
+                if let Some((text, Err(why))) = bound {
+                    say(key, format!("`{text}` {}", why.describe(true)));
                 }
             }
             if let (Some((_, Ok(l))), Some((_, Ok(h)))) = (&low, &high)

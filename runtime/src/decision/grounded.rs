@@ -252,22 +252,16 @@ fn out_of_bounds(
     let Some(number) = found.and_then(Value::as_f64) else {
         return Some(format!("be a number {}", described()));
     };
-    let compute = |bound: &Bound| bound.compute(input);
     let slack = |limit: f64| 1e-9 * limit.abs();
     for (bound, below) in [(min, true), (max, false)] {
         let Some(bound) = bound else { continue };
-        let limit = match compute(bound) {
-            Ok(limit) if limit.is_finite() => limit,
-            Ok(limit) => {
+        let limit = match bound.value(input) {
+            Ok(limit) => limit,
+            Err(why) => {
                 return Some(format!(
-                    "be a number {}, and `{bound}` is {limit} for this input",
-                    described()
-                ));
-            }
-            Err(error) => {
-                return Some(format!(
-                    "be a number {}, and `{bound}` cannot be computed for this input: {error}",
-                    described()
+                    "be a number {}, and `{bound}` {}",
+                    described(),
+                    why.describe(true)
                 ));
             }
         };

@@ -114,7 +114,40 @@ pub struct Bound(pub crate::provenance::expr::Expr);
 
 impl Eq for Bound {}
 
+/// Why a bound has no value for an input.
+#[derive(Debug)]
+pub enum Unbounded {
+    /// It computes to infinity or NaN.
+    NotFinite(f64),
+    /// It cannot be computed (a reference missing or not a number, bad arithmetic).
+    Error(crate::provenance::EvalError),
+}
+
+impl Unbounded {
+    /// Says why, after the bound's text: "is inf", "cannot be computed: ...", with "for
+    /// this input" where one was given.
+    pub fn describe(&self, for_input: bool) -> String {
+        let input = if for_input { " for this input" } else { "" };
+        match self {
+            Unbounded::NotFinite(v) => format!("is {v}{input}"),
+            Unbounded::Error(error) => format!("cannot be computed{input}: {error}"),
+        }
+    }
+}
+
 impl Bound {
+    /// The bound for the run input `input` as a finite number.
+    ///
+    /// # Errors
+    /// [`Unbounded`]: why it is none.
+    pub fn value(&self, input: &serde_json::Value) -> Result<f64, Unbounded> {
+        match self.compute(input) {
+            Ok(value) if value.is_finite() => Ok(value),
+            Ok(value) => Err(Unbounded::NotFinite(value)),
+            Err(error) => Err(Unbounded::Error(error)),
+        }
+    }
+
     /// The bound for the run input `input`: each reference a JSON number found at its
     /// pointer (a boolean, a string or nothing there is an error, as is a result that is
     /// not a finite number).

@@ -249,21 +249,17 @@ pub(super) fn check_output(
                 let constant = |b: &Option<Bound>| {
                     b.as_ref()
                         .filter(|b| b.0.references().is_empty())
-                        .map(|b| (b.to_string(), b.compute(&serde_json::Value::Null)))
+                        .map(|b| (b.to_string(), b.value(&serde_json::Value::Null)))
                 };
+                let (low, high) = (constant(&min), constant(&max));
                 let mut refuses_all = None;
-                for (value, key, span) in [
-                    (constant(&min), "min", &spans.0),
-                    (constant(&max), "max", &spans.1),
-                ] {
-                    let message = match value {
-                        Some((text, Err(error))) => format!("`{text}` cannot be computed: {error}"),
-                        Some((text, Ok(v))) if !v.is_finite() => format!("`{text}` is {v}"),
-                        _ => continue,
-                    };
-                    refuses_all = Some((key, span.clone(), message));
+                for (value, key, span) in [(&low, "min", &spans.0), (&high, "max", &spans.1)] {
+                    if let Some((text, Err(why))) = value {
+                        let message = format!("`{text}` {}", why.describe(false));
+                        refuses_all = Some((key, span.clone(), message));
+                    }
                 }
-                if let (Some((_, Ok(low))), Some((_, Ok(high)))) = (constant(&min), constant(&max))
+                if let (Some((_, Ok(low))), Some((_, Ok(high)))) = (&low, &high)
                     && low > high
                 {
                     let message = format!("min {low} is above max {high}");

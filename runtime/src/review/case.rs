@@ -104,9 +104,12 @@ const MAX_ANCESTORS: usize = 1024;
 /// first.
 fn earlier_decisions(journal: &Journal, stored: &StoredRun) -> Result<Vec<EarlierDecision>, Error> {
     let mut earlier = Vec::new();
-    let own = (stored.meta.run_id.clone(), stored.records.clone());
     let ancestors = super::forked_from(journal, stored, MAX_ANCESTORS)?;
-    for (run_id, records) in std::iter::once(own).chain(ancestors) {
+    let own = (&stored.meta.run_id, stored.records.as_slice());
+    let runs = ancestors
+        .iter()
+        .map(|(id, records)| (id, records.as_slice()));
+    for (run_id, records) in std::iter::once(own).chain(runs) {
         earlier.extend(records.iter().filter_map(|r| match &r.body {
             RecordBody::Review(review) => Some(EarlierDecision {
                 run_id: run_id.clone(),

@@ -140,10 +140,12 @@ pub(crate) fn awaiting(records: &[Record]) -> Option<Awaiting<'_>> {
     let entered = before.iter().rposition(
         |r| matches!(&r.body, RecordBody::Transition { to, .. } if *to == outcome.state),
     );
-    let edition = records
-        .first()
-        .and_then(|r| r.body.run_start())
-        .map_or(Edition::V1, |start| start.edition);
+    // Record 0 of a run started since format version 2 (edition 1 runs have none).
+    let started = match records.first().map(|r| &r.body) {
+        Some(RecordBody::Started(start)) => Some(start.as_ref()),
+        _ => None,
+    };
+    let edition = started.map_or(Edition::V1, |start| start.edition);
     // A case a reviewer sent on (edition 3) rests on that decision, not on a request of
     // the agent's: none is shown or bound.
     let by_review = edition >= Edition::V3
@@ -178,8 +180,8 @@ pub(crate) fn awaiting(records: &[Record]) -> Option<Awaiting<'_>> {
     let request = call.map(|(request, _)| request);
     // Since edition 3 the action names its run: a decision on one run's case cannot be
     // replayed on another's, however alike the two applications are.
-    let action = match records.first().map(|r| &r.body) {
-        Some(RecordBody::Started(start)) if edition >= Edition::V3 => Digest::of(
+    let action = match started {
+        Some(start) if edition >= Edition::V3 => Digest::of(
             crate::digest::domain::ACTION_V2,
             &crate::journal::encode(&(&start.run_id, request, inference, checkpoint.1)),
         ),
@@ -446,23 +448,22 @@ fn decided_before(
     action: Digest,
     reviewer: &str,
 ) -> Result<Option<ReviewRecord>, Error> {
-    let own = (stored.meta.run_id.clone(), stored.records.clone());
     let ancestors = forked_from(journal, stored, MAX_SUBMITTER_ANCESTORS)?;
-    Ok(std::iter::once(own)
-        .chain(ancestors)
-        .flat_map(|(_, records)| records)
-        .find_map(|r| match r.body {
+    Ok(std::iter::once(stored.records.as_slice())
+        .chain(ancestors.iter().map(|(_, records)| records.as_slice()))
+        .flatten()
+        .find_map(|r| match &r.body {
             RecordBody::Review(review)
                 if review.kind == ReviewKind::Decision
                     && identity::same_person(&review.reviewer, reviewer) =>
             {
-                Some(*review)
+                Some((**review).clone())
             }
             RecordBody::ReviewPending(pending)
                 if pending.action != action
                     && identity::same_person(&pending.reviewer, reviewer) =>
             {
-                Some(*pending)
+                Some((**pending).clone())
             }
             _ => None,
         }))
