@@ -403,12 +403,12 @@ fn check_identity(field: &'static str, id: &str) -> Result<(), Error> {
 /// quote it in its own requests, which have their budget), so it is a reason, not a file.
 const MAX_NOTE_BYTES: usize = 4096;
 
-/// Who submitted the run and, for a fork, each run it was forked from: the case is about
-/// their application, so none of them may decide it.
 /// The most forks followed back for the people a reviewer may not be (its submitters, and
 /// under dual control whoever decided before).
 const MAX_SUBMITTER_ANCESTORS: usize = 64;
 
+/// Who submitted the run and, for a fork, each run it was forked from: the case is about
+/// their application, so none of them may decide it.
 fn submitters(journal: &Journal, stored: &StoredRun) -> Result<Vec<String>, Error> {
     let mut submitters: Vec<String> = stored.start.submitted_by.iter().cloned().collect();
     for (_, records) in forked_from(journal, stored, MAX_SUBMITTER_ANCESTORS)? {
