@@ -287,19 +287,13 @@ pub(super) fn check_output(
 fn parse_bound(text: &str) -> Result<Bound, String> {
     let expr = crate::provenance::expr::parse(text).map_err(|e| e.to_string())?;
     for reference in expr.references() {
-        match reference {
-            crate::provenance::expr::Reference::Pointer { source: None, .. } => {}
-            other => {
-                return Err(format!(
-                    "a bound reads only the run's input (`input:/field`), and this one reads `{}`",
-                    match other {
-                        crate::provenance::expr::Reference::Pointer { source, pointer } => {
-                            format!("{}:{pointer}", source.as_deref().unwrap_or("input"))
-                        }
-                        crate::provenance::expr::Reference::Name(name) => name.clone(),
-                    }
-                ));
-            }
+        if !matches!(
+            reference,
+            crate::provenance::expr::Reference::Pointer { source: None, .. }
+        ) {
+            return Err(format!(
+                "a bound reads only the run's input (`input:/field`), and this one reads `{reference}`"
+            ));
         }
     }
     Ok(Bound(expr))
