@@ -4,11 +4,13 @@
 //! unrecorded): the same engine configuration, a fresh instance per run, and a host
 //! function that answers each request with the bytes Warden would (from a table).
 //!
-//! Two guests, written below in WAT, each one step that ends with a transition and
+//! Three guests, written below in WAT, each one step that ends with a transition and
 //! `finish`:
 //! - `compute`: 50 000 000 iterations of an integer loop, then those two calls;
 //! - `calls`: 1 000 `State` requests, each after 1 000 iterations of the same loop (about
-//!   a microsecond of guest work per call).
+//!   a microsecond of guest work per call);
+//! - `calls_10k`: the same with 10 000 requests, which tells the run's fixed cost (its two
+//!   durable commits, instantiation, checkpoints) from what each call adds.
 
 #![allow(
     clippy::expect_used,
@@ -23,7 +25,11 @@ use warden_guest::wire::Response;
 use wasmtime::{Caller, Config, Engine, InstancePre, Linker, Module, Store};
 
 /// (name, requests before the end, loop iterations before each request)
-const GUESTS: [(&str, u32, u32); 2] = [("compute", 1, 50_000_000), ("calls", 1_000, 1_000)];
+const GUESTS: [(&str, u32, u32); 3] = [
+    ("compute", 1, 50_000_000),
+    ("calls", 1_000, 1_000),
+    ("calls_10k", 10_000, 1_000),
+];
 
 /// The guest: `calls` times, `work` iterations then a `State` request; then the
 /// transition to `done` and `finish`. Requests are postcard bytes: `State` is 0x01,
