@@ -2,7 +2,10 @@
 //! every call decoded, enforced and journaled, the step's checkpoint captured, the step
 //! committed durably to redb) against the same guest under plain wasmtime (baseline,
 //! unrecorded): the same engine configuration, a fresh instance per run, and a host
-//! function that answers each request with the bytes Warden would (from a table).
+//! function that answers each request with the bytes Warden would (from a table). A third
+//! variant, `warden_step_only`, runs Warden's step alone (`internals::BenchExecution`: the
+//! real host call, enforcement and step journal on one instance kept from run to run,
+//! nothing committed), to tell the cost of enforcement from the cost of recording.
 //!
 //! Three guests, written below in WAT, each one step that ends with a transition and
 //! `finish`:
@@ -172,6 +175,10 @@ fn record_overhead(c: &mut Criterion) {
             input: "{}".to_string(),
             submitted_by: None,
         };
+        let mut exec = warden::internals::BenchExecution::new(&new.agent, Arc::clone(&policy));
+        group.bench_function(format!("{name}/warden_step_only"), |b| {
+            b.iter(|| assert_eq!(exec.step(), Status::Completed))
+        });
         group.bench_function(format!("{name}/warden_recorded"), |b| {
             b.iter(|| {
                 let report = warden::start(&journal, &new).expect("run");

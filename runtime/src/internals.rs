@@ -40,12 +40,14 @@ impl BenchExecution {
         }
     }
 
-    /// Runs step 1 again from the same host counters, discarding its records; returns the
-    /// run's status after it.
+    /// Runs step 1 again from the same host counters, in the policy's initial state,
+    /// discarding its records; returns the run's status after it.
     pub fn step(&mut self) -> Status {
         let host = self.0.host_mut();
         host.host_calls = 0;
         host.journal.bytes = 0;
+        host.state = Arc::from(host.policy.initial.as_str());
+        host.finished = None;
         let end = self.0.run_step(1);
         self.0.take_records();
         end.status()

@@ -300,3 +300,35 @@ proptest! {
         }
     }
 }
+
+/// However much a process writes, redb keeps at most `CACHE_BYTES` of the file's pages in
+/// memory (its default, 1 GiB, held a long batch's written pages resident).
+#[test]
+fn the_journal_keeps_a_bounded_page_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(&dir.path().join("j.redb")).unwrap();
+    let blob = 8 << 20;
+    for i in 0..(2 * CACHE_BYTES / blob + 2) {
+        let bytes: std::sync::Arc<[u8]> = vec![i as u8; blob].into();
+        let commit = commit::Commit {
+            create: Some(test_meta(&format!("r{i}"))),
+            records: vec![RecordBody::StepStarted {
+                step: 0,
+                state: "s".into(),
+            }]
+            .into(),
+            blobs: vec![(Digest::of(crate::digest::domain::BLOB, &bytes), bytes)],
+            ..commit::Commit::default()
+        };
+        j.commit(&format!("r{i}"), commit).unwrap();
+    }
+    let Handle::ReadWrite(db) = &j.db else {
+        panic!("a journal opened to write");
+    };
+    let used = redb::ReadableDatabase::cache_stats(db).used_bytes();
+    assert!(used > 0, "the cache holds something");
+    assert!(
+        used <= CACHE_BYTES,
+        "{used} bytes cached, past the bound of {CACHE_BYTES}"
+    );
+}
