@@ -301,13 +301,19 @@ proptest! {
     }
 }
 
-/// However much a process writes, redb keeps at most `CACHE_BYTES` of the file's pages in
-/// memory (its default, 1 GiB, held a long batch's written pages resident).
+/// However much a process writes or reads, redb keeps at most `CACHE_BYTES` of the file's
+/// pages in memory (its default, 1 GiB, held a long batch's written pages resident).
 #[test]
 fn the_journal_keeps_a_bounded_page_cache() {
+    let cached = |j: &Journal| match &j.db {
+        Handle::ReadWrite(db) => redb::ReadableDatabase::cache_stats(db).used_bytes(),
+        Handle::ReadOnly(db) => redb::ReadableDatabase::cache_stats(db).used_bytes(),
+    };
     let dir = tempfile::tempdir().unwrap();
-    let j = Journal::open(&dir.path().join("j.redb")).unwrap();
+    let path = dir.path().join("j.redb");
+    let j = Journal::open(&path).unwrap();
     let blob = 8 << 20;
+    let mut digests = Vec::new();
     for i in 0..(2 * CACHE_BYTES / blob + 2) {
         let bytes: std::sync::Arc<[u8]> = vec![i as u8; blob].into();
         let commit = commit::Commit {
@@ -320,15 +326,21 @@ fn the_journal_keeps_a_bounded_page_cache() {
             blobs: vec![(Digest::of(crate::digest::domain::BLOB, &bytes), bytes)],
             ..commit::Commit::default()
         };
+        digests.push(commit.blobs[0].0);
         j.commit(&format!("r{i}"), commit).unwrap();
     }
-    let Handle::ReadWrite(db) = &j.db else {
-        panic!("a journal opened to write");
-    };
-    let used = redb::ReadableDatabase::cache_stats(db).used_bytes();
-    assert!(used > 0, "the cache holds something");
-    assert!(
-        used <= CACHE_BYTES,
-        "{used} bytes cached, past the bound of {CACHE_BYTES}"
-    );
+    let written = cached(&j);
+    drop(j);
+    let j = Journal::open_read_only(&path).unwrap();
+    for digest in &digests {
+        assert_eq!(j.blob(digest).unwrap().map(|b| b.len()), Some(blob));
+    }
+    let read = cached(&j);
+    for used in [written, read] {
+        assert!(used > 0, "the cache holds something");
+        assert!(
+            used <= CACHE_BYTES,
+            "{used} bytes cached, past the bound of {CACHE_BYTES}"
+        );
+    }
 }
