@@ -22,8 +22,10 @@ pub fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
 }
 
 /// The records of `run_id`, flattened from their rows: a row is the records of one commit
-/// (`StoredRecords::V2`, variant index 1, since format version 4) or one record (variant
-/// index 0, format versions 1 to 3).
+/// (since format version 5: variant index 2, the first record's predecessor, the commit's
+/// time, the count and the bodies; format version 4: `StoredRecords::V2`, variant index 1,
+/// records whole with their digests) or one record (variant index 0, format versions 1 to
+/// 3).
 pub fn read_records(
     table: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
     run_id: &str,
@@ -40,6 +42,24 @@ pub fn read_records(
             Some(1) => out.extend(
                 postcard::from_bytes::<Vec<(Record, Digest)>>(&bytes[1..]).expect("decodes"),
             ),
+            Some(2) => {
+                let (mut prev, rest) =
+                    postcard::take_from_bytes::<Digest>(&bytes[1..]).expect("predecessor");
+                let (at_ms, rest) = postcard::take_from_bytes::<u64>(rest).expect("time");
+                let (bodies, rest) =
+                    postcard::take_from_bytes::<Vec<warden::RecordBody>>(rest).expect("bodies");
+                assert!(rest.is_empty(), "nothing follows the bodies");
+                for (index, body) in (entry.0.value().1..).zip(bodies) {
+                    let record = Record {
+                        index,
+                        prev,
+                        at_ms,
+                        body,
+                    };
+                    prev = record.digest();
+                    out.push((record, prev));
+                }
+            }
             other => panic!("unknown record row version {other:?}"),
         }
     }

@@ -1,5 +1,6 @@
-//! Attacks on the journal's format-4 record rows (`StoredRecords::V2`): a forger with
-//! redb, postcard and docs/journal.md edits rows directly. Each test is an attack that
+//! Attacks on the journal's record rows (format 5's `RecordRow`, format 4's
+//! `StoredRecords::V2`, which an attacker may write too): a forger with redb, postcard and
+//! docs/journal.md edits rows directly. Each test is an attack that
 //! is caught, or that changes no record. (Written by a reviewer who had not seen the
 //! format's own tests; the three weaknesses it found are fixed, and their tests are the
 //! last three here.)
@@ -10,7 +11,7 @@ use std::path::PathBuf;
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use super::log::{LOG_LEAVES, LOG_NODES};
-use super::record::{StoredMetaRef, StoredRecords};
+use super::record::{self, StoredMetaRef};
 use super::*;
 use crate::digest::{Digest, domain};
 use crate::edition::Edition;
@@ -151,11 +152,8 @@ fn set_rows(j: &Journal, run: &str, new: &[(u64, Vec<u8>)]) {
     tx.commit().unwrap();
 }
 
-fn decode_row(v: &[u8]) -> Vec<(Record, Digest)> {
-    match postcard::from_bytes::<StoredRecords>(v).unwrap() {
-        StoredRecords::V1(r) => vec![*r],
-        StoredRecords::V2(rs) => rs,
-    }
+fn decode_row((first, v): &(u64, Vec<u8>)) -> Vec<(Record, Digest)> {
+    record::decode_row(*first, v).unwrap()
 }
 
 fn v2(records: &[(Record, Digest)]) -> Vec<u8> {
@@ -227,8 +225,8 @@ fn held_split_and_merge_at_their_own_keys_change_no_record() {
     let fx = fixture(true, &["r"]);
     let before = fx.j.stored_records("r").unwrap();
     let r = rows(&fx.j, "r");
-    let mid = decode_row(&r[1].1);
-    let last = decode_row(&r[2].1);
+    let mid = decode_row(&r[1]);
+    let last = decode_row(&r[2]);
     // Split [2,3,4] into [2] and [3,4]; [5,6] into V1 rows at keys 5 and 6.
     set_rows(
         &fx.j,
@@ -249,6 +247,53 @@ fn held_split_and_merge_at_their_own_keys_change_no_record() {
     assert!(problems(&fx.j, fx.key.as_ref()).is_empty());
 }
 
+/// A format-5 row stores no digest to re-seal: whatever byte of it is changed (the
+/// predecessor it follows, the commit's time, a body), its records hash to other digests
+/// than the log holds, and verification names the first record changed, in a signed
+/// journal and an unsigned one, with the rest of the chain and the run's summary re-sealed
+/// to the new head the way a careful forger would, or left as they were.
+#[test]
+fn held_a_changed_byte_of_a_format_5_row_is_named_at_its_record() {
+    for signed in [true, false] {
+        for reseal in [false, true] {
+            let fx = fixture(signed, &["r"]);
+            let r = rows(&fx.j, "r");
+            assert_eq!(r[1].1[0], 2, "rows are written in format 5");
+            // Record 3 is `StepStarted { step: 2, state: "s" }`: 1, 2, 1, "s".
+            let body = r[1]
+                .1
+                .windows(4)
+                .position(|w| w == [1, 2, 1, b's'])
+                .unwrap();
+            for (what, at, named) in [
+                ("predecessor", 1, 2),
+                ("time", 33, 2),
+                ("body", body + 3, 3),
+            ] {
+                let mut new = r.clone();
+                new[1].1[at] ^= 1;
+                if reseal {
+                    let head = decode_row(&new[1]).last().unwrap().1;
+                    new[2].1[1..33].copy_from_slice(&head.0);
+                    let head = decode_row(&new[2]).last().unwrap().1;
+                    reseal_summary(&fx.j, "r", 7, head);
+                }
+                set_rows(&fx.j, "r", &new);
+                let verification = fx.j.verify("r").unwrap();
+                assert_eq!(
+                    verification.record,
+                    Some(named),
+                    "{what} changed (signed: {signed}, re-sealed: {reseal}): {verification:?}"
+                );
+                set_rows(&fx.j, "r", &r);
+                let head = decode_row(&r[2]).last().unwrap().1;
+                reseal_summary(&fx.j, "r", 7, head);
+                assert!(problems(&fx.j, fx.key.as_ref()).is_empty());
+            }
+        }
+    }
+}
+
 /// A row under a key other than its first record's index is reported at once, even
 /// when the records, read in key order, are exactly the run's: whether moved past the
 /// run's end (where its next commit would overwrite it), merged under another key, or
@@ -258,7 +303,7 @@ fn held_a_row_under_another_key_is_reported() {
     let fx = fixture(true, &["r"]);
     let r = rows(&fx.j, "r");
     let before = fx.j.stored_records("r").unwrap();
-    let last = decode_row(&r[2].1);
+    let last = decode_row(&r[2]);
     for layout in [
         vec![r[0].clone(), r[1].clone(), (7, r[2].1.clone())],
         vec![(7, v2(&before))],
@@ -298,7 +343,7 @@ fn held_reordered_rows_are_reported() {
 fn held_v1_row_overlapping_v2_row_is_reported() {
     let fx = fixture(false, &["r"]);
     let r = rows(&fx.j, "r");
-    let mid = decode_row(&r[1].1);
+    let mid = decode_row(&r[1]);
     // A V1 copy of record 3 at key 3, inside the V2 row at key 2.
     let mut new = r.clone();
     new.push((3, v1(&mid[1])));
@@ -395,7 +440,7 @@ fn held_truncate_within_row_and_reseal_summary_is_reported() {
     for signed in [false, true] {
         let fx = fixture(signed, &["r"]);
         let r = rows(&fx.j, "r");
-        let last = decode_row(&r[2].1);
+        let last = decode_row(&r[2]);
         set_rows(
             &fx.j,
             "r",
@@ -446,7 +491,7 @@ fn held_pack_cut_back_inside_a_row_is_reported() {
         // The forger's handle: redb, read-write.
         let pack = Journal::create_or_open(&out).unwrap();
         let r = rows(&pack, "r");
-        let last = decode_row(&r[2].1);
+        let last = decode_row(&r[2]);
         set_rows(
             &pack,
             "r",
@@ -496,15 +541,17 @@ fn held_storage_counts_only_records_that_decode() {
     );
 }
 
-/// postcard accepts an over-long varint for the variant index (0x81 0x00 = 1), so a row
-/// rewritten that way still decodes to the very same records and the audit is intact;
-/// `Journal::storage` decodes it too, and counts its records.
+/// postcard accepts an over-long varint for the variant index (0x81 0x00 = 1), so a
+/// format-4 row rewritten that way still decodes to the very same records and the audit
+/// is intact; `Journal::storage` decodes it too, and counts its records. A format-5 row
+/// is read only under its one-byte index: rewritten as 0x82 0x00 it is reported.
 #[test]
 fn held_storage_counts_a_row_with_an_overlong_variant_index() {
     let fx = fixture(true, &["r"]);
     let before = fx.j.stored_records("r").unwrap();
     let mut r = rows(&fx.j, "r");
-    r[1].1 = [vec![0x81, 0x00], r[1].1[1..].to_vec()].concat();
+    let format_5 = r[1].1.clone();
+    r[1].1 = [vec![0x81, 0x00], v2(&decode_row(&r[1]))[1..].to_vec()].concat();
     set_rows(&fx.j, "r", &r);
     assert_eq!(fx.j.stored_records("r").unwrap(), before);
     assert!(problems(&fx.j, fx.key.as_ref()).is_empty());
@@ -512,6 +559,14 @@ fn held_storage_counts_a_row_with_an_overlong_variant_index() {
         fx.j.storage().unwrap().records,
         7,
         "storage() miscounts a row that verifies"
+    );
+    r[1].1 = [vec![0x82, 0x00], format_5[1..].to_vec()].concat();
+    set_rows(&fx.j, "r", &r);
+    let p = problems(&fx.j, fx.key.as_ref());
+    assert!(
+        p.iter()
+            .any(|p| p.contains("the records of run r from record")),
+        "{p:?}"
     );
 }
 

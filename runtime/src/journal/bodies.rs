@@ -73,6 +73,11 @@ impl Bodies {
         self.bytes.len()
     }
 
+    /// Every body's encoding, one after another.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
     /// Appends `body`, encoded.
     pub fn push(&mut self, body: &RecordBody) {
         self.make_room(postcard::experimental::serialized_size(body).unwrap_or(0));

@@ -38,8 +38,8 @@ use error::{open_error, storage_error};
 pub use describe::{describe_request, describe_request_bytes, describe_response_bytes};
 pub use log::{LogEntry, RUN_HEAD_DOMAIN};
 pub use pack::{PackEntry, PackManifest, PackSummary, PackVerification};
+use record::StoredMeta;
 pub use record::{InheritedEvidence, Parent, Record, RecordBody, RunMeta, RunStart, RunStartedV1};
-use record::{StoredMeta, StoredRecords};
 pub use storage::Storage;
 pub use verify::{Checked, Verification};
 pub(crate) use wasi_call::errno as wasi_errno;
@@ -47,7 +47,7 @@ pub use wasi_call::{WasiAnswer, WasiCall, WasiRequest};
 
 /// The journal format this build writes. Readers accept every version up to it
 /// (`docs/journal.md`, "Format versions").
-pub const FORMAT_VERSION: u64 = 4;
+pub const FORMAT_VERSION: u64 = 5;
 
 /// The most memory redb keeps for pages of the journal file, read or written, per open
 /// journal. redb's default, 1 GiB, is memory that a long batch fills with pages it wrote and
@@ -460,7 +460,8 @@ impl Journal {
         Ok(out)
     }
 
-    /// Every record of a run with the digest stored beside it, in order.
+    /// Every record of a run with its digest (stored beside it up to format 4, computed
+    /// from the row since), in order.
     ///
     /// # Errors
     /// redb or decoding errors.
@@ -474,41 +475,14 @@ impl Journal {
         {
             let (key, value) = entry.map_err(|e| self.err(e))?;
             let (_, index) = key.value();
-            let what = || format!("the records of run {run_id} from record {index}");
-            let first = out.len();
-            match postcard::take_from_bytes::<StoredRecords>(value.value()) {
-                Ok((StoredRecords::V1(record), [])) => out.push(*record),
-                Ok((StoredRecords::V2(records), [])) => out.extend(records),
-                Ok((_, rest)) => {
-                    return Err(JournalError::Corrupt {
-                        path: self.path.clone(),
-                        what: what(),
-                        message: format!(
-                            "{} bytes follow the value (bytes no digest covers were appended)",
-                            rest.len()
-                        ),
-                    });
+            let records = record::decode_row(index, value.value()).map_err(|message| {
+                JournalError::Corrupt {
+                    path: self.path.clone(),
+                    what: format!("the records of run {run_id} from record {index}"),
+                    message,
                 }
-                Err(e) => return Err(self.corrupt(what(), e)),
-            }
-            // A row is keyed by its first record's index: a row moved, split, merged or
-            // emptied is reported here, before the chain is even read.
-            match out.get(first) {
-                Some((record, _)) if record.index == index => {}
-                found => {
-                    return Err(JournalError::Corrupt {
-                        path: self.path.clone(),
-                        what: what(),
-                        message: match found {
-                            Some((record, _)) => format!(
-                                "the row under record {index} begins with record {} (rows were moved or rewritten)",
-                                record.index
-                            ),
-                            None => "the row holds no record".into(),
-                        },
-                    });
-                }
-            }
+            })?;
+            out.extend(records);
         }
         Ok(out)
     }

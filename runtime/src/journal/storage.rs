@@ -4,9 +4,7 @@
 use redb::{ReadableTable, ReadableTableMetadata};
 use serde::Serialize;
 
-use super::{
-    BLOBS, CHECKPOINTS, Journal, JournalError, PAGES, RECORDS, RUNS, RecordBody, StoredRecords, log,
-};
+use super::{BLOBS, CHECKPOINTS, Journal, JournalError, PAGES, RECORDS, RUNS, RecordBody, log};
 use crate::checkpoint::Checkpoint;
 use crate::digest::Digest;
 
@@ -113,15 +111,12 @@ impl Journal {
         };
         let records = tx.open_table(RECORDS).map_err(|e| self.err(e))?;
         for item in records.iter().map_err(|e| self.err(e))? {
-            let (_, value) = item.map_err(|e| self.err(e))?;
+            let (key, value) = item.map_err(|e| self.err(e))?;
             let value = value.value();
             // A row holds one record (format 1 to 3) or a commit's records; a row that
             // does not decode counts none (verification reports it).
-            storage.records += match postcard::from_bytes::<StoredRecords>(value) {
-                Ok(StoredRecords::V1(_)) => 1,
-                Ok(StoredRecords::V2(records)) => records.len() as u64,
-                Err(_) => 0,
-            };
+            storage.records +=
+                super::record::decode_row(key.value().1, value).map_or(0, |r| r.len() as u64);
             storage.record_bytes += value.len() as u64;
         }
         let blobs = tx.open_table(BLOBS).map_err(|e| self.err(e))?;

@@ -273,8 +273,9 @@ fn body() -> impl Strategy<Value = RecordBody> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(crate::test_support::cases(500)))]
 
-    /// A commit's row (format 4) holds exactly the records a record-by-record encoding
-    /// would: the same bytes, chained from the run's head, each with its own digest.
+    /// A commit's row (format 5) holds exactly the records a record-by-record encoding
+    /// would: chained from the run's head, each with its own digest, in the bytes
+    /// `docs/journal.md` gives (the row's head, then every body as it is encoded alone).
     #[test]
     fn a_commit_row_holds_the_records_it_was_given(
         bodies in proptest::collection::vec(body(), 0..20),
@@ -291,13 +292,62 @@ proptest! {
             expected.push((record, head));
         }
         prop_assert_eq!(&row.digests, &expected.iter().map(|(_, d)| *d).collect::<Vec<_>>());
-        let mut bytes = vec![1];
-        bytes.extend(encode(&expected));
-        prop_assert_eq!(row.bytes(), bytes.as_slice());
-        match postcard::take_from_bytes::<record::StoredRecords>(row.bytes()) {
-            Ok((record::StoredRecords::V2(decoded), [])) => prop_assert_eq!(decoded, expected),
-            _ => prop_assert!(false, "the row does not decode as a commit's records"),
+        let mut bytes = vec![2];
+        bytes.extend(prev);
+        bytes.extend(encode(&at_ms));
+        bytes.extend(encode(&(bodies.len() as u64)));
+        for body in &bodies {
+            bytes.extend(encode(body));
         }
+        prop_assert_eq!(row.bytes(), bytes.as_slice());
+        match record::decode_row(first, row.bytes()) {
+            Ok(decoded) => prop_assert_eq!(decoded, expected),
+            Err(message) => prop_assert!(
+                bodies.is_empty() && message == "the row holds no record",
+                "{message}"
+            ),
+        }
+    }
+
+    /// A row altered anywhere (one byte changed, or cut short) does not read back as the
+    /// records it held: it does not decode, or some digest differs. Nothing panics, under
+    /// any key.
+    #[test]
+    fn an_altered_commit_row_never_reads_as_the_same_records(
+        bodies in proptest::collection::vec(body(), 1..8),
+        first in prop_oneof![0u64..1_000, Just(u64::MAX - 8)],
+        at_ms in any::<u64>(),
+        at in any::<proptest::sample::Index>(),
+        flip in 1u8..=255,
+        cut in any::<bool>(),
+    ) {
+        let row = record::RecordRow::encode(&bodies.into(), first, Digest([7; 32]), at_ms);
+        let mut bytes = row.bytes().to_vec();
+        let at = at.index(bytes.len());
+        if cut {
+            bytes.truncate(at);
+        } else {
+            bytes[at] ^= flip;
+        }
+        match record::decode_row(first, &bytes) {
+            Err(_) => {}
+            Ok(records) => prop_assert_ne!(
+                records.iter().map(|(_, d)| *d).collect::<Vec<_>>(),
+                row.digests
+            ),
+        }
+    }
+
+    /// Any bytes, under any key, decode as a row or fail with a message; never a panic.
+    #[test]
+    fn any_bytes_decode_as_a_row_or_fail(
+        first in any::<u64>(),
+        version in 0u8..4,
+        bytes in proptest::collection::vec(any::<u8>(), 0..200),
+    ) {
+        let mut row = vec![version];
+        row.extend(bytes);
+        let _ = record::decode_row(first, &row);
     }
 }
 

@@ -140,18 +140,23 @@ impl Journal {
                 log_problem(records, log.entries, log.key)
             }
         };
-        let found = match chain_problem(meta, &records) {
-            Some(found) => Some(found),
-            None => match logged(&records) {
+        // A format-5 row implies its chain (no digest is stored to contradict), so a byte
+        // changed in it breaks the chain only where the next row begins: the log, which
+        // holds every committed digest, names the record itself. The earlier of the two
+        // is reported.
+        let found = match (chain_problem(meta, &records), logged(&records)) {
+            (Some(chain), Some(log)) if log.0.unwrap_or(u64::MAX) < chain.0.unwrap_or(u64::MAX) => {
+                Some(log)
+            }
+            (Some(chain), _) => Some(chain),
+            (None, Some(log)) => Some(log),
+            (None, None) => match summary_problem(meta, &records) {
                 Some(found) => Some(found),
-                None => match summary_problem(meta, &records) {
+                None => match self.blob_problem(&records, checked)? {
                     Some(found) => Some(found),
-                    None => match self.blob_problem(&records, checked)? {
+                    None => match self.checkpoint_problem(run_id, &records, checked)? {
                         Some(found) => Some(found),
-                        None => match self.checkpoint_problem(run_id, &records, checked)? {
-                            Some(found) => Some(found),
-                            None => self.progress_problem(run_id, meta, &records)?,
-                        },
+                        None => self.progress_problem(run_id, meta, &records)?,
                     },
                 },
             },
