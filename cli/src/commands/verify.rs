@@ -111,20 +111,15 @@ fn verify(db: &Path, args: &Args) -> anyhow::Result<u8> {
         return Ok(exit(result.is_intact()));
     }
     let journal = output::open_read_only(db)?;
-    let mut audit = journal.audit(key.as_ref()).map_err(warden::Error::from)?;
-    match (&args.run_id, args.all) {
+    let audit = match (&args.run_id, args.all) {
         (Some(id), _) => {
-            let id = &output::run_id(&journal, id)?;
-            audit.runs.retain(|v| &v.run_id == id);
-            if audit.runs.is_empty() {
-                return Err(
-                    warden::Error::from(warden::JournalError::NoSuchRun(id.clone())).into(),
-                );
-            }
+            let id = output::run_id(&journal, id)?;
+            journal.audit_run(&id, key.as_ref())
         }
-        (None, true) => {}
+        (None, true) => journal.audit(key.as_ref()),
         (None, false) => return Err(Usage("name a run id, or pass --all".into()).into()),
     }
+    .map_err(warden::Error::from)?;
     if args.json {
         output::print_json(&audit)?;
     } else {

@@ -182,8 +182,16 @@ fn varint(mut n: u64) -> Vec<u8> {
 }
 
 /// Every problem the audit reports, run problems first.
+/// The audit's problems, runs first; and every run's own audit (`warden verify RUN`)
+/// says of it what the whole audit says, beside the same account of the log.
 fn problems(j: &Journal, key: Option<&PublicKey>) -> Vec<String> {
     let a = j.audit(key).unwrap();
+    for run in &a.runs {
+        let alone = j.audit_run(&run.run_id, key).unwrap();
+        assert_eq!(alone.runs, [run.clone()], "run {:?} audited alone", run.run_id);
+        assert_eq!(alone.log, a.log, "the log, audited for run {:?}", run.run_id);
+    }
+    assert_eq!(j.audit_log(key).unwrap(), a.log);
     let mut p: Vec<String> = a
         .runs
         .iter()
@@ -291,6 +299,37 @@ fn held_a_changed_byte_of_a_format_5_row_is_named_at_its_record() {
                 assert!(problems(&fx.j, fx.key.as_ref()).is_empty());
             }
         }
+    }
+}
+
+/// A row that does not decode ends what can be read of a run, but does not hide what
+/// comes before it: a record altered in an earlier row is still named (through the log),
+/// and the broken row alone is named at its first record. (Found by a reviewer: the
+/// broken row used to be the only problem reported, with no record named.)
+#[test]
+fn held_a_broken_row_does_not_hide_an_earlier_altered_record() {
+    for signed in [true, false] {
+        let fx = fixture(signed, &["r"]);
+        let r = rows(&fx.j, "r");
+        let mut broken = r.clone();
+        broken[2].1.push(0);
+        set_rows(&fx.j, "r", &broken);
+        let verification = fx.j.verify("r").unwrap();
+        assert_eq!(verification.record, Some(5), "{verification:?}");
+        let problem = verification.problem.unwrap();
+        assert!(
+            problem.starts_with("the records of run r from record 5 do not decode: 1 bytes follow"),
+            "{problem}"
+        );
+        let body = r[1]
+            .1
+            .windows(4)
+            .position(|w| w == [1, 2, 1, b's'])
+            .unwrap();
+        broken[1].1[body + 3] = b't';
+        set_rows(&fx.j, "r", &broken);
+        let verification = fx.j.verify("r").unwrap();
+        assert_eq!(verification.record, Some(3), "{verification:?}");
     }
 }
 

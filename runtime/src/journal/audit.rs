@@ -216,7 +216,7 @@ impl Journal {
     /// # Errors
     /// redb errors.
     pub fn audit(&self, key: Option<&PublicKey>) -> Result<Audit, JournalError> {
-        let (log, by_run) = self.audit_log_by_run(key)?;
+        let (log, by_run) = self.audit_log_by_run(key, |_| true)?;
         let mut runs = Vec::new();
         let mut seen = std::collections::BTreeSet::new();
         let checked = Checked::default();
@@ -263,6 +263,62 @@ impl Journal {
         Ok(Audit { runs, log })
     }
 
+    /// [`Journal::audit`] for one run: the log as a whole, and that run alone, as the
+    /// audit of the whole journal would report it (a summary stored under another id or
+    /// that does not decode, a run the log names that is gone, records no summary lists),
+    /// without verifying every other run: what `warden verify RUN` prints. It reads the
+    /// whole log (nothing less shows that no later entry of the run was cut), but the
+    /// records, blobs and checkpoints of that run only.
+    ///
+    /// # Errors
+    /// [`JournalError::NoSuchRun`] when the journal holds nothing of the run; redb errors.
+    pub fn audit_run(&self, run_id: &str, key: Option<&PublicKey>) -> Result<Audit, JournalError> {
+        let (log, by_run) = self.audit_log_by_run(key, |id| id == run_id)?;
+        let entries = by_run.get(run_id).map(Vec::as_slice).unwrap_or_default();
+        let problem = match self.run(run_id) {
+            Ok(meta) if meta.run_id == run_id => {
+                let verification = self.verify_logged(&meta, entries, key, &Checked::default())?;
+                return Ok(Audit {
+                    runs: vec![verification],
+                    log,
+                });
+            }
+            Ok(meta) => format!(
+                "the summary stored under run id {run_id} names run {} (a summary was moved or copied)",
+                meta.run_id
+            ),
+            Err(JournalError::NoSuchRun(_)) => {
+                let verification = if !entries.is_empty() {
+                    deleted_run(run_id, entries)
+                } else {
+                    let rows = self.read_rows(run_id)?;
+                    if rows.records.is_empty() && rows.broken.is_none() {
+                        return Err(JournalError::NoSuchRun(run_id.to_string()));
+                    }
+                    unlisted_records(run_id)
+                };
+                return Ok(Audit {
+                    runs: vec![verification],
+                    log,
+                });
+            }
+            Err(e @ JournalError::Corrupt { .. }) => format!("its summary does not decode: {e}"),
+            Err(e) => return Err(e),
+        };
+        Ok(Audit {
+            runs: vec![Verification {
+                run_id: run_id.to_string(),
+                records: 0,
+                head: Digest::ZERO,
+                problem: Some(problem),
+                record: None,
+                log_entry: entries.last().map(|(index, _)| *index),
+                signed_by: None,
+            }],
+            log,
+        })
+    }
+
     /// The transparency log as a whole, as [`Journal::audit`] checks it (its entries
     /// against its stored tree, its signed tree head, and with `key` every signature),
     /// without verifying every run: what a report on one run adds to that run's own
@@ -271,53 +327,76 @@ impl Journal {
     /// # Errors
     /// redb errors.
     pub fn audit_log(&self, key: Option<&PublicKey>) -> Result<LogAudit, JournalError> {
-        Ok(self.audit_log_by_run(key)?.0)
+        Ok(self.audit_log_by_run(key, |_| false)?.0)
     }
 
-    /// [`Journal::audit_log`], and the log's entries by run.
+    /// [`Journal::audit_log`], and the log's entries by run, of the runs `keep` says.
+    /// The leaves are read one at a time: what is held is the tree's hashes (64 bytes a
+    /// leaf) and the entries kept.
     fn audit_log_by_run(
         &self,
         key: Option<&PublicKey>,
+        keep: impl Fn(&str) -> bool,
     ) -> Result<(LogAudit, EntriesByRun), JournalError> {
-        let leaves = self.log_leaves()?;
         let mut by_run = EntriesByRun::new();
         let mut problems = Vec::new();
+        let mut undecoded = Vec::new();
         let mut tree = MemoryTree::new();
         let mut unsigned = Vec::new();
-        if let Some((position, key)) = renumbered(&leaves).first() {
+        let mut renumbered = None;
+        let tx = self.read()?;
+        match tx.open_table(super::log::LOG_LEAVES) {
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(self.err(e)),
+            Ok(leaves) => {
+                // An entry's number is its place in the log (what its inclusion proof is
+                // for).
+                for (index, item) in
+                    (0u64..).zip(redb::ReadableTable::iter(&leaves).map_err(|e| self.err(e))?)
+                {
+                    let (number, bytes) = item.map_err(|e| self.err(e))?;
+                    let (number, bytes) = (number.value(), bytes.value());
+                    if number != index && renumbered.is_none() {
+                        renumbered = Some((index, number));
+                    }
+                    tree.append(bytes);
+                    match postcard::from_bytes::<LogEntry>(bytes) {
+                        Ok(entry) => {
+                            if let Some(key) = key
+                                && !entry.signed_by(key)
+                            {
+                                unsigned.push(index);
+                            }
+                            if keep(&entry.run_id) {
+                                by_run
+                                    .entry(entry.run_id.clone())
+                                    .or_default()
+                                    .push((index, entry));
+                            }
+                        }
+                        Err(e) => undecoded.push(format!(
+                            "log entry {index} does not decode ({e}): the log was altered"
+                        )),
+                    }
+                }
+            }
+        }
+        drop(tx);
+        let size = tree.len();
+        if let Some((position, key)) = renumbered {
             problems.push(format!(
                 "log entry {position} is stored under the number {key}: the log's entries were renumbered (the journal was altered)"
             ));
         }
-        // An entry's number is its place in the log (what its inclusion proof is for).
-        for (index, (_, bytes)) in (0u64..).zip(&leaves) {
-            tree.append(bytes);
-            match postcard::from_bytes::<LogEntry>(bytes) {
-                Ok(entry) => {
-                    if let Some(key) = key
-                        && !entry.signed_by(key)
-                    {
-                        unsigned.push(index);
-                    }
-                    by_run
-                        .entry(entry.run_id.clone())
-                        .or_default()
-                        .push((index, entry));
-                }
-                Err(e) => problems.push(format!(
-                    "log entry {index} does not decode ({e}): the log was altered"
-                )),
-            }
-        }
+        problems.extend(undecoded);
         if let (Some(first), Some(key)) = (unsigned.first(), key) {
             problems.push(format!(
                 "{} of {} log entries are not signed by key {} (the first is entry {first})",
                 unsigned.len(),
-                leaves.len(),
+                size,
                 key.key_id()
             ));
         }
-        let size = leaves.len() as u64;
         let root = tree.root(size).unwrap_or_else(|_| merkle::empty_root());
         problems.extend(self.log_node_problem(&tree)?);
         let head = match self.log_head() {
@@ -346,19 +425,18 @@ impl Journal {
         key: Option<&PublicKey>,
         checked: &Checked,
     ) -> Result<Verification, JournalError> {
-        let records = self.stored_records(&meta.run_id);
+        let rows = self.read_rows(&meta.run_id)?;
         // Runs started before the log existed (edition 1) are not in it; without a key
         // they are checked against their own chain only.
         let required = key.is_some()
-            || records.as_ref().ok().is_some_and(|records| {
-                records
-                    .first()
-                    .and_then(|(r, _)| r.body.run_start())
-                    .is_none_or(|start| start.edition != Edition::V1)
-            });
+            || rows
+                .records
+                .first()
+                .and_then(|(r, _)| r.body.run_start())
+                .is_none_or(|start| start.edition != Edition::V1);
         let mut verification = self.verify_with(
             meta,
-            records,
+            rows,
             LogCheck {
                 entries,
                 required,

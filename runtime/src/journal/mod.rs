@@ -45,6 +45,15 @@ pub use verify::{Checked, Verification};
 pub(crate) use wasi_call::errno as wasi_errno;
 pub use wasi_call::{WasiAnswer, WasiCall, WasiRequest};
 
+/// A run's records read up to the first row that does not decode ([`Journal::read_rows`]).
+#[derive(Default)]
+pub(super) struct Rows {
+    /// The records of the rows before it, in order, each with its digest.
+    pub(super) records: Vec<(Record, Digest)>,
+    /// That row's key (the index of the first record it should hold) and its problem.
+    pub(super) broken: Option<(u64, String)>,
+}
+
 /// The journal format this build writes. Readers accept every version up to it
 /// (`docs/journal.md`, "Format versions").
 pub const FORMAT_VERSION: u64 = 5;
@@ -466,25 +475,38 @@ impl Journal {
     /// # Errors
     /// redb or decoding errors.
     pub fn stored_records(&self, run_id: &str) -> Result<Vec<(Record, Digest)>, JournalError> {
+        let rows = self.read_rows(run_id)?;
+        match rows.broken {
+            None => Ok(rows.records),
+            Some((index, message)) => Err(JournalError::Corrupt {
+                path: self.path.clone(),
+                what: format!("the records of run {run_id} from record {index}"),
+                message,
+            }),
+        }
+    }
+
+    /// A run's records as far as its rows decode: every record before the first row that
+    /// does not (see [`record::decode_row`]), and that row's key and what is wrong with it.
+    pub(super) fn read_rows(&self, run_id: &str) -> Result<Rows, JournalError> {
         let tx = self.read()?;
-        let records = tx.open_table(RECORDS).map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for entry in records
+        let table = tx.open_table(RECORDS).map_err(|e| self.err(e))?;
+        let mut rows = Rows::default();
+        for entry in table
             .range((run_id, 0)..=(run_id, u64::MAX))
             .map_err(|e| self.err(e))?
         {
             let (key, value) = entry.map_err(|e| self.err(e))?;
             let (_, index) = key.value();
-            let records = record::decode_row(index, value.value()).map_err(|message| {
-                JournalError::Corrupt {
-                    path: self.path.clone(),
-                    what: format!("the records of run {run_id} from record {index}"),
-                    message,
+            match record::decode_row(index, value.value()) {
+                Ok(records) => rows.records.extend(records),
+                Err(message) => {
+                    rows.broken = Some((index, message));
+                    break;
                 }
-            })?;
-            out.extend(records);
+            }
         }
-        Ok(out)
+        Ok(rows)
     }
 
     /// The run ids the records table holds rows for, each once: one lookup per run,

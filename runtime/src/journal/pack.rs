@@ -492,10 +492,10 @@ impl Journal {
             }
             _ => false,
         };
-        let records = self.stored_records(&manifest.run_id);
+        let rows = self.read_rows(&manifest.run_id)?;
         let mut run = self.verify_with(
             &meta,
-            records,
+            rows,
             LogCheck {
                 entries: &entries,
                 required: true,

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use serde::Serialize;
 
 use super::audit::{LogCheck, log_problem};
-use super::{Journal, JournalError, Record, RecordBody, RunMeta};
+use super::{Journal, JournalError, Record, RecordBody, Rows, RunMeta};
 use crate::digest::{Digest, domain};
 use crate::seal::signing::KeyId;
 
@@ -103,12 +103,12 @@ impl Journal {
         self.verify_logged(&meta, entries, key.as_ref(), checked)
     }
 
-    /// Verifies a run whose records were read as `records`, consulting the log as `log`
+    /// Verifies a run whose records were read as `rows`, consulting the log as `log`
     /// says.
     pub(super) fn verify_with(
         &self,
         meta: &RunMeta,
-        records: Result<Vec<(Record, Digest)>, JournalError>,
+        rows: Rows,
         log: LogCheck<'_>,
         checked: &Checked,
     ) -> Result<Verification, JournalError> {
@@ -122,14 +122,7 @@ impl Journal {
             log_entry: None,
             signed_by: None,
         };
-        let records = match records {
-            Ok(records) => records,
-            Err(JournalError::Corrupt { what, message, .. }) => {
-                verification.problem = Some(format!("{what} does not decode: {message}"));
-                return Ok(verification);
-            }
-            Err(e) => return Err(e),
-        };
+        let records = rows.records;
         let logged = |records: &[(Record, Digest)]| {
             if log.entries.is_empty() && log.required {
                 Some((
@@ -140,16 +133,26 @@ impl Journal {
                 log_problem(records, log.entries, log.key)
             }
         };
-        // A format-5 row implies its chain (no digest is stored to contradict), so a byte
-        // changed in it breaks the chain only where the next row begins: the log, which
-        // holds every committed digest, names the record itself. The earlier of the two
-        // is reported.
-        let found = match (chain_problem(meta, &records), logged(&records)) {
-            (Some(chain), Some(log)) if log.0.unwrap_or(u64::MAX) < chain.0.unwrap_or(u64::MAX) => {
-                Some(log)
-            }
-            (Some(chain), _) => Some(chain),
-            (None, Some(log)) => Some(log),
+        let found = match (
+            earlier(chain_problem(meta, &records), logged(&records)),
+            rows.broken,
+        ) {
+            // A row that does not decode ends what can be read; what the rows before it
+            // hold is still checked, so that an altered record is not hidden behind a
+            // row broken after it.
+            (found, Some((index, message))) => Some(
+                found
+                    .filter(|(record, _)| record.is_some_and(|record| record < index))
+                    .unwrap_or_else(|| {
+                        (
+                            Some(index),
+                            format!(
+                                "the records of run {run_id} from record {index} do not decode: {message}"
+                            ),
+                        )
+                    }),
+            ),
+            (Some(found), None) => Some(found),
             (None, None) => match summary_problem(meta, &records) {
                 Some(found) => Some(found),
                 None => match self.blob_problem(&records, checked)? {
@@ -166,6 +169,22 @@ impl Journal {
             verification.problem = Some(problem);
         }
         Ok(verification)
+    }
+}
+
+/// Of the chain's problem and the log's, the one that names the earlier record (the
+/// chain's when they name the same, or none): a format-5 row implies its own chain, so a
+/// byte changed in it breaks the chain only where the next row begins, while the log,
+/// which holds every committed digest, names the record itself.
+fn earlier(
+    chain: Option<(Option<u64>, String)>,
+    log: Option<(Option<u64>, String)>,
+) -> Option<(Option<u64>, String)> {
+    match (chain, log) {
+        (Some(chain), Some(log)) if log.0.unwrap_or(u64::MAX) < chain.0.unwrap_or(u64::MAX) => {
+            Some(log)
+        }
+        (chain, log) => chain.or(log),
     }
 }
 
