@@ -188,8 +188,17 @@ fn problems(j: &Journal, key: Option<&PublicKey>) -> Vec<String> {
     let a = j.audit(key).unwrap();
     for run in &a.runs {
         let alone = j.audit_run(&run.run_id, key).unwrap();
-        assert_eq!(alone.runs, [run.clone()], "run {:?} audited alone", run.run_id);
-        assert_eq!(alone.log, a.log, "the log, audited for run {:?}", run.run_id);
+        assert_eq!(
+            alone.runs,
+            std::slice::from_ref(run),
+            "run {:?} audited alone",
+            run.run_id
+        );
+        assert_eq!(
+            alone.log, a.log,
+            "the log, audited for run {:?}",
+            run.run_id
+        );
     }
     assert_eq!(j.audit_log(key).unwrap(), a.log);
     let mut p: Vec<String> = a

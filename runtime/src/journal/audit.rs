@@ -228,27 +228,8 @@ impl Journal {
         });
         for (id, meta) in rows {
             let entries = by_run.get(&id).map(Vec::as_slice).unwrap_or_default();
-            seen.insert(id.clone());
-            let problem = match meta {
-                Ok(meta) if meta.run_id == id => {
-                    runs.push(self.verify_logged(&meta, entries, key, &checked)?);
-                    continue;
-                }
-                Ok(meta) => format!(
-                    "the summary stored under run id {id} names run {} (a summary was moved or copied)",
-                    meta.run_id
-                ),
-                Err(e) => format!("its summary does not decode: {e}"),
-            };
-            runs.push(Verification {
-                run_id: id,
-                records: 0,
-                head: Digest::ZERO,
-                problem: Some(problem),
-                record: None,
-                log_entry: entries.last().map(|(index, _)| *index),
-                signed_by: None,
-            });
+            runs.push(self.audit_one(&id, meta, entries, key, &checked)?);
+            seen.insert(id);
         }
         for (run_id, entries) in &by_run {
             if !seen.contains(run_id) {
@@ -275,47 +256,55 @@ impl Journal {
     pub fn audit_run(&self, run_id: &str, key: Option<&PublicKey>) -> Result<Audit, JournalError> {
         let (log, by_run) = self.audit_log_by_run(key, |id| id == run_id)?;
         let entries = by_run.get(run_id).map(Vec::as_slice).unwrap_or_default();
-        let problem = match self.run(run_id) {
-            Ok(meta) if meta.run_id == run_id => {
-                let verification = self.verify_logged(&meta, entries, key, &Checked::default())?;
-                return Ok(Audit {
-                    runs: vec![verification],
-                    log,
-                });
-            }
-            Ok(meta) => format!(
-                "the summary stored under run id {run_id} names run {} (a summary was moved or copied)",
-                meta.run_id
-            ),
+        let verification = match self.run(run_id) {
+            Err(JournalError::NoSuchRun(_)) if !entries.is_empty() => deleted_run(run_id, entries),
             Err(JournalError::NoSuchRun(_)) => {
-                let verification = if !entries.is_empty() {
-                    deleted_run(run_id, entries)
-                } else {
-                    let rows = self.read_rows(run_id)?;
-                    if rows.records.is_empty() && rows.broken.is_none() {
-                        return Err(JournalError::NoSuchRun(run_id.to_string()));
-                    }
-                    unlisted_records(run_id)
-                };
-                return Ok(Audit {
-                    runs: vec![verification],
-                    log,
-                });
+                let rows = self.read_rows(run_id)?;
+                if rows.records.is_empty() && rows.broken.is_none() {
+                    return Err(JournalError::NoSuchRun(run_id.to_string()));
+                }
+                unlisted_records(run_id)
             }
-            Err(e @ JournalError::Corrupt { .. }) => format!("its summary does not decode: {e}"),
+            Err(e @ JournalError::Corrupt { .. }) => {
+                self.audit_one(run_id, Err(e), entries, key, &Checked::default())?
+            }
             Err(e) => return Err(e),
+            Ok(meta) => self.audit_one(run_id, Ok(meta), entries, key, &Checked::default())?,
         };
         Ok(Audit {
-            runs: vec![Verification {
-                run_id: run_id.to_string(),
-                records: 0,
-                head: Digest::ZERO,
-                problem: Some(problem),
-                record: None,
-                log_entry: entries.last().map(|(index, _)| *index),
-                signed_by: None,
-            }],
+            runs: vec![verification],
             log,
+        })
+    }
+
+    /// One run of the audit, from its summary as read under `id` and its log entries: a
+    /// summary stored under another id, or that does not decode, is the run's problem.
+    fn audit_one(
+        &self,
+        id: &str,
+        meta: Result<RunMeta, JournalError>,
+        entries: &[(u64, LogEntry)],
+        key: Option<&PublicKey>,
+        checked: &Checked,
+    ) -> Result<Verification, JournalError> {
+        let problem = match meta {
+            Ok(meta) if meta.run_id == id => {
+                return self.verify_logged(&meta, entries, key, checked);
+            }
+            Ok(meta) => format!(
+                "the summary stored under run id {id} names run {} (a summary was moved or copied)",
+                meta.run_id
+            ),
+            Err(e) => format!("its summary does not decode: {e}"),
+        };
+        Ok(Verification {
+            run_id: id.to_string(),
+            records: 0,
+            head: Digest::ZERO,
+            problem: Some(problem),
+            record: None,
+            log_entry: entries.last().map(|(index, _)| *index),
+            signed_by: None,
         })
     }
 
