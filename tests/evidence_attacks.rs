@@ -16,8 +16,8 @@ use warden::{Journal, PackManifest, Record};
 
 use crate::support::loan_example;
 use crate::support::tamper::{
-    CHECKPOINTS, LOG_HEAD, LOG_LEAVES, RECORDS, RUNS, copy_db, decode, edit_summary, encode,
-    read_records, rewrite, write_records,
+    CHECKPOINTS, LOG_HEAD, LOG_LEAVES, RECORDS, RUNS, copy_db, decode, delete_run, edit_summary,
+    encode, read_records, rewrite, write_records,
 };
 use crate::support::{output_text as text, warden_in as warden};
 
@@ -420,6 +420,81 @@ fn a_pack_cut_back_to_before_its_review_or_altered_does_not_verify_or_replay() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("attested"), "{}", text(&out));
     assert_eq!(std::fs::read(&pack).expect("pack"), before);
+}
+
+/// `warden verify RUN` says of a run what `verify --all` says of it, whatever id the
+/// audit names: a deleted run (only the log names it), records planted under an id no
+/// summary has (one that is a prefix of a live run's id, and the empty id), and live runs,
+/// in full or by a unique prefix. (Found by a reviewer: ids were looked up among the
+/// summaries only, so a deleted run could not be verified by its id, and the planted
+/// prefix verified the live run instead, exit 0.)
+#[test]
+fn verify_of_one_run_says_what_the_audit_says_of_it() {
+    let journal = journal();
+    let (_d, copy) = journal.copy();
+    delete_run(&copy, &journal.waiting);
+    let live = journal.completed.as_str();
+    let planted = &live[..live.len() - 1];
+    write(&copy, RECORDS, |table| {
+        let row = table
+            .get((live, 0))
+            .expect("get")
+            .expect("the run's first row")
+            .value()
+            .to_vec();
+        for id in [planted, ""] {
+            table.insert((id, 0), row.as_slice()).expect("insert");
+        }
+    });
+    let (code, audit) = journal.audit(&copy);
+    assert_eq!(code, 12, "{audit:#}");
+    let reviewed = journal.reviewed.as_str();
+    for (given, id) in [
+        (journal.waiting.as_str(), journal.waiting.as_str()),
+        (planted, planted),
+        ("", ""),
+        (live, live),
+        (reviewed, reviewed),
+        (&reviewed[..reviewed.len() - 2], reviewed),
+    ] {
+        let out = warden(
+            journal.dir.path(),
+            &[
+                "--db",
+                copy.to_str().expect("utf-8"),
+                "verify",
+                given,
+                "--key",
+                "deployment.pub",
+                "--json",
+            ],
+        );
+        let one = json(&out);
+        let expected = audit["runs"]
+            .as_array()
+            .expect("runs")
+            .iter()
+            .find(|v| v["run_id"] == id)
+            .unwrap_or_else(|| panic!("the audit names {id:?}: {audit:#}"));
+        assert_eq!(
+            one["runs"],
+            Value::Array(vec![expected.clone()]),
+            "{given:?}"
+        );
+        assert_eq!(one["log"], audit["log"], "{given:?}");
+        let intact = expected["problem"].is_null()
+            && audit["log"]["problems"]
+                .as_array()
+                .is_some_and(Vec::is_empty);
+        assert_eq!(
+            out.status.code(),
+            Some(if intact { 0 } else { 12 }),
+            "{given:?}: {}",
+            text(&out)
+        );
+    }
+    assert!(broken(&audit, planted)["problem"].is_string());
+    assert!(broken(&audit, &journal.waiting)["problem"].is_string());
 }
 
 #[test]

@@ -112,10 +112,16 @@ fn verify(db: &Path, args: &Args) -> anyhow::Result<u8> {
     }
     let journal = output::open_read_only(db)?;
     let audit = match (&args.run_id, args.all) {
-        (Some(id), _) => {
-            let id = output::run_id(&journal, id)?;
-            journal.audit_run(&id, key.as_ref())
-        }
+        // The id as given first: a run that was deleted (only the log names it), or
+        // records planted under an id no summary has, are what the audit reports under
+        // that id, even when it is also the prefix of another run's. Then as a prefix.
+        (Some(id), _) => match journal.audit_run(id, key.as_ref()) {
+            Err(warden::JournalError::NoSuchRun(_)) => {
+                let id = output::run_id(&journal, id)?;
+                journal.audit_run(&id, key.as_ref())
+            }
+            audit => audit,
+        },
         (None, true) => journal.audit(key.as_ref()),
         (None, false) => return Err(Usage("name a run id, or pass --all".into()).into()),
     }

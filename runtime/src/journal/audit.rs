@@ -21,8 +21,9 @@ use crate::edition::Edition;
 use crate::seal::merkle::{self, LeafStore, MemoryTree};
 use crate::seal::signing::{KeyId, PublicKey, SignedTreeHead};
 
-/// The log's entries grouped by run, each with its index.
-type EntriesByRun = BTreeMap<String, Vec<(u64, LogEntry)>>;
+/// Where each run's entries are in the log: (place, the number the leaf is stored under).
+/// Entries are read again from the log when a run is verified, not held for every run.
+type PlacesByRun = BTreeMap<String, Vec<(u64, u64)>>;
 
 /// The result of auditing a whole journal.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -189,7 +190,7 @@ impl Journal {
         key: Option<&PublicKey>,
     ) -> Result<Verification, JournalError> {
         let index = self.log_index()?;
-        let entries = index.entries_of(run_id);
+        let entries = &index.entries_of(self, run_id)?;
         let mut verification = match self.run(run_id) {
             Ok(meta) => self.verify_logged(&meta, entries, key, &Checked::default())?,
             Err(JournalError::NoSuchRun(_)) if !entries.is_empty() => deleted_run(run_id, entries),
@@ -227,13 +228,13 @@ impl Journal {
             (created(a), ia).cmp(&(created(b), ib))
         });
         for (id, meta) in rows {
-            let entries = by_run.get(&id).map(Vec::as_slice).unwrap_or_default();
-            runs.push(self.audit_one(&id, meta, entries, key, &checked)?);
+            let entries = self.log_entries_at(places_of(&by_run, &id))?;
+            runs.push(self.audit_one(&id, meta, &entries, key, &checked)?);
             seen.insert(id);
         }
-        for (run_id, entries) in &by_run {
+        for (run_id, places) in &by_run {
             if !seen.contains(run_id) {
-                runs.push(deleted_run(run_id, entries));
+                runs.push(deleted_run(run_id, &self.log_entries_at(places)?));
             }
         }
         for run_id in self.record_run_ids()? {
@@ -255,7 +256,7 @@ impl Journal {
     /// [`JournalError::NoSuchRun`] when the journal holds nothing of the run; redb errors.
     pub fn audit_run(&self, run_id: &str, key: Option<&PublicKey>) -> Result<Audit, JournalError> {
         let (log, by_run) = self.audit_log_by_run(key, |id| id == run_id)?;
-        let entries = by_run.get(run_id).map(Vec::as_slice).unwrap_or_default();
+        let entries = &self.log_entries_at(places_of(&by_run, run_id))?;
         let verification = match self.run(run_id) {
             Err(JournalError::NoSuchRun(_)) if !entries.is_empty() => deleted_run(run_id, entries),
             Err(JournalError::NoSuchRun(_)) => {
@@ -326,8 +327,8 @@ impl Journal {
         &self,
         key: Option<&PublicKey>,
         keep: impl Fn(&str) -> bool,
-    ) -> Result<(LogAudit, EntriesByRun), JournalError> {
-        let mut by_run = EntriesByRun::new();
+    ) -> Result<(LogAudit, PlacesByRun), JournalError> {
+        let mut by_run = PlacesByRun::new();
         let mut problems = Vec::new();
         let mut undecoded = Vec::new();
         let mut tree = MemoryTree::new();
@@ -358,9 +359,9 @@ impl Journal {
                             }
                             if keep(&entry.run_id) {
                                 by_run
-                                    .entry(entry.run_id.clone())
+                                    .entry(entry.run_id)
                                     .or_default()
-                                    .push((index, entry));
+                                    .push((index, number));
                             }
                         }
                         Err(e) => undecoded.push(format!(
@@ -491,6 +492,35 @@ impl Journal {
         Ok(out)
     }
 
+    /// The log's entries at `places` ((place, number stored under), as the log was read
+    /// a moment before), each decoded, with its place.
+    pub(super) fn log_entries_at(
+        &self,
+        places: &[(u64, u64)],
+    ) -> Result<Vec<(u64, LogEntry)>, JournalError> {
+        if places.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tx = self.read()?;
+        let leaves = tx
+            .open_table(super::log::LOG_LEAVES)
+            .map_err(|e| self.err(e))?;
+        let mut entries = Vec::with_capacity(places.len());
+        for &(place, number) in places {
+            let what = || format!("log entry {place}");
+            let leaf = leaves.get(number).map_err(|e| self.err(e))?;
+            let leaf = leaf.ok_or_else(|| JournalError::Corrupt {
+                path: self.path.clone(),
+                what: what(),
+                message: "it is gone since the log was read".into(),
+            })?;
+            let entry = postcard::from_bytes::<LogEntry>(leaf.value())
+                .map_err(|e| self.corrupt(what(), e))?;
+            entries.push((place, entry));
+        }
+        Ok(entries)
+    }
+
     /// The log's entries grouped by run, read once per size of the log; for an evidence
     /// pack (which has no log), the entries its manifest carries.
     pub(super) fn log_index(&self) -> Result<std::sync::Arc<LogIndex>, JournalError> {
@@ -501,27 +531,54 @@ impl Journal {
         {
             return Ok(index.clone());
         }
-        let mut by_run: BTreeMap<String, Vec<(u64, LogEntry)>> = BTreeMap::new();
-        let leaves = match (size, self.pack_manifest()?) {
-            (0, Some(manifest)) => manifest
-                .entries
-                .into_iter()
-                .map(|entry| (entry.index, entry.bytes))
-                .collect(),
-            _ => self.log_leaves()?,
-        };
-        let renumbered = renumbered(&leaves);
-        for (index, (_, bytes)) in (0u64..).zip(leaves) {
-            if let Ok(entry) = postcard::from_bytes::<LogEntry>(&bytes) {
-                by_run
-                    .entry(entry.run_id.clone())
-                    .or_default()
-                    .push((index, entry));
+        let mut by_run = PlacesByRun::new();
+        let mut carried = None;
+        let renumbered = match (size, self.pack_manifest()?) {
+            (0, Some(manifest)) => {
+                let leaves: Vec<(u64, Vec<u8>)> = manifest
+                    .entries
+                    .into_iter()
+                    .map(|entry| (entry.index, entry.bytes))
+                    .collect();
+                carried = Some(
+                    (0u64..)
+                        .zip(&leaves)
+                        .filter_map(|(place, (_, bytes))| {
+                            postcard::from_bytes::<LogEntry>(bytes)
+                                .ok()
+                                .map(|e| (place, e))
+                        })
+                        .collect(),
+                );
+                renumbered(&leaves)
             }
-        }
+            _ => {
+                let mut renumbered = Vec::new();
+                let tx = self.read()?;
+                match tx.open_table(super::log::LOG_LEAVES) {
+                    Err(redb::TableError::TableDoesNotExist(_)) => {}
+                    Err(e) => return Err(self.err(e)),
+                    Ok(leaves) => {
+                        let items = redb::ReadableTable::iter(&leaves).map_err(|e| self.err(e))?;
+                        for (place, item) in (0u64..).zip(items) {
+                            let (number, bytes) = item.map_err(|e| self.err(e))?;
+                            let number = number.value();
+                            if number != place {
+                                renumbered.push((place, number));
+                            }
+                            if let Some(run_id) = entry_run_id(bytes.value()) {
+                                by_run.entry(run_id).or_default().push((place, number));
+                            }
+                        }
+                    }
+                }
+                renumbered
+            }
+        };
         let index = std::sync::Arc::new(LogIndex {
             size,
             by_run,
+            carried,
             renumbered,
         });
         if let Ok(mut memo) = self.log_index.lock() {
@@ -531,15 +588,33 @@ impl Journal {
     }
 }
 
-/// The log's entries grouped by run (entries that do not decode are left out; the audit
-/// reports them).
+/// Where the log's entries are, by run (entries that do not decode are left out; the
+/// audit reports them): about 16 bytes an entry, the entries themselves read when a run is
+/// verified.
 #[derive(Debug)]
 pub(super) struct LogIndex {
     size: u64,
-    /// Each run's entries, numbered by their place in the log.
-    by_run: BTreeMap<String, Vec<(u64, LogEntry)>>,
+    /// Each run's entries: (place in the log, number stored under).
+    by_run: PlacesByRun,
+    /// An evidence pack's entries (it has no log): those its manifest carries, numbered by
+    /// their place in it.
+    carried: Option<Vec<(u64, LogEntry)>>,
     /// Entries stored under another number than their place: (place, number).
     renumbered: Vec<(u64, u64)>,
+}
+
+/// The run id a log leaf names, read without decoding the rest: a leaf is postcard of
+/// [`LogEntry`], whose first field is the run id. `None` if the whole leaf does not
+/// decode, as the audit reports.
+fn entry_run_id(bytes: &[u8]) -> Option<String> {
+    postcard::from_bytes::<LogEntry>(bytes)
+        .ok()
+        .map(|entry| entry.run_id)
+}
+
+/// The places of `run_id`'s entries in `by_run`.
+fn places_of<'a>(by_run: &'a PlacesByRun, run_id: &str) -> &'a [(u64, u64)] {
+    by_run.get(run_id).map(Vec::as_slice).unwrap_or_default()
 }
 
 /// The leaves stored under another number than their place in the log, as (place,
@@ -554,12 +629,21 @@ fn renumbered(leaves: &[(u64, Vec<u8>)]) -> Vec<(u64, u64)> {
 }
 
 impl LogIndex {
-    /// The entries of `run_id`, oldest first.
-    pub(super) fn entries_of(&self, run_id: &str) -> &[(u64, LogEntry)] {
-        self.by_run
-            .get(run_id)
-            .map(Vec::as_slice)
-            .unwrap_or_default()
+    /// The entries of `run_id`, oldest first, each with its place in the log, read from
+    /// `journal`'s log (or the pack's manifest).
+    pub(super) fn entries_of(
+        &self,
+        journal: &Journal,
+        run_id: &str,
+    ) -> Result<Vec<(u64, LogEntry)>, JournalError> {
+        match &self.carried {
+            Some(carried) => Ok(carried
+                .iter()
+                .filter(|(_, entry)| entry.run_id == run_id)
+                .cloned()
+                .collect()),
+            None => journal.log_entries_at(places_of(&self.by_run, run_id)),
+        }
     }
 }
 

@@ -97,10 +97,9 @@ impl Journal {
         checked: &Checked,
     ) -> Result<Verification, JournalError> {
         let meta = self.run(run_id)?;
-        let index = self.log_index()?;
-        let entries = index.entries_of(run_id);
+        let entries = self.log_index()?.entries_of(self, run_id)?;
         let key = self.signer.as_ref().map(|k| k.public_key());
-        self.verify_logged(&meta, entries, key.as_ref(), checked)
+        self.verify_logged(&meta, &entries, key.as_ref(), checked)
     }
 
     /// Verifies a run whose records were read as `rows`, consulting the log as `log`
