@@ -221,13 +221,13 @@ impl Journal {
         let mut runs = Vec::new();
         let mut seen = std::collections::BTreeSet::new();
         let checked = Checked::default();
-        let mut rows = self.run_rows()?;
-        rows.sort_by(|(ia, a), (ib, b)| {
-            let created =
-                |m: &Result<RunMeta, JournalError>| m.as_ref().map_or(0, |m| m.created_ms);
-            (created(a), ia).cmp(&(created(b), ib))
-        });
-        for (id, meta) in rows {
+        for id in self.run_keys_by_age()? {
+            let meta = match self.run(&id) {
+                Err(JournalError::NoSuchRun(_)) => continue,
+                Err(e @ JournalError::Corrupt { .. }) => Err(e),
+                Err(e) => return Err(e),
+                Ok(meta) => Ok(meta),
+            };
             let entries = self.log_entries_at(places_of(&by_run, &id))?;
             runs.push(self.audit_one(&id, meta, &entries, key, &checked)?);
             seen.insert(id);

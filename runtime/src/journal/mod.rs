@@ -449,6 +449,42 @@ impl Journal {
         Ok(out)
     }
 
+    /// Every run's id, oldest first, as [`Journal::runs`] lists them, without holding
+    /// every summary: what an operation over the whole population walks.
+    ///
+    /// # Errors
+    /// redb or decoding errors.
+    pub fn run_ids(&self) -> Result<Vec<String>, JournalError> {
+        let tx = self.read()?;
+        let runs = tx.open_table(RUNS).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for entry in runs.iter().map_err(|e| self.err(e))? {
+            let (key, value) = entry.map_err(|e| self.err(e))?;
+            let meta = self.decode_meta(key.value(), value.value())?;
+            out.push((meta.created_ms, meta.run_id));
+        }
+        out.sort();
+        Ok(out.into_iter().map(|(_, id)| id).collect())
+    }
+
+    /// Every key of the `runs` table, oldest first (by the time its summary says the run
+    /// was created, 0 for a summary that does not decode, then by key): the order in
+    /// which the audit reads the summaries again, one at a time.
+    pub(super) fn run_keys_by_age(&self) -> Result<Vec<String>, JournalError> {
+        let tx = self.read()?;
+        let runs = tx.open_table(RUNS).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for entry in runs.iter().map_err(|e| self.err(e))? {
+            let (key, value) = entry.map_err(|e| self.err(e))?;
+            let created = self
+                .decode_meta(key.value(), value.value())
+                .map_or(0, |meta| meta.created_ms);
+            out.push((created, key.value().to_string()));
+        }
+        out.sort();
+        Ok(out.into_iter().map(|(_, id)| id).collect())
+    }
+
     /// Every row of the `runs` table as stored: its key and its summary, or why the
     /// summary does not decode. The audit checks that each key is the run id its
     /// summary names.

@@ -233,37 +233,42 @@ fn replay_checked(
 /// of the list. `progress` sees each report as it is made, on the thread that made it.
 ///
 /// # Errors
-/// Journal errors reading the list of runs.
+/// Journal errors reading the list of runs, or a run's summary that could be read when
+/// the runs were listed and no longer can.
 pub fn replay_all(
     journal: &Journal,
     options: &ReplayOptions,
     progress: &(dyn Fn(&ReplayReport) + Sync),
 ) -> Result<Vec<ReplayReport>, Error> {
-    let runs = journal.runs()?;
+    // The ids only: each run's summary is read when it is replayed.
+    let runs = journal.run_ids()?;
     let workers = std::thread::available_parallelism()
         .map_or(1, std::num::NonZeroUsize::get)
         .min(runs.len().max(1));
     let next = std::sync::atomic::AtomicUsize::new(0);
     let checked = Checked::default();
-    let slots: Vec<std::sync::Mutex<Option<ReplayReport>>> =
+    let slots: Vec<std::sync::Mutex<Option<Result<ReplayReport, Error>>>> =
         runs.iter().map(|_| std::sync::Mutex::new(None)).collect();
     std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| {
                 loop {
                     let at = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(meta) = runs.get(at) else {
+                    let Some(run_id) = runs.get(at) else {
                         break;
                     };
-                    let report = replay_checked(journal, &meta.run_id, options, &checked);
-                    let report = report.unwrap_or_else(|e| {
+                    let report = replay_checked(journal, run_id, options, &checked).or_else(|e| {
                         let why = Divergence::at_end(
                             "a run that can be read from the journal",
                             crate::error::chain(&e),
                         );
-                        ReplayReport::could_not_replay(meta, options.mode(), why)
+                        // Its summary was read a moment ago, listing the runs.
+                        let meta = journal.run(run_id)?;
+                        Ok(ReplayReport::could_not_replay(&meta, options.mode(), why))
                     });
-                    progress(&report);
+                    if let Ok(report) = &report {
+                        progress(report);
+                    }
                     if let Ok(mut slot) = slots[at].lock() {
                         *slot = Some(report);
                     }
@@ -271,10 +276,10 @@ pub fn replay_all(
             });
         }
     });
-    Ok(slots
+    slots
         .into_iter()
         .filter_map(|slot| slot.into_inner().ok().flatten())
-        .collect())
+        .collect()
 }
 
 /// The report of an exact replay that failed before the first step (`what`: the input
