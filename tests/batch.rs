@@ -237,3 +237,65 @@ fn a_batch_runs_repeated_inputs_once_and_names_a_broken_line() {
         assert_eq!(shape, "xxxxxxxx-xxxxxx.xxx-xxxxxxxxxxxx", "{id}");
     }
 }
+
+/// `replay --all` over more runs than the replay keeps in flight ahead of the oldest
+/// unreported one (`replay_each` holds a bounded window of reports, whatever the
+/// population): every run is reported once, in the order of the runs, and a consumer that
+/// stops early stops the replay.
+#[test]
+fn a_population_larger_than_the_replay_window_is_reported_once_each_in_order() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path();
+    let count = 300;
+    std::fs::write(root.join("apps.jsonl"), applications(count)).expect("inputs");
+    let example = loan_example();
+    let batch = warden_in(
+        root,
+        &[
+            "--db",
+            "batch.redb",
+            "batch",
+            example.to_str().expect("utf-8"),
+            "--inputs",
+            "apps.jsonl",
+        ],
+    );
+    assert!(batch.status.success(), "{}", output_text(&batch));
+    let journal = warden::Journal::open(&root.join("batch.redb")).expect("journal");
+    let ids = journal.run_ids().expect("run ids");
+    assert_eq!(ids.len(), count);
+    let mut seen = Vec::new();
+    warden::replay_each(&journal, &warden::ReplayOptions::default(), &mut |report| {
+        assert_eq!(
+            report.verdict,
+            warden::ReplayVerdict::Identical,
+            "{report:?}"
+        );
+        seen.push(report.run_id);
+        std::ops::ControlFlow::Continue(())
+    })
+    .expect("replay");
+    assert_eq!(seen, ids);
+    let mut first = Vec::new();
+    warden::replay_each(&journal, &warden::ReplayOptions::default(), &mut |report| {
+        first.push(report.run_id);
+        if first.len() == 5 {
+            std::ops::ControlFlow::Break(())
+        } else {
+            std::ops::ControlFlow::Continue(())
+        }
+    })
+    .expect("replay");
+    assert_eq!(first, ids[..5]);
+    drop(journal);
+    let (code, replays) =
+        crate::support::warden_json_on(&root.join("batch.redb"), &["replay", "--all"]);
+    assert_eq!(code, 0, "{replays:#}");
+    let replayed: Vec<&str> = replays
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|r| r["run_id"].as_str().expect("run id"))
+        .collect();
+    assert_eq!(replayed, ids);
+}

@@ -109,7 +109,9 @@ pub use policy::{
     ReviewRules, ReviewTimeout, State, StateKind,
 };
 pub use recording::Divergence;
-pub use replay::{ReplayMode, ReplayOptions, ReplayReport, ReplayVerdict, replay, replay_all};
+pub use replay::{
+    ReplayMode, ReplayOptions, ReplayReport, ReplayVerdict, replay, replay_all, replay_each,
+};
 pub use resolve::{InputSource, NewRun, ResolveError, RunSpec, check_input};
 pub use resume::resume;
 pub use review::{

@@ -42,12 +42,7 @@ pub fn run(db: &Path, args: &Args) -> anyhow::Result<u8> {
     let journal = output::open_read_only(db)?;
     let runs: Vec<String> = match &args.run_id {
         Some(id) => vec![output::run_id(&journal, id)?],
-        None => journal
-            .runs()
-            .map_err(warden::Error::from)?
-            .into_iter()
-            .map(|m| m.run_id)
-            .collect(),
+        None => journal.run_ids().map_err(warden::Error::from)?,
     };
     if let Format::Parquet = args.format {
         let Some(path) = &args.out else {

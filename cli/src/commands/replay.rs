@@ -54,17 +54,20 @@ pub struct Args {
     json: bool,
 }
 
-/// Replays every run, with a progress bar on a terminal: a population of thousands of
-/// runs takes seconds, a counterfactual over it longer.
+/// Replays every run, with a progress bar on a terminal (a population of thousands of
+/// runs takes seconds, a counterfactual over it longer), printing each run's report as
+/// its turn comes (JSON: the array's elements; otherwise the table's rows, then the
+/// count of each verdict): what is held does not grow with the population. Returns the
+/// exit code.
 fn replay_all(
     journal: &warden::Journal,
     options: &ReplayOptions,
     json: bool,
-) -> anyhow::Result<Vec<ReplayReport>> {
-    let runs = journal.runs().map_err(warden::Error::from)?.len();
+) -> anyhow::Result<u8> {
+    let runs = journal.run_count().map_err(warden::Error::from)?;
     let progress = (!json && runs > 1 && std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .then(|| {
-            let bar = indicatif::ProgressBar::new(runs as u64);
+            let bar = indicatif::ProgressBar::new(runs);
             bar.set_style(
                 indicatif::ProgressStyle::with_template(
                     "{bar:40} {pos}/{len} runs replayed  {per_sec}  eta {eta}  {msg}",
@@ -73,20 +76,110 @@ fn replay_all(
             );
             bar
         });
-    let unconfirmed = std::sync::atomic::AtomicUsize::new(0);
-    let reports = warden::replay_all(journal, options, &|report| {
-        if let Some(bar) = &progress {
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut counts = [0usize; VERDICTS.len()];
+    let mut unconfirmed = 0;
+    let mut failed: Option<anyhow::Error> = None;
+    let mut stream =
+        |report: ReplayReport, print: &mut dyn FnMut(&ReplayReport) -> anyhow::Result<()>| {
             if !report.verdict.confirms() {
-                let n = unconfirmed.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                bar.set_message(format!("{n} not confirmed"));
+                unconfirmed += 1;
             }
-            bar.inc(1);
+            if let Some(bar) = &progress {
+                if !report.verdict.confirms() {
+                    bar.set_message(format!("{unconfirmed} not confirmed"));
+                }
+                bar.inc(1);
+            }
+            if let Some(at) = VERDICTS.iter().position(|v| *v == report.verdict) {
+                counts[at] += 1;
+            }
+            match print(&report) {
+                Ok(()) => std::ops::ControlFlow::Continue(()),
+                Err(e) => {
+                    failed = Some(e);
+                    std::ops::ControlFlow::Break(())
+                }
+            }
+        };
+    let replayed = if json {
+        use serde::ser::{SerializeSeq, Serializer};
+        let mut json = serde_json::Serializer::pretty(&mut out);
+        let mut seq = json.serialize_seq(None)?;
+        let replayed = warden::replay_each(journal, options, &mut |report| {
+            stream(report, &mut |report| Ok(seq.serialize_element(report)?))
+        });
+        if replayed.is_ok() && failed.is_none() {
+            seq.end()?;
         }
-    });
+        replayed
+    } else {
+        writeln!(
+            out,
+            "{:<24} {:<20} {:<34} REPLAYED",
+            "RUN", "RESULT", "ORIGINAL"
+        )?;
+        warden::replay_each(journal, options, &mut |report| {
+            stream(report, &mut |report| Ok(table_row(&mut out, report)?))
+        })
+    };
     if let Some(bar) = &progress {
         bar.finish_and_clear();
     }
-    Ok(reports?)
+    replayed?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    if json {
+        writeln!(out)?;
+    } else {
+        let replayed: usize = counts.iter().sum();
+        let mut summary = format!(
+            "{}:",
+            super::run::plural(u32::try_from(replayed).unwrap_or(u32::MAX), "run")
+        );
+        for (verdict, n) in VERDICTS.iter().zip(counts) {
+            if n > 0 {
+                summary.push_str(&format!(" {n} {verdict},"));
+            }
+        }
+        writeln!(out, "{}", summary.trim_end_matches(','))?;
+    }
+    out.flush()?;
+    Ok(if unconfirmed == 0 {
+        output::exit::COMPLETED
+    } else {
+        output::exit::DIVERGED
+    })
+}
+
+/// The verdicts in the order the summary counts them.
+const VERDICTS: [ReplayVerdict; 8] = [
+    ReplayVerdict::Identical,
+    ReplayVerdict::Unchanged,
+    ReplayVerdict::DifferentOutcome,
+    ReplayVerdict::DifferentOutput,
+    ReplayVerdict::NeedsReview,
+    ReplayVerdict::Diverged,
+    ReplayVerdict::Incomplete,
+    ReplayVerdict::CouldNotReplay,
+];
+
+/// One row of the table `warden replay --all` prints.
+fn table_row(out: &mut impl Write, r: &ReplayReport) -> std::io::Result<()> {
+    let original = format!("{} {}", r.original.status, r.original.state);
+    let replayed = r
+        .replayed
+        .as_ref()
+        .map_or_else(|| original.clone(), |o| format!("{} {}", o.status, o.state));
+    writeln!(
+        out,
+        "{:<24} {:<20} {:<34} {}",
+        escape(&r.run_id),
+        r.verdict,
+        escape(&original),
+        escape(&replayed)
+    )
 }
 
 impl Args {
@@ -161,73 +254,21 @@ pub fn run(db: &Path, args: &Args) -> anyhow::Result<u8> {
         }
         None => None,
     };
-    let reports = match args.run_id.as_ref().or(pack_run.as_ref()) {
-        Some(run_id) => vec![warden::replay(
-            &journal,
-            &output::run_id(&journal, run_id)?,
-            &options,
-        )?],
-        None if args.all => replay_all(&journal, &options, args.json)?,
+    let report = match args.run_id.as_ref().or(pack_run.as_ref()) {
+        Some(run_id) => warden::replay(&journal, &output::run_id(&journal, run_id)?, &options)?,
+        None if args.all => return replay_all(&journal, &options, args.json),
         None => return Err(Usage("name a run id, or pass --all".into()).into()),
     };
-    if args.json && args.all {
-        output::print_json(&reports)?;
-    } else if args.json {
-        output::print_json(&reports[0])?;
-    } else if args.all {
-        render_table(&reports)?;
+    if args.json {
+        output::print_json(&report)?;
     } else {
-        render(&reports[0])?;
+        render(&report)?;
     }
-    Ok(if reports.iter().all(|r| r.verdict.confirms()) {
+    Ok(if report.verdict.confirms() {
         output::exit::COMPLETED
     } else {
         output::exit::DIVERGED
     })
-}
-
-fn render_table(reports: &[ReplayReport]) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    writeln!(
-        out,
-        "{:<24} {:<20} {:<34} REPLAYED",
-        "RUN", "RESULT", "ORIGINAL"
-    )?;
-    for r in reports {
-        let original = format!("{} {}", r.original.status, r.original.state);
-        let replayed = r
-            .replayed
-            .as_ref()
-            .map_or_else(|| original.clone(), |o| format!("{} {}", o.status, o.state));
-        writeln!(
-            out,
-            "{:<24} {:<20} {:<34} {}",
-            escape(&r.run_id),
-            r.verdict,
-            escape(&original),
-            escape(&replayed)
-        )?;
-    }
-    let count = |verdict: ReplayVerdict| reports.iter().filter(|r| r.verdict == verdict).count();
-    let runs = u32::try_from(reports.len()).unwrap_or(u32::MAX);
-    let mut summary = format!("{}:", super::run::plural(runs, "run"));
-    for verdict in [
-        ReplayVerdict::Identical,
-        ReplayVerdict::Unchanged,
-        ReplayVerdict::DifferentOutcome,
-        ReplayVerdict::DifferentOutput,
-        ReplayVerdict::NeedsReview,
-        ReplayVerdict::Diverged,
-        ReplayVerdict::Incomplete,
-        ReplayVerdict::CouldNotReplay,
-    ] {
-        let n = count(verdict);
-        if n > 0 {
-            summary.push_str(&format!(" {n} {verdict},"));
-        }
-    }
-    writeln!(out, "{}", summary.trim_end_matches(','))?;
-    Ok(())
 }
 
 fn render(r: &ReplayReport) -> anyhow::Result<()> {

@@ -148,6 +148,16 @@ impl Journal {
         Ok(storage)
     }
 
+    /// Number of runs (rows of table `runs`).
+    ///
+    /// # Errors
+    /// redb errors.
+    pub fn run_count(&self) -> Result<u64, JournalError> {
+        let tx = self.read()?;
+        let runs = tx.open_table(RUNS).map_err(|e| self.err(e))?;
+        runs.len().map_err(|e| self.err(e))
+    }
+
     /// Number of distinct memory pages stored (shared by all runs).
     ///
     /// # Errors

@@ -11,7 +11,8 @@
 mod counterfactual;
 
 use std::fmt;
-use std::sync::Arc;
+use std::ops::ControlFlow;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 use serde::Serialize;
 
@@ -230,34 +231,73 @@ fn replay_checked(
 
 /// Replays every run of the journal, oldest first, on one thread per processor (replays
 /// only read). A run that cannot be replayed is a report with that verdict, never the end
-/// of the list. `progress` sees each report as it is made, on the thread that made it.
+/// of the list. `progress` sees each report as it is made, in order. Holds every report:
+/// over a large population, [`replay_each`] hands each on instead.
 ///
 /// # Errors
-/// Journal errors reading the list of runs, or a run's summary that could be read when
-/// the runs were listed and no longer can.
+/// As [`replay_each`].
 pub fn replay_all(
     journal: &Journal,
     options: &ReplayOptions,
     progress: &(dyn Fn(&ReplayReport) + Sync),
 ) -> Result<Vec<ReplayReport>, Error> {
+    let mut reports = Vec::new();
+    replay_each(journal, options, &mut |report| {
+        progress(&report);
+        reports.push(report);
+        ControlFlow::Continue(())
+    })?;
+    Ok(reports)
+}
+
+/// How many runs the workers may replay ahead of the oldest whose report is not yet
+/// handed on: what bounds the reports held at once, whatever the population.
+const AHEAD: usize = 256;
+
+/// Replays every run of the journal on one thread per processor, as [`replay_all`] does,
+/// and hands each report to `each` in the order of the runs (oldest first) as soon as the
+/// runs before it are done, holding at most a few hundred reports at once. `each` returns
+/// [`ControlFlow::Break`] to stop (a closed output, say): the runs in flight end, no
+/// others start.
+///
+/// # Errors
+/// Journal errors reading the list of runs, or a run's summary that could be read when
+/// the runs were listed and no longer can.
+pub fn replay_each(
+    journal: &Journal,
+    options: &ReplayOptions,
+    each: &mut dyn FnMut(ReplayReport) -> ControlFlow<()>,
+) -> Result<(), Error> {
     // The ids only: each run's summary is read when it is replayed.
     let runs = journal.run_ids()?;
     let workers = std::thread::available_parallelism()
         .map_or(1, std::num::NonZeroUsize::get)
         .min(runs.len().max(1));
-    let next = std::sync::atomic::AtomicUsize::new(0);
     let checked = Checked::default();
-    let slots: Vec<std::sync::Mutex<Option<Result<ReplayReport, Error>>>> =
-        runs.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    // (the next run to take, the number of reports handed on, whether to stop)
+    let window = Mutex::new((0usize, 0usize, false));
+    let moved = Condvar::new();
+    let lock = || window.lock().unwrap_or_else(PoisonError::into_inner);
+    let (done, reports) = std::sync::mpsc::channel::<(usize, Result<ReplayReport, Error>)>();
     std::thread::scope(|scope| {
         for _ in 0..workers {
-            scope.spawn(|| {
+            let done = done.clone();
+            let (runs, checked, moved) = (&runs, &checked, &moved);
+            scope.spawn(move || {
                 loop {
-                    let at = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(run_id) = runs.get(at) else {
-                        break;
+                    let at = {
+                        let mut window = lock();
+                        while !window.2 && window.0 < runs.len() && window.0 >= window.1 + AHEAD {
+                            window = moved.wait(window).unwrap_or_else(PoisonError::into_inner);
+                        }
+                        if window.2 || window.0 >= runs.len() {
+                            break;
+                        }
+                        window.0 += 1;
+                        window.0 - 1
                     };
-                    let report = replay_checked(journal, run_id, options, &checked).or_else(|e| {
+                    let run_id = &runs[at];
+                    let report = replay_checked(journal, run_id, options, checked).or_else(|e| {
                         let why = Divergence::at_end(
                             "a run that can be read from the journal",
                             crate::error::chain(&e),
@@ -266,20 +306,38 @@ pub fn replay_all(
                         let meta = journal.run(run_id)?;
                         Ok(ReplayReport::could_not_replay(&meta, options.mode(), why))
                     });
-                    if let Ok(report) = &report {
-                        progress(report);
-                    }
-                    if let Ok(mut slot) = slots[at].lock() {
-                        *slot = Some(report);
+                    if done.send((at, report)).is_err() {
+                        break;
                     }
                 }
             });
         }
-    });
-    slots
-        .into_iter()
-        .filter_map(|slot| slot.into_inner().ok().flatten())
-        .collect()
+        drop(done);
+        let mut waiting = std::collections::BTreeMap::new();
+        let mut next = 0;
+        let mut result = Ok(());
+        'handing: for (at, report) in reports {
+            waiting.insert(at, report);
+            while let Some(report) = waiting.remove(&next) {
+                next += 1;
+                lock().1 = next;
+                moved.notify_all();
+                let stop = match report {
+                    Ok(report) => each(report).is_break(),
+                    Err(e) => {
+                        result = Err(e);
+                        true
+                    }
+                };
+                if stop {
+                    lock().2 = true;
+                    moved.notify_all();
+                    break 'handing;
+                }
+            }
+        }
+        result
+    })
 }
 
 /// The report of an exact replay that failed before the first step (`what`: the input
