@@ -164,26 +164,36 @@ pub fn batch(
     workers: usize,
     done: &(dyn Fn(&BatchLine) + Sync),
 ) -> Result<Vec<BatchLine>, Error> {
-    let key = |input: &Digest| {
-        (
-            template.agent.hash,
-            template.policy.hash(),
-            template.bindings.hash(),
-            *input,
-        )
-    };
-    let mut existing: HashMap<_, (String, Outcome)> = HashMap::new();
-    for meta in journal.runs()? {
-        if meta.parent.is_none() {
-            existing.insert(
-                (meta.agent, meta.policy, meta.bindings, meta.input),
-                (meta.run_id, meta.outcome),
-            );
-        }
-    }
+    let deployed = (
+        template.agent.hash,
+        template.policy.hash(),
+        template.bindings.hash(),
+    );
+    let key = |input: &Digest| (deployed.0, deployed.1, deployed.2, *input);
     let digests: Vec<Digest> = inputs
         .iter()
         .map(|i| Digest::of(domain::BLOB, i.input.as_bytes()))
+        .collect();
+    // The runs already recorded of this agent, policy and bindings on these inputs (the
+    // newest of each), read one summary at a time: what is held follows the batch, not
+    // the journal.
+    let wanted: std::collections::HashSet<&Digest> = digests.iter().collect();
+    let mut existing: HashMap<_, (u64, String, Outcome)> = HashMap::new();
+    journal.each_run(&mut |meta| {
+        let run_key = (meta.agent, meta.policy, meta.bindings, meta.input);
+        if meta.parent.is_none()
+            && wanted.contains(&meta.input)
+            && run_key == key(&meta.input)
+            && existing
+                .get(&run_key)
+                .is_none_or(|(created, id, _)| (*created, id) < (meta.created_ms, &meta.run_id))
+        {
+            existing.insert(run_key, (meta.created_ms, meta.run_id, meta.outcome));
+        }
+    })?;
+    let existing: HashMap<_, (String, Outcome)> = existing
+        .into_iter()
+        .map(|(run_key, (_, id, outcome))| (run_key, (id, outcome)))
         .collect();
     let mut first_of: HashMap<Digest, usize> = HashMap::new();
     let lines: Vec<Mutex<Option<BatchLine>>> = inputs.iter().map(|_| Mutex::new(None)).collect();

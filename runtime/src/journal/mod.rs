@@ -438,15 +438,25 @@ impl Journal {
     /// # Errors
     /// redb or decoding errors.
     pub fn runs(&self) -> Result<Vec<RunMeta>, JournalError> {
-        let tx = self.read()?;
-        let runs = tx.open_table(RUNS).map_err(|e| self.err(e))?;
         let mut out = Vec::new();
-        for entry in runs.iter().map_err(|e| self.err(e))? {
-            let (key, value) = entry.map_err(|e| self.err(e))?;
-            out.push(self.decode_meta(key.value(), value.value())?);
-        }
+        self.each_run(&mut |meta| out.push(meta))?;
         out.sort_by(|a, b| (a.created_ms, &a.run_id).cmp(&(b.created_ms, &b.run_id)));
         Ok(out)
+    }
+
+    /// Every run's summary, handed to `each` one at a time in the order of their ids
+    /// (not held together).
+    ///
+    /// # Errors
+    /// redb or decoding errors.
+    pub fn each_run(&self, each: &mut dyn FnMut(RunMeta)) -> Result<(), JournalError> {
+        let tx = self.read()?;
+        let runs = tx.open_table(RUNS).map_err(|e| self.err(e))?;
+        for entry in runs.iter().map_err(|e| self.err(e))? {
+            let (key, value) = entry.map_err(|e| self.err(e))?;
+            each(self.decode_meta(key.value(), value.value())?);
+        }
+        Ok(())
     }
 
     /// Every run's id, oldest first, as [`Journal::runs`] lists them, without holding
@@ -455,14 +465,8 @@ impl Journal {
     /// # Errors
     /// redb or decoding errors.
     pub fn run_ids(&self) -> Result<Vec<String>, JournalError> {
-        let tx = self.read()?;
-        let runs = tx.open_table(RUNS).map_err(|e| self.err(e))?;
         let mut out = Vec::new();
-        for entry in runs.iter().map_err(|e| self.err(e))? {
-            let (key, value) = entry.map_err(|e| self.err(e))?;
-            let meta = self.decode_meta(key.value(), value.value())?;
-            out.push((meta.created_ms, meta.run_id));
-        }
+        self.each_run(&mut |meta| out.push((meta.created_ms, meta.run_id)))?;
         out.sort();
         Ok(out.into_iter().map(|(_, id)| id).collect())
     }
