@@ -518,6 +518,44 @@ fn summaries_moved_undecodable_or_back_dated_and_appended_bytes_are_reported() {
     let (code, audit) = journal.audit(&copy);
     assert_eq!(code, 12, "{audit:#}");
     broken(&audit, "zzzz-hidden");
+    // ... and `replay --all` reports it as a run it could not replay, replaying the others
+    // (found by a reviewer: the streaming replay looked the summary up by the run id it
+    // names, not the key it is under, and stopped with an error).
+    let replay = |copy: &Path| {
+        warden(
+            journal.dir.path(),
+            &[
+                "--db",
+                copy.to_str().expect("utf-8"),
+                "replay",
+                "--all",
+                "--json",
+            ],
+        )
+    };
+    let out = replay(&copy);
+    assert_eq!(out.status.code(), Some(12), "{}", text(&out));
+    let reports = json(&out);
+    let verdicts: Vec<(&str, &str)> = reports
+        .as_array()
+        .expect("reports")
+        .iter()
+        .map(|r| {
+            (
+                r["run_id"].as_str().expect("id"),
+                r["verdict"].as_str().expect("verdict"),
+            )
+        })
+        .collect();
+    assert!(
+        verdicts.contains(&(run.as_str(), "could_not_replay")),
+        "{verdicts:?}"
+    );
+    assert!(
+        verdicts.contains(&(journal.reviewed.as_str(), "identical")),
+        "{verdicts:?}"
+    );
+    assert_eq!(verdicts.len(), 3, "{verdicts:?}");
     // Undecodable: named, exit 12 (not a host error).
     let (_d, copy) = journal.copy();
     write(&copy, RUNS, |table| {
@@ -528,6 +566,10 @@ fn summaries_moved_undecodable_or_back_dated_and_appended_bytes_are_reported() {
     let (code, audit) = journal.audit(&copy);
     assert_eq!(code, 12, "{audit:#}");
     broken(&audit, &run);
+    // `replay --all` cannot list the runs: an error, and nothing half-printed.
+    let out = replay(&copy);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(out.stdout.is_empty(), "{}", text(&out));
     // ... and the listing still lists the other runs, naming this one (exit 12).
     let out = warden(
         journal.dir.path(),

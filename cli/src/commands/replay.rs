@@ -80,49 +80,33 @@ fn replay_all(
     let mut counts = [0usize; VERDICTS.len()];
     let mut unconfirmed = 0;
     let mut failed: Option<anyhow::Error> = None;
-    let mut stream =
-        |report: ReplayReport, print: &mut dyn FnMut(&ReplayReport) -> anyhow::Result<()>| {
-            if !report.verdict.confirms() {
-                unconfirmed += 1;
-            }
-            if let Some(bar) = &progress {
-                if !report.verdict.confirms() {
-                    bar.set_message(format!("{unconfirmed} not confirmed"));
-                }
-                bar.inc(1);
-            }
-            if let Some(at) = VERDICTS.iter().position(|v| *v == report.verdict) {
-                counts[at] += 1;
-            }
-            match print(&report) {
-                Ok(()) => std::ops::ControlFlow::Continue(()),
-                Err(e) => {
-                    failed = Some(e);
-                    std::ops::ControlFlow::Break(())
-                }
-            }
-        };
-    let replayed = if json {
-        use serde::ser::{SerializeSeq, Serializer};
-        let mut json = serde_json::Serializer::pretty(&mut out);
-        let mut seq = json.serialize_seq(None)?;
-        let replayed = warden::replay_each(journal, options, &mut |report| {
-            stream(report, &mut |report| Ok(seq.serialize_element(report)?))
-        });
-        if replayed.is_ok() && failed.is_none() {
-            seq.end()?;
+    // Nothing is printed before the first report: a journal whose runs cannot be listed
+    // is an error with nothing on standard output.
+    let mut printed = 0usize;
+    let replayed = warden::replay_each(journal, options, &mut |report| {
+        if !report.verdict.confirms() {
+            unconfirmed += 1;
         }
-        replayed
-    } else {
-        writeln!(
-            out,
-            "{:<24} {:<20} {:<34} REPLAYED",
-            "RUN", "RESULT", "ORIGINAL"
-        )?;
-        warden::replay_each(journal, options, &mut |report| {
-            stream(report, &mut |report| Ok(table_row(&mut out, report)?))
-        })
-    };
+        if let Some(bar) = &progress {
+            if !report.verdict.confirms() {
+                bar.set_message(format!("{unconfirmed} not confirmed"));
+            }
+            bar.inc(1);
+        }
+        if let Some(at) = VERDICTS.iter().position(|v| *v == report.verdict) {
+            counts[at] += 1;
+        }
+        match print_report(&mut out, &report, json, printed == 0) {
+            Ok(()) => {
+                printed += 1;
+                std::ops::ControlFlow::Continue(())
+            }
+            Err(e) => {
+                failed = Some(e);
+                std::ops::ControlFlow::Break(())
+            }
+        }
+    });
     if let Some(bar) = &progress {
         bar.finish_and_clear();
     }
@@ -131,12 +115,14 @@ fn replay_all(
         return Err(e);
     }
     if json {
-        writeln!(out)?;
+        writeln!(out, "{}", if printed == 0 { "[]" } else { "\n]" })?;
     } else {
-        let replayed: usize = counts.iter().sum();
+        if printed == 0 {
+            table_header(&mut out)?;
+        }
         let mut summary = format!(
             "{}:",
-            super::run::plural(u32::try_from(replayed).unwrap_or(u32::MAX), "run")
+            super::run::plural(u32::try_from(printed).unwrap_or(u32::MAX), "run")
         );
         for (verdict, n) in VERDICTS.iter().zip(counts) {
             if n > 0 {
@@ -164,6 +150,41 @@ const VERDICTS: [ReplayVerdict; 8] = [
     ReplayVerdict::Incomplete,
     ReplayVerdict::CouldNotReplay,
 ];
+
+/// One report of `warden replay --all`: an element of the JSON array `print_json` would
+/// print for them all (opening it if `first`), or a row of the table (after its head).
+fn print_report(
+    out: &mut impl Write,
+    report: &ReplayReport,
+    json: bool,
+    first: bool,
+) -> anyhow::Result<()> {
+    if json {
+        let element = serde_json::to_string_pretty(report)?;
+        writeln!(out, "{}", if first { "[" } else { "," })?;
+        for (n, line) in element.lines().enumerate() {
+            if n > 0 {
+                writeln!(out)?;
+            }
+            write!(out, "  {line}")?;
+        }
+    } else {
+        if first {
+            table_header(out)?;
+        }
+        table_row(out, report)?;
+    }
+    Ok(())
+}
+
+/// The head of the table `warden replay --all` prints.
+fn table_header(out: &mut impl Write) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{:<24} {:<20} {:<34} REPLAYED",
+        "RUN", "RESULT", "ORIGINAL"
+    )
+}
 
 /// One row of the table `warden replay --all` prints.
 fn table_row(out: &mut impl Write, r: &ReplayReport) -> std::io::Result<()> {

@@ -438,8 +438,24 @@ impl Journal {
     /// # Errors
     /// redb or decoding errors.
     pub fn runs(&self) -> Result<Vec<RunMeta>, JournalError> {
+        self.runs_where(|_| true)
+    }
+
+    /// The runs whose summary `keep` accepts, oldest first, holding only those (the
+    /// runs awaiting review, say, out of every run the journal holds).
+    ///
+    /// # Errors
+    /// redb or decoding errors.
+    pub fn runs_where(
+        &self,
+        keep: impl Fn(&RunMeta) -> bool,
+    ) -> Result<Vec<RunMeta>, JournalError> {
         let mut out = Vec::new();
-        self.each_run(&mut |meta| out.push(meta))?;
+        self.each_run(&mut |meta| {
+            if keep(&meta) {
+                out.push(meta);
+            }
+        })?;
         out.sort_by(|a, b| (a.created_ms, &a.run_id).cmp(&(b.created_ms, &b.run_id)));
         Ok(out)
     }
@@ -465,10 +481,22 @@ impl Journal {
     /// # Errors
     /// redb or decoding errors.
     pub fn run_ids(&self) -> Result<Vec<String>, JournalError> {
+        Ok(self.run_keys()?.into_iter().map(|(_, id)| id).collect())
+    }
+
+    /// [`Journal::run_ids`], each with the key its summary is stored under (another, in a
+    /// journal whose summary was moved: the audit reports it), to read it again by.
+    pub(crate) fn run_keys(&self) -> Result<Vec<(String, String)>, JournalError> {
+        let tx = self.read()?;
+        let runs = tx.open_table(RUNS).map_err(|e| self.err(e))?;
         let mut out = Vec::new();
-        self.each_run(&mut |meta| out.push((meta.created_ms, meta.run_id)))?;
+        for entry in runs.iter().map_err(|e| self.err(e))? {
+            let (key, value) = entry.map_err(|e| self.err(e))?;
+            let meta = self.decode_meta(key.value(), value.value())?;
+            out.push((meta.created_ms, meta.run_id, key.value().to_string()));
+        }
         out.sort();
-        Ok(out.into_iter().map(|(_, id)| id).collect())
+        Ok(out.into_iter().map(|(_, id, key)| (key, id)).collect())
     }
 
     /// Every key of the `runs` table, oldest first (by the time its summary says the run

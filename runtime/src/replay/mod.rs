@@ -268,8 +268,9 @@ pub fn replay_each(
     options: &ReplayOptions,
     each: &mut dyn FnMut(ReplayReport) -> ControlFlow<()>,
 ) -> Result<(), Error> {
-    // The ids only: each run's summary is read when it is replayed.
-    let runs = journal.run_ids()?;
+    // The ids only (and the key each summary is under): each summary is read when its
+    // run is replayed.
+    let runs = journal.run_keys()?;
     let workers = std::thread::available_parallelism()
         .map_or(1, std::num::NonZeroUsize::get)
         .min(runs.len().max(1));
@@ -296,14 +297,15 @@ pub fn replay_each(
                         window.0 += 1;
                         window.0 - 1
                     };
-                    let run_id = &runs[at];
+                    let (key, run_id) = &runs[at];
                     let report = replay_checked(journal, run_id, options, checked).or_else(|e| {
                         let why = Divergence::at_end(
                             "a run that can be read from the journal",
                             crate::error::chain(&e),
                         );
-                        // Its summary was read a moment ago, listing the runs.
-                        let meta = journal.run(run_id)?;
+                        // Its summary was read a moment ago, listing the runs, under its
+                        // key (a summary moved to another key names a run not found).
+                        let meta = journal.run(key)?;
                         Ok(ReplayReport::could_not_replay(&meta, options.mode(), why))
                     });
                     if done.send((at, report)).is_err() {

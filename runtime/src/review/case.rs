@@ -256,10 +256,7 @@ pub fn case_file(journal: &Journal, run_id: &str) -> Result<CaseFile, Error> {
 /// Journal errors.
 pub fn queue(journal: &Journal) -> Result<Vec<QueueEntry>, Error> {
     let mut entries = Vec::new();
-    for meta in journal.runs()? {
-        if meta.status() != Status::AwaitingReview {
-            continue;
-        }
+    for meta in journal.runs_where(|meta| meta.status() == Status::AwaitingReview)? {
         let records = journal.records(&meta.run_id)?;
         let Some(case) = awaiting(&records) else {
             continue;

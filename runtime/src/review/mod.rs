@@ -344,10 +344,7 @@ pub fn decide(journal: &Journal, request: &ReviewRequest<'_>) -> Result<ReviewOu
 /// error-free refusal to act is not possible: it is reported by `warden verify`).
 pub fn expire(journal: &Journal, now_ms: u64) -> Result<Vec<ReviewOutcome>, Error> {
     let mut outcomes = Vec::new();
-    for meta in journal.runs()? {
-        if meta.status() != Status::AwaitingReview {
-            continue;
-        }
+    for meta in journal.runs_where(|meta| meta.status() == Status::AwaitingReview)? {
         let Ok(stored) = load(journal, &meta.run_id, "expired") else {
             continue;
         };
