@@ -287,6 +287,17 @@ fn a_population_larger_than_the_replay_window_is_reported_once_each_in_order() {
     })
     .expect("replay");
     assert_eq!(first, ids[..5]);
+    // A consumer that panics ends the replay with its panic: the workers, by then waiting
+    // for room (the first report is taken slowly, while they run ahead), are told to
+    // stop, not left waiting for it.
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        warden::replay_each(&journal, &warden::ReplayOptions::default(), &mut |_| {
+            std::thread::sleep(std::time::Duration::from_secs(6));
+            panic!("the consumer fails")
+        })
+        .is_ok()
+    }));
+    assert!(panicked.is_err());
     drop(journal);
     let (code, replays) =
         crate::support::warden_json_on(&root.join("batch.redb"), &["replay", "--all"]);

@@ -283,8 +283,15 @@ pub fn replay_each(
     std::thread::scope(|scope| {
         for _ in 0..workers {
             let done = done.clone();
-            let (runs, checked, moved) = (&runs, &checked, &moved);
+            let (runs, checked, window, moved) = (&runs, &checked, &window, &moved);
             scope.spawn(move || {
+                // A worker that panics stops the others, which would otherwise wait
+                // for its report forever.
+                let _stop = StopOnDrop {
+                    window,
+                    moved,
+                    panicking_only: true,
+                };
                 loop {
                     let at = {
                         let mut window = lock();
@@ -315,6 +322,13 @@ pub fn replay_each(
             });
         }
         drop(done);
+        // However this ends (`each` stopped, an error, a panic in `each`), the workers
+        // waiting for room are woken and stop.
+        let _stop = StopOnDrop {
+            window: &window,
+            moved: &moved,
+            panicking_only: false,
+        };
         let mut waiting = std::collections::BTreeMap::new();
         let mut next = 0;
         let mut result = Ok(());
@@ -332,14 +346,29 @@ pub fn replay_each(
                     }
                 };
                 if stop {
-                    lock().2 = true;
-                    moved.notify_all();
                     break 'handing;
                 }
             }
         }
         result
     })
+}
+
+/// Tells the workers of [`replay_each`] to stop when dropped (with `panicking_only`, only
+/// when dropped by a panic).
+struct StopOnDrop<'a> {
+    window: &'a Mutex<(usize, usize, bool)>,
+    moved: &'a Condvar,
+    panicking_only: bool,
+}
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        if !self.panicking_only || std::thread::panicking() {
+            self.window.lock().unwrap_or_else(PoisonError::into_inner).2 = true;
+            self.moved.notify_all();
+        }
+    }
 }
 
 /// The report of an exact replay that failed before the first step (`what`: the input
