@@ -466,13 +466,10 @@ impl Journal {
     /// # Errors
     /// redb or decoding errors.
     pub fn each_run(&self, each: &mut dyn FnMut(RunMeta)) -> Result<(), JournalError> {
-        let tx = self.read()?;
-        let runs = tx.open_table(RUNS).map_err(|e| self.err(e))?;
-        for entry in runs.iter().map_err(|e| self.err(e))? {
-            let (key, value) = entry.map_err(|e| self.err(e))?;
-            each(self.decode_meta(key.value(), value.value())?);
-        }
-        Ok(())
+        self.each_row(|_, meta| {
+            each(meta?);
+            Ok(())
+        })
     }
 
     /// Every run's id, oldest first, as [`Journal::runs`] lists them, without holding
@@ -487,14 +484,12 @@ impl Journal {
     /// [`Journal::run_ids`], each with the key its summary is stored under (another, in a
     /// journal whose summary was moved: the audit reports it), to read it again by.
     pub(crate) fn run_keys(&self) -> Result<Vec<(String, String)>, JournalError> {
-        let tx = self.read()?;
-        let runs = tx.open_table(RUNS).map_err(|e| self.err(e))?;
         let mut out = Vec::new();
-        for entry in runs.iter().map_err(|e| self.err(e))? {
-            let (key, value) = entry.map_err(|e| self.err(e))?;
-            let meta = self.decode_meta(key.value(), value.value())?;
-            out.push((meta.created_ms, meta.run_id, key.value().to_string()));
-        }
+        self.each_row(|key, meta| {
+            let meta = meta?;
+            out.push((meta.created_ms, meta.run_id, key.to_string()));
+            Ok(())
+        })?;
         out.sort();
         Ok(out.into_iter().map(|(_, id, key)| (key, id)).collect())
     }
@@ -503,16 +498,11 @@ impl Journal {
     /// was created, 0 for a summary that does not decode, then by key): the order in
     /// which the audit reads the summaries again, one at a time.
     pub(super) fn run_keys_by_age(&self) -> Result<Vec<String>, JournalError> {
-        let tx = self.read()?;
-        let runs = tx.open_table(RUNS).map_err(|e| self.err(e))?;
         let mut out = Vec::new();
-        for entry in runs.iter().map_err(|e| self.err(e))? {
-            let (key, value) = entry.map_err(|e| self.err(e))?;
-            let created = self
-                .decode_meta(key.value(), value.value())
-                .map_or(0, |meta| meta.created_ms);
-            out.push((created, key.value().to_string()));
-        }
+        self.each_row(|key, meta| {
+            out.push((meta.map_or(0, |meta| meta.created_ms), key.to_string()));
+            Ok(())
+        })?;
         out.sort();
         Ok(out.into_iter().map(|(_, id)| id).collect())
     }
@@ -524,17 +514,27 @@ impl Journal {
     /// # Errors
     /// redb errors.
     pub fn run_rows(&self) -> Result<Vec<RunRow>, JournalError> {
+        let mut out = Vec::new();
+        self.each_row(|key, meta| {
+            out.push((key.to_string(), meta));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Every row of the `runs` table, one at a time: its key and its summary decoded, or
+    /// why it does not decode. `each` ends the walk by returning an error.
+    fn each_row(
+        &self,
+        mut each: impl FnMut(&str, Result<RunMeta, JournalError>) -> Result<(), JournalError>,
+    ) -> Result<(), JournalError> {
         let tx = self.read()?;
         let runs = tx.open_table(RUNS).map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
         for entry in runs.iter().map_err(|e| self.err(e))? {
             let (key, value) = entry.map_err(|e| self.err(e))?;
-            out.push((
-                key.value().to_string(),
-                self.decode_meta(key.value(), value.value()),
-            ));
+            each(key.value(), self.decode_meta(key.value(), value.value()))?;
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Every record of a run with its digest (stored beside it up to format 4, computed
