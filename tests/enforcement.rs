@@ -215,11 +215,13 @@ fn an_interrupted_runs_progress_must_match_its_records() {
         .len() as u64;
     let (_dir, copy) = copy_db(&sandbox.db());
     // Dropping the outcome leaves a chain that checks out; the transparency log holds the
-    // record that was dropped, and names it.
+    // head of the commit that held it, and names that commit.
+    let commit = crate::support::tamper::commit_of(&copy, &report.run_id, records - 1);
     truncate(&copy, &report.run_id, records - 1, |_| {});
     let (code, verified) = warden_json_on(&copy, &["verify", &report.run_id]);
     assert_eq!(code, 12, "{verified:#}");
-    assert_eq!(verified["runs"][0]["record"], records - 1, "{verified:#}");
+    // The commit that held the dropped record is named, at its first record.
+    assert_eq!(verified["runs"][0]["record"], commit, "{verified:#}");
     assert!(
         verified["runs"][0]["problem"]
             .as_str()

@@ -196,12 +196,16 @@ fn every_insider_tampering_is_detected_naming_the_run_and_the_first_bad_record()
         (journal.run(&victim).expect("run").input, content)
     };
 
+    // A format-6 commit is chained as a whole: an altered record is named at the first
+    // record of its commit.
+    let middle_commit = crate::support::tamper::commit_of(&db, &victim, middle);
+    let content_commit = crate::support::tamper::commit_of(&db, &victim, content);
     let v = victim.clone();
     let cases: Vec<(&str, String, u64, Attack)> = vec![
         (
             "edit one record",
             victim.clone(),
-            middle,
+            middle_commit,
             Box::new({
                 let v = v.clone();
                 move |db| {
@@ -217,7 +221,7 @@ fn every_insider_tampering_is_detected_naming_the_run_and_the_first_bad_record()
         (
             "edit one record's content and re-seal the chain",
             victim.clone(),
-            content,
+            content_commit,
             Box::new({
                 let v = v.clone();
                 move |db| {
@@ -243,7 +247,7 @@ fn every_insider_tampering_is_detected_naming_the_run_and_the_first_bad_record()
         (
             "delete one record and re-seal",
             victim.clone(),
-            middle,
+            middle_commit,
             Box::new({
                 let v = v.clone();
                 move |db| {
@@ -256,7 +260,7 @@ fn every_insider_tampering_is_detected_naming_the_run_and_the_first_bad_record()
         (
             "insert one record and re-seal",
             victim.clone(),
-            middle,
+            middle_commit,
             Box::new({
                 let v = v.clone();
                 move |db| {
@@ -270,7 +274,7 @@ fn every_insider_tampering_is_detected_naming_the_run_and_the_first_bad_record()
         (
             "reorder two records and re-seal",
             victim.clone(),
-            middle,
+            middle_commit,
             Box::new({
                 let v = v.clone();
                 move |db| {
@@ -443,19 +447,16 @@ fn attacks_on_the_log_itself_are_detected_by_the_key_or_the_kept_head() {
             record.at_ms -= a_year_ms();
         }
     });
-    let records = Journal::open_read_only(&copy)
-        .expect("journal")
-        .stored_records(&victim)
-        .expect("records");
+    let heads = crate::support::tamper::heads(&copy, &victim);
     rewrite_log(
         &copy,
         |entries| {
             for entry in entries.iter_mut().filter(|e| e.run_id == victim) {
-                let first = entry.first_record() as usize;
-                for (offset, digest) in entry.digests.iter_mut().enumerate() {
-                    *digest = records[first + offset].1;
-                }
-                entry.head = *entry.digests.last().expect("digests");
+                entry.head = heads
+                    .iter()
+                    .find(|(end, _)| *end == entry.records)
+                    .expect("a commit ends where the entry does")
+                    .1;
                 let signature = forger
                     .sign(warden::RUN_HEAD_DOMAIN, &entry.signed_bytes())
                     .expect("sign");

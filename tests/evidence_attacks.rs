@@ -284,8 +284,7 @@ fn cut_back(pack: &Path, run_id: &str, keep: usize, strip_attestation: bool) {
     {
         let mut table = tx.open_table(RECORDS).expect("records");
         let all = read_records(&table, run_id);
-        write_records(&mut table, run_id, &all[..records as usize]);
-        head = all[records as usize - 1].1;
+        head = write_records(&mut table, run_id, &all[..records as usize], true);
         at_ms = all[records as usize - 1].0.at_ms;
     }
     tx.commit().expect("commit");

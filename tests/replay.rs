@@ -29,7 +29,7 @@ fn run_loan(sandbox: &Sandbox, file: &str) -> String {
 }
 
 #[test]
-fn an_edited_tool_response_fails_replay_at_exactly_that_call() {
+fn an_edited_tool_response_fails_replay_at_its_commit() {
     let sandbox = Sandbox::new();
     let run_id = run_loan(&sandbox, "01-prime-approve.json");
     let (_dir, copy) = crate::support::tamper::copy_db(&sandbox.db());
@@ -61,15 +61,25 @@ fn an_edited_tool_response_fails_replay_at_exactly_that_call() {
         report["verdict"], "could_not_replay",
         "a broken chain is no recording"
     );
-    assert_eq!(report["divergence"]["record"], edited, "{report:#}");
-    assert_eq!(
-        report["divergence"]["call"],
-        json!(bureau_call.expect("bureau call"))
-    );
+    // The commit that holds the edited response is named, at its first record.
+    let commit = crate::support::tamper::commit_of(&copy, &run_id, edited);
+    assert_eq!(report["divergence"]["record"], commit, "{report:#}");
     let actual = report["divergence"]["actual"].as_str().expect("actual");
     assert!(
-        actual.contains("altered") && actual.contains("812"),
+        actual.contains("altered") && actual.contains(&format!("records {commit} to ")),
         "{actual}"
+    );
+    // Replay from the record names the forged answer exactly: `show` of the commit reads
+    // it as it now is.
+    let records = Journal::open_read_only(&copy)
+        .expect("journal")
+        .records(&run_id)
+        .expect("records");
+    assert!(
+        records[edited as usize].body.describe().contains("812")
+            && matches!(records[edited as usize].body, RecordBody::HostResponse { call, .. } if Some(call) == bureau_call),
+        "{:?}",
+        records[edited as usize]
     );
     // The original database is untouched and still replays.
     let (code, _) = sandbox.warden_json(&["replay", &run_id]);
@@ -77,7 +87,7 @@ fn an_edited_tool_response_fails_replay_at_exactly_that_call() {
 }
 
 #[test]
-fn a_resealed_forgery_of_a_host_answer_is_refused_by_verify_and_replay_at_exactly_that_record() {
+fn a_resealed_forgery_of_a_host_answer_is_refused_by_verify_and_replay_at_its_commit() {
     let sandbox = Sandbox::new();
     let run_id = run_loan(&sandbox, "01-prime-approve.json");
     let (_dir, copy) = crate::support::tamper::copy_db(&sandbox.db());
@@ -98,8 +108,10 @@ fn a_resealed_forgery_of_a_host_answer_is_refused_by_verify_and_replay_at_exactl
     // The chain checks out, but the transparency log holds the record as committed.
     let (code, verification) = warden_on(&copy, &["verify", &run_id]);
     assert_eq!(code, 12, "a resealed chain is caught: {verification:#}");
+    let commit = crate::support::tamper::commit_of(&copy, &run_id, edited);
+    assert!(commit <= edited);
     assert_eq!(
-        verification["runs"][0]["record"], edited,
+        verification["runs"][0]["record"], commit,
         "{verification:#}"
     );
     // Replay holds the journal to the log first: no recording is taken from a forgery.
@@ -107,12 +119,12 @@ fn a_resealed_forgery_of_a_host_answer_is_refused_by_verify_and_replay_at_exactl
     assert_eq!(code, 12, "{report:#}");
     assert_eq!(report["verdict"], "could_not_replay", "{report:#}");
     let divergence = &report["divergence"];
-    assert_eq!(divergence["record"], edited, "{report:#}");
+    assert_eq!(divergence["record"], commit, "{report:#}");
     assert!(
         divergence["actual"]
             .as_str()
             .expect("actual")
-            .contains("state approved"),
+            .contains(&format!("records {commit} to ")),
         "{report:#}"
     );
     let text = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
@@ -123,7 +135,7 @@ fn a_resealed_forgery_of_a_host_answer_is_refused_by_verify_and_replay_at_exactl
         .expect("run");
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(
-        text.contains("COULD NOT REPLAY") && text.contains(&format!("record {edited}")),
+        text.contains("COULD NOT REPLAY") && text.contains(&format!("record {commit}")),
         "{text}"
     );
 }

@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 pub mod domain {
     /// A journal record: `Record::digest`.
     pub const RECORD: &str = "warden-record-v1";
+    /// A commit of records (journal format 6): `blake3(tag 0 varint(first index) row)`,
+    /// the run's head after it.
+    pub const COMMIT: &str = "warden-commit-v1";
     /// A 64 KiB page of guest memory.
     pub const PAGE: &str = "warden-page-v1";
     /// A stored blob: policy text, input.

@@ -1,7 +1,7 @@
 //! Tampering with a journal the way a person with write access to its file would: with
 //! nothing but redb, postcard and the format documented in `docs/journal.md`.
 
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use warden::{Digest, Record, RunMeta};
 
 // The journal's tables, as documented in docs/journal.md.
@@ -42,9 +42,15 @@ pub fn read_records(
             Some(1) => out.extend(
                 postcard::from_bytes::<Vec<(Record, Digest)>>(&bytes[1..]).expect("decodes"),
             ),
-            Some(2) => {
-                let (mut prev, rest) =
+            Some(version @ (2 | 3)) => {
+                let (stored, rest) =
                     postcard::take_from_bytes::<Digest>(&bytes[1..]).expect("predecessor");
+                // Format 6 stores the run's head (a commit digest): its records are chained
+                // from the record before the row.
+                let mut prev = match version {
+                    2 => stored,
+                    _ => out.last().map_or(Digest::ZERO, |(_, digest)| *digest),
+                };
                 let (at_ms, rest) = postcard::take_from_bytes::<u64>(rest).expect("time");
                 let (bodies, rest) =
                     postcard::take_from_bytes::<Vec<warden::RecordBody>>(rest).expect("bodies");
@@ -66,28 +72,124 @@ pub fn read_records(
     out
 }
 
-/// Replaces every record row of `run_id` with one row holding `records` (as a commit of
-/// them all would write it).
+/// Replaces the record rows of `run_id` with rows holding `records`, cut where the run's
+/// rows began, each written as a commit of format 6 writes it: the variant index 3, the
+/// run's head before it, the time of its first record, the count and the bodies. With
+/// `reseal`, each row follows the head of the row before, as a careful forger would chain
+/// them; without, each keeps the head its row at that key followed (only the bodies
+/// change). Returns the run's head after the last row.
 pub fn write_records(
     table: &mut redb::Table<(&'static str, u64), &'static [u8]>,
     run_id: &str,
     records: &[(Record, Digest)],
-) {
-    let keys: Vec<u64> = table
+    reseal: bool,
+) -> Digest {
+    let old: Vec<(u64, Digest)> = table
         .range((run_id, 0)..=(run_id, u64::MAX))
         .expect("range")
-        .map(|entry| entry.expect("entry").0.value().1)
+        .map(|entry| {
+            let entry = entry.expect("entry");
+            let bytes = entry.1.value();
+            let stored = match bytes.first() {
+                Some(2 | 3) => postcard::from_bytes::<Digest>(&bytes[1..33]).expect("head"),
+                _ => Digest::ZERO,
+            };
+            (entry.0.value().1, stored)
+        })
         .collect();
-    for key in keys {
-        table.remove((run_id, key)).expect("remove");
+    for (key, _) in &old {
+        table.remove((run_id, *key)).expect("remove");
     }
-    if let Some((first, _)) = records.first() {
-        let mut bytes = vec![1];
-        bytes.extend(postcard::to_allocvec(records).expect("encodes"));
+    let mut cuts: Vec<usize> = old
+        .iter()
+        .map(|(key, _)| *key as usize)
+        .filter(|&key| key > 0 && key < records.len())
+        .collect();
+    cuts.insert(0, 0);
+    cuts.push(records.len());
+    let mut head = Digest::ZERO;
+    for cut in cuts.windows(2) {
+        let (first, end) = (cut[0], cut[1]);
+        if first >= end {
+            continue;
+        }
+        let prev = match old.iter().find(|(key, _)| *key as usize == first) {
+            Some((_, stored)) if !reseal => *stored,
+            _ => head,
+        };
+        // A commit has one time: a record whose time was changed changes it.
+        let at_ms = records[first..end]
+            .iter()
+            .map(|(record, _)| record.at_ms)
+            .find(|&at_ms| at_ms != records[first].0.at_ms)
+            .unwrap_or(records[first].0.at_ms);
+        let mut row = vec![3];
+        row.extend_from_slice(&prev.0);
+        row.extend(postcard::to_allocvec(&at_ms).expect("time"));
+        row.extend(postcard::to_allocvec(&((end - first) as u64)).expect("count"));
+        for (record, _) in &records[first..end] {
+            row.extend(postcard::to_allocvec(&record.body).expect("body"));
+        }
+        head = commit_digest(first as u64, &row);
         table
-            .insert((run_id, first.index), bytes.as_slice())
+            .insert((run_id, first as u64), row.as_slice())
             .expect("insert");
     }
+    head
+}
+
+/// The first record of the commit (the row) that holds record `record` of `run_id`: what
+/// verification names when a record of a format-6 commit was altered.
+pub fn commit_of(db: &std::path::Path, run_id: &str, record: u64) -> u64 {
+    let database = Database::create(db).expect("open");
+    let tx = database.begin_read().expect("read");
+    let table = tx.open_table(RECORDS).expect("records");
+    let row = table
+        .range((run_id, 0)..=(run_id, record))
+        .expect("range")
+        .next_back()
+        .expect("a row holds the record")
+        .expect("row");
+    row.0.value().1
+}
+
+/// The run's head after each of its rows, as (records so far, head): a format-6 row's
+/// commit digest, or an older row's last record digest.
+pub fn heads(db: &std::path::Path, run_id: &str) -> Vec<(u64, Digest)> {
+    let database = Database::create(db).expect("open");
+    let tx = database.begin_read().expect("read");
+    let table = tx.open_table(RECORDS).expect("records");
+    let records = read_records(&table, run_id);
+    let mut heads = Vec::new();
+    let rows: Vec<(u64, Vec<u8>)> = table
+        .range((run_id, 0)..=(run_id, u64::MAX))
+        .expect("range")
+        .map(|entry| {
+            let entry = entry.expect("entry");
+            (entry.0.value().1, entry.1.value().to_vec())
+        })
+        .collect();
+    for (at, (first, bytes)) in rows.iter().enumerate() {
+        let end = rows
+            .get(at + 1)
+            .map_or(records.len() as u64, |(next, _)| *next);
+        let head = match bytes.first() {
+            Some(3) => commit_digest(*first, bytes),
+            _ => records[end as usize - 1].1,
+        };
+        heads.push((end, head));
+    }
+    heads
+}
+
+/// The run's head after a format-6 row stored under record `first`:
+/// `blake3("warden-commit-v1" 0 varint(first) row)`.
+pub fn commit_digest(first: u64, row: &[u8]) -> Digest {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"warden-commit-v1\0");
+    hasher.update(&postcard::to_allocvec(&first).expect("first"));
+    hasher.update(row);
+    Digest(*hasher.finalize().as_bytes())
 }
 
 /// Run summaries are format version 2 (variant index 1).
@@ -117,24 +219,16 @@ pub fn tamper(
     {
         let mut table = tx.open_table(RECORDS).expect("records");
         let mut records = read_records(&table, run_id);
-        let mut prev = Digest::ZERO;
-        for (record, digest) in &mut records {
+        for (record, _) in &mut records {
             if edited.is_none() && edit(record) {
                 edited = Some(record.index);
-                if reseal {
-                    *digest = record.digest();
-                }
-            } else if reseal && edited.is_some() {
-                record.prev = prev;
-                *digest = record.digest();
             }
-            prev = *digest;
         }
-        write_records(&mut table, run_id, &records);
+        let head = write_records(&mut table, run_id, &records, reseal);
         if reseal {
             let mut runs = tx.open_table(RUNS).expect("runs");
             let mut meta = decode_meta(runs.get(run_id).expect("get").expect("run").value());
-            meta.head = prev;
+            meta.head = head;
             runs.insert(run_id, encode_meta(&meta).as_slice())
                 .expect("insert meta");
         }
@@ -186,10 +280,7 @@ pub fn truncate(db: &std::path::Path, run_id: &str, keep: u64, edit: impl FnOnce
     {
         let mut table = tx.open_table(RECORDS).expect("records");
         let records = read_records(&table, run_id);
-        write_records(&mut table, run_id, &records[..keep as usize]);
-        let head = records
-            .get(keep as usize - 1)
-            .map_or(Digest::ZERO, |(_, digest)| *digest);
+        let head = write_records(&mut table, run_id, &records[..keep as usize], true);
         let mut runs = tx.open_table(RUNS).expect("runs");
         let mut meta = decode_meta(runs.get(run_id).expect("get").expect("run").value());
         meta.records = keep;
@@ -219,20 +310,14 @@ pub fn rewrite(db: &std::path::Path, run_id: &str, edit: impl FnOnce(&mut Vec<Re
             .map(|(r, _)| r)
             .collect();
         edit(&mut records);
-        let mut prev = Digest::ZERO;
-        let mut sealed = Vec::new();
-        for (position, record) in records.iter_mut().enumerate() {
-            record.index = position as u64;
-            record.prev = prev;
-            prev = record.digest();
-            sealed.push((record.clone(), prev));
-        }
-        write_records(&mut table, run_id, &sealed);
+        let sealed: Vec<(Record, Digest)> =
+            records.iter().map(|r| (r.clone(), Digest::ZERO)).collect();
+        let head = write_records(&mut table, run_id, &sealed, true);
         written = records.len() as u64;
         let mut runs = tx.open_table(RUNS).expect("runs");
         let mut meta = decode_meta(runs.get(run_id).expect("get").expect("run").value());
         meta.records = written;
-        meta.head = prev;
+        meta.head = head;
         runs.insert(run_id, encode_meta(&meta).as_slice())
             .expect("insert meta");
     }
@@ -249,7 +334,12 @@ pub fn delete_run(db: &std::path::Path, run_id: &str) {
             .expect("runs")
             .remove(run_id)
             .expect("remove run");
-        write_records(&mut tx.open_table(RECORDS).expect("records"), run_id, &[]);
+        write_records(
+            &mut tx.open_table(RECORDS).expect("records"),
+            run_id,
+            &[],
+            true,
+        );
         let mut checkpoints = tx.open_table(CHECKPOINTS).expect("checkpoints");
         let steps: Vec<u32> = checkpoints
             .range((run_id, 0)..=(run_id, u32::MAX))

@@ -152,8 +152,29 @@ fn set_rows(j: &Journal, run: &str, new: &[(u64, Vec<u8>)]) {
     tx.commit().unwrap();
 }
 
-fn decode_row((first, v): &(u64, Vec<u8>)) -> Vec<(Record, Digest)> {
-    record::decode_row(*first, v).unwrap()
+/// The records of row `i` of `rows` (each with its digest, chained from the rows before).
+fn decoded(rows: &[(u64, Vec<u8>)], i: usize) -> Vec<(Record, Digest)> {
+    let mut before = Digest::ZERO;
+    let mut records = Vec::new();
+    for (first, bytes) in &rows[..=i] {
+        records = record::decode_row(*first, bytes, before).unwrap().records;
+        before = records.last().unwrap().1;
+    }
+    records
+}
+
+/// The run's head after row `i` of `rows`: the commit's digest (format 6), or its last
+/// record's.
+fn head_after(rows: &[(u64, Vec<u8>)], i: usize) -> Digest {
+    let (first, bytes) = &rows[i];
+    let before = if i == 0 {
+        Digest::ZERO
+    } else {
+        decoded(rows, i - 1).last().unwrap().1
+    };
+    let row = record::decode_row(*first, bytes, before).unwrap();
+    row.link
+        .map_or_else(|| row.records.last().unwrap().1, |link| link.head)
 }
 
 fn v2(records: &[(Record, Digest)]) -> Vec<u8> {
@@ -234,16 +255,18 @@ fn held_baseline_rows_are_one_per_commit_and_audit_is_intact() {
     assert_eq!(fx.j.storage().unwrap().records, 7);
 }
 
-/// Splitting a row in two or merging rows, each row under its first record's index,
-/// changes no record: the reader flattens rows in key order and verification is by
-/// position, so the run's records are byte for byte the same.
+/// Splitting a format-6 row in two or merging rows, each row under its first record's
+/// index, with every record and its digest as the reader computes them: the records read
+/// the same, but the run's head after each commit is that commit's digest, which no
+/// rewritten row reproduces, so the first rewritten commit is named. (Under format 5 a
+/// split changed nothing: its heads were record digests.)
 #[test]
-fn held_split_and_merge_at_their_own_keys_change_no_record() {
+fn held_split_and_merge_of_commits_are_named() {
     let fx = fixture(true, &["r"]);
     let before = fx.j.stored_records("r").unwrap();
     let r = rows(&fx.j, "r");
-    let mid = decode_row(&r[1]);
-    let last = decode_row(&r[2]);
+    let mid = decoded(&r, 1);
+    let last = decoded(&r, 2);
     // Split [2,3,4] into [2] and [3,4]; [5,6] into V1 rows at keys 5 and 6.
     set_rows(
         &fx.j,
@@ -257,25 +280,28 @@ fn held_split_and_merge_at_their_own_keys_change_no_record() {
         ],
     );
     assert_eq!(fx.j.stored_records("r").unwrap(), before);
-    assert!(problems(&fx.j, fx.key.as_ref()).is_empty());
-    // Everything merged into one row under key 0.
+    assert_eq!(fx.j.verify("r").unwrap().record, Some(2));
+    assert!(!problems(&fx.j, fx.key.as_ref()).is_empty());
+    // Everything merged into one row under key 0, the summary re-sealed to its head.
     set_rows(&fx.j, "r", &[(0, v2(&before))]);
+    reseal_summary(&fx.j, "r", 7, before[6].1);
     assert_eq!(fx.j.stored_records("r").unwrap(), before);
-    assert!(problems(&fx.j, fx.key.as_ref()).is_empty());
+    assert_eq!(fx.j.verify("r").unwrap().record, Some(0));
+    assert!(!problems(&fx.j, fx.key.as_ref()).is_empty());
 }
 
-/// A format-5 row stores no digest to re-seal: whatever byte of it is changed (the
-/// predecessor it follows, the commit's time, a body), its records hash to other digests
-/// than the log holds, and verification names the first record changed, in a signed
-/// journal and an unsigned one, with the rest of the chain and the run's summary re-sealed
-/// to the new head the way a careful forger would, or left as they were.
+/// A format-6 row stores no digest to re-seal: whatever byte of it is changed (the head
+/// it follows, the commit's time, a body), the commit hashes to another head than the log
+/// holds, and verification names the commit's first record, in a signed journal and an
+/// unsigned one, with the rest of the chain and the run's summary re-sealed to the new
+/// head the way a careful forger would, or left as they were.
 #[test]
-fn held_a_changed_byte_of_a_format_5_row_is_named_at_its_record() {
+fn held_a_changed_byte_of_a_row_is_named_at_its_commit() {
     for signed in [true, false] {
         for reseal in [false, true] {
             let fx = fixture(signed, &["r"]);
             let r = rows(&fx.j, "r");
-            assert_eq!(r[1].1[0], 2, "rows are written in format 5");
+            assert_eq!(r[1].1[0], 3, "rows are written in format 6");
             // Record 3 is `StepStarted { step: 2, state: "s" }`: 1, 2, 1, "s".
             let body = r[1]
                 .1
@@ -285,14 +311,14 @@ fn held_a_changed_byte_of_a_format_5_row_is_named_at_its_record() {
             for (what, at, named) in [
                 ("predecessor", 1, 2),
                 ("time", 33, 2),
-                ("body", body + 3, 3),
+                ("body", body + 3, 2),
             ] {
                 let mut new = r.clone();
                 new[1].1[at] ^= 1;
                 if reseal {
-                    let head = decode_row(&new[1]).last().unwrap().1;
+                    let head = head_after(&new, 1);
                     new[2].1[1..33].copy_from_slice(&head.0);
-                    let head = decode_row(&new[2]).last().unwrap().1;
+                    let head = head_after(&new, 2);
                     reseal_summary(&fx.j, "r", 7, head);
                 }
                 set_rows(&fx.j, "r", &new);
@@ -303,7 +329,7 @@ fn held_a_changed_byte_of_a_format_5_row_is_named_at_its_record() {
                     "{what} changed (signed: {signed}, re-sealed: {reseal}): {verification:?}"
                 );
                 set_rows(&fx.j, "r", &r);
-                let head = decode_row(&r[2]).last().unwrap().1;
+                let head = head_after(&r, 2);
                 reseal_summary(&fx.j, "r", 7, head);
                 assert!(problems(&fx.j, fx.key.as_ref()).is_empty());
             }
@@ -312,7 +338,7 @@ fn held_a_changed_byte_of_a_format_5_row_is_named_at_its_record() {
 }
 
 /// A row that does not decode ends what can be read of a run, but does not hide what
-/// comes before it: a record altered in an earlier row is still named (through the log),
+/// comes before it: a record altered in an earlier row is still named, at its commit,
 /// and the broken row alone is named at its first record. (Found by a reviewer: the
 /// broken row used to be the only problem reported, with no record named.)
 #[test]
@@ -338,7 +364,8 @@ fn held_a_broken_row_does_not_hide_an_earlier_altered_record() {
         broken[1].1[body + 3] = b't';
         set_rows(&fx.j, "r", &broken);
         let verification = fx.j.verify("r").unwrap();
-        assert_eq!(verification.record, Some(3), "{verification:?}");
+        // Record 3 is altered: its commit, records 2 to 4, is named.
+        assert_eq!(verification.record, Some(2), "{verification:?}");
     }
 }
 
@@ -351,7 +378,7 @@ fn held_a_row_under_another_key_is_reported() {
     let fx = fixture(true, &["r"]);
     let r = rows(&fx.j, "r");
     let before = fx.j.stored_records("r").unwrap();
-    let last = decode_row(&r[2]);
+    let last = decoded(&r, 2);
     for layout in [
         vec![r[0].clone(), r[1].clone(), (7, r[2].1.clone())],
         vec![(7, v2(&before))],
@@ -391,7 +418,7 @@ fn held_reordered_rows_are_reported() {
 fn held_v1_row_overlapping_v2_row_is_reported() {
     let fx = fixture(false, &["r"]);
     let r = rows(&fx.j, "r");
-    let mid = decode_row(&r[1]);
+    let mid = decoded(&r, 1);
     // A V1 copy of record 3 at key 3, inside the V2 row at key 2.
     let mut new = r.clone();
     new.push((3, v1(&mid[1])));
@@ -479,8 +506,9 @@ fn held_rows_under_another_run_or_prefix_run_id_are_reported_to_that_run_only() 
     assert!(p[0].starts_with("a: "), "{p:?}");
 }
 
-/// Truncating inside the last row and re-sealing the summary: the log holds the digests
-/// of the commit's records, so the audit names the missing record, with or without a key;
+/// Truncating inside the last row and re-sealing the summary: the log holds the run's
+/// head at the commit's record count, so the audit names the commit cut short, with or
+/// without a key;
 /// with a key, removing the commit's log leaf as well leaves the signed tree head
 /// uncovered.
 #[test]
@@ -488,15 +516,31 @@ fn held_truncate_within_row_and_reseal_summary_is_reported() {
     for signed in [false, true] {
         let fx = fixture(signed, &["r"]);
         let r = rows(&fx.j, "r");
-        let last = decode_row(&r[2]);
+        let last = decoded(&r, 2);
+        // The last commit re-written with its first record only, as a commit of it would
+        // have written it, and the summary re-sealed to that commit's digest.
+        let cut = record::RecordRow::encode(
+            &vec![last[0].0.body.clone()].into(),
+            5,
+            head_after(&r, 1),
+            last[0].0.at_ms,
+        );
         set_rows(
             &fx.j,
             "r",
-            &[r[0].clone(), r[1].clone(), (5, v2(&last[..1]))],
+            &[r[0].clone(), r[1].clone(), (5, cut.bytes().to_vec())],
         );
-        reseal_summary(&fx.j, "r", 6, last[0].1);
+        reseal_summary(&fx.j, "r", 6, cut.head);
+        // The commit's digest does not tell which of its records went: the commit is named.
+        assert_eq!(fx.j.verify("r").unwrap().record, Some(5));
         let p = problems(&fx.j, fx.key.as_ref());
-        assert!(p.iter().any(|p| p.contains("record 6 is missing")), "{p:?}");
+        assert!(
+            p.iter().any(
+                |p| p.contains("records 5 to 6 are not the records committed on")
+                    && p.contains("the run has 6; records were deleted or the run was truncated")
+            ),
+            "{p:?}"
+        );
         if signed {
             // Also drop the last log leaf and the cached nodes.
             let tx = fx.j.write().unwrap();
@@ -539,7 +583,7 @@ fn held_pack_cut_back_inside_a_row_is_reported() {
         // The forger's handle: redb, read-write.
         let pack = Journal::create_or_open(&out).unwrap();
         let r = rows(&pack, "r");
-        let last = decode_row(&r[2]);
+        let last = decoded(&r, 2);
         set_rows(
             &pack,
             "r",
@@ -590,25 +634,26 @@ fn held_storage_counts_only_records_that_decode() {
 }
 
 /// postcard accepts an over-long varint for the variant index (0x81 0x00 = 1), so a
-/// format-4 row rewritten that way still decodes to the very same records and the audit
-/// is intact; `Journal::storage` decodes it too, and counts its records. A format-5 row
-/// is read only under its one-byte index: rewritten as 0x82 0x00 it is reported.
+/// format-4 row written that way decodes to the very same records, and `Journal::storage`
+/// counts them (the run's head after it is no longer its commit's digest, which the audit
+/// reports). A format-6 row is read only under its one-byte index: rewritten as 0x83 0x00
+/// it is reported as a row that does not decode.
 #[test]
 fn held_storage_counts_a_row_with_an_overlong_variant_index() {
     let fx = fixture(true, &["r"]);
     let before = fx.j.stored_records("r").unwrap();
     let mut r = rows(&fx.j, "r");
-    let format_5 = r[1].1.clone();
-    r[1].1 = [vec![0x81, 0x00], v2(&decode_row(&r[1]))[1..].to_vec()].concat();
+    let format_6 = r[1].1.clone();
+    r[1].1 = [vec![0x81, 0x00], v2(&decoded(&r, 1))[1..].to_vec()].concat();
     set_rows(&fx.j, "r", &r);
     assert_eq!(fx.j.stored_records("r").unwrap(), before);
-    assert!(problems(&fx.j, fx.key.as_ref()).is_empty());
     assert_eq!(
         fx.j.storage().unwrap().records,
         7,
-        "storage() miscounts a row that verifies"
+        "storage() miscounts a row that decodes"
     );
-    r[1].1 = [vec![0x82, 0x00], format_5[1..].to_vec()].concat();
+    assert_eq!(fx.j.verify("r").unwrap().record, Some(2));
+    r[1].1 = [vec![0x83, 0x00], format_6[1..].to_vec()].concat();
     set_rows(&fx.j, "r", &r);
     let p = problems(&fx.j, fx.key.as_ref());
     assert!(

@@ -6,15 +6,18 @@
 //! A run's own chain proves only that its records agree with one another: whoever can
 //! write the file can cut a run short, re-seal it with new digests and timestamps, or
 //! delete it, and leave a chain that checks out. The log holds, for every commit, the
-//! run's record count, head and the digests of the records the commit appended, signed;
-//! so the audit names the first record that is not the one committed, a run cut back
-//! to an earlier head, a run the log never saw, and a run that is gone.
+//! run's record count and head (since format 6 a digest of the commit's records; up to
+//! format 5 with the digest of each record the commit appended), signed; so the audit
+//! names the first commit that is not the one committed (the first record, where the
+//! entry holds record digests), a run cut back to an earlier head, a run the log never
+//! saw, and a run that is gone.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use super::record::Link;
 use super::{Checked, Journal, JournalError, LogEntry, Record, RunMeta, Verification};
 use crate::digest::Digest;
 use crate::edition::Edition;
@@ -93,11 +96,31 @@ pub fn timestamp_seconds(ms: u64) -> String {
 /// order.
 pub(super) fn log_problem(
     records: &[(Record, Digest)],
+    links: &[Link],
     entries: &[(u64, LogEntry)],
     key: Option<&PublicKey>,
 ) -> Option<(Option<u64>, String)> {
+    // The run's head after its first `count` records, as its rows chain it (`chain_problem`):
+    // none inside a format-6 commit, whose records have no head of their own.
+    let head_at = |count: u64| -> Option<Digest> {
+        let Some(last) = count.checked_sub(1) else {
+            return Some(Digest::ZERO);
+        };
+        match links.get(links.partition_point(|link| link.end <= last)) {
+            Some(link) if link.first <= last => (link.end == count).then_some(link.head),
+            _ => records.get(last as usize).map(|(_, digest)| *digest),
+        }
+    };
+    let mut before = 0;
     for (index, entry) in entries {
-        let first = entry.first_record();
+        // Since format 6 an entry holds no record digests: its commit begins where the
+        // run's previous entry ended.
+        let first = if entry.digests.is_empty() {
+            before
+        } else {
+            entry.first_record()
+        };
+        before = entry.records;
         if let Some(key) = key
             && !entry.signed_by(key)
         {
@@ -143,19 +166,37 @@ pub(super) fn log_problem(
                 Some(_) => {}
             }
         }
-        let head = entry
-            .records
-            .checked_sub(1)
-            .and_then(|last| records.get(last as usize))
-            .map_or(Digest::ZERO, |(record, _)| record.digest());
-        if entry.records as usize <= records.len() && head != entry.head {
+        if entry.records > records.len() as u64 {
+            // Which of the commit's records went, its digest alone cannot tell.
+            let named = first.min(records.len() as u64);
+            return Some((
+                Some(named),
+                format!(
+                    "records {named} to {} are not the records committed on {}: the log holds the run's head at {} records (log entry {index}), the run has {}; records were deleted or the run was truncated",
+                    entry.records - 1,
+                    timestamp(entry.at_ms),
+                    entry.records,
+                    records.len()
+                ),
+            ));
+        }
+        let head = head_at(entry.records);
+        if head != Some(entry.head) {
+            let journal = match head {
+                Some(head) => format!("the journal's records hash to {}", head.short()),
+                None => format!(
+                    "no commit of the journal ends at record {}",
+                    entry.records - 1
+                ),
+            };
             return Some((
                 Some(first),
                 format!(
-                    "the run's head at {} records is not the head {} the log holds (log entry {index}, committed {})",
-                    entry.records,
+                    "records {first} to {} are not the records committed on {}: the log holds the run's head {} at {} records (log entry {index}), {journal} (they were altered, replaced or re-sealed)",
+                    entry.records.saturating_sub(1),
+                    timestamp(entry.at_ms),
                     entry.head.short(),
-                    timestamp(entry.at_ms)
+                    entry.records
                 ),
             ));
         }

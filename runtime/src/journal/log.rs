@@ -1,5 +1,5 @@
 //! The transparency log: every commit of every run appends the run's new head (its record
-//! count and last digest, signed with the deployment's key when one is configured) as a
+//! count and head, signed with the deployment's key when one is configured) as a
 //! leaf of one append-only Merkle tree per journal, with the structure and hashing of
 //! RFC 9162 (Certificate Transparency). After each commit the journal signs the tree's
 //! head (size, root, time).
@@ -38,10 +38,12 @@ pub struct LogEntry {
     pub run_id: String,
     /// Its number of records after the commit.
     pub records: u64,
-    /// The digest of its last record after the commit.
+    /// The run's head after the commit: the commit's digest (format 6), or the digest of
+    /// its last record (formats up to 5).
     pub head: Digest,
-    /// The digests of the records this commit appended (records `records - digests.len()`
-    /// to `records - 1`), so that an altered or re-sealed record is named exactly.
+    /// Empty since format 6 (the head binds the commit's records). Up to format 5, the
+    /// digests of the records this commit appended (records `records - digests.len()` to
+    /// `records - 1`), so that an altered or re-sealed record is named exactly.
     pub digests: Vec<Digest>,
     /// When the commit was made, ms since the Unix epoch.
     pub at_ms: u64,
@@ -83,7 +85,9 @@ impl LogEntry {
         bytes
     }
 
-    /// The index of the first record this commit appended.
+    /// The index of the first record this commit appended, for an entry that holds their
+    /// digests (formats up to 5); an entry of format 6 does not tell (its commit begins
+    /// where the run's entry before it ended).
     pub fn first_record(&self) -> u64 {
         self.records.saturating_sub(self.digests.len() as u64)
     }

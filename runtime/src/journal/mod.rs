@@ -50,13 +50,15 @@ pub use wasi_call::{WasiAnswer, WasiCall, WasiRequest};
 pub(super) struct Rows {
     /// The records of the rows before it, in order, each with its digest.
     pub(super) records: Vec<(Record, Digest)>,
+    /// The commits of the format-6 rows among them, in order.
+    pub(super) links: Vec<record::Link>,
     /// That row's key (the index of the first record it should hold) and its problem.
     pub(super) broken: Option<(u64, String)>,
 }
 
 /// The journal format this build writes. Readers accept every version up to it
 /// (`docs/journal.md`, "Format versions").
-pub const FORMAT_VERSION: u64 = 5;
+pub const FORMAT_VERSION: u64 = 6;
 
 /// The most memory redb keeps for pages of the journal file, read or written, per open
 /// journal. redb's default, 1 GiB, is memory that a long batch fills with pages it wrote and
@@ -566,8 +568,15 @@ impl Journal {
         {
             let (key, value) = entry.map_err(|e| self.err(e))?;
             let (_, index) = key.value();
-            match record::decode_row(index, value.value()) {
-                Ok(records) => rows.records.extend(records),
+            let before = rows
+                .records
+                .last()
+                .map_or(Digest::ZERO, |(_, digest)| *digest);
+            match record::decode_row(index, value.value(), before) {
+                Ok(row) => {
+                    rows.records.extend(row.records);
+                    rows.links.extend(row.link);
+                }
                 Err(message) => {
                     rows.broken = Some((index, message));
                     break;

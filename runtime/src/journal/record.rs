@@ -367,7 +367,7 @@ pub struct RunMeta {
     pub updated_ms: u64,
     /// Number of records.
     pub records: u64,
-    /// Digest of the last record.
+    /// The run's head: the digest of its last commit (format 6) or last record (up to 5).
     pub head: Digest,
     /// The step of the latest checkpoint (where `warden resume` starts).
     pub last_checkpoint: Option<u32>,
@@ -564,8 +564,8 @@ pub(super) enum StoredMetaRef<'a> {
 }
 
 /// The versioned envelope of a row of table `records` written by format versions 1 to 4,
-/// keyed by (run id, index of the row's first record). Format 5 writes [`RecordRow`]s,
-/// which [`decode_row`] reads beside these.
+/// keyed by (run id, index of the row's first record). Formats 5 and 6 write rows of their
+/// own ([`RecordRow`]), which [`decode_row`] reads beside these.
 #[derive(Deserialize)]
 pub(super) enum StoredRecords {
     /// Format versions 1 to 3: one record and its digest.
@@ -575,44 +575,98 @@ pub(super) enum StoredRecords {
 }
 
 /// The variant index of a format-5 row, after `StoredRecords`' two.
-const ROW_V3: u8 = 2;
+const ROW_FORMAT_5: u8 = 2;
+/// The variant index of a format-6 row.
+const ROW_FORMAT_6: u8 = 3;
 
-/// The rows a commit appends to table `records` from format version 5 on: the variant
-/// index 2, the digest its first record follows (32 bytes), the commit's time and the
-/// number of records (postcard varints), then each record's body as the step encoded it.
-/// What every record of a format-4 row repeated is implied: its index (the row's key, then
-/// one more each), its predecessor (the digest of the record before) and its time (the
-/// commit's). Digests are not stored but computed again by whoever reads the row: the
-/// records, their digests and the chain are those of format 4, byte for byte, in about a
-/// sixth of the bytes for a step of many host calls.
+/// The rows a commit appends to table `records` from format version 6 on: the variant
+/// index 3, the run's head before the commit (32 bytes), the commit's time and the number
+/// of records (postcard varints), then each record's body as the step encoded it. The
+/// run's head after the commit is the digest of the row ([`commit_digest`]): one hash of
+/// the commit's bytes chains it to the commit before, where format 5 chained every record
+/// (a BLAKE3 of each, about 100 ns a record, the largest cost of recording a step of many
+/// host calls). Each record's own digest ([`Record::digest`], chained record to record as
+/// in every format) is computed by whoever reads the row, for people and exports; the
+/// chain, the run's head and the log hold commit digests.
+///
+/// Format 5's rows (variant index 2) had the same layout, and the run's head was the
+/// digest of the last record.
 pub(super) struct RecordRow {
     bytes: Vec<u8>,
-    /// The digest of each record, in order.
-    pub(super) digests: Vec<Digest>,
+    /// The run's head after the commit: [`commit_digest`] of the row.
+    pub(super) head: Digest,
 }
 
 impl RecordRow {
-    /// Encodes `bodies` as records `first..` chained from `prev`, written at `at_ms`.
+    /// Encodes `bodies` as records `first..` following the run's head `prev`, written at
+    /// `at_ms`.
     pub(super) fn encode(bodies: &super::Bodies, first: u64, prev: Digest, at_ms: u64) -> Self {
-        let mut bytes = Vec::with_capacity(64 + bodies.byte_len());
-        bytes.push(ROW_V3);
-        bytes.extend_from_slice(&prev.0);
-        super::bodies::varint(&mut bytes, at_ms);
-        super::bodies::varint(&mut bytes, bodies.len() as u64);
-        bytes.extend_from_slice(bodies.bytes());
-        let mut digests = Vec::with_capacity(bodies.len());
-        let mut prev = prev;
+        let bytes = row_bytes(ROW_FORMAT_6, bodies, prev, at_ms);
+        let head = commit_digest(first, &bytes);
+        RecordRow { bytes, head }
+    }
+
+    /// A format-5 row of the same records (for tests of what older builds wrote), and the
+    /// digest of its last record, the run's head after it.
+    #[cfg(test)]
+    pub(super) fn encode_format_5(
+        bodies: &super::Bodies,
+        first: u64,
+        prev: Digest,
+        at_ms: u64,
+    ) -> Self {
+        let bytes = row_bytes(ROW_FORMAT_5, bodies, prev, at_ms);
+        let mut head = prev;
         for (index, body) in (first..).zip(bodies.iter()) {
-            prev = record_digest(index, &prev, at_ms, body);
-            digests.push(prev);
+            head = record_digest(index, &head, at_ms, body);
         }
-        RecordRow { bytes, digests }
+        RecordRow { bytes, head }
     }
 
     /// The row's value.
     pub(super) fn bytes(&self) -> &[u8] {
         &self.bytes
     }
+}
+
+fn row_bytes(variant: u8, bodies: &super::Bodies, prev: Digest, at_ms: u64) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(64 + bodies.byte_len());
+    bytes.push(variant);
+    bytes.extend_from_slice(&prev.0);
+    super::bodies::varint(&mut bytes, at_ms);
+    super::bodies::varint(&mut bytes, bodies.len() as u64);
+    bytes.extend_from_slice(bodies.bytes());
+    bytes
+}
+
+/// The digest of the format-6 row `row` stored under record `first`: the run's head after
+/// that commit. `blake3("warden-commit-v1" 0 varint(first) row)`, the row whole from its
+/// variant index; the key's index is hashed because the row does not hold it.
+pub(super) fn commit_digest(first: u64, row: &[u8]) -> Digest {
+    let tag = domain::COMMIT.as_bytes();
+    let mut head = [0u8; domain::COMMIT.len() + 1 + 10];
+    head[..tag.len()].copy_from_slice(tag);
+    let len = put_varint(&mut head, tag.len() + 1, first);
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&head[..len]);
+    hasher.update(row);
+    Digest(*hasher.finalize().as_bytes())
+}
+
+/// A commit of format 6 as its row tells it: records `first` to `end - 1`, following the
+/// run's head `prev`, leaving the run's head at `head`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Link {
+    pub(super) first: u64,
+    pub(super) end: u64,
+    pub(super) prev: Digest,
+    pub(super) head: Digest,
+}
+
+/// The records of one row, each with its digest, and, for a format-6 row, its commit.
+pub(super) struct DecodedRow {
+    pub(super) records: Vec<(Record, Digest)>,
+    pub(super) link: Option<Link>,
 }
 
 /// [`Record::digest`] of the record (`index`, `prev`, `at_ms`, the body encoded as
@@ -646,19 +700,39 @@ fn put_varint(out: &mut [u8], mut at: usize, mut value: u64) -> usize {
 }
 
 /// The records of a row of table `records` keyed by `first` (the index of its first
-/// record), each with its digest: as stored (formats 1 to 4) or computed (format 5).
-/// What does not check out is the error's message: bytes that do not decode, bytes after
-/// the row, a row that holds no record or that begins with another record than its key.
-pub(super) fn decode_row(first: u64, bytes: &[u8]) -> Result<Vec<(Record, Digest)>, String> {
-    let (records, rest) = if bytes.first() == Some(&ROW_V3) {
-        let mut records = Vec::new();
-        let rest = decode_v3(first, &bytes[1..], &mut records).map_err(|e| e.to_string())?;
-        (records, rest)
-    } else {
-        match postcard::take_from_bytes::<StoredRecords>(bytes).map_err(|e| e.to_string())? {
+/// record), each with its digest: as stored (formats 1 to 4) or computed (formats 5 and 6).
+/// `before` is the digest of the record before the row (all zeros for record 0): a
+/// format-6 row stores the run's head there instead, a commit digest, so its records'
+/// predecessors are chained from `before`. What does not check out is the error's message:
+/// bytes that do not decode, bytes after the row, a row that holds no record or that begins
+/// with another record than its key.
+pub(super) fn decode_row(first: u64, bytes: &[u8], before: Digest) -> Result<DecodedRow, String> {
+    let mut link = None;
+    let (records, rest) = match bytes.first() {
+        Some(&ROW_FORMAT_5) => {
+            let mut records = Vec::new();
+            let (_, rest) =
+                decode_bodies(first, &bytes[1..], None, &mut records).map_err(|e| e.to_string())?;
+            (records, rest)
+        }
+        Some(&ROW_FORMAT_6) => {
+            let mut records = Vec::new();
+            let (prev, rest) = decode_bodies(first, &bytes[1..], Some(before), &mut records)
+                .map_err(|e| e.to_string())?;
+            if rest.is_empty() {
+                link = Some(Link {
+                    first,
+                    end: first + records.len() as u64,
+                    prev,
+                    head: commit_digest(first, bytes),
+                });
+            }
+            (records, rest)
+        }
+        _ => match postcard::take_from_bytes::<StoredRecords>(bytes).map_err(|e| e.to_string())? {
             (StoredRecords::V1(record), rest) => (vec![*record], rest),
             (StoredRecords::V2(records), rest) => (records, rest),
-        }
+        },
     };
     if !rest.is_empty() {
         return Err(format!(
@@ -669,7 +743,7 @@ pub(super) fn decode_row(first: u64, bytes: &[u8]) -> Result<Vec<(Record, Digest
     // A row is keyed by its first record's index: a row moved, split, merged or emptied
     // is reported here, before the chain is even read.
     match records.first() {
-        Some((record, _)) if record.index == first => Ok(records),
+        Some((record, _)) if record.index == first => Ok(DecodedRow { records, link }),
         Some((record, _)) => Err(format!(
             "the row under record {first} begins with record {} (rows were moved or rewritten)",
             record.index
@@ -678,18 +752,21 @@ pub(super) fn decode_row(first: u64, bytes: &[u8]) -> Result<Vec<(Record, Digest
     }
 }
 
-/// Reads a format-5 row after its variant index into `records`; returns the bytes after it.
-fn decode_v3<'a>(
+/// Reads a format-5 or format-6 row after its variant index into `records`, chaining the
+/// first record from `before` (format 6) or from the digest the row stores (format 5);
+/// returns the digest the row stores and the bytes after the row.
+fn decode_bodies<'a>(
     first: u64,
     bytes: &'a [u8],
+    before: Option<Digest>,
     records: &mut Vec<(Record, Digest)>,
-) -> postcard::Result<&'a [u8]> {
-    let (prev, rest) = postcard::take_from_bytes::<[u8; 32]>(bytes)?;
+) -> postcard::Result<(Digest, &'a [u8])> {
+    let (stored, rest) = postcard::take_from_bytes::<[u8; 32]>(bytes)?;
     let (at_ms, rest) = postcard::take_from_bytes::<u64>(rest)?;
     let (count, mut rest) = postcard::take_from_bytes::<u64>(rest)?;
     // Every body takes at least one byte: a count beyond that fails at the end of the row.
     records.reserve(count.min(rest.len() as u64).min(1 << 16) as usize);
-    let mut prev = Digest(prev);
+    let mut prev = before.unwrap_or(Digest(stored));
     for offset in 0..count {
         // A key near the end of the numbers cannot hold this many records.
         let index = first
@@ -709,5 +786,5 @@ fn decode_v3<'a>(
         prev = digest;
         rest = after;
     }
-    Ok(rest)
+    Ok((Digest(stored), rest))
 }

@@ -115,8 +115,8 @@ impl Journal {
             let value = value.value();
             // A row holds one record (format 1 to 3) or a commit's records; a row that
             // does not decode counts none (verification reports it).
-            storage.records +=
-                super::record::decode_row(key.value().1, value).map_or(0, |r| r.len() as u64);
+            storage.records += super::record::decode_row(key.value().1, value, Digest::ZERO)
+                .map_or(0, |row| row.records.len() as u64);
             storage.record_bytes += value.len() as u64;
         }
         let blobs = tx.open_table(BLOBS).map_err(|e| self.err(e))?;

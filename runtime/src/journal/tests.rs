@@ -95,7 +95,7 @@ fn apply(records: &mut Vec<(Record, Digest)>, c: &Corruption) -> bool {
 fn an_intact_chain_verifies() {
     for n in 0..20 {
         let (meta, records) = chain(n);
-        assert_eq!(chain_problem(&meta, &records), None);
+        assert_eq!(chain_problem(&meta, &records, &[]), None);
     }
 }
 
@@ -145,7 +145,7 @@ proptest! {
     fn every_corruption_is_detected(n in 1usize..40, c in corruption()) {
         let (meta, mut records) = chain(n);
         if apply(&mut records, &c) {
-            prop_assert!(chain_problem(&meta, &records).is_some(), "{c:?} on {n} records went unseen");
+            prop_assert!(chain_problem(&meta, &records, &[]).is_some(), "{c:?} on {n} records went unseen");
         }
     }
 }
@@ -222,7 +222,7 @@ proptest! {
         }
         reseal(&mut forged);
         let expected = first_difference(&original, &forged);
-        let found = super::audit::log_problem(&forged, &entries, Some(&key.public_key()));
+        let found = super::audit::log_problem(&forged, &[], &entries, Some(&key.public_key()));
         prop_assert_eq!(found.as_ref().and_then(|(r, _)| *r), expected, "{:?}: {:?}", c, found);
         prop_assert_eq!(found.is_some(), expected.is_some());
     }
@@ -235,9 +235,109 @@ proptest! {
         let other = crate::seal::signing::SigningKey::from_seed(&[2; 32]);
         let (_, records) = chain(n);
         let entries = log_of(&records, &cuts, &other);
-        let found = super::audit::log_problem(&records, &entries, Some(&key.public_key()));
+        let found = super::audit::log_problem(&records, &[], &entries, Some(&key.public_key()));
         prop_assert_eq!(found.and_then(|(r, _)| r), Some(0));
-        prop_assert!(super::audit::log_problem(&records, &entries, Some(&other.public_key())).is_none());
+        prop_assert!(super::audit::log_problem(&records, &[], &entries, Some(&other.public_key())).is_none());
+    }
+}
+
+/// A row of table `records`: its key's index and its value.
+type RowBytes = (u64, Vec<u8>);
+
+/// The format-6 rows of `records` committed in commits of the sizes in `cuts` (cycled),
+/// each at its first record's time, and the log entries those commits leave (no record
+/// digests, the run's head after each commit).
+fn commit_rows(
+    records: &[(Record, Digest)],
+    cuts: &[usize],
+) -> (Vec<RowBytes>, Vec<(u64, LogEntry)>) {
+    let (mut rows, mut entries) = (Vec::new(), Vec::new());
+    let (mut at, mut head) = (0, Digest::ZERO);
+    for (index, cut) in cuts.iter().cycle().enumerate() {
+        if at >= records.len() {
+            break;
+        }
+        let end = (at + cut).min(records.len());
+        let bodies: Vec<RecordBody> = records[at..end]
+            .iter()
+            .map(|(r, _)| r.body.clone())
+            .collect();
+        let at_ms = records[at].0.at_ms;
+        let row = record::RecordRow::encode(&bodies.into(), at as u64, head, at_ms);
+        head = row.head;
+        rows.push((at as u64, row.bytes().to_vec()));
+        let entry = LogEntry {
+            run_id: "r".into(),
+            records: end as u64,
+            head,
+            digests: Vec::new(),
+            at_ms,
+            signature: None,
+        };
+        entries.push((index as u64 * 3, entry));
+        at = end;
+    }
+    (rows, entries)
+}
+
+/// What `Journal::read_rows` makes of `rows`: the records and the commits.
+fn read(rows: &[RowBytes]) -> (Vec<(Record, Digest)>, Vec<record::Link>, Digest) {
+    let (mut records, mut links) = (Vec::new(), Vec::new());
+    for (first, bytes) in rows {
+        let before = records
+            .last()
+            .map_or(Digest::ZERO, |(_, d): &(Record, Digest)| *d);
+        let row = record::decode_row(*first, bytes, before).unwrap_or_else(|e| panic!("{e}"));
+        records.extend(row.records);
+        links.extend(row.link);
+    }
+    let head = links
+        .last()
+        .map_or(Digest::ZERO, |link: &record::Link| link.head);
+    (records, links, head)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(crate::test_support::cases(2_000)))]
+
+    /// Format 6: a forger who edits, deletes, inserts, reorders or truncates records and
+    /// writes the run again as commits would (each row chained to the one before, the
+    /// summary re-sealed to the new head) leaves a chain that checks out, and the log names
+    /// the first commit that is not the one committed (its first record), or the first
+    /// record added after the last.
+    #[test]
+    fn every_recommitted_forgery_is_named_at_its_commit(
+        n in 1usize..40,
+        c in corruption(),
+        cuts in proptest::collection::vec(1usize..7, 1..8),
+    ) {
+        let (_, chained) = chain(n);
+        let (rows, entries) = commit_rows(&chained, &cuts);
+        let (original, links, head) = read(&rows);
+        let meta = RunMeta { records: n as u64, head, ..test_meta("r") };
+        prop_assert_eq!(chain_problem(&meta, &original, &links), None);
+        prop_assert_eq!(super::audit::log_problem(&original, &links, &entries, None), None);
+        let mut forged = chained.clone();
+        if !apply(&mut forged, &c) {
+            return Ok(());
+        }
+        let (forged_rows, _) = commit_rows(&forged, &cuts);
+        let (forged, forged_links, forged_head) = read(&forged_rows);
+        let meta = RunMeta { records: forged.len() as u64, head: forged_head, ..test_meta("r") };
+        prop_assert_eq!(chain_problem(&meta, &forged, &forged_links), None);
+        let Some(at) = first_difference(&original, &forged) else {
+            return Ok(());
+        };
+        // The commit of record `at` (or of the last record, when records were added).
+        let last = at.min(original.len() as u64 - 1);
+        let commit = links.iter().find(|link| link.first <= last && last < link.end).map(|link| link.first);
+        let found = super::audit::log_problem(&forged, &forged_links, &entries, None);
+        let named = found.as_ref().and_then(|(r, _)| *r);
+        // Records added after the last commit are named where they begin, unless the forger's
+        // rows merged them into that commit, which is then named.
+        let expected = if (at as usize) < original.len() { vec![commit] } else { vec![commit, Some(at)] };
+        prop_assert!(expected.contains(&named), "{:?}: {:?}, expected one of {:?}", c, found, expected);
+
     }
 }
 
@@ -273,45 +373,75 @@ fn body() -> impl Strategy<Value = RecordBody> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(crate::test_support::cases(500)))]
 
-    /// A commit's row (format 5) holds exactly the records a record-by-record encoding
-    /// would: chained from the run's head, each with its own digest, in the bytes
-    /// `docs/journal.md` gives (the row's head, then every body as it is encoded alone).
+    /// A commit's row holds exactly the records a record-by-record encoding would, each
+    /// with its own digest chained from the record before, in the bytes `docs/journal.md`
+    /// gives (the run's head, then every body as it is encoded alone); the run's head after
+    /// it is the commit's digest (format 6) or its last record's (format 5).
     #[test]
     fn a_commit_row_holds_the_records_it_was_given(
         bodies in proptest::collection::vec(body(), 0..20),
         first in 0u64..1_000_000,
         prev in any::<[u8; 32]>(),
+        before in any::<[u8; 32]>(),
         at_ms in any::<u64>(),
     ) {
-        let row = record::RecordRow::encode(&bodies.clone().into(), first, Digest(prev), at_ms);
-        let mut expected = Vec::new();
-        let mut head = Digest(prev);
-        for (index, body) in (first..).zip(&bodies) {
-            let record = Record { index, prev: head, at_ms, body: body.clone() };
-            head = record.digest();
-            expected.push((record, head));
-        }
-        prop_assert_eq!(&row.digests, &expected.iter().map(|(_, d)| *d).collect::<Vec<_>>());
-        let mut bytes = vec![2];
-        bytes.extend(prev);
-        bytes.extend(encode(&at_ms));
-        bytes.extend(encode(&(bodies.len() as u64)));
-        for body in &bodies {
-            bytes.extend(encode(body));
-        }
-        prop_assert_eq!(row.bytes(), bytes.as_slice());
-        match record::decode_row(first, row.bytes()) {
-            Ok(decoded) => prop_assert_eq!(decoded, expected),
-            Err(message) => prop_assert!(
-                bodies.is_empty() && message == "the row holds no record",
-                "{message}"
-            ),
+        for format in [5u8, 6] {
+            let row = if format == 6 {
+                record::RecordRow::encode(&bodies.clone().into(), first, Digest(prev), at_ms)
+            } else {
+                record::RecordRow::encode_format_5(&bodies.clone().into(), first, Digest(prev), at_ms)
+            };
+            // Format 6 chains its records from the record before the row, format 5 from
+            // the head it stores.
+            let mut head = if format == 6 { Digest(before) } else { Digest(prev) };
+            let mut expected = Vec::new();
+            for (index, body) in (first..).zip(&bodies) {
+                let record = Record { index, prev: head, at_ms, body: body.clone() };
+                head = record.digest();
+                expected.push((record, head));
+            }
+            let mut bytes = vec![format - 3];
+            bytes.extend(prev);
+            bytes.extend(encode(&at_ms));
+            bytes.extend(encode(&(bodies.len() as u64)));
+            for body in &bodies {
+                bytes.extend(encode(body));
+            }
+            prop_assert_eq!(row.bytes(), bytes.as_slice());
+            let commit = {
+                let mut hashed = crate::digest::domain::COMMIT.as_bytes().to_vec();
+                hashed.push(0);
+                hashed.extend(encode(&first));
+                hashed.extend(&bytes);
+                Digest(*blake3::hash(&hashed).as_bytes())
+            };
+            let link = (format == 6).then_some(record::Link {
+                first,
+                end: first + bodies.len() as u64,
+                prev: Digest(prev),
+                head: commit,
+            });
+            if format == 6 {
+                prop_assert_eq!(row.head, commit);
+            } else if let Some((_, last)) = expected.last() {
+                prop_assert_eq!(row.head, *last);
+            }
+            match record::decode_row(first, row.bytes(), Digest(before)) {
+                Ok(decoded) => {
+                    prop_assert_eq!(decoded.records, expected);
+                    prop_assert_eq!(decoded.link, link);
+                }
+                Err(message) => prop_assert!(
+                    bodies.is_empty() && message == "the row holds no record",
+                    "{message}"
+                ),
+            }
         }
     }
 
     /// A row altered anywhere (one byte changed, or cut short) does not read back as the
-    /// records it held: it does not decode, or some digest differs. Nothing panics, under
-    /// any key.
+    /// commit it was: it does not decode, or the run's head after it differs. Nothing
+    /// panics, under any key.
     #[test]
     fn an_altered_commit_row_never_reads_as_the_same_records(
         bodies in proptest::collection::vec(body(), 1..8),
@@ -320,8 +450,14 @@ proptest! {
         at in any::<proptest::sample::Index>(),
         flip in 1u8..=255,
         cut in any::<bool>(),
+        format_6 in any::<bool>(),
     ) {
-        let row = record::RecordRow::encode(&bodies.into(), first, Digest([7; 32]), at_ms);
+        let bodies = bodies.into();
+        let row = if format_6 {
+            record::RecordRow::encode(&bodies, first, Digest([7; 32]), at_ms)
+        } else {
+            record::RecordRow::encode_format_5(&bodies, first, Digest([7; 32]), at_ms)
+        };
         let mut bytes = row.bytes().to_vec();
         let at = at.index(bytes.len());
         if cut {
@@ -329,11 +465,16 @@ proptest! {
         } else {
             bytes[at] ^= flip;
         }
-        match record::decode_row(first, &bytes) {
+        match record::decode_row(first, &bytes, Digest([9; 32])) {
             Err(_) => {}
-            Ok(records) => prop_assert_ne!(
-                records.iter().map(|(_, d)| *d).collect::<Vec<_>>(),
-                row.digests
+            // What a reader takes for the run's head after the row, as `chain_problem`
+            // does: the commit's digest, or the last record's.
+            Ok(decoded) => prop_assert_ne!(
+                decoded.link.map_or_else(
+                    || decoded.records.last().map(|(_, digest)| *digest),
+                    |link| Some(link.head)
+                ),
+                Some(row.head)
             ),
         }
     }
@@ -342,12 +483,12 @@ proptest! {
     #[test]
     fn any_bytes_decode_as_a_row_or_fail(
         first in any::<u64>(),
-        version in 0u8..4,
+        version in 0u8..5,
         bytes in proptest::collection::vec(any::<u8>(), 0..200),
     ) {
         let mut row = vec![version];
         row.extend(bytes);
-        let _ = record::decode_row(first, &row);
+        let _ = record::decode_row(first, &row, Digest::ZERO);
     }
 }
 

@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use serde::Serialize;
 
 use super::audit::{LogCheck, log_problem};
+use super::record::Link;
 use super::{Journal, JournalError, Record, RecordBody, Rows, RunMeta};
 use crate::digest::{Digest, domain};
 use crate::seal::signing::KeyId;
@@ -57,7 +58,7 @@ pub struct Verification {
     pub run_id: String,
     /// Records the run's summary says it has.
     pub records: u64,
-    /// The digest of its last record.
+    /// The run's head (`docs/journal.md`, "Records"): its last commit's digest.
     pub head: Digest,
     /// The first problem found, or `None` when every record checks out.
     pub problem: Option<String>,
@@ -121,19 +122,22 @@ impl Journal {
             log_entry: None,
             signed_by: None,
         };
-        let records = rows.records;
-        let logged = |records: &[(Record, Digest)]| {
+        let (records, links) = (rows.records, rows.links);
+        let logged = |records: &[(Record, Digest)], links: &[Link]| {
             if log.entries.is_empty() && log.required {
                 Some((
                     Some(0),
                     "the run is not in the transparency log: it did not come from a commit (it was inserted into the file, or its log entries removed)".to_string(),
                 ))
             } else {
-                log_problem(records, log.entries, log.key)
+                log_problem(records, links, log.entries, log.key)
             }
         };
         let found = match (
-            earlier(chain_problem(meta, &records), logged(&records)),
+            earlier(
+                chain_problem(meta, &records, &links),
+                logged(&records, &links),
+            ),
             rows.broken,
         ) {
             // A row that does not decode ends what can be read; what the rows before it
@@ -411,12 +415,18 @@ impl Journal {
 }
 
 /// The first way in which `records` fail to form the chain `meta` describes, with the
-/// index of the record at fault where one can be named.
+/// index of the record at fault where one can be named. `links` are the commits of the
+/// format-6 rows among them (`Rows::links`): such a commit is chained as a whole (its
+/// digest is the run's head after it); every record of an older row is chained on its own
+/// (its digest is the run's head after it).
 pub(super) fn chain_problem(
     meta: &RunMeta,
     records: &[(Record, Digest)],
+    links: &[Link],
 ) -> Option<(Option<u64>, String)> {
-    let mut prev = Digest::ZERO;
+    let mut head = Digest::ZERO;
+    let mut links = links.iter().peekable();
+    let mut commit: Option<&Link> = None;
     for (position, (record, stored)) in records.iter().enumerate() {
         let position = position as u64;
         if record.index != position {
@@ -428,6 +438,32 @@ pub(super) fn chain_problem(
                 ),
             ));
         }
+        if commit.is_none()
+            && let Some(link) = links.next_if(|link| link.first == position)
+        {
+            if link.prev != head {
+                return Some((
+                    Some(position),
+                    format!(
+                        "the commit of records {position} to {} follows head {}, not the run's head {} after record {} (a commit was altered, deleted, inserted or reordered)",
+                        link.end - 1,
+                        link.prev.short(),
+                        head.short(),
+                        position.wrapping_sub(1)
+                    ),
+                ));
+            }
+            commit = Some(link);
+        }
+        if let Some(link) = commit {
+            // A format-6 record's digest and predecessor are computed from the row: the
+            // commit's digest covers it.
+            if position + 1 == link.end {
+                head = link.head;
+                commit = None;
+            }
+            continue;
+        }
         let digest = record.digest();
         if digest != *stored {
             return Some((
@@ -438,18 +474,18 @@ pub(super) fn chain_problem(
                 ),
             ));
         }
-        if record.prev != prev {
+        if record.prev != head {
             return Some((
                 Some(position),
                 format!(
-                    "record {position}: predecessor digest {} is not the digest {} of record {} (a record was altered, deleted, inserted or reordered)",
+                    "record {position}: predecessor digest {} is not the run's head {} after record {} (a record was altered, deleted, inserted or reordered)",
                     record.prev.short(),
-                    prev.short(),
+                    head.short(),
                     position.wrapping_sub(1)
                 ),
             ));
         }
-        prev = digest;
+        head = digest;
     }
     if records.len() as u64 != meta.records {
         return Some((
@@ -461,12 +497,12 @@ pub(super) fn chain_problem(
             ),
         ));
     }
-    if prev != meta.head {
+    if head != meta.head {
         return Some((
             None,
             format!(
-                "the last record's digest {} is not the run's head {} (the journal was truncated or extended)",
-                prev.short(),
+                "the run's head {} after its last record is not the head {} its summary holds (the journal was truncated or extended)",
+                head.short(),
                 meta.head.short()
             ),
         ));
