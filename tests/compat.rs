@@ -1,6 +1,7 @@
-//! Old runs must replay forever: journals written by format version 1 and by edition 2
-//! (fixtures kept in `tests/compat/`) still verify and replay bit for bit with today's
-//! code, each run under the rules of the edition it was recorded in.
+//! Old runs must replay forever: journals written by format version 1, by edition 2 and
+//! by format version 5 (fixtures kept in `tests/compat/`) still verify and replay bit for
+//! bit with today's code, each run under the rules of the edition it was recorded in, and
+//! a run continued today adds rows of today's format after its old ones.
 
 use std::io::Read;
 
@@ -146,4 +147,100 @@ fn an_edition_2_journal_replays_under_its_own_rules_and_its_case_is_decided() {
         (0, Some("identical")),
         "{replayed:#}"
     );
+}
+
+/// Copies the directory `from` into `to`, recursively.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("create");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).expect("copy");
+        }
+    }
+}
+
+/// Journal format 5 chained every record and its log entries held each record's digest;
+/// format 6 chains commits. The loan example's eleven applications, written by format 5
+/// (`tests/compat/README.md`), verify and replay; deciding a case awaiting review appends
+/// format-6 rows after the run's format-5 rows, and the run then verifies and replays.
+#[test]
+fn a_version_5_journal_verifies_replays_and_is_continued_in_format_6() {
+    use redb::ReadableDatabase;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = fixture_named(dir.path(), "journal-v5.redb");
+    let (code, runs) = warden(&db, &["runs"]);
+    assert_eq!(code, 0);
+    let runs = runs.as_array().expect("runs").clone();
+    let count = |status: &str| runs.iter().filter(|r| r["status"] == status).count();
+    assert_eq!(
+        (
+            count("completed"),
+            count("awaiting_review"),
+            count("failed")
+        ),
+        (6, 3, 2)
+    );
+    every_run_verifies_and_replays(&db);
+    let row_formats = |run_id: &str| -> Vec<u8> {
+        let database = redb::Database::open(&db).expect("open");
+        let tx = database.begin_read().expect("read");
+        let table = tx
+            .open_table(crate::support::tamper::RECORDS)
+            .expect("records");
+        table
+            .range((run_id, 0)..=(run_id, u64::MAX))
+            .expect("range")
+            .map(|row| row.expect("row").1.value()[0])
+            .collect()
+    };
+    let waiting = runs
+        .iter()
+        .find(|r| r["status"] == "awaiting_review")
+        .and_then(|r| r["run_id"].as_str())
+        .expect("a case awaiting review")
+        .to_string();
+    assert!(row_formats(&waiting).iter().all(|&format| format == 2));
+    // The runs' bindings were recorded at this absolute path when the fixture was made: a
+    // decision continues the run with them.
+    let deployment = std::path::Path::new("/tmp/warden-compat-v5/examples/loan-underwriting");
+    let _ = std::fs::remove_dir_all(deployment);
+    copy_dir(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/loan-underwriting"),
+        deployment,
+    );
+    let (code, case) = warden(&db, &["review", &waiting]);
+    assert_eq!(code, 10, "{case:#}");
+    let action = case["action"].as_str().expect("action").to_string();
+    let (code, decided) = warden(
+        &db,
+        &[
+            "review",
+            &waiting,
+            "--decide",
+            "approved",
+            "--reviewer",
+            "u.one",
+            "--role",
+            "underwriter",
+            "--note",
+            "decided by today's build",
+            "--action",
+            &action,
+        ],
+    );
+    assert_eq!(
+        (code, decided["status"].as_str()),
+        (0, Some("completed")),
+        "{decided:#}"
+    );
+    let formats = row_formats(&waiting);
+    assert!(
+        formats.starts_with(&[2, 2]) && formats.ends_with(&[3]),
+        "format-6 rows follow the run's format-5 rows: {formats:?}"
+    );
+    every_run_verifies_and_replays(&db);
 }
