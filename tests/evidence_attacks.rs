@@ -266,6 +266,94 @@ fn a_resealed_run_is_refused_by_review_replay_show_and_resume_not_only_by_verify
     assert_eq!(out.status.code(), Some(12), "fork: {}", text(&out));
 }
 
+/// A run re-sealed and its log entries rewritten to the new heads by someone without the
+/// key (the entries keep their old signatures, which no longer hold): a reader that is
+/// not given the key cannot tell (`docs/threat-model.md`), but every reader given it
+/// (`--signing-key`, `WARDEN_SIGNING_KEY`) holds the run to its signatures, as writers
+/// do. (Found by a reviewer: review, show, runs and replay ignored the key.)
+#[test]
+fn a_run_resealed_with_its_log_rewritten_is_refused_by_every_reader_given_the_key() {
+    let journal = journal();
+    let (_d, copy) = journal.copy();
+    let run = journal.waiting.clone();
+    rewrite(&copy, &run, |records: &mut Vec<Record>| {
+        if let warden::RecordBody::Started(start) = &mut records[0].body {
+            start.submitted_by = Some("someone-else".into());
+        }
+    });
+    let heads = crate::support::tamper::heads(&copy, &run);
+    crate::support::tamper::rewrite_log(
+        &copy,
+        |entries| {
+            for entry in entries.iter_mut().filter(|e| e.run_id == run) {
+                entry.head = heads
+                    .iter()
+                    .find(|(end, _)| *end == entry.records)
+                    .expect("a commit ends where the entry does")
+                    .1;
+            }
+        },
+        None,
+    );
+    let db = copy.to_str().expect("utf-8");
+    let root = journal.dir.path();
+    // The log's leaves no longer hash to its stored signed tree head: every reader sees
+    // it, key or none.
+    for args in [
+        ["review", run.as_str()],
+        ["show", run.as_str()],
+        ["replay", run.as_str()],
+    ] {
+        let out = warden(root, &[&["--db", db][..], &args[..]].concat());
+        assert_eq!(out.status.code(), Some(12), "{args:?}: {}", text(&out));
+        assert!(
+            text(&out).contains("do not hash to the root its signed tree head holds"),
+            "{args:?}: {}",
+            text(&out)
+        );
+    }
+    // With the signed tree head removed as well, a reader without the key cannot tell:
+    // the limit the threat model states.
+    {
+        const LOG_HEAD: TableDefinition<&str, &[u8]> = TableDefinition::new("log_head");
+        let database = Database::create(&copy).expect("open copy");
+        let tx = database.begin_write().expect("write");
+        tx.open_table(LOG_HEAD)
+            .expect("head")
+            .remove("latest")
+            .expect("remove");
+        tx.commit().expect("commit");
+    }
+    let out = warden(root, &["--db", db, "review", &run]);
+    assert_eq!(out.status.code(), Some(10), "{}", text(&out));
+    for args in [
+        vec!["review", run.as_str()],
+        vec!["show", run.as_str()],
+        vec!["replay", run.as_str()],
+    ] {
+        let out = with_key(root, &copy, &args);
+        assert_eq!(out.status.code(), Some(12), "{args:?}: {}", text(&out));
+        assert!(
+            text(&out).contains("not valid") || text(&out).contains("not signed"),
+            "{args:?} says why: {}",
+            text(&out)
+        );
+    }
+    let out = with_key(root, &copy, &["runs", "--status", "awaiting_review"]);
+    assert!(text(&out).contains("BROKEN"), "the queue: {}", text(&out));
+    let report = copy.with_extension("html");
+    let out = with_key(
+        root,
+        &copy,
+        &["report", &run, "--out", report.to_str().expect("utf-8")],
+    );
+    assert!(
+        text(&out).contains("DOES NOT VERIFY"),
+        "the report: {}",
+        text(&out)
+    );
+}
+
 /// Cuts the pack back to its first `keep` log entries and the records they cover, as a
 /// forger who holds the pack would: nothing re-sealed, every remaining byte genuine.
 fn cut_back(pack: &Path, run_id: &str, keep: usize, strip_attestation: bool) {

@@ -53,8 +53,10 @@ struct Cli {
     db: PathBuf,
     /// The deployment's signing key (from `warden key generate`): every commit of run,
     /// resume, fork and review signs the run's new head and the transparency log's tree
-    /// head with it. Once a journal is signed, every write must be. Keep the key off the
-    /// journal's machine's backups; auditors hold the public key.
+    /// head with it. Once a journal is signed, every write must be. With it, `show`,
+    /// `replay`, `runs`, `report`, `export` and `review` hold every run they read to the
+    /// key's signatures, as writers do (a run re-sealed without the key does not verify).
+    /// Keep the key off the journal's machine's backups; auditors hold the public key.
     #[arg(long, global = true, env = "WARDEN_SIGNING_KEY", value_name = "FILE")]
     signing_key: Option<PathBuf>,
     /// Where compiled agents are kept between processes, so that only the first run of
@@ -248,16 +250,16 @@ fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
         Command::Check(args) => commands::check::run(args),
         Command::Run(args) => commands::run::run(db, signing_key, args),
         Command::Batch(args) => commands::batch::run(db, signing_key, args),
-        Command::Runs(args) => commands::runs::run(db, args),
-        Command::Show(args) => commands::show::run(db, args),
-        Command::Replay(args) => commands::replay::run(db, args),
+        Command::Runs(args) => commands::runs::run(db, signing_key, args),
+        Command::Show(args) => commands::show::run(db, signing_key, args),
+        Command::Replay(args) => commands::replay::run(db, signing_key, args),
         Command::Resume(args) => commands::resume::run(db, signing_key, args),
         Command::Fork(args) => commands::fork::run(db, signing_key, args),
         Command::Review(args) => commands::review::run(db, signing_key, args),
         Command::Verify(args) => commands::verify::run(db, args),
-        Command::Report(args) => commands::report::run(db, args),
+        Command::Report(args) => commands::report::run(db, signing_key, args),
         Command::Evidence(args) => commands::evidence::run(db, signing_key, args),
-        Command::Export(args) => commands::export::run(db, args),
+        Command::Export(args) => commands::export::run(db, signing_key, args),
         Command::Log(args) => commands::log::run(db, args),
         Command::Key(args) => commands::key::run(args),
         Command::Compact => commands::compact::run(db),

@@ -164,6 +164,19 @@ pub fn open_read_only(db: &Path) -> anyhow::Result<warden::Journal> {
     Ok(warden::Journal::open_read_only(db).map_err(warden::Error::from)?)
 }
 
+/// Opens the journal for reading only, in a process given the deployment's signing key
+/// (`--signing-key`, `WARDEN_SIGNING_KEY`) or not. With the key, every run read is held
+/// to its signatures as a writer's runs are ([`warden::Journal::verify`]): a run whose
+/// log entries are not the key's, re-sealed by someone without it, does not verify, so
+/// it is not shown as a case, replayed or listed as sound.
+pub fn open_to_read(db: &Path, signing_key: Option<&Path>) -> anyhow::Result<warden::Journal> {
+    let mut journal = open_read_only(db)?;
+    if let Some(path) = signing_key {
+        journal.set_signer(read_signing_key(path)?);
+    }
+    Ok(journal)
+}
+
 /// The full id of the run `id` names: the id itself, or a unique prefix of one
 /// ([`warden::Journal::resolve_run_id`]).
 pub fn run_id(journal: &warden::Journal, id: &str) -> anyhow::Result<String> {

@@ -47,7 +47,8 @@ pub struct Args {
     #[arg(long)]
     force: bool,
     /// The deployment's public key (`warden key generate`): the report states whether
-    /// every head of the run and the log's tree head are signed by it. Without it the
+    /// every head of the run and the log's tree head are signed by it. Without it, the
+    /// public key of `--signing-key` (or `WARDEN_SIGNING_KEY`) if one is given; else the
     /// report says that signatures were not checked.
     #[arg(long, value_name = "PUB")]
     key: Option<PathBuf>,
@@ -55,17 +56,21 @@ pub struct Args {
 
 /// Runs `warden report`: exit 0 when the report is written and the run verifies, 12 when
 /// the report is written but the run does not verify (the report says why).
-pub fn run(db: &Path, args: &Args) -> anyhow::Result<u8> {
-    let key = args
-        .key
-        .as_deref()
-        .map(|path| output::read_public_key(path).map(|key| (key, path.to_path_buf())))
-        .transpose()?;
+pub fn run(db: &Path, signing_key: Option<&Path>, args: &Args) -> anyhow::Result<u8> {
+    // The auditor's public key, or the one the deployment's signing key implies.
+    let key = match (args.key.as_deref(), signing_key) {
+        (Some(path), _) => Some((output::read_public_key(path)?, path.to_path_buf())),
+        (None, Some(path)) => Some((
+            output::read_signing_key(path)?.public_key(),
+            path.to_path_buf(),
+        )),
+        (None, None) => None,
+    };
     let to_stdout = args.out.as_os_str() == "-";
     if !to_stdout && !args.force && args.out.exists() {
         return Err(exists(&args.out).into());
     }
-    let journal = output::open_read_only(db)?;
+    let journal = output::open_to_read(db, signing_key)?;
     let run_id = output::run_id(&journal, &args.run_id)?;
     let material = Material::read(&journal, db, &run_id, key)?;
     let page = html::page(&material)?;

@@ -76,7 +76,7 @@ pub fn run(db: &Path, signing_key: Option<&Path>, args: &Args) -> anyhow::Result
     };
     let run_id = &output::run_id_in(db, run_id)?;
     let Some(outcome) = &args.decide else {
-        let case = warden::case_file(&output::open_read_only(db)?, run_id)?;
+        let case = warden::case_file(&output::open_to_read(db, signing_key)?, run_id)?;
         if args.json {
             output::print_json(&case)?;
         } else {

@@ -19,8 +19,8 @@ pub struct Args {
 }
 
 /// Runs `warden show`.
-pub fn run(db: &Path, args: &Args) -> anyhow::Result<u8> {
-    let journal = output::open_read_only(db)?;
+pub fn run(db: &Path, signing_key: Option<&Path>, args: &Args) -> anyhow::Result<u8> {
+    let journal = output::open_to_read(db, signing_key)?;
     let run_id = output::run_id(&journal, &args.run_id)?;
     let timeline = Timeline::load(&journal, &run_id).map_err(warden::Error::from)?;
     if args.json {

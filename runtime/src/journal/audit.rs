@@ -574,6 +574,7 @@ impl Journal {
         }
         let mut by_run = PlacesByRun::new();
         let mut carried = None;
+        let mut sealed = None;
         let renumbered = match (size, self.pack_manifest()?) {
             (0, Some(manifest)) => {
                 let leaves: Vec<(u64, Vec<u8>)> = manifest
@@ -595,6 +596,9 @@ impl Journal {
             }
             _ => {
                 let mut renumbered = Vec::new();
+                // The leaves the stored signed tree head covers, hashed as they are read.
+                let head = self.log_head().ok().flatten();
+                let mut frontier = merkle::Frontier::default();
                 let tx = self.read()?;
                 match tx.open_table(super::log::LOG_LEAVES) {
                     Err(redb::TableError::TableDoesNotExist(_)) => {}
@@ -607,12 +611,16 @@ impl Journal {
                             if number != place {
                                 renumbered.push((place, number));
                             }
+                            if head.as_ref().is_some_and(|sth| place < sth.head.size) {
+                                frontier.append(bytes.value());
+                            }
                             if let Some(run_id) = entry_run_id(bytes.value()) {
                                 by_run.entry(run_id).or_default().push((place, number));
                             }
                         }
                     }
                 }
+                sealed = head.and_then(|sth| unsealed(&sth, size, &frontier));
                 renumbered
             }
         };
@@ -621,6 +629,7 @@ impl Journal {
             by_run,
             carried,
             renumbered,
+            sealed,
         });
         if let Ok(mut memo) = self.log_index.lock() {
             *memo = Some(index.clone());
@@ -642,6 +651,36 @@ pub(super) struct LogIndex {
     carried: Option<Vec<(u64, LogEntry)>>,
     /// Entries stored under another number than their place: (place, number).
     renumbered: Vec<(u64, u64)>,
+    /// How the log's leaves fail the signed tree head stored with them, if they do: every
+    /// run's verification reports it, since no entry of such a log can be trusted.
+    sealed: Option<String>,
+}
+
+/// How the first `sth.head.size` of the `size` leaves read into `frontier` fail `sth`: a
+/// tree head covering more leaves than the log holds, or another root. The head's
+/// signature is not checked here (that needs the key); a head that names leaves the log
+/// no longer has is evidence enough.
+fn unsealed(sth: &SignedTreeHead, size: u64, frontier: &merkle::Frontier) -> Option<String> {
+    if sth.head.size > size {
+        Some(format!(
+            "the log's signed tree head covers {} entries but the log holds only {size}: entries were removed",
+            sth.head.size
+        ))
+    } else if frontier.len() != sth.head.size || frontier.root() != sth.head.root {
+        Some(format!(
+            "the log's first {} entries do not hash to the root its signed tree head holds: the log was altered",
+            sth.head.size
+        ))
+    } else {
+        None
+    }
+}
+
+impl LogIndex {
+    /// How the log's leaves fail its stored signed tree head, if they do.
+    pub(super) fn sealed(&self) -> Option<&str> {
+        self.sealed.as_deref()
+    }
 }
 
 /// The run id a log leaf names, read without decoding the rest: a leaf is postcard of

@@ -98,9 +98,18 @@ impl Journal {
         checked: &Checked,
     ) -> Result<Verification, JournalError> {
         let meta = self.run(run_id)?;
-        let entries = self.log_index()?.entries_of(self, run_id)?;
+        let index = self.log_index()?;
+        let entries = index.entries_of(self, run_id)?;
         let key = self.signer.as_ref().map(|k| k.public_key());
-        self.verify_logged(&meta, &entries, key.as_ref(), checked)
+        let mut verification = self.verify_logged(&meta, &entries, key.as_ref(), checked)?;
+        if verification.problem.is_none()
+            && let Some(problem) = index.sealed()
+        {
+            verification.problem = Some(format!(
+                "the journal's transparency log does not check out: {problem}"
+            ));
+        }
+        Ok(verification)
     }
 
     /// Verifies a run whose records were read as `rows`, consulting the log as `log`

@@ -73,6 +73,49 @@ pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
     hasher.finalize().into()
 }
 
+/// The root of a log read leaf by leaf, in O(log n) memory: the hashes of the perfect
+/// subtrees its leaves so far form (the largest first), as RFC 9162 splits a tree.
+#[derive(Debug, Clone, Default)]
+pub struct Frontier {
+    /// (number of leaves, hash) of each perfect subtree, left to right.
+    subtrees: Vec<(u64, Hash)>,
+    len: u64,
+}
+
+impl Frontier {
+    /// Appends a leaf's data (hashed with [`leaf_hash`]).
+    pub fn append(&mut self, data: &[u8]) {
+        let mut subtree = (1u64, leaf_hash(data));
+        while let Some(&(size, left)) = self.subtrees.last()
+            && size == subtree.0
+        {
+            self.subtrees.pop();
+            subtree = (size * 2, node_hash(&left, &subtree.1));
+        }
+        self.subtrees.push(subtree);
+        self.len += 1;
+    }
+
+    /// Number of leaves appended.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether no leaf was appended.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The root of the leaves appended: [`root`] of a tree of them.
+    pub fn root(&self) -> Hash {
+        let mut subtrees = self.subtrees.iter().rev();
+        let Some(&(_, last)) = subtrees.next() else {
+            return empty_root();
+        };
+        subtrees.fold(last, |right, (_, left)| node_hash(left, &right))
+    }
+}
+
 /// `SHA-256("")`: the RFC 9162 root of a tree with no leaves.
 #[must_use]
 pub fn empty_root() -> Hash {
@@ -525,4 +568,40 @@ pub fn verify_consistency(
     // Step 1 (an empty path fails) is covered: with m < n and m a power of
     // two, an empty `rest` leaves snode != 0.
     snode == 0 && fr == *old_root && sr == *new_root
+}
+
+#[cfg(test)]
+mod frontier_tests {
+    use super::{Frontier, MemoryTree, leaf_hash, node_hash};
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The root of leaves read one by one is the root of the tree that holds them, at
+        /// every size.
+        #[test]
+        fn a_frontier_has_the_trees_root(leaves in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 0..70)) {
+            let (mut frontier, mut tree) = (Frontier::default(), MemoryTree::new());
+            prop_assert_eq!(frontier.root(), tree.root(0).unwrap_or_else(|e| panic!("{e:?}")));
+            for leaf in &leaves {
+                frontier.append(leaf);
+                tree.append(leaf);
+                prop_assert_eq!(frontier.len(), tree.len());
+                prop_assert_eq!(frontier.root(), tree.root(tree.len()).unwrap_or_else(|e| panic!("{e:?}")));
+            }
+        }
+    }
+
+    /// RFC 9162's root of three leaves: the split at two.
+    #[test]
+    fn three_leaves_split_at_two() {
+        let mut frontier = Frontier::default();
+        for leaf in [b"a", b"b", b"c"] {
+            frontier.append(leaf);
+        }
+        let expected = node_hash(
+            &node_hash(&leaf_hash(b"a"), &leaf_hash(b"b")),
+            &leaf_hash(b"c"),
+        );
+        assert_eq!(frontier.root(), expected);
+    }
 }
