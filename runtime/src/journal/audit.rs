@@ -115,8 +115,9 @@ pub(super) fn log_problem(
     for (index, entry) in entries {
         // Since format 6 an entry holds no record digests: its commit begins where the
         // run's previous entry ended.
+        let previous = before;
         let first = if entry.digests.is_empty() {
-            before
+            previous
         } else {
             entry.first_record()
         };
@@ -136,6 +137,16 @@ pub(super) fn log_problem(
                     entry.records,
                     timestamp(entry.at_ms),
                     key.key_id()
+                ),
+            ));
+        }
+        if entry.records < previous {
+            // The entry of the commit that began at `previous` was altered.
+            return Some((
+                Some(previous),
+                format!(
+                    "log entry {index} holds the run's head at {} records, after an earlier entry of the run held it at {previous}: a run's entries only grow (the log was altered)",
+                    entry.records
                 ),
             ));
         }

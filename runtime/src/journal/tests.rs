@@ -341,6 +341,27 @@ proptest! {
     }
 }
 
+/// A run's log entries only grow: an entry set back to fewer records than an earlier one
+/// (here the last, to none, with a head of zeros) is named at the first record of the
+/// commit it stood for, not taken for a log that never held the run's later records.
+#[test]
+fn a_log_entry_set_back_is_named_at_its_commit() {
+    let (_, chained) = chain(12);
+    let (rows, mut entries) = commit_rows(&chained, &[5]);
+    let (records, links, _) = read(&rows);
+    assert_eq!(entries.len(), 3);
+    let last = entries
+        .last_mut()
+        .map(|(_, entry)| entry)
+        .expect("an entry");
+    last.records = 0;
+    last.head = Digest::ZERO;
+    let found = super::audit::log_problem(&records, &links, &entries, None);
+    let (named, message) = found.expect("found");
+    assert_eq!(named, Some(10), "{message}");
+    assert!(message.contains("only grow"), "{message}");
+}
+
 /// Bodies of several kinds and sizes, for the row encoder.
 fn body() -> impl Strategy<Value = RecordBody> {
     prop_oneof![
