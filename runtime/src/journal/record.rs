@@ -720,9 +720,13 @@ pub(super) fn decode_row(first: u64, bytes: &[u8], before: Digest) -> Result<Dec
             let (prev, rest) = decode_bodies(first, &bytes[1..], Some(before), &mut records)
                 .map_err(|e| e.to_string())?;
             if rest.is_empty() {
+                // The last record may be numbered u64::MAX; the index after it may not.
+                let end = first
+                    .checked_add(records.len() as u64)
+                    .ok_or("the row's records run past the last record number")?;
                 link = Some(Link {
                     first,
-                    end: first + records.len() as u64,
+                    end,
                     prev,
                     head: commit_digest(first, bytes),
                 });

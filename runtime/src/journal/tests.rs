@@ -362,6 +362,20 @@ fn a_log_entry_set_back_is_named_at_its_commit() {
     assert!(message.contains("only grow"), "{message}");
 }
 
+/// A format-6 row whose last record would be numbered u64::MAX is refused, not wrapped.
+#[test]
+fn a_row_ending_at_the_last_record_number_is_refused() {
+    let bodies: Vec<RecordBody> = vec![RecordBody::StepStarted {
+        step: 1,
+        state: "s".into(),
+    }];
+    let row = record::RecordRow::encode(&bodies.into(), u64::MAX, Digest::ZERO, 1);
+    let message = record::decode_row(u64::MAX, row.bytes(), Digest::ZERO)
+        .err()
+        .expect("refused");
+    assert!(message.contains("past the last record number"), "{message}");
+}
+
 /// Bodies of several kinds and sizes, for the row encoder.
 fn body() -> impl Strategy<Value = RecordBody> {
     prop_oneof![
