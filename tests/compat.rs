@@ -22,6 +22,35 @@ fn every_run_verifies_and_replays(db: &std::path::Path) {
     }
 }
 
+/// Decides the case `case` of run `run_id` with (outcome, reviewer, role, note) under the
+/// action digest it shows; the run completes.
+fn decide(db: &std::path::Path, run_id: &str, case: &serde_json::Value, decision: [&str; 4]) {
+    let action = case["action"].as_str().expect("action");
+    let [outcome, reviewer, role, note] = decision;
+    let (code, decided) = warden(
+        db,
+        &[
+            "review",
+            run_id,
+            "--decide",
+            outcome,
+            "--reviewer",
+            reviewer,
+            "--role",
+            role,
+            "--note",
+            note,
+            "--action",
+            action,
+        ],
+    );
+    assert_eq!(
+        (code, decided["status"].as_str()),
+        (0, Some("completed")),
+        "{decided:#}"
+    );
+}
+
 /// Decompresses `tests/compat/<name>.gz` into `dir`.
 fn fixture_named(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
     let gz = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -118,29 +147,7 @@ fn an_edition_2_journal_replays_under_its_own_rules_and_its_case_is_decided() {
             .join(name);
         std::fs::copy(from, deployment.join(name)).expect("copy a fixture");
     }
-    let action = case["action"].as_str().expect("action").to_string();
-    let (code, decided) = warden(
-        &db,
-        &[
-            "review",
-            waiting,
-            "--decide",
-            "done",
-            "--reviewer",
-            "c.lerk",
-            "--role",
-            "clerk",
-            "--note",
-            "closed",
-            "--action",
-            &action,
-        ],
-    );
-    assert_eq!(
-        (code, decided["status"].as_str()),
-        (0, Some("completed")),
-        "{decided:#}"
-    );
+    decide(&db, waiting, &case, ["done", "c.lerk", "clerk", "closed"]);
     let (code, replayed) = warden(&db, &["replay", waiting]);
     assert_eq!(
         (code, replayed["verdict"].as_str()),
@@ -214,28 +221,16 @@ fn a_version_5_journal_verifies_replays_and_is_continued_in_format_6() {
     );
     let (code, case) = warden(&db, &["review", &waiting]);
     assert_eq!(code, 10, "{case:#}");
-    let action = case["action"].as_str().expect("action").to_string();
-    let (code, decided) = warden(
+    decide(
         &db,
-        &[
-            "review",
-            &waiting,
-            "--decide",
+        &waiting,
+        &case,
+        [
             "approved",
-            "--reviewer",
             "u.one",
-            "--role",
             "underwriter",
-            "--note",
             "decided by today's build",
-            "--action",
-            &action,
         ],
-    );
-    assert_eq!(
-        (code, decided["status"].as_str()),
-        (0, Some("completed")),
-        "{decided:#}"
     );
     let formats = row_formats(&waiting);
     assert!(

@@ -125,18 +125,16 @@ impl Signed {
     fn copy(&self) -> (tempfile::TempDir, PathBuf) {
         copy_db(&self.db())
     }
+    /// `warden --db DB ARGS...` in the journal's directory.
+    fn cli(&self, db: &Path, args: &[&str]) -> Output {
+        let mut all = vec!["--db", db.to_str().expect("utf-8")];
+        all.extend(args);
+        warden(self.dir.path(), &all)
+    }
     fn audit(&self, db: &Path) -> (i32, Value) {
-        let out = warden(
-            self.dir.path(),
-            &[
-                "--db",
-                db.to_str().expect("utf-8"),
-                "verify",
-                "--all",
-                "--key",
-                "deployment.pub",
-                "--json",
-            ],
+        let out = self.cli(
+            db,
+            &["verify", "--all", "--key", "deployment.pub", "--json"],
         );
         (out.status.code().unwrap_or(-1), json(&out))
     }
@@ -217,17 +215,24 @@ fn a_planted_checkpoint_is_reported_and_never_restored_by_a_fork() {
     assert_ne!(out.status.code(), Some(0), "{}", text(&out));
 }
 
-#[test]
-fn a_resealed_run_is_refused_by_review_replay_show_and_resume_not_only_by_verify() {
-    let journal = journal();
-    let (_d, copy) = journal.copy();
+/// A copy of the journal in which the run awaiting review names another submitter, its
+/// chain and summary re-sealed (the chain checks out): the copy's directory, its path and
+/// the run.
+fn resealed_waiting(journal: &Signed) -> (tempfile::TempDir, PathBuf, String) {
+    let (dir, copy) = journal.copy();
     let run = journal.waiting.clone();
-    // The submitter's name changed and the chain recomputed: the chain checks out.
     rewrite(&copy, &run, |records: &mut Vec<Record>| {
         if let warden::RecordBody::Started(start) = &mut records[0].body {
             start.submitted_by = Some("someone-else".into());
         }
     });
+    (dir, copy, run)
+}
+
+#[test]
+fn a_resealed_run_is_refused_by_review_replay_show_and_resume_not_only_by_verify() {
+    let journal = journal();
+    let (_d, copy, run) = resealed_waiting(&journal);
     edit_summary(&copy, &run, |_| {});
     let db = copy.to_str().expect("utf-8");
     let root = journal.dir.path();
@@ -274,13 +279,7 @@ fn a_resealed_run_is_refused_by_review_replay_show_and_resume_not_only_by_verify
 #[test]
 fn a_run_resealed_with_its_log_rewritten_is_refused_by_every_reader_given_the_key() {
     let journal = journal();
-    let (_d, copy) = journal.copy();
-    let run = journal.waiting.clone();
-    rewrite(&copy, &run, |records: &mut Vec<Record>| {
-        if let warden::RecordBody::Started(start) = &mut records[0].body {
-            start.submitted_by = Some("someone-else".into());
-        }
-    });
+    let (_d, copy, run) = resealed_waiting(&journal);
     let heads = crate::support::tamper::heads(&copy, &run);
     crate::support::tamper::rewrite_log(
         &copy,
@@ -608,18 +607,7 @@ fn summaries_moved_undecodable_or_back_dated_and_appended_bytes_are_reported() {
     // ... and `replay --all` reports it as a run it could not replay, replaying the others
     // (found by a reviewer: the streaming replay looked the summary up by the run id it
     // names, not the key it is under, and stopped with an error).
-    let replay = |copy: &Path| {
-        warden(
-            journal.dir.path(),
-            &[
-                "--db",
-                copy.to_str().expect("utf-8"),
-                "replay",
-                "--all",
-                "--json",
-            ],
-        )
-    };
+    let replay = |copy: &Path| journal.cli(copy, &["replay", "--all", "--json"]);
     let out = replay(&copy);
     assert_eq!(out.status.code(), Some(12), "{}", text(&out));
     let reports = json(&out);
