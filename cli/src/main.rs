@@ -54,8 +54,9 @@ struct Cli {
     /// The deployment's signing key (from `warden key generate`): every commit of run,
     /// resume, fork and review signs the run's new head and the transparency log's tree
     /// head with it. Once a journal is signed, every write must be. With it, `show`,
-    /// `replay`, `runs`, `report`, `export` and `review` hold every run they read to the
-    /// key's signatures, as writers do (a run re-sealed without the key does not verify).
+    /// `replay`, `report`, `review` and the review queue of `runs` refuse a journal whose
+    /// log is not what the key last sealed, and hold every run they verify to the key's
+    /// signatures, as writers do (a run re-sealed without the key does not verify).
     /// Keep the key off the journal's machine's backups; auditors hold the public key.
     #[arg(long, global = true, env = "WARDEN_SIGNING_KEY", value_name = "FILE")]
     signing_key: Option<PathBuf>,

@@ -165,14 +165,18 @@ pub fn open_read_only(db: &Path) -> anyhow::Result<warden::Journal> {
 }
 
 /// Opens the journal for reading only, in a process given the deployment's signing key
-/// (`--signing-key`, `WARDEN_SIGNING_KEY`) or not. With the key, every run read is held
-/// to its signatures as a writer's runs are ([`warden::Journal::verify`]): a run whose
-/// log entries are not the key's, re-sealed by someone without it, does not verify, so
-/// it is not shown as a case, replayed or listed as sound.
+/// (`--signing-key`, `WARDEN_SIGNING_KEY`) or not. With the key, the log must be what the
+/// key last sealed ([`warden::Journal::hold_to_key`]: its signed tree head this key's and
+/// covering every entry, and extending the head recorded beside the key), and every run
+/// read is held to its signatures as a writer's runs are ([`warden::Journal::verify`]): a
+/// run whose log entries are not the key's, re-sealed by someone without it, does not
+/// verify, so it is not shown as a case, replayed or listed as sound.
 pub fn open_to_read(db: &Path, signing_key: Option<&Path>) -> anyhow::Result<warden::Journal> {
     let mut journal = open_read_only(db)?;
     if let Some(path) = signing_key {
-        journal.set_signer(read_signing_key(path)?);
+        journal
+            .hold_to_key(read_signing_key(path)?, signed_heads_file(path))
+            .map_err(warden::Error::from)?;
     }
     Ok(journal)
 }

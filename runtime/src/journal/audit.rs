@@ -668,13 +668,20 @@ pub(super) struct LogIndex {
 }
 
 /// How the first `sth.head.size` of the `size` leaves read into `frontier` fail `sth`: a
-/// tree head covering more leaves than the log holds, or another root. The head's
+/// tree head covering more or fewer leaves than the log holds, or another root. The head's
 /// signature is not checked here (that needs the key); a head that names leaves the log
 /// no longer has is evidence enough.
 fn unsealed(sth: &SignedTreeHead, size: u64, frontier: &merkle::Frontier) -> Option<String> {
     if sth.head.size > size {
         Some(format!(
             "the log's signed tree head covers {} entries but the log holds only {size}: entries were removed",
+            sth.head.size
+        ))
+    } else if sth.head.size < size {
+        // Every signed commit stores the head that covers it.
+        Some(format!(
+            "{} log entries follow the signed tree head (size {}): they were written without the key, or an earlier head was put back",
+            size - sth.head.size,
             sth.head.size
         ))
     } else if frontier.len() != sth.head.size || frontier.root() != sth.head.root {

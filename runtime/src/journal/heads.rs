@@ -10,8 +10,9 @@
 //! key and journal; after it, the new head is recorded. One line per (key, journal):
 //! `<key id> <size> <root hex> <journal path, hex of its bytes>`.
 //!
-//! A journal is named by the path the operator gave, made absolute but with no symlink
-//! resolved: whoever can write the journal's directory may point a symlink anywhere, but
+//! A journal is named by the path the operator gave, made absolute, its `.` and `..`
+//! taken out as written (`/srv/w/../w/j.redb` is `/srv/w/j.redb`: a path spelled another
+//! way must not find no record), but with no symlink resolved: whoever can write the journal's directory may point a symlink anywhere, but
 //! cannot change which record the operator's path reads (a record keyed by where a
 //! symlink led could be steered to a name with no record, or to one the attacker wrote
 //! into the path itself). The path is stored as hex, so no byte of it can break a line.
@@ -30,6 +31,26 @@ use crate::seal::hex;
 use crate::seal::merkle::Hash;
 use crate::seal::signing::KeyId;
 
+/// `path` with its `.` components dropped and each `..` taking out the name before it, as
+/// written (no symlink is followed: the operator's path names the journal).
+fn lexical(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !matches!(out.components().next_back(), Some(Component::Normal(_))) || !out.pop()
+                {
+                    out.push(component);
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 /// Where the heads one key signed are recorded, and which journal this is.
 #[derive(Debug)]
 pub(super) struct KeptHeads {
@@ -45,7 +66,8 @@ impl KeptHeads {
     /// The record in `file` for `journal` (the operator's path made absolute, no symlink
     /// resolved) signed by `key`.
     pub(super) fn new(file: PathBuf, journal: &Path, key: KeyId) -> KeptHeads {
-        let journal = std::path::absolute(journal).unwrap_or_else(|_| journal.to_path_buf());
+        let journal =
+            lexical(&std::path::absolute(journal).unwrap_or_else(|_| journal.to_path_buf()));
         KeptHeads {
             file,
             journal: hex::encode(journal.as_os_str().as_encoded_bytes()),
@@ -139,6 +161,33 @@ fn parse(line: &str) -> Option<(&str, u64, Hash, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One journal spelled with `.`, `..` or doubled separators finds one record. (Found
+    /// by a reviewer: a signed write through `/dir/../dir/j.redb` passed the rollback
+    /// check that `/dir/j.redb` failed.)
+    #[test]
+    fn a_journal_spelled_another_way_finds_its_record() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("k.heads");
+        let key = KeyId([1; 8]);
+        let named = dir.path().join("warden.redb");
+        KeptHeads::new(file.clone(), &named, key)
+            .record(7, &[3; 32])
+            .expect("record");
+        let name = dir.path().file_name().expect("name").to_os_string();
+        for spelled in [
+            dir.path().join("..").join(&name).join("warden.redb"),
+            dir.path().join(".").join("warden.redb"),
+            PathBuf::from(format!("{}//warden.redb", dir.path().display())),
+        ] {
+            assert_eq!(
+                KeptHeads::new(file.clone(), &spelled, key).last(),
+                Some((7, [3; 32])),
+                "{}",
+                spelled.display()
+            );
+        }
+    }
 
     /// A journal reached through a symlink keeps the record of the path the operator
     /// named, and no byte of a path can forge a line.

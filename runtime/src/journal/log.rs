@@ -183,6 +183,70 @@ impl Journal {
         }
     }
 
+    /// For a reader given the deployment's signing key: holds every run read from now on
+    /// to the key's signatures ([`Journal::verify`]), after checking what a signed writer
+    /// checks before it writes ([`Journal::keep_signed_heads`]): a log with signed entries
+    /// has a signed tree head, the head is this key's and covers exactly the entries
+    /// stored, and the log extends the last head this key signed for the journal as
+    /// recorded in `kept` (if it holds one). (Whether the leaves hash to the head's root
+    /// every verification checks, key or none.) A log cut back with its genuine entries,
+    /// or under an older genuine head, is refused here, where no run's own entries show it.
+    ///
+    /// # Errors
+    /// [`JournalError::LogAltered`] naming what does not hold; redb errors.
+    pub fn hold_to_key(&mut self, key: SigningKey, kept: PathBuf) -> Result<(), JournalError> {
+        let public = key.public_key();
+        let size = self.log_size()?;
+        let refuse = |what: String| JournalError::LogAltered {
+            path: self.path.clone(),
+            message: format!(
+                "{what}: the journal was altered since its last signed write, and nothing read from it can be trusted; check it with `warden verify --all --key PUB`"
+            ),
+        };
+        match self.log_head()? {
+            None => {
+                if let Some(index) = self
+                    .log_entries()?
+                    .iter()
+                    .position(|(entry, _)| entry.signature.is_some())
+                {
+                    return Err(refuse(format!(
+                        "its log holds signed entries (entry {index} is one) but no signed tree head"
+                    )));
+                }
+            }
+            Some(head) => {
+                if !head.verify(&public) {
+                    return Err(refuse(format!(
+                        "its signed tree head is not signed by key {} ({})",
+                        key.key_id(),
+                        head.why_unverified(&public)
+                    )));
+                }
+                if head.head.size != size {
+                    return Err(refuse(format!(
+                        "its signed tree head covers {} log entries, but the log holds {size}",
+                        head.head.size
+                    )));
+                }
+            }
+        }
+        let kept = super::heads::KeptHeads::new(kept, &self.path, key.key_id());
+        if let Some((signed, root)) = kept.last()
+            && (signed > size || self.log_root(signed)? != root)
+        {
+            return Err(JournalError::LogAltered {
+                path: self.path.clone(),
+                message: format!(
+                    "its log ({size} entries) does not extend the last tree head this key signed for it ({signed} entries, recorded in {}): it was rolled back, cut or replaced since. Check it with `warden log prove --from HEAD --key PUB` against a head you kept",
+                    kept.file().display()
+                ),
+            });
+        }
+        self.signer = Some(key);
+        Ok(())
+    }
+
     /// Opens the log's tables for appending, once per transaction.
     pub(super) fn log_tables<'t>(
         &self,
