@@ -433,6 +433,33 @@ fn a_pack_cut_back_to_before_its_review_or_altered_does_not_verify_or_replay() {
     );
     assert!(out.status.success(), "{}", text(&out));
     let pack = root.join("case.pack");
+    // The whole pack reads as a journal: its report verifies, with the key and without.
+    // (Found by a reviewer: the pack's entries, numbered as in the journal they came
+    // from, were taken for a renumbered log.)
+    for key in [false, true] {
+        let page = root.join(format!("pack-{key}.html"));
+        let args = [
+            "report",
+            &journal.reviewed,
+            "--out",
+            page.to_str().expect("utf-8"),
+        ];
+        let out = if key {
+            with_key(root, &pack, &args)
+        } else {
+            journal.cli(&pack, &args)
+        };
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(text(&out).contains("verified"), "{}", text(&out));
+    }
+    // Audited as a journal, it is pointed to `--pack`, not called broken.
+    let out = journal.cli(&pack, &["verify", "--all"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("is an evidence pack: verify it with `warden verify --pack"),
+        "{}",
+        text(&out)
+    );
     let entries = {
         let journal = Journal::open_pack(&pack).expect("pack");
         journal

@@ -111,6 +111,20 @@ fn verify(db: &Path, args: &Args) -> anyhow::Result<u8> {
         return Ok(exit(result.is_intact()));
     }
     let journal = output::open_read_only(db)?;
+    // An evidence pack has no log of its own, only the entries its manifest carries: the
+    // audit of a journal would call its run inserted.
+    if journal
+        .pack_manifest()
+        .map_err(warden::Error::from)?
+        .is_some()
+    {
+        return Err(Usage(format!(
+            "{} is an evidence pack: verify it with `warden verify --pack {} --key PUB`",
+            db.display(),
+            db.display()
+        ))
+        .into());
+    }
     let audit = match (&args.run_id, args.all) {
         // The id as given first: a run that was deleted (only the log names it), or
         // records planted under an id no summary has, are what the audit reports under

@@ -588,22 +588,19 @@ impl Journal {
         let mut sealed = None;
         let renumbered = match (size, self.pack_manifest()?) {
             (0, Some(manifest)) => {
-                let leaves: Vec<(u64, Vec<u8>)> = manifest
-                    .entries
-                    .into_iter()
-                    .map(|entry| (entry.index, entry.bytes))
-                    .collect();
                 carried = Some(
                     (0u64..)
-                        .zip(&leaves)
-                        .filter_map(|(place, (_, bytes))| {
-                            postcard::from_bytes::<LogEntry>(bytes)
+                        .zip(&manifest.entries)
+                        .filter_map(|(place, entry)| {
+                            postcard::from_bytes::<LogEntry>(&entry.bytes)
                                 .ok()
                                 .map(|e| (place, e))
                         })
                         .collect(),
                 );
-                renumbered(&leaves)
+                // A pack's entries keep the numbers they had in the journal it was cut
+                // from (its inclusion proofs name them): not a renumbering.
+                Vec::new()
             }
             _ => {
                 let mut renumbered = Vec::new();
@@ -718,14 +715,6 @@ fn places_of<'a>(by_run: &'a PlacesByRun, run_id: &str) -> &'a [(u64, u64)] {
 /// The leaves stored under another number than their place in the log, as (place,
 /// number): the log's leaves are numbered 0, 1, 2, ... by the writer, so any other number
 /// was written by someone else.
-fn renumbered(leaves: &[(u64, Vec<u8>)]) -> Vec<(u64, u64)> {
-    (0u64..)
-        .zip(leaves)
-        .filter(|(position, (key, _))| position != key)
-        .map(|(position, (key, _))| (position, *key))
-        .collect()
-}
-
 impl LogIndex {
     /// The entries of `run_id`, oldest first, each with its place in the log, read from
     /// `journal`'s log (or the pack's manifest).
