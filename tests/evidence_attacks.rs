@@ -359,6 +359,41 @@ fn a_run_resealed_with_its_log_rewritten_is_refused_by_every_reader_given_the_ke
     let out = warden(root, &["--db", db, "review", &run]);
     assert_eq!(out.status.code(), Some(10), "{}", text(&out));
     refused("its signed tree head is not signed by key");
+    // The head put back as the key's, its root changed and its signature kept: a writer
+    // calls it altered (exit 12), not another deployment's.
+    {
+        use warden::seal::signing::SignedTreeHead;
+        const LOG_HEAD: TableDefinition<&str, &[u8]> = TableDefinition::new("log_head");
+        let (_o, original) = journal.copy();
+        let genuine: SignedTreeHead = {
+            let database = Database::create(&original).expect("open");
+            let tx = redb::ReadableDatabase::begin_read(&database).expect("read");
+            let table = tx.open_table(LOG_HEAD).expect("head");
+            let bytes = table.get("latest").expect("get").expect("a head");
+            postcard::from_bytes(bytes.value()).expect("decodes")
+        };
+        let mut rerooted = genuine;
+        rerooted.head.root[0] ^= 1;
+        let database = Database::create(&copy).expect("open copy");
+        let tx = database.begin_write().expect("write");
+        tx.open_table(LOG_HEAD)
+            .expect("head")
+            .insert(
+                "latest",
+                postcard::to_allocvec(&rerooted).expect("encode").as_slice(),
+            )
+            .expect("insert");
+        tx.commit().expect("commit");
+    }
+    refused("its signed tree head is not signed by key");
+    let example = loan_example();
+    let out = with_key(root, &copy, &["run", example.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(12), "{}", text(&out));
+    assert!(
+        text(&out).contains("but its signature does not hold: the journal was altered"),
+        "{}",
+        text(&out)
+    );
 }
 
 /// Cuts the pack back to its first `keep` log entries and the records they cover, as a

@@ -73,6 +73,21 @@ pub fn open(db: &Path, signing_key: Option<&Path>) -> anyhow::Result<warden::Jou
             // make this writer extend a forged log (or deny it service).
             if let Some(head) = &head
                 && !head.verify(&public)
+                && head.key_id == key.key_id()
+            {
+                // This key's head, but its signature does not hold: altered, not foreign.
+                return Err(warden::Error::from(warden::JournalError::LogAltered {
+                    path: db.to_path_buf(),
+                    message: format!(
+                        "its signed tree head names key {} (--signing-key {}) but its signature does not hold: the journal was altered since its last signed write; nothing was written; check it with `warden verify --all --key PUB` and restore it from a copy",
+                        key.key_id(),
+                        path.display()
+                    ),
+                })
+                .into());
+            }
+            if let Some(head) = &head
+                && !head.verify(&public)
             {
                 return Err(Usage(format!(
                     "journal {}: its signed tree head is not signed by --signing-key {} (key {}; the head names key {}): the journal belongs to another deployment or was altered; check it with `warden verify --all --key` before writing to it",
