@@ -39,6 +39,14 @@ fn with_key(dir: &Path, db: &Path, args: &[&str]) -> Output {
     warden(dir, &all)
 }
 
+/// `warden --db DB --public-key deployment.pub ARGS...`: a reader who holds no secret.
+fn with_public(dir: &Path, db: &Path, args: &[&str]) -> Output {
+    let db = db.to_str().expect("utf-8");
+    let mut all = vec!["--db", db, "--public-key", "deployment.pub"];
+    all.extend(args);
+    warden(dir, &all)
+}
+
 fn json(output: &Output) -> Value {
     serde_json::from_slice(&output.stdout).unwrap_or_else(|_| panic!("no JSON: {}", text(output)))
 }
@@ -276,7 +284,8 @@ fn a_resealed_run_is_refused_by_review_replay_show_and_resume_not_only_by_verify
 /// signed tree head stands, every reader refuses the journal; with the head removed, or
 /// re-made under another key, a reader without the key cannot tell
 /// (`docs/threat-model.md`), but every reader given it (`--signing-key`,
-/// `WARDEN_SIGNING_KEY`) refuses it, as writers do. (Found by reviewers: review, show,
+/// `WARDEN_SIGNING_KEY`, or the public key: `--public-key`, `WARDEN_PUBLIC_KEY`) refuses
+/// it, as writers do. (Found by reviewers: review, show,
 /// runs and replay ignored the key, then the head.)
 #[test]
 fn a_run_resealed_with_its_log_rewritten_is_refused_by_every_reader_given_the_key() {
@@ -298,6 +307,13 @@ fn a_run_resealed_with_its_log_rewritten_is_refused_by_every_reader_given_the_ke
     );
     let db = copy.to_str().expect("utf-8");
     let root = journal.dir.path();
+    // The untouched journal reads as sound to a reader with either key.
+    for out in [
+        with_key(root, &journal.db(), &["review", &run]),
+        with_public(root, &journal.db(), &["review", &run]),
+    ] {
+        assert_eq!(out.status.code(), Some(10), "{}", text(&out));
+    }
     // The log's leaves no longer hash to its stored signed tree head: every reader sees
     // it, key or none.
     for args in [
@@ -342,13 +358,17 @@ fn a_run_resealed_with_its_log_rewritten_is_refused_by_every_reader_given_the_ke
                 report.to_str().expect("utf-8"),
             ],
         ] {
-            let out = with_key(root, &copy, &args);
-            assert_eq!(out.status.code(), Some(12), "{args:?}: {}", text(&out));
-            assert!(
-                text(&out).contains(why),
-                "{args:?} says why: {}",
-                text(&out)
-            );
+            for out in [
+                with_key(root, &copy, &args),
+                with_public(root, &copy, &args),
+            ] {
+                assert_eq!(out.status.code(), Some(12), "{args:?}: {}", text(&out));
+                assert!(
+                    text(&out).contains(why),
+                    "{args:?} says why: {}",
+                    text(&out)
+                );
+            }
         }
     };
     refused("signed entries (entry 0 is one) but no signed tree head");

@@ -60,6 +60,14 @@ struct Cli {
     /// Keep the key off the journal's machine's backups; auditors hold the public key.
     #[arg(long, global = true, env = "WARDEN_SIGNING_KEY", value_name = "FILE")]
     signing_key: Option<PathBuf>,
+    /// The deployment's public key (from `warden key generate`), for readers who hold no
+    /// secret: `show`, `replay`, `report`, `review` and the review queue of `runs` refuse
+    /// a journal whose log the key did not seal (its signed tree head missing, another
+    /// key's, or not covering every entry) and hold every run they verify to the key's
+    /// signatures. (`--signing-key` does the same and also checks the heads recorded
+    /// beside the secret key, which catches a journal put back whole to an earlier copy.)
+    #[arg(long, global = true, env = "WARDEN_PUBLIC_KEY", value_name = "PUB")]
+    public_key: Option<PathBuf>,
     /// Where compiled agents are kept between processes, so that only the first run of
     /// an agent pays for compiling it. Compiled code is trusted native code: the directory
     /// must be yours alone (it is created with mode 700; one others may write is not used).
@@ -247,20 +255,24 @@ fn install_module_cache(choice: Option<&std::path::Path>) {
 fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
     let db = &cli.db;
     let signing_key = cli.signing_key.as_deref();
+    let keys = output::Keys {
+        signing: signing_key,
+        public: cli.public_key.as_deref(),
+    };
     match &cli.command {
         Command::Check(args) => commands::check::run(args),
         Command::Run(args) => commands::run::run(db, signing_key, args),
         Command::Batch(args) => commands::batch::run(db, signing_key, args),
-        Command::Runs(args) => commands::runs::run(db, signing_key, args),
-        Command::Show(args) => commands::show::run(db, signing_key, args),
-        Command::Replay(args) => commands::replay::run(db, signing_key, args),
+        Command::Runs(args) => commands::runs::run(db, keys, args),
+        Command::Show(args) => commands::show::run(db, keys, args),
+        Command::Replay(args) => commands::replay::run(db, keys, args),
         Command::Resume(args) => commands::resume::run(db, signing_key, args),
         Command::Fork(args) => commands::fork::run(db, signing_key, args),
-        Command::Review(args) => commands::review::run(db, signing_key, args),
+        Command::Review(args) => commands::review::run(db, keys, args),
         Command::Verify(args) => commands::verify::run(db, args),
-        Command::Report(args) => commands::report::run(db, signing_key, args),
+        Command::Report(args) => commands::report::run(db, keys, args),
         Command::Evidence(args) => commands::evidence::run(db, signing_key, args),
-        Command::Export(args) => commands::export::run(db, signing_key, args),
+        Command::Export(args) => commands::export::run(db, keys, args),
         Command::Log(args) => commands::log::run(db, args),
         Command::Key(args) => commands::key::run(args),
         Command::Compact => commands::compact::run(db),

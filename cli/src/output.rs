@@ -180,20 +180,38 @@ pub fn open_read_only(db: &Path) -> anyhow::Result<warden::Journal> {
 }
 
 /// Opens the journal for reading only, in a process given the deployment's signing key
-/// (`--signing-key`, `WARDEN_SIGNING_KEY`) or not. With the key, the log must be what the
+/// (`--signing-key`, `WARDEN_SIGNING_KEY`), its public key (`--public-key`,
+/// `WARDEN_PUBLIC_KEY`: the same checks, less the record of heads kept beside the secret
+/// key; [`warden::Journal::hold_to_public_key`]) or neither. With the key, the log must be what the
 /// key last sealed ([`warden::Journal::hold_to_key`]: its signed tree head this key's and
 /// covering every entry, and extending the head recorded beside the key), and every run
 /// read is held to its signatures as a writer's runs are ([`warden::Journal::verify`]): a
 /// run whose log entries are not the key's, re-sealed by someone without it, does not
 /// verify, so it is not shown as a case, replayed or listed as sound.
-pub fn open_to_read(db: &Path, signing_key: Option<&Path>) -> anyhow::Result<warden::Journal> {
+pub fn open_to_read(db: &Path, keys: Keys<'_>) -> anyhow::Result<warden::Journal> {
     let mut journal = open_read_only(db)?;
-    if let Some(path) = signing_key {
+    if let Some(path) = keys.signing {
         journal
             .hold_to_key(read_signing_key(path)?, signed_heads_file(path))
             .map_err(warden::Error::from)?;
     }
+    if let Some(path) = keys.public {
+        journal
+            .hold_to_public_key(read_public_key(path)?)
+            .map_err(warden::Error::from)?;
+    }
     Ok(journal)
+}
+
+/// The deployment's keys a command was given: the signing key (`--signing-key`,
+/// `WARDEN_SIGNING_KEY`) and the public key a reader holds the journal to
+/// (`--public-key`, `WARDEN_PUBLIC_KEY`).
+#[derive(Clone, Copy, Default)]
+pub struct Keys<'a> {
+    /// The signing key's file.
+    pub signing: Option<&'a Path>,
+    /// The public key's file.
+    pub public: Option<&'a Path>,
 }
 
 /// The full id of the run `id` names: the id itself, or a unique prefix of one

@@ -38,8 +38,8 @@ pub struct Args {
 }
 
 /// Runs `warden export`.
-pub fn run(db: &Path, signing_key: Option<&Path>, args: &Args) -> anyhow::Result<u8> {
-    let journal = output::open_to_read(db, signing_key)?;
+pub fn run(db: &Path, keys: output::Keys<'_>, args: &Args) -> anyhow::Result<u8> {
+    let journal = output::open_to_read(db, keys)?;
     let runs: Vec<String> = match &args.run_id {
         Some(id) => vec![output::run_id(&journal, id)?],
         None => journal.run_ids().map_err(warden::Error::from)?,

@@ -211,7 +211,7 @@ impl Args {
 }
 
 /// Runs `warden replay`.
-pub fn run(db: &Path, signing_key: Option<&Path>, args: &Args) -> anyhow::Result<u8> {
+pub fn run(db: &Path, keys: output::Keys<'_>, args: &Args) -> anyhow::Result<u8> {
     let options = ReplayOptions {
         from_checkpoint: args.from_checkpoint,
         agent: match &args.agent {
@@ -232,7 +232,7 @@ pub fn run(db: &Path, signing_key: Option<&Path>, args: &Args) -> anyhow::Result
     };
     let journal = match &args.pack {
         Some(pack) => warden::Journal::open_pack(pack).map_err(warden::Error::from)?,
-        None => output::open_to_read(db, signing_key)?,
+        None => output::open_to_read(db, keys)?,
     };
     let pack_run = match &args.pack {
         Some(pack) => {

@@ -56,9 +56,9 @@ pub struct Args {
 
 /// Runs `warden report`: exit 0 when the report is written and the run verifies, 12 when
 /// the report is written but the run does not verify (the report says why).
-pub fn run(db: &Path, signing_key: Option<&Path>, args: &Args) -> anyhow::Result<u8> {
+pub fn run(db: &Path, keys: output::Keys<'_>, args: &Args) -> anyhow::Result<u8> {
     // The auditor's public key, or the one the deployment's signing key implies.
-    let key = match (args.key.as_deref(), signing_key) {
+    let key = match (args.key.as_deref().or(keys.public), keys.signing) {
         (Some(path), _) => Some((output::read_public_key(path)?, path.to_path_buf())),
         (None, Some(path)) => Some((
             output::read_signing_key(path)?.public_key(),
@@ -70,7 +70,7 @@ pub fn run(db: &Path, signing_key: Option<&Path>, args: &Args) -> anyhow::Result
     if !to_stdout && !args.force && args.out.exists() {
         return Err(exists(&args.out).into());
     }
-    let journal = output::open_to_read(db, signing_key)?;
+    let journal = output::open_to_read(db, keys)?;
     let run_id = output::run_id(&journal, &args.run_id)?;
     let material = Material::read(&journal, db, &run_id, key)?;
     let page = html::page(&material)?;

@@ -67,7 +67,8 @@ pub struct Args {
 }
 
 /// Runs `warden review`.
-pub fn run(db: &Path, signing_key: Option<&Path>, args: &Args) -> anyhow::Result<u8> {
+pub fn run(db: &Path, keys: output::Keys<'_>, args: &Args) -> anyhow::Result<u8> {
+    let signing_key = keys.signing;
     if args.expire {
         return expire(db, signing_key, args);
     }
@@ -76,7 +77,7 @@ pub fn run(db: &Path, signing_key: Option<&Path>, args: &Args) -> anyhow::Result
     };
     let run_id = &output::run_id_in(db, run_id)?;
     let Some(outcome) = &args.decide else {
-        let case = warden::case_file(&output::open_to_read(db, signing_key)?, run_id)?;
+        let case = warden::case_file(&output::open_to_read(db, keys)?, run_id)?;
         if args.json {
             output::print_json(&case)?;
         } else {

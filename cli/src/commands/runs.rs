@@ -19,7 +19,7 @@ pub struct Args {
 }
 
 /// Runs `warden runs`.
-pub fn run(db: &Path, signing_key: Option<&Path>, args: &Args) -> anyhow::Result<u8> {
+pub fn run(db: &Path, keys: output::Keys<'_>, args: &Args) -> anyhow::Result<u8> {
     let status = match &args.status {
         Some(text) => Some(Status::parse(text).ok_or_else(|| {
             Usage(format!(
@@ -28,7 +28,7 @@ pub fn run(db: &Path, signing_key: Option<&Path>, args: &Args) -> anyhow::Result
         })?),
         None => None,
     };
-    let journal = output::open_to_read(db, signing_key)?;
+    let journal = output::open_to_read(db, keys)?;
     if status == Some(Status::AwaitingReview) {
         return review_queue(&journal, args.json);
     }

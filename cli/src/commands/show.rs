@@ -19,8 +19,8 @@ pub struct Args {
 }
 
 /// Runs `warden show`.
-pub fn run(db: &Path, signing_key: Option<&Path>, args: &Args) -> anyhow::Result<u8> {
-    let journal = output::open_to_read(db, signing_key)?;
+pub fn run(db: &Path, keys: output::Keys<'_>, args: &Args) -> anyhow::Result<u8> {
+    let journal = output::open_to_read(db, keys)?;
     let run_id = output::run_id(&journal, &args.run_id)?;
     let timeline = Timeline::load(&journal, &run_id).map_err(warden::Error::from)?;
     if args.json {

@@ -185,17 +185,52 @@ impl Journal {
 
     /// For a reader given the deployment's signing key: holds every run read from now on
     /// to the key's signatures ([`Journal::verify`]), after checking what a signed writer
-    /// checks before it writes ([`Journal::keep_signed_heads`]): a log with signed entries
-    /// has a signed tree head, the head is this key's and covers exactly the entries
-    /// stored, and the log extends the last head this key signed for the journal as
-    /// recorded in `kept` (if it holds one). (Whether the leaves hash to the head's root
-    /// every verification checks, key or none.) A log cut back with its genuine entries,
-    /// or under an older genuine head, is refused here, where no run's own entries show it.
+    /// checks before it writes: the log is sealed by the key ([`Journal::hold_to_public_key`])
+    /// and extends the last head this key signed for the journal as recorded in `kept`
+    /// ([`Journal::keep_signed_heads`]), if it holds one. A log cut back with its genuine
+    /// entries, or under an older genuine head, is refused here, where no run's own entries
+    /// show it.
     ///
     /// # Errors
     /// [`JournalError::LogAltered`] naming what does not hold; redb errors.
     pub fn hold_to_key(&mut self, key: SigningKey, kept: PathBuf) -> Result<(), JournalError> {
-        let public = key.public_key();
+        self.check_sealed_by(&key.public_key())?;
+        let size = self.log_size()?;
+        let kept = super::heads::KeptHeads::new(kept, &self.path, key.key_id());
+        if let Some((signed, root)) = kept.last()
+            && (signed > size || self.log_root(signed)? != root)
+        {
+            return Err(JournalError::LogAltered {
+                path: self.path.clone(),
+                message: format!(
+                    "its log ({size} entries) does not extend the last tree head this key signed for it ({signed} entries, recorded in {}): it was rolled back, cut or replaced since. Check it with `warden log prove --from HEAD --key PUB` against a head you kept",
+                    kept.file().display()
+                ),
+            });
+        }
+        self.signer = Some(key);
+        Ok(())
+    }
+
+    /// For a reader given the deployment's public key (a reviewer or an auditor, who holds
+    /// no secret): checks that the log is sealed by the key, as a signed writer does
+    /// before it writes (a log with signed entries has a signed tree head, the head is
+    /// signed by this key and covers exactly the entries stored; whether the leaves hash
+    /// to its root every verification checks), and holds every run read from now on to
+    /// the key's signatures ([`Journal::verify`]). Without the secret key's record of the
+    /// heads it signed, a journal put back whole to an earlier genuine state is not told
+    /// apart here: `warden log prove --from` against a kept head does that.
+    ///
+    /// # Errors
+    /// [`JournalError::LogAltered`] naming what does not hold; redb errors.
+    pub fn hold_to_public_key(&mut self, key: PublicKey) -> Result<(), JournalError> {
+        self.check_sealed_by(&key)?;
+        self.readers_key = Some(key);
+        Ok(())
+    }
+
+    /// Whether the log is sealed by `public`: see [`Journal::hold_to_public_key`].
+    fn check_sealed_by(&self, public: &PublicKey) -> Result<(), JournalError> {
         let size = self.log_size()?;
         let refuse = |what: String| JournalError::LogAltered {
             path: self.path.clone(),
@@ -216,11 +251,11 @@ impl Journal {
                 }
             }
             Some(head) => {
-                if !head.verify(&public) {
+                if !head.verify(public) {
                     return Err(refuse(format!(
                         "its signed tree head is not signed by key {} ({})",
-                        key.key_id(),
-                        head.why_unverified(&public)
+                        public.key_id(),
+                        head.why_unverified(public)
                     )));
                 }
                 if head.head.size != size {
@@ -231,19 +266,6 @@ impl Journal {
                 }
             }
         }
-        let kept = super::heads::KeptHeads::new(kept, &self.path, key.key_id());
-        if let Some((signed, root)) = kept.last()
-            && (signed > size || self.log_root(signed)? != root)
-        {
-            return Err(JournalError::LogAltered {
-                path: self.path.clone(),
-                message: format!(
-                    "its log ({size} entries) does not extend the last tree head this key signed for it ({signed} entries, recorded in {}): it was rolled back, cut or replaced since. Check it with `warden log prove --from HEAD --key PUB` against a head you kept",
-                    kept.file().display()
-                ),
-            });
-        }
-        self.signer = Some(key);
         Ok(())
     }
 

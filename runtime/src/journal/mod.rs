@@ -164,6 +164,9 @@ pub struct Journal {
     signer: Option<crate::seal::signing::SigningKey>,
     /// Where the signer records the last head it signed for this journal, if anywhere.
     kept_heads: Option<heads::KeptHeads>,
+    /// The deployment's public key a reader holds the journal to
+    /// ([`Journal::hold_to_public_key`]): every verification checks signatures against it.
+    readers_key: Option<crate::seal::signing::PublicKey>,
     /// The log's entries by run, read once per size of the log (it only grows).
     log_index: std::sync::Mutex<Option<std::sync::Arc<audit::LogIndex>>>,
     /// Commits waiting to be written together (group commit).
@@ -234,6 +237,7 @@ impl Journal {
             path: path.to_path_buf(),
             signer: None,
             kept_heads: None,
+            readers_key: None,
             log_index: std::sync::Mutex::new(None),
             group: commit::Group::default(),
         };
@@ -266,6 +270,7 @@ impl Journal {
             path: path.to_path_buf(),
             signer: None,
             kept_heads: None,
+            readers_key: None,
             log_index: std::sync::Mutex::new(None),
             group: commit::Group::default(),
         };

@@ -100,7 +100,11 @@ impl Journal {
         let meta = self.run(run_id)?;
         let index = self.log_index()?;
         let entries = index.entries_of(self, run_id)?;
-        let key = self.signer.as_ref().map(|k| k.public_key());
+        let key = self
+            .signer
+            .as_ref()
+            .map(|k| k.public_key())
+            .or(self.readers_key);
         let mut verification = self.verify_logged(&meta, &entries, key.as_ref(), checked)?;
         if verification.problem.is_none()
             && let Some(problem) = index.sealed()
