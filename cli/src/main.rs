@@ -54,14 +54,14 @@ struct Cli {
     /// The deployment's signing key (from `warden key generate`): every commit of run,
     /// resume, fork and review signs the run's new head and the transparency log's tree
     /// head with it. Once a journal is signed, every write must be. With it, `show`,
-    /// `replay`, `report`, `review` and the review queue of `runs` refuse a journal whose
+    /// `replay`, `report`, `review` and `runs` refuse a journal whose
     /// log is not what the key last sealed, and hold every run they verify to the key's
     /// signatures, as writers do (a run re-sealed without the key does not verify).
     /// Keep the key off the journal's machine's backups; auditors hold the public key.
     #[arg(long, global = true, env = "WARDEN_SIGNING_KEY", value_name = "FILE")]
     signing_key: Option<PathBuf>,
     /// The deployment's public key (from `warden key generate`), for readers who hold no
-    /// secret: `show`, `replay`, `report`, `review` and the review queue of `runs` refuse
+    /// secret: `show`, `replay`, `report`, `review` and `runs` refuse
     /// a journal whose log the key did not seal (its signed tree head missing, another
     /// key's, or not covering every entry) and hold every run they verify to the key's
     /// signatures. (`--signing-key` does the same and also checks the heads recorded
