@@ -527,6 +527,28 @@ fn a_pack_cut_back_to_before_its_review_or_altered_does_not_verify_or_replay() {
     let review_entry = entries - 2;
     let (_d, cut) = copy_db(&pack);
     cut_back(&cut, &journal.reviewed, review_entry, false);
+    // Read as a journal by a reader with either key, the whole pack reads, the cut one
+    // is refused for what `verify --pack` says of it. (Found by a reviewer: readers of a
+    // pack did not check its attestation, and showed the decided run as a case.)
+    for args in [
+        ["show", journal.reviewed.as_str()],
+        ["replay", journal.reviewed.as_str()],
+    ] {
+        for out in [
+            with_key(root, &pack, &args),
+            with_public(root, &pack, &args),
+        ] {
+            assert!(out.status.success(), "{args:?}: {}", text(&out));
+        }
+        for out in [with_key(root, &cut, &args), with_public(root, &cut, &args)] {
+            assert_eq!(out.status.code(), Some(12), "{args:?}: {}", text(&out));
+            assert!(
+                text(&out).contains("the evidence pack does not verify against key"),
+                "{args:?}: {}",
+                text(&out)
+            );
+        }
+    }
     let cut = cut.to_str().expect("utf-8");
     let out = warden(root, &["verify", "--pack", cut, "--key", "deployment.pub"]);
     assert_eq!(out.status.code(), Some(12), "{}", text(&out));
@@ -609,6 +631,23 @@ fn verify_of_one_run_says_what_the_audit_says_of_it() {
     let journal = journal();
     let (_d, copy) = journal.copy();
     delete_run(&copy, &journal.waiting);
+    // A reader with either key refuses the journal rather than list a queue without the
+    // deleted case. (Found by a reviewer: the case vanished from the review queue.)
+    let root = journal.dir.path();
+    for out in [
+        with_key(root, &copy, &["runs", "--status", "awaiting_review"]),
+        with_public(root, &copy, &["runs", "--status", "awaiting_review"]),
+    ] {
+        assert_eq!(out.status.code(), Some(12), "{}", text(&out));
+        assert!(
+            text(&out).contains(&format!(
+                "run {} is missing from the journal, but the transparency log holds",
+                journal.waiting
+            )),
+            "{}",
+            text(&out)
+        );
+    }
     let live = journal.completed.as_str();
     let planted = &live[..live.len() - 1];
     write(&copy, RECORDS, |table| {

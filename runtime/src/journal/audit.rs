@@ -573,6 +573,27 @@ impl Journal {
         Ok(entries)
     }
 
+    /// The first run the log names that the journal holds no summary of (a run deleted),
+    /// with the number of its heads the log holds.
+    pub(super) fn first_deleted_run(&self) -> Result<Option<(String, usize)>, JournalError> {
+        let index = self.log_index()?;
+        if index.by_run.is_empty() {
+            return Ok(None);
+        }
+        let tx = self.read()?;
+        let runs = tx.open_table(super::RUNS).map_err(|e| self.err(e))?;
+        for (run_id, places) in &index.by_run {
+            if runs
+                .get(run_id.as_str())
+                .map_err(|e| self.err(e))?
+                .is_none()
+            {
+                return Ok(Some((run_id.clone(), places.len())));
+            }
+        }
+        Ok(None)
+    }
+
     /// The log's entries grouped by run, read once per size of the log; for an evidence
     /// pack (which has no log), the entries its manifest carries.
     pub(super) fn log_index(&self) -> Result<std::sync::Arc<LogIndex>, JournalError> {

@@ -229,8 +229,33 @@ impl Journal {
         Ok(())
     }
 
-    /// Whether the log is sealed by `public`: see [`Journal::hold_to_public_key`].
+    /// Whether the log is sealed by `public`: see [`Journal::hold_to_public_key`]. An
+    /// evidence pack must verify against the key, attested as holding the run's last
+    /// commit; a journal must hold every run its log names.
     fn check_sealed_by(&self, public: &PublicKey) -> Result<(), JournalError> {
+        if self.pack_manifest()?.is_some() {
+            let pack = self.verify_pack(Some(public))?;
+            let problem = pack
+                .run
+                .problem
+                .clone()
+                .or_else(|| pack.problems.first().cloned())
+                .or_else(|| {
+                    (!pack.attested).then(|| {
+                        "the pack is not attested: nothing vouches that it holds the run's last commit".to_string()
+                    })
+                });
+            return match problem {
+                None => Ok(()),
+                Some(problem) => Err(JournalError::LogAltered {
+                    path: self.path.clone(),
+                    message: format!(
+                        "the evidence pack does not verify against key {}: {problem}; check it with `warden verify --pack FILE --key PUB`",
+                        public.key_id()
+                    ),
+                }),
+            };
+        }
         let size = self.log_size()?;
         let refuse = |what: String| JournalError::LogAltered {
             path: self.path.clone(),
@@ -238,6 +263,11 @@ impl Journal {
                 "{what}: the journal was altered since its last signed write, and nothing read from it can be trusted; check it with `warden verify --all --key PUB`"
             ),
         };
+        if let Some((run_id, heads)) = self.first_deleted_run()? {
+            return Err(refuse(format!(
+                "run {run_id} is missing from the journal, but the transparency log holds {heads} of its heads: it was deleted"
+            )));
+        }
         match self.log_head()? {
             None => {
                 if let Some(index) = self
