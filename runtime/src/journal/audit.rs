@@ -448,7 +448,8 @@ impl Journal {
                 None
             }
         };
-        problems.extend(head_problems(head.as_ref(), &tree, size, key));
+        let signed_root = head.as_ref().and_then(|sth| tree.root(sth.head.size).ok());
+        problems.extend(head_problems(head.as_ref(), signed_root, size, key));
         let log = LogAudit {
             entries: size,
             root: crate::seal::hex::encode(&root),
@@ -685,31 +686,16 @@ pub(super) struct LogIndex {
     sealed: Option<String>,
 }
 
-/// How the first `sth.head.size` of the `size` leaves read into `frontier` fail `sth`: a
-/// tree head covering more or fewer leaves than the log holds, or another root. The head's
-/// signature is not checked here (that needs the key); a head that names leaves the log
-/// no longer has is evidence enough.
+/// How the first `sth.head.size` of the `size` leaves read into `frontier` fail `sth`, as
+/// the audit says it ([`head_problems`]) without the key: a tree head covering more or
+/// fewer leaves than the log holds, or another root. The head's signature is not checked
+/// here (that needs the key); a head that names leaves the log no longer has is evidence
+/// enough.
 fn unsealed(sth: &SignedTreeHead, size: u64, frontier: &merkle::Frontier) -> Option<String> {
-    if sth.head.size > size {
-        Some(format!(
-            "the log's signed tree head covers {} entries but the log holds only {size}: entries were removed",
-            sth.head.size
-        ))
-    } else if sth.head.size < size {
-        // Every signed commit stores the head that covers it.
-        Some(format!(
-            "{} log entries follow the signed tree head (size {}): they were written without the key, or an earlier head was put back",
-            size - sth.head.size,
-            sth.head.size
-        ))
-    } else if frontier.len() != sth.head.size || frontier.root() != sth.head.root {
-        Some(format!(
-            "the log's first {} entries do not hash to the root its signed tree head holds: the log was altered",
-            sth.head.size
-        ))
-    } else {
-        None
-    }
+    let root = (frontier.len() == sth.head.size).then(|| frontier.root());
+    head_problems(Some(sth), root, size, None)
+        .into_iter()
+        .next()
 }
 
 impl LogIndex {
@@ -792,10 +778,11 @@ fn deleted_run(run_id: &str, entries: &[(u64, LogEntry)]) -> Verification {
     }
 }
 
-/// What is wrong with the log's signed tree head, given the tree its entries make.
+/// What is wrong with the log's signed tree head, given the log's size and the root of
+/// its first `head.size` entries (none when it has fewer).
 fn head_problems(
     head: Option<&SignedTreeHead>,
-    tree: &MemoryTree,
+    root: Option<merkle::Hash>,
     size: u64,
     key: Option<&PublicKey>,
 ) -> Vec<String> {
@@ -827,7 +814,7 @@ fn head_problems(
             sth.head.size
         ));
     } else {
-        if tree.root(sth.head.size).ok() != Some(sth.head.root) {
+        if root != Some(sth.head.root) {
             problems.push(format!(
                 "the log's first {} entries do not hash to the root its signed tree head holds: the log was altered",
                 sth.head.size
