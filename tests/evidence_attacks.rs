@@ -332,7 +332,7 @@ fn a_run_resealed_with_its_log_rewritten_is_refused_by_every_reader_given_the_ke
     // With the signed tree head removed as well, a reader without the key cannot tell:
     // the limit the threat model states.
     {
-        const LOG_HEAD: TableDefinition<&str, &[u8]> = TableDefinition::new("log_head");
+        use crate::support::tamper::LOG_HEAD;
         let database = Database::create(&copy).expect("open copy");
         let tx = database.begin_write().expect("write");
         tx.open_table(LOG_HEAD)
@@ -382,8 +382,8 @@ fn a_run_resealed_with_its_log_rewritten_is_refused_by_every_reader_given_the_ke
     // The head put back as the key's, its root changed and its signature kept: a writer
     // calls it altered (exit 12), not another deployment's.
     {
+        use crate::support::tamper::LOG_HEAD;
         use warden::seal::signing::SignedTreeHead;
-        const LOG_HEAD: TableDefinition<&str, &[u8]> = TableDefinition::new("log_head");
         let (_o, original) = journal.copy();
         let genuine: SignedTreeHead = {
             let database = Database::create(&original).expect("open");
